@@ -1,0 +1,51 @@
+# The two set-up commands: `make lab` and `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+LAB    ?= lab_data
+PORT   ?= 8501
+
+.PHONY: lab test install dev-install chromium freeze clean-lab
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned to the CPU build on disk, so no later requirement can pull CUDA wheels.
+$(VENV)/.runtime-installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.runtime-installed
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.runtime-installed
+dev-install: $(VENV)/.dev-installed
+
+# Debian's chromium for the real-browser app test (the test skips, saying why, where it is missing).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) \
+	      || echo "chromium could not be installed: the browser test will skip"; \
+	  else echo "no root/apt-get: the browser test will skip"; fi; }
+
+# Fill an empty lab with the default experiment, then start the app.
+lab: install
+	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(BIN)/python -m engine --lab $(LAB) init
+	@if [ -f lab_app/app.py ]; then \
+	  SAE_LAB_DIR=$(LAB) $(BIN)/streamlit run lab_app/app.py --server.port $(PORT) --server.headless true; \
+	fi
+
+test: dev-install chromium
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# Regenerate the exact pins from requirements*.in in a throwaway venv.
+freeze:
+	rm -rf /tmp/sae-lab-freeze && $(PYTHON) -m venv /tmp/sae-lab-freeze
+	/tmp/sae-lab-freeze/bin/pip install -q torch==2.13.0 && /tmp/sae-lab-freeze/bin/pip install -q -r requirements.in
+	/tmp/sae-lab-freeze/bin/pip freeze | sed 's/+cpu//' > requirements.txt
+
+clean-lab:
+	rm -rf $(LAB)
