@@ -1,0 +1,128 @@
+"""The only place that opens the lab's DuckDB file.
+
+DuckDB lets one process write *or* several processes read a file, never both at once. Workers,
+the CLI and the app therefore each hold the file for one transaction or one query and let go;
+a process that finds it locked backs off (bounded, jittered, doubling) and tries again.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import duckdb
+
+from engine.errors import LabBusyError, LabError
+
+DB_FILENAME = "lab.duckdb"
+DEFAULT_LAB_DIR = "lab_data"
+
+# Read-only connections for people's SQL: no file system, no extensions, settings frozen.
+SANDBOX_CONFIG = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+
+
+def default_lab_dir() -> Path:
+    return Path(os.environ.get("SAE_LAB_DIR", DEFAULT_LAB_DIR))
+
+
+def db_path(lab_dir: str | Path) -> Path:
+    return Path(lab_dir) / DB_FILENAME
+
+
+def _is_lock_error(err: Exception) -> bool:
+    text = str(err).lower()
+    return "lock" in text and ("conflict" in text or "could not set" in text)
+
+
+def _open(path: Path, read_only: bool, config: dict[str, Any] | None) -> duckdb.DuckDBPyConnection:
+    if config:
+        return duckdb.connect(str(path), read_only=read_only, config=config)
+    return duckdb.connect(str(path), read_only=read_only)
+
+
+@contextmanager
+def connect(
+    lab_dir: str | Path,
+    *,
+    read_only: bool = False,
+    wait_seconds: float = 30.0,
+    sandbox: bool = False,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the lab database for one short unit of work, retrying while another process holds it."""
+    path = db_path(lab_dir)
+    if read_only and not path.exists():
+        raise LabError(f"no lab database at {path}: run `python -m engine run` (or `make lab`) to create one")
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_seconds
+    delay = 0.01
+    while True:
+        try:
+            con = _open(path, read_only, SANDBOX_CONFIG if sandbox else None)
+            break
+        except duckdb.IOException as e:
+            if not _is_lock_error(e):
+                raise LabError(f"cannot open the lab database {path}: {e}") from None
+            if time.monotonic() >= deadline:
+                raise LabBusyError(
+                    f"the lab database {path} stayed locked by another process for {wait_seconds:.0f} s: "
+                    "wait for it to finish or stop it, then retry"
+                ) from None
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.5)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+@contextmanager
+def transaction(lab_dir: str | Path, *, wait_seconds: float = 30.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One write transaction: all of it lands or none of it does."""
+    from db.migrations import ensure_schema
+
+    ensure_schema(lab_dir)
+    with connect(lab_dir, wait_seconds=wait_seconds) as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+
+def query(lab_dir: str | Path, sql: str, params: list[Any] | tuple[Any, ...] | None = None, *, wait_seconds: float = 30.0):
+    """Run one read query and return a pandas DataFrame."""
+    with connect(lab_dir, read_only=True, wait_seconds=wait_seconds) as con:
+        return con.execute(sql, params or []).df()
+
+
+def query_rows(lab_dir: str | Path, sql: str, params: list[Any] | tuple[Any, ...] | None = None, *, wait_seconds: float = 30.0) -> list[tuple]:
+    with connect(lab_dir, read_only=True, wait_seconds=wait_seconds) as con:
+        return con.execute(sql, params or []).fetchall()
+
+
+@contextmanager
+def interrupt_after(con: duckdb.DuckDBPyConnection, seconds: float | None) -> Iterator[None]:
+    """Interrupt a query that runs longer than ``seconds`` (DuckDB has no statement timeout)."""
+    if not seconds:
+        yield
+        return
+    timer = threading.Timer(seconds, con.interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
