@@ -1,0 +1,1 @@
+"""Collection: text domains -> tokenized sequences -> model activations on disk."""

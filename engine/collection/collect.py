@@ -1,0 +1,337 @@
+"""One forward pass per batch records every requested (hook, layer) site.
+
+Collecting all six layers of MiniLM costs one pass, not six (``python -m engine bench`` measures
+it). Activations are checked for NaN/inf before anything is published.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from engine.collection import corpora
+from engine.collection.hooks import StopForward, hook_module, layer_list, record, stop_after
+from engine.collection.models import LoadedModel, ModelInfo, load_model
+from engine.collection.store import (
+    ActivationStore,
+    NpyStreamWriter,
+    folder_lock,
+    publish_folder,
+    site_file,
+    site_name,
+    store_key,
+    write_json_atomic,
+)
+from engine.config import DataConfig, DomainSpec
+from engine.errors import LabError
+from engine.lab import Lab
+
+Site = tuple[str, int]  # (hook, layer)
+
+
+@dataclass
+class Sequences:
+    tokens: np.ndarray  # [n_seq, seq_len] int32, including the model's own special tokens
+    keep: np.ndarray  # [n_seq, seq_len] bool: positions whose activations are stored
+    n_val: int  # the last n_val sequences are held out
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.keep.sum())
+
+
+def special_wrapping(tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens this tokenizer puts before and after a single text ([CLS] .. [SEP], BOS ..)."""
+    probe = tokenizer("a b", add_special_tokens=True)["input_ids"]
+    plain = tokenizer("a b", add_special_tokens=False)["input_ids"]
+    for i in range(len(probe) - len(plain) + 1):
+        if probe[i : i + len(plain)] == plain:
+            return list(probe[:i]), list(probe[i + len(plain) :])
+    return [], []
+
+
+def separator_id(tokenizer) -> int | None:
+    for tid in (tokenizer.eos_token_id, tokenizer.sep_token_id):
+        if tid is not None:
+            return int(tid)
+    return None
+
+
+def build_sequences(
+    loaded: LoadedModel, domain: DomainSpec, data: DataConfig, seed: int, docs: Iterable[str] | None = None
+) -> Sequences:
+    """Pack documents (separated by EOS/SEP) into fixed-length windows until the token budget is met."""
+    tok = loaded.tokenizer
+    prefix, suffix = special_wrapping(tok)
+    sep = separator_id(tok)
+    L = data.seq_len - len(prefix) - len(suffix)
+    if L < 4:
+        raise LabError(f"seq_len = {data.seq_len} leaves no room for text after special tokens: use a larger seq_len")
+    if data.seq_len > loaded.info.max_positions:
+        raise LabError(
+            f"seq_len = {data.seq_len} exceeds the model's context of {loaded.info.max_positions} tokens: lower --seq-len"
+        )
+    special = loaded.special_ids
+    budget = data.tokens_per_domain
+    windows: list[list[int]] = []
+    buf: list[int] = []
+    kept = 0
+    n_docs = 0
+    docs = corpora.documents(domain, seed) if docs is None else iter(docs)
+
+    def kept_in(window: list[int]) -> int:
+        full = prefix + window + suffix
+        return sum(1 for t in full if t not in special) if data.exclude_special_tokens else len(full)
+
+    batch: list[str] = []
+
+    def drain(texts: list[str]) -> None:
+        nonlocal buf, kept
+        ids = tok(texts, add_special_tokens=False)["input_ids"]
+        for seq in ids:
+            if not seq:
+                continue
+            buf.extend(seq)
+            if sep is not None:
+                buf.append(sep)
+            while len(buf) >= L and kept < budget:
+                w, buf = buf[:L], buf[L:]
+                windows.append(w)
+                kept += kept_in(w)
+
+    for text in docs:
+        if kept >= budget:
+            break
+        n_docs += 1
+        batch.append(text)
+        if len(batch) >= 64:
+            drain(batch)
+            batch = []
+    if batch and kept < budget:
+        drain(batch)
+    if n_docs == 0:
+        raise LabError(f"corpus for domain '{domain.name}' ({domain.source}) is empty: give it some text")
+    if kept < budget:
+        raise LabError(
+            f"corpus for domain '{domain.name}' has only {kept:,} tokens, fewer than tokens_per_domain = {budget:,}: "
+            "lower --tokens or give the domain more text"
+        )
+    tokens = np.array([prefix + w + suffix for w in windows], dtype=np.int32)
+    if data.exclude_special_tokens:
+        keep = ~np.isin(tokens, np.array(sorted(special), dtype=np.int32))
+    else:
+        keep = np.ones_like(tokens, dtype=bool)
+    n_val = max(1, int(round(len(windows) * data.val_fraction)))
+    if len(windows) - n_val < 1:
+        raise LabError(f"corpus for domain '{domain.name}' is too small to hold out {data.val_fraction:.0%}: raise --tokens")
+    return Sequences(tokens, keep, n_val)
+
+
+def store_material(info: ModelInfo, domain: DomainSpec, data: DataConfig, seed: int) -> dict:
+    return {
+        "model": info.identity,
+        "domain": domain.to_dict(),
+        "fingerprint": corpora.source_fingerprint(domain),
+        "tokens_per_domain": data.tokens_per_domain,
+        "seq_len": data.seq_len,
+        "seed": seed,
+        "exclude_special_tokens": data.exclude_special_tokens,
+        "val_fraction": data.val_fraction,
+    }
+
+
+def find_store(lab: Lab, info: ModelInfo, domain: DomainSpec, data: DataConfig, seed: int) -> ActivationStore | None:
+    path = lab.activations / store_key(store_material(info, domain, data, seed))
+    return ActivationStore.open(path) if (path / "meta.json").exists() else None
+
+
+def _forward_batches(
+    loaded: LoadedModel,
+    seqs: Sequences,
+    sites: list[Site],
+    batch_size: int,
+    on_batch: Callable[[int, int, dict[Site, np.ndarray]], None],
+    desc: str,
+    progress: bool,
+) -> None:
+    """Run the model once per batch and hand the kept rows of every site to ``on_batch``."""
+    info, model, device = loaded.info, loaded.model, loaded.device
+    modules = {site_name(h, l): hook_module(model, info.model_type, info.n_layers, h, l) for h, l in sites}
+    # Nothing after the deepest requested block is needed: stop the pass there.
+    last_block = layer_list(model, info.n_layers)[max(l for _, l in sites)]
+    backbone = getattr(model, "base_model", model)
+    n = len(seqs.tokens)
+    bar = tqdm(total=n, desc=desc, unit="seq", disable=not progress, leave=False)
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            ids = torch.from_numpy(np.asarray(seqs.tokens[start : start + batch_size], dtype=np.int64)).to(device)
+            keep = torch.from_numpy(seqs.keep[start : start + batch_size]).to(device)
+            sink: dict[str, torch.Tensor] = {}
+            with record(modules, sink), stop_after(last_block):
+                try:
+                    backbone(input_ids=ids, attention_mask=torch.ones_like(ids))
+                except StopForward:
+                    pass
+            out: dict[Site, np.ndarray] = {}
+            for h, l in sites:
+                a = sink[site_name(h, l)][keep].float()
+                if not torch.isfinite(a).all():
+                    raise LabError(
+                        f"the model produced NaN or infinite activations at {h} layer {l} (sequences {start}-{start + len(ids) - 1}): "
+                        "check the model's weights or use another model"
+                    )
+                a16 = a.to(torch.float16)
+                if not torch.isfinite(a16).all():
+                    raise LabError(f"activations at {h} layer {l} exceed the float16 range (|x| > 65504): use another hook point")
+                out[(h, l)] = a16.cpu().numpy()
+            on_batch(start, len(ids), out)
+            bar.update(len(ids))
+    bar.close()
+
+
+def _collect_sites(
+    loaded: LoadedModel, seqs: Sequences, sites: list[Site], folder: Path, data: DataConfig, desc: str, progress: bool
+) -> dict[str, dict]:
+    """Write one .npy per site into ``folder`` (as *.partial) and return per-site statistics."""
+    d = loaded.info.d_model
+    n_rows = seqs.n_rows
+    val_start = int(seqs.keep[: len(seqs.keep) - seqs.n_val].sum())
+    writers = {s: NpyStreamWriter(folder / (site_file(*s) + ".partial"), (n_rows, d), np.float16) for s in sites}
+    sums = {s: np.zeros(d, dtype=np.float64) for s in sites}
+    sq = {s: 0.0 for s in sites}
+    row = 0
+
+    def on_batch(_start: int, _n: int, acts: dict[Site, np.ndarray]) -> None:
+        nonlocal row
+        for s, a in acts.items():
+            writers[s].write(a)
+            train = a[: max(0, min(len(a), val_start - row))].astype(np.float64)
+            sums[s] += train.sum(0)
+            sq[s] += float((train**2).sum())
+        row += len(next(iter(acts.values())))
+
+    try:
+        _forward_batches(loaded, seqs, sites, data.batch_size, on_batch, desc, progress)
+        for w in writers.values():
+            w.close()
+    except BaseException:
+        for w in writers.values():
+            w.f.close()
+            Path(w.path).unlink(missing_ok=True)
+        raise
+    stats = {}
+    for s in sites:
+        os.replace(folder / (site_file(*s) + ".partial"), folder / site_file(*s))
+        stats[site_name(*s)] = {
+            "file": site_file(*s),
+            "hook": s[0],
+            "layer": s[1],
+            "train_mean": (sums[s] / max(val_start, 1)).tolist(),
+            "train_mean_sq_norm": sq[s] / max(val_start, 1),
+        }
+    return stats
+
+
+def collect_domain(
+    lab: Lab,
+    info: ModelInfo,
+    device: torch.device,
+    domain: DomainSpec,
+    data: DataConfig,
+    seed: int,
+    sites: list[Site],
+    progress: bool = True,
+    on_created: Callable[[ActivationStore], None] | None = None,
+) -> ActivationStore:
+    """Return a store holding every requested site for this domain, collecting only what is missing."""
+    key = store_key(store_material(info, domain, data, seed))
+    final = lab.activations / key
+    with folder_lock(lab.activations / f"{key}.lock"):
+        if (final / "meta.json").exists():
+            store = ActivationStore.open(final)
+            missing = [s for s in sites if not store.has(*s)]
+            if not missing:
+                return store
+            loaded = load_model(info, device)
+            seqs = Sequences(np.load(final / "tokens.npy"), np.zeros(0, bool), int(store.meta["n_val_sequences"]))
+            seqs.keep = _keep_from_rows(store, seqs.tokens.shape)
+            stats = _collect_sites(loaded, seqs, missing, final, data, f"collect {domain.name}", progress)
+            meta = dict(store.meta)
+            meta["sites"] = {**meta["sites"], **stats}
+            write_json_atomic(final / "meta.json", meta)
+            store = ActivationStore.open(final)
+            if on_created:
+                on_created(store)
+            return store
+        loaded = load_model(info, device)
+        t0 = time.perf_counter()
+        seqs = build_sequences(loaded, domain, data, seed)
+        tmp = lab.activations / f".tmp-{key}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            np.save(tmp / "tokens.npy", seqs.tokens)
+            seq_idx, pos_idx = np.nonzero(seqs.keep)
+            np.save(tmp / "rows.npy", np.stack([seq_idx, pos_idx], 1).astype(np.int32))
+            stats = _collect_sites(loaded, seqs, sites, tmp, data, f"collect {domain.name}", progress)
+            n_train_seq = len(seqs.tokens) - seqs.n_val
+            meta = {
+                "key": key,
+                "material": store_material(info, domain, data, seed),
+                "model": info.name,
+                "model_identity": info.identity,
+                "domain": domain.name,
+                "source": domain.source,
+                "seq_len": data.seq_len,
+                "seed": seed,
+                "n_sequences": int(len(seqs.tokens)),
+                "n_val_sequences": int(seqs.n_val),
+                "n_rows": int(seqs.n_rows),
+                "val_start_row": int(seqs.keep[:n_train_seq].sum()),
+                "d_model": info.d_model,
+                "sites": stats,
+                "collect_seconds": round(time.perf_counter() - t0, 2),
+                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            }
+            write_json_atomic(tmp / "meta.json", meta)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        publish_folder(tmp, final)
+        store = ActivationStore.open(final)
+        if on_created:
+            on_created(store)
+        return store
+
+
+def _keep_from_rows(store: ActivationStore, shape: tuple[int, int]) -> np.ndarray:
+    keep = np.zeros(shape, dtype=bool)
+    rows = store.rows()
+    keep[rows[:, 0], rows[:, 1]] = True
+    return keep
+
+
+def collect_timed_per_layer(loaded: LoadedModel, seqs: Sequences, sites: list[Site], batch_size: int) -> float:
+    """Seconds to collect ``sites`` with one pass *per site* (the naive way), for the benchmark."""
+    t0 = time.perf_counter()
+    for s in sites:
+        _forward_batches(loaded, seqs, [s], batch_size, lambda *_: None, "", False)
+    return time.perf_counter() - t0
+
+
+def collect_timed_one_pass(loaded: LoadedModel, seqs: Sequences, sites: list[Site], batch_size: int) -> float:
+    t0 = time.perf_counter()
+    _forward_batches(loaded, seqs, sites, batch_size, lambda *_: None, "", False)
+    return time.perf_counter() - t0
+
+

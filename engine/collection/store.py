@@ -1,0 +1,141 @@
+"""Activations on disk: float16 ``.npy`` files plus the token ids needed to show contexts later.
+
+A store is one folder per (model, domain spec, token budget, sequence length, seed, python version
+for stdlib corpora), named by a hash of those, so every later run that needs the same text reuses
+it. Inside, token ids are shared and each (hook, layer) site has its own file, so adding a hook or
+layer later reuses the same sequences. Folders are built under a temporary name and renamed into
+place, so a killed collection never leaves a half-written store behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+STORE_VERSION = 1
+
+
+def site_name(hook: str, layer: int) -> str:
+    return f"{hook}@{layer}"
+
+
+def site_file(hook: str, layer: int) -> str:
+    return f"{hook}_L{layer:02d}.npy"
+
+
+def store_key(material: dict[str, Any]) -> str:
+    blob = json.dumps({"v": STORE_VERSION, **material}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+@dataclass
+class ActivationStore:
+    """An opened store folder. Arrays are memory-mapped: training streams from disk."""
+
+    path: Path
+    meta: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: Path) -> "ActivationStore":
+        meta = json.loads((path / "meta.json").read_text())
+        return cls(path, meta)
+
+    @property
+    def key(self) -> str:
+        return self.meta["key"]
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.meta["n_rows"])
+
+    @property
+    def val_start(self) -> int:
+        """Rows before this index are training data; from it on, held-out validation (90/10)."""
+        return int(self.meta["val_start_row"])
+
+    @property
+    def d_model(self) -> int:
+        return int(self.meta["d_model"])
+
+    def has(self, hook: str, layer: int) -> bool:
+        return site_name(hook, layer) in self.meta["sites"]
+
+    def acts(self, hook: str, layer: int) -> np.ndarray:
+        return np.load(self.path / site_file(hook, layer), mmap_mode="r")
+
+    def tokens(self) -> np.ndarray:
+        return np.load(self.path / "tokens.npy", mmap_mode="r")
+
+    def rows(self) -> np.ndarray:
+        """(sequence, position) of each activation row."""
+        return np.load(self.path / "rows.npy", mmap_mode="r")
+
+    def site_stats(self, hook: str, layer: int) -> dict[str, Any]:
+        return self.meta["sites"][site_name(hook, layer)]
+
+
+class NpyStreamWriter:
+    """Write an ``.npy`` array row-block by row-block without holding it (or mapping it) in memory."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype):
+        self.path = path
+        self.shape = shape
+        self.dtype = np.dtype(dtype)
+        self.f = open(path, "wb")
+        np.lib.format.write_array_header_1_0(
+            self.f, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
+        )
+        self.rows = 0
+
+    def write(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        self.f.write(block.tobytes())
+        self.rows += block.shape[0]
+
+    def close(self) -> None:
+        if self.rows != self.shape[0]:
+            self.f.close()
+            raise RuntimeError(f"wrote {self.rows} rows into {self.path.name}, expected {self.shape[0]}")
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@contextmanager
+def folder_lock(path: Path) -> Iterator[None]:
+    """Serialize processes that add sites to the same store (workers sharing a collection)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def publish_folder(tmp: Path, final: Path) -> bool:
+    """Rename a finished temp folder into place; if another process won the race, drop ours."""
+    try:
+        os.rename(tmp, final)
+        return True
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return False

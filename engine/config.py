@@ -1,0 +1,227 @@
+"""The experiment configuration: what to collect, what SAE to train, how to evaluate it.
+
+One ``ExperimentConfig`` describes an SAE configuration (model, hook, layer, architecture, size) and
+the domains it is trained and evaluated on; it expands into one *run* per training domain (one SAE
+each), and the runs of one config together give the N×N transfer matrix of the seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.config_base import ConfigBase, apply_override, parse_override
+from engine.errors import LabError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+HOOK_POINTS = ("mlp_out", "resid_post", "attn_out")
+ARCHITECTURES = ("topk", "batchtopk", "relu")
+
+# Named domains every install can build offline, and the hub datasets the seeds used.
+BUILTIN_DOMAINS = {
+    "prose": "stdlib:prose",
+    "code": "stdlib:code",
+    "wikitext": "hf:wikitext:wikitext-2-raw-v1@train#text",
+    "python-code": "hf:codeparrot/codeparrot-clean-valid@train#content",
+}
+
+
+@dataclass
+class DomainSpec(ConfigBase):
+    """A named text domain. ``source`` is ``stdlib:prose``, ``stdlib:code``, ``file:<path>`` (a text file
+    or a folder of them) or ``hf:<dataset>[:<config>][@<split>][#<column>]``."""
+
+    name: str
+    source: str
+
+    @classmethod
+    def coerce(cls, value: Any, where: str = "domain") -> Any:
+        if isinstance(value, str):
+            return parse_domain(value)
+        return value
+
+
+def parse_domain(text: str) -> DomainSpec:
+    """``prose`` | ``name=path`` | ``name=hf:dataset...`` | a path (named after the file)."""
+    text = text.strip()
+    if not text:
+        raise LabError("empty domain name: use prose, code, wikitext, python-code, or name=path/to/texts")
+    if "=" in text:
+        name, source = (s.strip() for s in text.split("=", 1))
+        if not name or not source:
+            raise LabError(f"domain '{text}' must be name=source, e.g. legal=./texts/legal")
+        if source in BUILTIN_DOMAINS:
+            source = BUILTIN_DOMAINS[source]
+        elif not source.startswith(("stdlib:", "hf:", "file:")):
+            source = f"file:{source}"
+        return DomainSpec(name=name, source=source)
+    if text in BUILTIN_DOMAINS:
+        return DomainSpec(name=text, source=BUILTIN_DOMAINS[text])
+    if Path(text).exists():
+        return DomainSpec(name=Path(text).stem or "texts", source=f"file:{text}")
+    raise LabError(
+        f"unknown domain '{text}': use one of {', '.join(BUILTIN_DOMAINS)}, a path to a text file or folder, "
+        "or name=path"
+    )
+
+
+@dataclass
+class DataConfig(ConfigBase):
+    domains: list[DomainSpec] = field(
+        default_factory=lambda: [parse_domain("prose"), parse_domain("code")]
+    )
+    tokens_per_domain: int = 100_000
+    seq_len: int = 128
+    val_fraction: float = 0.1
+    exclude_special_tokens: bool = True
+    batch_size: int = 32  # sequences per forward pass while collecting
+    layers: list[int] | None = None  # layers recorded in the one collection pass; None: all
+
+
+@dataclass
+class SAEConfig(ConfigBase):
+    architecture: Literal["topk", "batchtopk", "relu"] = "topk"
+    d_sae: int = 2048
+    k: int = 16  # active latents per token (topk) or on average (batchtopk); target L0 for relu
+    l1_coefficient: float = 3.0  # relu only, on inputs scaled to unit mean square
+
+
+@dataclass
+class TrainConfig(ConfigBase):
+    batch_size: int = 1024
+    epochs: float = 8.0
+    lr: float | None = None  # None: 2e-4 / sqrt(d_sae / 2**14) scaled for small budgets (see README)
+    warmup_steps: int = 20
+    decay_fraction: float = 0.3  # linear decay to zero over the last fraction of steps
+    aux_k: int | None = None  # None: d_in / 2 (SAELens)
+    aux_coefficient: float = 1 / 32  # openai / dictionary_learning
+    dead_after_tokens: int = 50_000
+    matmul_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    log_every_steps: int = 5
+    checkpoint_every_seconds: float = 20.0
+
+
+@dataclass
+class EvalConfig(ConfigBase):
+    splice_sequences: int = 32  # held-out sequences per domain run with the SAE spliced in
+    interpretable_top_n: int = 20  # top activations looked at per feature for the quality score
+    interpretable_token_share: float = 0.5  # share of those on one token for a feature to count
+
+
+@dataclass
+class ExperimentConfig(ConfigBase):
+    name: str = "default"
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    hook: str = "mlp_out"
+    layer: int = 2
+    seed: int = 0
+    train_domains: list[str] | None = None  # None: one SAE per domain
+    data: DataConfig = field(default_factory=DataConfig)
+    sae: SAEConfig = field(default_factory=SAEConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def domain_names(self) -> list[str]:
+        return [d.name for d in self.data.domains]
+
+    @property
+    def training_domains(self) -> list[str]:
+        return list(self.train_domains) if self.train_domains else self.domain_names
+
+    def data_layers(self, n_layers: int) -> list[int]:
+        return list(range(n_layers)) if self.data.layers is None else list(self.data.layers)
+
+    def domain(self, name: str) -> DomainSpec:
+        for d in self.data.domains:
+            if d.name == name:
+                return d
+        raise LabError(f"unknown domain '{name}': this config has {', '.join(self.domain_names)}")
+
+    def validate(self) -> "ExperimentConfig":
+        """Checks that need no model: raise a one-line LabError naming the fix."""
+        s, t, d = self.sae, self.train, self.data
+        if s.architecture not in ARCHITECTURES:
+            raise LabError(f"unknown architecture '{s.architecture}': use one of {', '.join(ARCHITECTURES)}")
+        if s.d_sae <= 0:
+            raise LabError(f"d_sae must be positive, got {s.d_sae}: use e.g. --d-sae 2048")
+        if s.k <= 0:
+            raise LabError(f"k must be at least 1, got {s.k}: use e.g. --k 16")
+        if s.k > s.d_sae:
+            raise LabError(f"k = {s.k} is larger than d_sae = {s.d_sae}: use k <= d_sae")
+        if self.hook not in HOOK_POINTS:
+            raise LabError(f"unknown hook point '{self.hook}': use one of {', '.join(HOOK_POINTS)}")
+        if self.layer < 0:
+            raise LabError(f"layer must be 0 or more, got {self.layer}: layers count from 0")
+        if not d.domains:
+            raise LabError("no domains given: use e.g. --domains prose,code")
+        names = self.domain_names
+        if len(set(names)) != len(names):
+            raise LabError(f"domain names must be unique, got {', '.join(names)}: rename one with name=source")
+        for n in names:
+            if not n.replace("-", "").replace("_", "").isalnum():
+                raise LabError(f"domain name '{n}' may hold only letters, digits, - and _: rename it with name=source")
+        for n in self.training_domains:
+            if n not in names:
+                raise LabError(f"train domain '{n}' is not among the domains {', '.join(names)}: add it to --domains")
+        if d.tokens_per_domain < 1000:
+            raise LabError(f"tokens_per_domain = {d.tokens_per_domain} is too small: use at least 1000")
+        if not 8 <= d.seq_len <= 4096:
+            raise LabError(f"seq_len = {d.seq_len} is out of range: use 8 to 4096 (default 128)")
+        if not 0.0 < d.val_fraction <= 0.5:
+            raise LabError(f"val_fraction = {d.val_fraction} must be in (0, 0.5]: the seeds use 0.1")
+        if d.batch_size < 1 or t.batch_size < 1:
+            raise LabError("batch sizes must be at least 1: fix data.batch_size / train.batch_size")
+        if not (t.epochs > 0 and math.isfinite(t.epochs)):
+            raise LabError(f"epochs = {t.epochs} must be a positive number: use e.g. --epochs 8")
+        if t.lr is not None and not (t.lr > 0 and math.isfinite(t.lr)):
+            raise LabError(f"lr = {t.lr} must be a positive number: omit it for the default")
+        if t.aux_k is not None and t.aux_k < 1:
+            raise LabError(f"aux_k = {t.aux_k} must be at least 1: omit it for d_in / 2")
+        if not 0 <= t.decay_fraction <= 1:
+            raise LabError(f"decay_fraction = {t.decay_fraction} must be between 0 and 1")
+        if s.l1_coefficient < 0 or not math.isfinite(s.l1_coefficient):
+            raise LabError(f"l1_coefficient = {s.l1_coefficient} must be a finite number >= 0")
+        return self
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or TOML config file; a syntax error becomes one line with the position."""
+    p = Path(path)
+    if not p.is_file():
+        raise LabError(f"config file '{path}' does not exist: check the path")
+    text = p.read_text(encoding="utf-8", errors="replace")
+    try:
+        if p.suffix.lower() == ".toml":
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LabError(
+            f"config file '{path}' is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}): fix the syntax"
+        ) from None
+    except tomllib.TOMLDecodeError as e:
+        raise LabError(f"config file '{path}' is not valid TOML ({e}): fix the syntax") from None
+    if not isinstance(data, dict):
+        raise LabError(f"config file '{path}' must hold an object of settings, not {type(data).__name__}")
+    return data
+
+
+def build_config(
+    file: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> ExperimentConfig:
+    """Defaults, then a file, then ``--set key=value`` overrides; validated."""
+    data: dict[str, Any] = dict(base or {})
+    if file:
+        data.update(load_config_file(file))
+    for text in overrides or []:
+        path, value = parse_override(text)
+        apply_override(data, path, value)
+    return ExperimentConfig.from_dict(data, "config").validate()
