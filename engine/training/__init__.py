@@ -1,0 +1,1 @@
+"""Training: the SAE, its sparse autograd ops, batches from disk, the training loop."""
