@@ -1,0 +1,1 @@
+"""Benchmarks: figures measured side by side (`python -m engine bench`)."""

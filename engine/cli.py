@@ -1,0 +1,294 @@
+"""``python -m engine``: collect, train, eval, run, sql, bench (and the sweep and analysis commands).
+
+Every user mistake ends as one line on stderr naming the fix, and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from engine.errors import LabError
+
+# Flag -> config key, for the common settings; anything else goes through --set key=value.
+SHORTCUTS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "model": ("model", str),
+    "device": ("device", str),
+    "hook": ("hook", str),
+    "layer": ("layer", int),
+    "seed": ("seed", int),
+    "name": ("name", str),
+    "arch": ("sae.architecture", str),
+    "k": ("sae.k", int),
+    "d_sae": ("sae.d_sae", int),
+    "tokens": ("data.tokens_per_domain", int),
+    "seq_len": ("data.seq_len", int),
+    "epochs": ("train.epochs", float),
+    "batch_size": ("train.batch_size", int),
+    "lr": ("train.lr", float),
+}
+
+
+def _int_arg(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+
+
+def _float_arg(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("experiment (defaults: all-MiniLM-L6-v2, mlp_out layer 2, TopK k=16, d_sae=2048, prose+code, 100k tokens)")
+    g.add_argument("--config", help="JSON or TOML file with experiment settings")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any setting, e.g. --set train.epochs=4")
+    g.add_argument("--model", help="model name, local folder, or hub id")
+    g.add_argument("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
+    g.add_argument("--hook", help="mlp_out, resid_post or attn_out")
+    g.add_argument("--layer", type=_int_arg)
+    g.add_argument("--seed", type=_int_arg)
+    g.add_argument("--name")
+    g.add_argument("--arch", help="topk, batchtopk or relu")
+    g.add_argument("--k", type=_int_arg)
+    g.add_argument("--d-sae", dest="d_sae", type=_int_arg)
+    g.add_argument("--domains", help="comma-separated: prose, code, wikitext, python-code, a path, or name=path")
+    g.add_argument("--train-domains", help="comma-separated subset of the domains to train SAEs on")
+    g.add_argument("--layers", help="layers to record in the collection pass: 'all' or e.g. 0,2,4")
+    g.add_argument("--tokens", type=_int_arg, help="token budget per domain")
+    g.add_argument("--seq-len", dest="seq_len", type=_int_arg)
+    g.add_argument("--epochs", type=_float_arg)
+    g.add_argument("--batch-size", dest="batch_size", type=_int_arg)
+    g.add_argument("--lr", type=_float_arg)
+
+
+def config_from_args(args: argparse.Namespace):
+    from engine.config import build_config
+
+    overrides = []
+    for flag, (key, _) in SHORTCUTS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={_json(value)}")
+    if getattr(args, "domains", None):
+        overrides.append(f"data.domains={_json([d for d in args.domains.split(',') if d.strip()])}")
+    if getattr(args, "train_domains", None):
+        overrides.append(f"train_domains={_json([d.strip() for d in args.train_domains.split(',') if d.strip()])}")
+    if getattr(args, "layers", None):
+        if args.layers.strip().lower() == "all":
+            overrides.append("data.layers=null")
+        else:
+            try:
+                overrides.append(f"data.layers={_json([int(x) for x in args.layers.split(',') if x.strip()])}")
+            except ValueError:
+                raise LabError(f"--layers '{args.layers}' must be 'all' or comma-separated numbers like 0,2,4") from None
+    return build_config(args.config, list(args.set) + overrides)
+
+
+def _json(v: Any) -> str:
+    import json
+
+    return json.dumps(v)
+
+
+def format_table(df, max_rows: int = 200, float_digits: int = 4) -> str:
+    """A plain text table (what `sql` prints)."""
+    if df is None or len(df.columns) == 0:
+        return "(no result)"
+    shown = df.head(max_rows)
+
+    def cell(v: Any) -> str:
+        if v is None:
+            return "NULL"
+        if isinstance(v, float):
+            return "NaN" if v != v else f"{v:.{float_digits + 2}g}"
+        text = str(v).replace("\n", " ")
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    rows = [[cell(v) for v in r] for r in shown.itertuples(index=False)]
+    head = [str(c) for c in shown.columns]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    line = "  ".join(h.ljust(w) for h, w in zip(head, widths))
+    sep = "  ".join("-" * w for w in widths)
+    body = "\n".join("  ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+    more = f"\n({len(df)} rows, {max_rows} shown)" if len(df) > max_rows else f"\n({len(df)} row{'s' if len(df) != 1 else ''})"
+    return f"{line}\n{sep}\n{body}{more}" if rows else f"{line}\n{sep}\n(0 rows)"
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+# -- commands ---------------------------------------------------------------------------------------
+def cmd_collect(args, lab) -> int:
+    from engine.pipeline import collect
+
+    config = config_from_args(args)
+    stores = collect(config, lab, progress=not args.quiet)
+    for name, s in stores.items():
+        print(f"{name}: {s.meta['n_rows']:,} tokens, {s.meta['n_sequences']} sequences, sites {', '.join(sorted(s.meta['sites']))} -> {lab.relative(s.path)}")
+    return 0
+
+
+def _print_outcomes(lab, outcomes) -> None:
+    from engine.pipeline import transfer_matrix
+
+    if not outcomes or not outcomes[0].evals:
+        for o in outcomes:
+            print(f"run {o.run_id}: trained ({o.train['steps']} steps, {o.train['tokens_per_second']:,.0f} tokens/s) -> {o.sae_dir}")
+        return
+    print(format_table(transfer_matrix(lab, outcomes[0].resolved["group_id"])))
+    for o in outcomes:
+        q = o.quality
+        print(f"run {o.run_id} [{o.resolved['train_domain']}]: quality {q['score']:.2f}/5 ({q['rating']}), "
+              f"{o.train['tokens_per_second']:,.0f} training tokens/s, SAE in {o.sae_dir}")
+
+
+def cmd_train(args, lab, evaluate: bool = False) -> int:
+    from engine.pipeline import collect, run_locally
+    from engine.runs import plan_runs
+
+    config = config_from_args(args)
+    collect(config, lab, progress=not args.quiet)
+    outcomes = [run_locally(spec, lab, progress=not args.quiet, evaluate=evaluate) for spec in plan_runs(config, tags=args.tag)]
+    _print_outcomes(lab, outcomes)
+    return 0
+
+
+def cmd_run(args, lab) -> int:
+    return cmd_train(args, lab, evaluate=True)
+
+
+def cmd_eval(args, lab) -> int:
+    from db import query
+    from engine.pipeline import evaluate_existing
+
+    ids = list(args.run_ids)
+    if args.all:
+        ids = list(query(lab.root, "SELECT run_id FROM runs WHERE status = 'FINISHED' AND run_id NOT IN (SELECT run_id FROM eval_results)")["run_id"])
+    if not ids:
+        raise LabError("no runs to evaluate: pass run ids, or --all for finished runs without evaluation")
+    for rid in ids:
+        res = evaluate_existing(lab, rid, progress=not args.quiet)
+        q = res["quality"]
+        print(f"run {rid}: " + ", ".join(f"{e['eval_domain']} FVU {e['fvu']:.4f} (x{e['transfer_ratio']:.2f})" for e in res["evals"])
+              + f"; quality {q['score']:.2f}/5 ({q['rating']})")
+    return 0
+
+
+def cmd_sql(args, lab) -> int:
+    from db.readonly import run_readonly
+
+    df = run_readonly(lab.root, args.query, timeout_seconds=args.timeout)
+    if args.csv:
+        df.to_csv(sys.stdout, index=False)
+    else:
+        print(format_table(df, max_rows=args.max_rows))
+    return 0
+
+
+def cmd_init(args, lab) -> int:
+    """Fill an empty lab with the default experiment (what `make lab` runs); a filled lab is left alone."""
+    from db import ensure_schema, query
+    from engine.config import ExperimentConfig
+    from engine.pipeline import run_experiment, transfer_matrix
+
+    ensure_schema(lab.root)
+    finished = query(lab.root, "SELECT count(*) AS n FROM runs WHERE status = 'FINISHED'").iloc[0, 0]
+    if finished == 0:
+        print(f"empty lab at {lab.root}: running the default experiment (layer 2 mlp_out, TopK k=16, d_sae=2048, prose + code, 100k tokens each)")
+        outcomes = run_experiment(ExperimentConfig().validate(), lab, progress=not args.quiet)
+        _print_outcomes(lab, outcomes)
+    else:
+        print(f"lab at {lab.root} holds {finished} finished runs; latest transfer matrix:")
+        print(format_table(transfer_matrix(lab)))
+    return 0
+
+
+def cmd_bench(args, lab) -> int:
+    from engine.bench.cli import run_bench
+
+    return run_bench(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m engine", description="SAE interpretability lab engine")
+    p.add_argument("--lab", help="lab folder (default ./lab_data or $SAE_LAB_DIR)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("collect", help="record activations (all layers in one pass) for every domain")
+    add_config_args(s)
+    s.set_defaults(fn=cmd_collect)
+
+    s = sub.add_parser("train", help="train one SAE per training domain (collects first if needed)")
+    add_config_args(s)
+    s.add_argument("--tag", action="append", default=[], help="tag the runs")
+    s.set_defaults(fn=lambda a, lab: cmd_train(a, lab, evaluate=False))
+
+    s = sub.add_parser("eval", help="evaluate trained runs on every domain (transfer matrix, splice, quality)")
+    s.add_argument("run_ids", nargs="*")
+    s.add_argument("--all", action="store_true", help="every finished run that has no evaluation yet")
+    s.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("run", help="collect + train + eval: the whole experiment")
+    add_config_args(s)
+    s.add_argument("--tag", action="append", default=[], help="tag the runs")
+    s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("init", help="run the default experiment if the lab is empty (used by `make lab`)")
+    s.set_defaults(fn=cmd_init)
+
+    s = sub.add_parser("sql", help="read-only SQL over the lab database; prints a table")
+    s.add_argument("query")
+    s.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    s.add_argument("--max-rows", type=_int_arg, default=200)
+    s.add_argument("--timeout", type=_float_arg, default=60.0)
+    s.set_defaults(fn=cmd_sql)
+
+    s = sub.add_parser("bench", help="speed and memory figures, measured side by side in one run")
+    from engine.bench.cli import add_bench_args
+
+    add_bench_args(s)
+    s.set_defaults(fn=cmd_bench)
+    return p
+
+
+def _lab_is_empty(root: Path) -> bool:
+    return root.is_dir() and all(p.is_dir() or p.suffix == ".lock" for p in root.rglob("*"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from engine.lab import Lab
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    lab = Lab.at(args.lab)
+    existed = lab.root.exists()
+    try:
+        return int(args.fn(args, lab) or 0)
+    except LabError as e:
+        # Bad input writes nothing: drop a lab folder this command created and left empty.
+        if not existed and _lab_is_empty(lab.root):
+            shutil.rmtree(lab.root, ignore_errors=True)
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

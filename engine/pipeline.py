@@ -1,0 +1,137 @@
+"""The experiment pipeline the CLI's ``collect``, ``train``, ``eval`` and ``run`` commands drive."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any, Callable
+
+import torch
+
+from db import Op, query, utcnow, write_now
+from engine.collection.models import resolve_model
+from engine.collection.store import ActivationStore
+from engine.config import ExperimentConfig
+from engine.device import pick_device
+from engine.errors import LabError
+from engine.lab import Lab
+from engine.recording import RunRecorder
+from engine.runs import RunOutcome, RunSpec, collect_for, evaluate_sae, execute_run, load_run_config, load_run_sae, plan_runs
+from engine.training.trainer import TrainHooks, TrainingCancelled
+
+
+def record_activation_set(lab: Lab, store: ActivationStore) -> None:
+    m = store.meta
+    row = {
+        "key": m["key"], "model": m["model"], "domain": m["domain"], "source": m["source"],
+        "n_tokens": m["n_rows"], "n_sequences": m["n_sequences"], "seq_len": m["seq_len"], "seed": m["seed"],
+        "hooks": sorted(m["sites"]), "path": lab.relative(store.path), "created_at": utcnow(),
+    }
+    write_now(lab.root, [Op("insert", "activation_sets", list(row), [list(row.values())], on_conflict="replace")])
+
+
+def collect(config: ExperimentConfig, lab: Lab, progress: bool = True) -> dict[str, ActivationStore]:
+    stores = collect_for(config, lab, progress)
+    for store in stores.values():
+        record_activation_set(lab, store)
+    return stores
+
+
+class _TermAsInterrupt:
+    """Turn SIGTERM into KeyboardInterrupt so a terminated run flushes and is marked KILLED."""
+
+    def __enter__(self):
+        self.prev = signal.getsignal(signal.SIGTERM)
+
+        def handler(signum, frame):
+            raise KeyboardInterrupt("terminated")
+
+        try:
+            signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread
+            self.prev = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.prev is not None:
+            signal.signal(signal.SIGTERM, self.prev)
+        return False
+
+
+def run_locally(
+    spec: RunSpec,
+    lab: Lab,
+    progress: bool = False,
+    evaluate: bool = True,
+    device: torch.device | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    extra_log: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> RunOutcome:
+    """Execute a run and record it: RUNNING → FINISHED, or FAILED / KILLED with the reason."""
+    rec = RunRecorder(lab, spec)
+
+    def on_log(step: int, tokens: int, metrics: dict[str, float]) -> None:
+        rec.log(step, tokens, metrics)
+        if extra_log:
+            extra_log(step, tokens, metrics)
+
+    try:
+        with _TermAsInterrupt():
+            outcome = execute_run(spec, lab, TrainHooks(on_log=on_log, should_stop=should_stop), on_start=rec.start,
+                                  progress=progress, device=device, evaluate=evaluate)
+            rec.finish(outcome)
+        return outcome
+    except TrainingCancelled:
+        rec.end("KILLED", "cancelled")
+        raise
+    except KeyboardInterrupt:
+        if rec.started:
+            rec.end("KILLED", "interrupted")
+        raise
+    except Exception as e:
+        if rec.started:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            rec.end("FAILED", f"{type(e).__name__}: {msg}"[:500])
+        raise
+    finally:
+        rec.close()
+
+
+def run_experiment(config: ExperimentConfig, lab: Lab, progress: bool = True, evaluate: bool = True,
+                   tags: list[str] | None = None) -> list[RunOutcome]:
+    """Collect every domain (one pass each, all layers), then train and evaluate one SAE per training domain."""
+    collect(config, lab, progress)
+    return [run_locally(spec, lab, progress, evaluate) for spec in plan_runs(config, tags=tags)]
+
+
+def evaluate_existing(lab: Lab, run_id: str, progress: bool = False) -> dict[str, Any]:
+    """Re-evaluate a finished run (e.g. after `train`, or with new eval settings) and record it."""
+    resolved = load_run_config(lab, run_id)
+    config = ExperimentConfig.from_dict(resolved["experiment"], "config")
+    spec = RunSpec(run_id, resolved["group_id"], resolved["train_domain"], config)
+    device = pick_device(config.device)
+    stores = collect_for(config, lab, progress, device)
+    sae = load_run_sae(lab, run_id, device)
+    evals, splices, quality, _ = evaluate_sae(sae, config, spec.train_domain, stores, device)
+    rec = RunRecorder(lab, spec)
+    try:
+        rec.record_evaluation(evals, splices, quality)
+        rec.writer.flush(wait_seconds=30)
+    finally:
+        rec.close()
+    return {"evals": evals, "splices": splices, "quality": quality}
+
+
+def transfer_matrix(lab: Lab, group_id: str | None = None):
+    """MSE of each (train domain → eval domain) pair for one group (default: the latest finished)."""
+    if group_id is None:
+        rows = query(lab.root, "SELECT group_id FROM runs WHERE status = 'FINISHED' ORDER BY ended_at DESC LIMIT 1")
+        if rows.empty:
+            raise LabError("no finished runs in this lab yet: run `python -m engine run` first")
+        group_id = rows.iloc[0, 0]
+    return query(
+        lab.root,
+        """SELECT r.train_domain, e.eval_domain, e.mse, e.fvu, e.r2, e.transfer_ratio, q.score, q.rating
+           FROM runs r JOIN eval_results e USING (run_id) LEFT JOIN quality_scores q USING (run_id)
+           WHERE r.group_id = ? ORDER BY r.train_domain, e.eval_domain""",
+        [group_id],
+    )

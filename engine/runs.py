@@ -1,0 +1,226 @@
+"""A run: one SAE trained on one domain and evaluated on every domain of its experiment.
+
+``execute_run(spec, lab, hooks)`` is a plain function of the spec that returns its results; it never
+touches the database. The local recorder (``engine.recording``) and the sweep worker wrap it; a
+distributed executor could run it on another machine and ship the outcome back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import platform
+import secrets
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from engine.collection.collect import Site, collect_domain
+from engine.collection.models import ModelInfo, load_model, resolve_model
+from engine.collection.store import ActivationStore
+from engine.config import ExperimentConfig
+from engine.config_base import ConfigBase
+from engine.device import pick_device
+from engine.errors import LabError
+from engine.evaluation.metrics import evaluate_reconstruction
+from engine.evaluation.quality import interpretable_features, quality_score
+from engine.evaluation.splice import splice_fidelity
+from engine.lab import Lab, code_version
+from engine.training.data import ShuffledBatches
+from engine.training.sae import SparseAutoencoder
+from engine.training.trainer import Trainer, TrainHooks, describe_training, init_sae_from_store_stats
+
+
+@dataclass
+class RunSpec(ConfigBase):
+    run_id: str
+    group_id: str
+    train_domain: str
+    config: ExperimentConfig
+    name: str = ""
+    sweep_id: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+def new_run_id() -> str:
+    return f"{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def group_id_of(config: ExperimentConfig) -> str:
+    """Runs whose configurations differ only in training domain share this id."""
+    d = config.to_dict()
+    d.pop("train_domains", None)
+    d.pop("name", None)
+    return "g-" + hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def plan_runs(config: ExperimentConfig, sweep_id: str | None = None, tags: list[str] | None = None) -> list[RunSpec]:
+    gid = group_id_of(config)
+    return [
+        RunSpec(new_run_id(), gid, dom, config, name=f"{config.name}/{dom}", sweep_id=sweep_id, tags=list(tags or []))
+        for dom in config.training_domains
+    ]
+
+
+def check_against_model(config: ExperimentConfig, info: ModelInfo) -> None:
+    """Checks that need the model's config (but not its weights)."""
+    if not 0 <= config.layer < info.n_layers:
+        raise LabError(f"layer {config.layer} is out of range: model '{info.name}' has layers 0 to {info.n_layers - 1}")
+    for layer in config.data_layers(info.n_layers):
+        if not 0 <= layer < info.n_layers:
+            raise LabError(f"collect layer {layer} is out of range: model '{info.name}' has layers 0 to {info.n_layers - 1}")
+    if config.data.seq_len > info.max_positions:
+        raise LabError(f"seq_len = {config.data.seq_len} exceeds the model's context of {info.max_positions}: lower --seq-len")
+    if config.train.aux_k is not None and config.train.aux_k > config.sae.d_sae:
+        raise LabError(f"aux_k = {config.train.aux_k} is larger than d_sae = {config.sae.d_sae}: omit it for d_in / 2")
+
+
+def collection_sites(config: ExperimentConfig, info: ModelInfo) -> list[Site]:
+    layers = sorted(set(config.data_layers(info.n_layers)) | {config.layer})
+    return [(config.hook, layer) for layer in layers]
+
+
+def collect_for(config: ExperimentConfig, lab: Lab, progress: bool = False, device: torch.device | None = None,
+                on_created: Callable[[ActivationStore], None] | None = None) -> dict[str, ActivationStore]:
+    """Activation stores for every domain of the config (collected once, reused after)."""
+    info = resolve_model(config.model)
+    check_against_model(config, info)
+    device = device or pick_device(config.device)
+    sites = collection_sites(config, info)
+    return {
+        d.name: collect_domain(lab, info, device, d, config.data, config.seed, sites, progress, on_created)
+        for d in config.data.domains
+    }
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    resolved: dict[str, Any]
+    train: dict[str, Any]
+    evals: list[dict[str, Any]]
+    splices: list[dict[str, Any]]
+    quality: dict[str, Any]
+    sae_dir: str
+    interpretable: dict[int, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_run(spec: RunSpec, info: ModelInfo, device: torch.device, stores: dict[str, ActivationStore]) -> dict[str, Any]:
+    """The full resolved configuration saved with the run."""
+    return {
+        "run_id": spec.run_id,
+        "group_id": spec.group_id,
+        "train_domain": spec.train_domain,
+        "experiment": spec.config.to_dict(),
+        "model": info.to_dict(),
+        "device": str(device),
+        "activation_sets": {name: s.key for name, s in stores.items()},
+        "code_version": code_version(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def evaluate_sae(
+    sae: SparseAutoencoder,
+    config: ExperimentConfig,
+    train_domain: str,
+    stores: dict[str, ActivationStore],
+    device: torch.device,
+    splice: bool = True,
+) -> tuple[list[dict], list[dict], dict, dict[int, int]]:
+    """Eval rows per domain (with transfer ratios), splice rows, the quality score."""
+    evals, splices = [], []
+    interp: dict[int, int] = {}
+    loaded = load_model(resolve_model(config.model), device) if splice and config.eval.splice_sequences > 0 else None
+    train_metrics = None
+    for name, store in stores.items():
+        own = name == train_domain
+        acts = store.acts(config.hook, config.layer)
+        m, tops = evaluate_reconstruction(sae, acts, store.val_start, store.n_rows, device, top_n=config.eval.interpretable_top_n if own else 0)
+        if own:
+            train_metrics = m
+            val_tokens = store.tokens()[store.rows()[store.val_start :, 0], store.rows()[store.val_start :, 1]]
+            interp = interpretable_features(tops, np.asarray(val_tokens), config.eval.interpretable_token_share)
+        evals.append({"eval_domain": name, **m.to_dict()})
+        if loaded is not None:
+            n_val = int(store.meta["n_val_sequences"])
+            first = int(store.meta["n_sequences"]) - n_val
+            take = min(n_val, config.eval.splice_sequences)
+            tokens = np.asarray(store.tokens()[first : first + take])
+            keep = np.zeros(tokens.shape, dtype=bool)
+            rows = store.rows()
+            sel = (rows[:, 0] >= first) & (rows[:, 0] < first + take)
+            keep[rows[sel, 0] - first, rows[sel, 1]] = True
+            sp = splice_fidelity(loaded, sae, config.hook, config.layer, tokens, keep)
+            splices.append({"eval_domain": name, **sp.to_dict()})
+    assert train_metrics is not None
+    for row in evals:
+        row["transfer_ratio"] = row["mse"] / train_metrics.mse if train_metrics.mse > 0 else None
+    q = quality_score(train_metrics, config.sae.k, len(set(interp.values())))
+    return evals, splices, q.to_dict(), interp
+
+
+def execute_run(
+    spec: RunSpec,
+    lab: Lab,
+    hooks: TrainHooks | None = None,
+    on_start: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = False,
+    device: torch.device | None = None,
+    evaluate: bool = True,
+) -> RunOutcome:
+    """Collect (or reuse) activations, train, save the SAE, evaluate. No database access."""
+    config = spec.config
+    info = resolve_model(config.model)
+    check_against_model(config, info)
+    device = device or pick_device(config.device)
+    stores = collect_for(config, lab, progress, device)
+    store = stores[spec.train_domain]
+    stats = store.site_stats(config.hook, config.layer)
+    torch.manual_seed(config.seed)
+    sae = init_sae_from_store_stats(info.d_model, config.sae, np.asarray(stats["train_mean"]), stats["train_mean_sq_norm"], config.seed)
+    batches = ShuffledBatches(store.acts(config.hook, config.layer), 0, store.val_start, config.train.batch_size, config.seed)
+    run_dir = lab.run_dir(spec.run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(sae, config.sae, config.train, batches, device, config.seed, run_dir / "checkpoint.pt", hooks, progress)
+    resolved = resolve_run(spec, info, device, stores)
+    resolved["training"] = describe_training(trainer)
+    (run_dir / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True))
+    if on_start:
+        on_start(resolved)
+    result = trainer.run(resume=True)
+    sae_dir = run_dir / "sae"
+    sae.save(sae_dir, {
+        "model_name": config.model,
+        "hook_name": f"{config.hook}@{config.layer}",
+        "hook_layer": config.layer,
+        "context_size": config.data.seq_len,
+        "dataset_path": spec.train_domain,
+        "run_id": spec.run_id,
+        "lab_input_scale": float(sae.input_scale),
+    })
+    evals, splices, quality, interp = evaluate_sae(sae, config, spec.train_domain, stores, device) if evaluate else ([], [], {}, {})
+    (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+    return RunOutcome(spec.run_id, resolved, asdict(result), evals, splices, quality, lab.relative(sae_dir), interp)
+
+
+def load_run_sae(lab: Lab, run_id: str, device: torch.device | str = "cpu") -> SparseAutoencoder:
+    folder = lab.run_dir(run_id) / "sae"
+    if not (folder / "cfg.json").exists():
+        raise LabError(f"run '{run_id}' has no saved SAE in {folder}: check the run id (python -m engine sql \"select run_id from runs\")")
+    return SparseAutoencoder.load(folder, device)
+
+
+def load_run_config(lab: Lab, run_id: str) -> dict[str, Any]:
+    path = lab.run_dir(run_id) / "config.json"
+    if not path.exists():
+        raise LabError(f"unknown run '{run_id}': no {path}; list runs with python -m engine sql \"select run_id from runs\"")
+    return json.loads(path.read_text())

@@ -1,0 +1,105 @@
+"""Shared fixtures: real DuckDB files in tmp_path, the real bundled model, tiny real models on disk.
+
+Nothing here is a mock: the tiny causal models are genuine transformers models built from a config
+(the offline stand-in for Pythia), saved to a folder with the bundled model's tokenizer.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def small_overrides(tokens: int = 6000, epochs: float = 2.0, layers: str = "0,1,2", d_sae: int = 256, k: int = 8) -> list[str]:
+    """A budget that trains in seconds but exercises every code path."""
+    return [
+        f"data.tokens_per_domain={tokens}",
+        f"data.layers=[{layers}]",
+        f"sae.d_sae={d_sae}",
+        f"sae.k={k}",
+        f"train.epochs={epochs}",
+        "train.batch_size=256",
+        "eval.splice_sequences=4",
+    ]
+
+
+@pytest.fixture(scope="session")
+def bundled_tokenizer_dir(tmp_path_factory) -> Path:
+    from transformers import AutoTokenizer
+
+    from engine.collection.models import bundled_model_path
+
+    out = tmp_path_factory.mktemp("tok")
+    AutoTokenizer.from_pretrained(bundled_model_path()).save_pretrained(out)
+    return out
+
+
+def _tiny_model(folder: Path, kind: str, tokenizer_dir: Path, n_layers: int = 3) -> Path:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPTNeoXConfig, LlamaConfig
+
+    torch.manual_seed(0)
+    vocab = 30522  # the bundled BERT tokenizer's vocabulary
+    if kind == "gpt_neox":
+        cfg = GPTNeoXConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=n_layers, num_attention_heads=4,
+                            intermediate_size=128, max_position_embeddings=256, bos_token_id=101, eos_token_id=102)
+    elif kind == "gpt2":
+        cfg = GPT2Config(vocab_size=vocab, n_embd=64, n_layer=n_layers, n_head=4, n_positions=256, bos_token_id=101, eos_token_id=102)
+    else:
+        cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=n_layers, num_attention_heads=4,
+                          intermediate_size=128, max_position_embeddings=256, bos_token_id=101, eos_token_id=102)
+    model = AutoModelForCausalLM.from_config(cfg)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_neox(tmp_path_factory, bundled_tokenizer_dir) -> Path:
+    """A tiny GPT-NeoX (Pythia's architecture) saved locally: the offline test of the Pythia path."""
+    return _tiny_model(tmp_path_factory.mktemp("tiny_neox"), "gpt_neox", bundled_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_models(tmp_path_factory, bundled_tokenizer_dir) -> dict[str, Path]:
+    return {k: _tiny_model(tmp_path_factory.mktemp(f"tiny_{k}"), k, bundled_tokenizer_dir) for k in ("gpt2", "llama")}
+
+
+@pytest.fixture
+def lab(tmp_path):
+    from engine.lab import Lab
+
+    return Lab.at(tmp_path / "lab")
+
+
+@pytest.fixture(scope="session")
+def finished_lab(tmp_path_factory):
+    """A lab holding one finished small experiment on the bundled model (prose + code), shared by read-only tests."""
+    from engine.config import build_config
+    from engine.lab import Lab
+    from engine.pipeline import run_experiment
+
+    lab = Lab.at(tmp_path_factory.mktemp("finished") / "lab")
+    config = build_config(overrides=small_overrides(tokens=8000, epochs=3.0, d_sae=512, k=8) + ["layer=2", "name=small"])
+    outcomes = run_experiment(config, lab, progress=False)
+    return lab, config, outcomes
+
+
+def run_cli(*args: str, lab: Path | None = None, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "engine"]
+    if lab is not None:
+        cmd += ["--lab", str(lab)]
+    cmd += ["-q", *args]
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env)
