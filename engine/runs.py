@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from engine.collection.collect import Site, collect_domain
+from engine.collection.collect import Site, collect_domains
 from engine.collection.models import ModelInfo, load_model, resolve_model
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
@@ -84,17 +84,12 @@ def collection_sites(config: ExperimentConfig, info: ModelInfo) -> list[Site]:
     return [(config.hook, layer) for layer in layers]
 
 
-def collect_for(config: ExperimentConfig, lab: Lab, progress: bool = False, device: torch.device | None = None,
-                on_created: Callable[[ActivationStore], None] | None = None) -> dict[str, ActivationStore]:
-    """Activation stores for every domain of the config (collected once, reused after)."""
+def collect_for(config: ExperimentConfig, lab: Lab, progress: bool = False, device: torch.device | None = None) -> dict[str, ActivationStore]:
+    """Activation stores for every domain of the config (collected once, all or nothing, reused after)."""
     info = resolve_model(config.model)
     check_against_model(config, info)
     device = device or pick_device(config.device)
-    sites = collection_sites(config, info)
-    return {
-        d.name: collect_domain(lab, info, device, d, config.data, config.seed, sites, progress, on_created)
-        for d in config.data.domains
-    }
+    return collect_domains(lab, info, device, config.data.domains, config.data, config.seed, collection_sites(config, info), progress)
 
 
 @dataclass

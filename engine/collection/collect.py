@@ -122,8 +122,9 @@ def build_sequences(
     if n_docs == 0:
         raise LabError(f"corpus for domain '{domain.name}' ({domain.source}) is empty: give it some text")
     if kept < budget:
+        available = kept + sum(1 for t in buf if t not in special)
         raise LabError(
-            f"corpus for domain '{domain.name}' has only {kept:,} tokens, fewer than tokens_per_domain = {budget:,}: "
+            f"corpus for domain '{domain.name}' has only {available:,} tokens, fewer than tokens_per_domain = {budget:,}: "
             "lower --tokens or give the domain more text"
         )
     tokens = np.array([prefix + w + suffix for w in windows], dtype=np.int32)
@@ -142,6 +143,7 @@ def store_material(info: ModelInfo, domain: DomainSpec, data: DataConfig, seed: 
         "model": info.identity,
         "domain": domain.to_dict(),
         "fingerprint": corpora.source_fingerprint(domain),
+        "corpus_version": corpora.CORPUS_VERSION,
         "tokens_per_domain": data.tokens_per_domain,
         "seq_len": data.seq_len,
         "seed": seed,
@@ -231,7 +233,7 @@ def _collect_sites(
         raise
     stats = {}
     for s in sites:
-        os.replace(folder / (site_file(*s) + ".partial"), folder / site_file(*s))
+        os.replace(folder / (site_file(*s) + ".partial"), folder / site_file(*s))  # complete inside the temp folder
         stats[site_name(*s)] = {
             "file": site_file(*s),
             "hook": s[0],
@@ -242,76 +244,110 @@ def _collect_sites(
     return stats
 
 
-def collect_domain(
+@dataclass
+class _Plan:
+    """One domain's share of a collection: what exists, what is missing, where it goes."""
+
+    domain: DomainSpec
+    key: str
+    final: Path
+    store: ActivationStore | None
+    missing: list[Site]
+    seqs: Sequences | None = None
+    tmp: Path | None = None
+    stats: dict | None = None
+
+
+def collect_domains(
     lab: Lab,
     info: ModelInfo,
     device: torch.device,
-    domain: DomainSpec,
+    domains: list[DomainSpec],
     data: DataConfig,
     seed: int,
     sites: list[Site],
     progress: bool = True,
-    on_created: Callable[[ActivationStore], None] | None = None,
-) -> ActivationStore:
-    """Return a store holding every requested site for this domain, collecting only what is missing."""
-    key = store_key(store_material(info, domain, data, seed))
-    final = lab.activations / key
-    with folder_lock(lab.activations / f"{key}.lock"):
-        if (final / "meta.json").exists():
-            store = ActivationStore.open(final)
-            missing = [s for s in sites if not store.has(*s)]
-            if not missing:
-                return store
+) -> dict[str, ActivationStore]:
+    """Stores holding every requested site for every domain, collecting only what is missing.
+
+    All or nothing: every domain's text is tokenized first (so an empty or too-small corpus is
+    refused before any forward pass), activations go to temporary files, and only when every domain
+    succeeded are they published (renamed into place). A failure leaves the lab as it was."""
+    lab.activations.mkdir(parents=True, exist_ok=True)
+    with folder_lock(lab.activations / ".collect.lock"):
+        plans = []
+        for d in domains:
+            key = store_key(store_material(info, d, data, seed))
+            final = lab.activations / key
+            store = ActivationStore.open(final) if (final / "meta.json").exists() else None
+            missing = [s for s in sites if store is None or not store.has(*s)]
+            plans.append(_Plan(d, key, final, store, missing))
+        todo = [p for p in plans if p.missing]
+        if todo:
             loaded = load_model(info, device)
-            seqs = Sequences(np.load(final / "tokens.npy"), np.zeros(0, bool), int(store.meta["n_val_sequences"]))
-            seqs.keep = _keep_from_rows(store, seqs.tokens.shape)
-            stats = _collect_sites(loaded, seqs, missing, final, data, f"collect {domain.name}", progress)
-            meta = dict(store.meta)
-            meta["sites"] = {**meta["sites"], **stats}
-            write_json_atomic(final / "meta.json", meta)
-            store = ActivationStore.open(final)
-            if on_created:
-                on_created(store)
-            return store
-        loaded = load_model(info, device)
-        t0 = time.perf_counter()
-        seqs = build_sequences(loaded, domain, data, seed)
-        tmp = lab.activations / f".tmp-{key}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
-            np.save(tmp / "tokens.npy", seqs.tokens)
-            seq_idx, pos_idx = np.nonzero(seqs.keep)
-            np.save(tmp / "rows.npy", np.stack([seq_idx, pos_idx], 1).astype(np.int32))
-            stats = _collect_sites(loaded, seqs, sites, tmp, data, f"collect {domain.name}", progress)
-            n_train_seq = len(seqs.tokens) - seqs.n_val
-            meta = {
-                "key": key,
-                "material": store_material(info, domain, data, seed),
-                "model": info.name,
-                "model_identity": info.identity,
-                "domain": domain.name,
-                "source": domain.source,
-                "seq_len": data.seq_len,
-                "seed": seed,
-                "n_sequences": int(len(seqs.tokens)),
-                "n_val_sequences": int(seqs.n_val),
-                "n_rows": int(seqs.n_rows),
-                "val_start_row": int(seqs.keep[:n_train_seq].sum()),
-                "d_model": info.d_model,
-                "sites": stats,
-                "collect_seconds": round(time.perf_counter() - t0, 2),
-                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-            }
-            write_json_atomic(tmp / "meta.json", meta)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        publish_folder(tmp, final)
-        store = ActivationStore.open(final)
-        if on_created:
-            on_created(store)
-        return store
+            for p in todo:  # phase 1: text -> sequences (cheap; refuses bad corpora early)
+                if p.store is None:
+                    p.seqs = build_sequences(loaded, p.domain, data, seed)
+                else:
+                    tokens = np.load(p.final / "tokens.npy")
+                    p.seqs = Sequences(tokens, _keep_from_rows(p.store, tokens.shape), int(p.store.meta["n_val_sequences"]))
+            try:
+                for p in todo:  # phase 2: forward passes into temporary files
+                    p.tmp = lab.activations / f".tmp-{p.key}-{os.getpid()}"
+                    shutil.rmtree(p.tmp, ignore_errors=True)
+                    p.tmp.mkdir(parents=True)
+                    t0 = time.perf_counter()
+                    p.stats = _collect_sites(loaded, p.seqs, p.missing, p.tmp, data, f"collect {p.domain.name}", progress)
+                    if p.store is None:
+                        _write_new_store_files(p, info, data, seed, time.perf_counter() - t0)
+            except BaseException:
+                for p in todo:
+                    if p.tmp is not None:
+                        shutil.rmtree(p.tmp, ignore_errors=True)
+                raise
+            for p in todo:  # phase 3: publish
+                if p.store is None:
+                    publish_folder(p.tmp, p.final)
+                else:
+                    for s in p.missing:
+                        os.replace(p.tmp / site_file(*s), p.final / site_file(*s))
+                    meta = dict(p.store.meta)
+                    meta["sites"] = {**meta["sites"], **p.stats}
+                    write_json_atomic(p.final / "meta.json", meta)
+                    shutil.rmtree(p.tmp, ignore_errors=True)
+        return {p.domain.name: ActivationStore.open(p.final) for p in plans}
+
+
+def collect_domain(lab: Lab, info: ModelInfo, device: torch.device, domain: DomainSpec, data: DataConfig, seed: int,
+                   sites: list[Site], progress: bool = True) -> ActivationStore:
+    return collect_domains(lab, info, device, [domain], data, seed, sites, progress)[domain.name]
+
+
+def _write_new_store_files(p: _Plan, info: ModelInfo, data: DataConfig, seed: int, seconds: float) -> None:
+    seqs = p.seqs
+    np.save(p.tmp / "tokens.npy", seqs.tokens)
+    seq_idx, pos_idx = np.nonzero(seqs.keep)
+    np.save(p.tmp / "rows.npy", np.stack([seq_idx, pos_idx], 1).astype(np.int32))
+    n_train_seq = len(seqs.tokens) - seqs.n_val
+    meta = {
+        "key": p.key,
+        "material": store_material(info, p.domain, data, seed),
+        "model": info.name,
+        "model_identity": info.identity,
+        "domain": p.domain.name,
+        "source": p.domain.source,
+        "seq_len": data.seq_len,
+        "seed": seed,
+        "n_sequences": int(len(seqs.tokens)),
+        "n_val_sequences": int(seqs.n_val),
+        "n_rows": int(seqs.n_rows),
+        "val_start_row": int(seqs.keep[:n_train_seq].sum()),
+        "d_model": info.d_model,
+        "sites": p.stats,
+        "collect_seconds": round(seconds, 2),
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+    }
+    write_json_atomic(p.tmp / "meta.json", meta)
 
 
 def _keep_from_rows(store: ActivationStore, shape: tuple[int, int]) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import Iterator
 from engine.config import DomainSpec
 from engine.errors import LabError
 
+CORPUS_VERSION = 1  # bump when the text a source yields changes: cached activations are keyed by it
 TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".json", ".csv", ".html", ".tex", ".c", ".h", ".js", ".ts", ".java", ".go", ".rs", ""}
 _SKIP_PARTS = {"test", "tests", "idle_test", "site-packages", "__pycache__", "lib2to3", "turtledemo"}
 _DOC_CHARS = 2000  # documents longer than this are split at paragraph / definition boundaries
@@ -120,21 +121,44 @@ def code_docs(seed: int) -> Iterator[str]:
         tree = _StripDocstrings().visit(tree)
         chunk: list[str] = []
         size = 0
-        for stmt in tree.body:  # one document per run of top-level statements, up to _DOC_CHARS
-            try:
-                text = ast.unparse(stmt)
-            except Exception:
-                continue
+        for text in _code_units(tree.body):  # one document per run of top-level units, up to _DOC_CHARS
             if size and size + len(text) > _DOC_CHARS:
                 yield "\n".join(chunk)
                 chunk, size = [], 0
             if len(text) > _DOC_CHARS * 2:
-                yield from _split(text)
+                yield from _split_lines(text)
                 continue
             chunk.append(text)
             size += len(text)
         if chunk:
             yield "\n".join(chunk)
+
+
+def _code_units(body: list[ast.stmt]) -> Iterator[str]:
+    """Unparsed statements; an oversized class is broken into its members so documents stay whole."""
+    for stmt in body:
+        try:
+            text = ast.unparse(stmt)
+        except Exception:
+            continue
+        if len(text) > _DOC_CHARS * 2 and isinstance(stmt, ast.ClassDef):
+            yield from _code_units(stmt.body)
+        else:
+            yield text
+
+
+def _split_lines(text: str) -> Iterator[str]:
+    """Cut a huge block at line boundaries (the rare function longer than two documents)."""
+    buf: list[str] = []
+    size = 0
+    for line in text.splitlines():
+        if size and size + len(line) > _DOC_CHARS:
+            yield "\n".join(buf)
+            buf, size = [], 0
+        buf.append(line)
+        size += len(line) + 1
+    if buf:
+        yield "\n".join(buf)
 
 
 def _split(text: str) -> Iterator[str]:
