@@ -187,7 +187,7 @@ class Trainer:
 
     def _exact_pre(self, xc: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """fp32 pre-activations at the selected entries (after a bf16 selection)."""
-        pattern = torch.sparse_csr_tensor(row_offsets(rows, xc.shape[0]), cols, torch.zeros(len(cols), device=xc.device), (xc.shape[0], self.sae.d_sae))
+        pattern = torch.sparse_csr_tensor(row_offsets(rows, xc.shape[0]), cols, torch.zeros(len(cols), device=xc.device), (xc.shape[0], self.sae.d_sae), check_invariants=False)
         return torch.sparse.sampled_addmm(pattern, xc, self.sae.W_enc_rows.t(), beta=0.0).values() + self.sae.b_enc[cols]
 
     def train_step(self, x: torch.Tensor, lr: float, want_metrics: bool = True) -> dict[str, float]:
