@@ -7,7 +7,6 @@ Nothing here is a mock: the tiny causal models are genuine transformers models b
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,18 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-
-def small_overrides(tokens: int = 6000, epochs: float = 2.0, layers: str = "0,1,2", d_sae: int = 256, k: int = 8) -> list[str]:
-    """A budget that trains in seconds but exercises every code path."""
-    return [
-        f"data.tokens_per_domain={tokens}",
-        f"data.layers=[{layers}]",
-        f"sae.d_sae={d_sae}",
-        f"sae.k={k}",
-        f"train.epochs={epochs}",
-        "train.batch_size=256",
-        "eval.splice_sequences=4",
-    ]
+from tests.helpers import small_overrides  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -94,12 +82,3 @@ def finished_lab(tmp_path_factory):
     config = build_config(overrides=small_overrides(tokens=8000, epochs=3.0, d_sae=512, k=8) + ["layer=2", "name=small"])
     outcomes = run_experiment(config, lab, progress=False)
     return lab, config, outcomes
-
-
-def run_cli(*args: str, lab: Path | None = None, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "engine"]
-    if lab is not None:
-        cmd += ["--lab", str(lab)]
-    cmd += ["-q", *args]
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env)
