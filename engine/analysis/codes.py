@@ -1,0 +1,159 @@
+"""One sparse encoding of every token of every domain: the input every analysis stage reads.
+
+Encoding is the expensive part (a [tokens x d_in] @ [d_in x d_sae] product); doing it once and
+keeping only the active (row, feature, value) triplets -- k per token -- makes every later stage
+a cheap operation on a few million entries instead of another pass over the activations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.collection.store import ActivationStore
+from engine.config import ExperimentConfig
+from engine.errors import LabError
+from engine.lab import Lab
+from engine.runs import collect_for, load_run_config, load_run_sae
+from engine.training.sae import SparseAutoencoder
+
+
+@dataclass
+class DomainCodes:
+    """The active latents of one domain's tokens, sorted by row, plus where each row sits in the text."""
+
+    name: str
+    n_rows: int
+    val_start: int  # rows from here on are the held-out 10%
+    rows: np.ndarray  # int32 [nnz] ascending
+    cols: np.ndarray  # int32 [nnz]
+    vals: np.ndarray  # float32 [nnz], all > 0
+    tokens: np.ndarray  # int32 [n_seq, seq_len], special tokens included
+    row_seq: np.ndarray  # int32 [n_rows]
+    row_pos: np.ndarray  # int32 [n_rows]
+    first_val_seq: int = 0
+    store_key: str = ""
+
+    @cached_property
+    def row_tokens(self) -> np.ndarray:
+        """Token id at each row."""
+        return self.tokens[self.row_seq, self.row_pos]
+
+    @cached_property
+    def row_prev(self) -> np.ndarray:
+        """Token id just before each row in its sequence ([CLS]/[SEP] included), -1 at position 0."""
+        prev = self.tokens[self.row_seq, np.maximum(self.row_pos - 1, 0)].copy()
+        prev[self.row_pos == 0] = -1
+        return prev
+
+    @cached_property
+    def row_of(self) -> np.ndarray:
+        """[n_seq, seq_len] -> activation row, -1 where the position has none (special tokens)."""
+        out = np.full(self.tokens.shape, -1, dtype=np.int32)
+        out[self.row_seq, self.row_pos] = np.arange(self.n_rows, dtype=np.int32)
+        return out
+
+    @cached_property
+    def entry_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted row * d_sae + feature keys, their values): O(log nnz) lookup of any (row, feature)."""
+        keys = self.rows.astype(np.int64) * _D_SAE_STRIDE + self.cols
+        order = np.argsort(keys, kind="stable")
+        return keys[order], self.vals[order]
+
+    def lookup(self, rows: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """Activation of ``features`` at ``rows`` (0 where it does not fire or the row is -1)."""
+        keys, vals = self.entry_keys
+        q = rows.astype(np.int64) * _D_SAE_STRIDE + features
+        if len(keys) == 0:
+            return np.zeros(q.shape, dtype=np.float32)
+        idx = np.searchsorted(keys, q)
+        idx_c = np.minimum(idx, len(keys) - 1)
+        hit = (keys[idx_c] == q) & (rows >= 0)
+        return np.where(hit, vals[idx_c], np.float32(0)).astype(np.float32)
+
+    def val_mask(self) -> np.ndarray:
+        return self.rows >= self.val_start
+
+
+_D_SAE_STRIDE = 1 << 24  # row * stride + feature: features below 16.7M, rows below 5e11
+
+
+@dataclass
+class RunData:
+    run_id: str
+    resolved: dict[str, Any]
+    config: ExperimentConfig
+    sae: SparseAutoencoder
+    domains: list[DomainCodes]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def d_sae(self) -> int:
+        return self.sae.d_sae
+
+    @property
+    def domain_names(self) -> list[str]:
+        return [d.name for d in self.domains]
+
+
+def stores_for_run(lab: Lab, resolved: dict[str, Any], config: ExperimentConfig) -> tuple[dict[str, ActivationStore], list[str]]:
+    """The activation sets the run was trained and evaluated on, by the keys saved with it.
+
+    Opening them by key (not by re-deriving the key from the config) keeps an analysis on the very
+    text the SAE saw even after the lab's corpus or collection code changed; only when a set is gone
+    is it collected again from the config, with a note saying so."""
+    keys = resolved.get("activation_sets") or {}
+    out: dict[str, ActivationStore] = {}
+    notes: list[str] = []
+    for name in config.domain_names:
+        path = lab.activations / keys.get(name, "")
+        if keys.get(name) and (path / "meta.json").exists():
+            store = ActivationStore.open(path)
+            if store.has(config.hook, config.layer):
+                out[name] = store
+    missing = [n for n in config.domain_names if n not in out]
+    if missing:
+        fresh = collect_for(config, lab)
+        for n in missing:
+            out[n] = fresh[n]
+        notes.append(f"activation sets of {', '.join(missing)} were collected again from the config (the run's own were gone)")
+    return {n: out[n] for n in config.domain_names}, notes
+
+
+@torch.inference_mode()
+def encode_store(sae: SparseAutoencoder, store: ActivationStore, name: str, hook: str, layer: int, chunk_rows: int) -> DomainCodes:
+    """Stream a domain's activations through the SAE chunk by chunk, keeping the active entries."""
+    acts = store.acts(hook, layer)
+    if acts.shape[1] != sae.d_in:
+        raise LabError(f"the SAE expects {sae.d_in}-wide activations but domain '{name}' has {acts.shape[1]}: the run and its activation set do not match")
+    n = store.n_rows
+    parts_r, parts_c, parts_v = [], [], []
+    for a in range(0, n, chunk_rows):
+        x = torch.from_numpy(np.asarray(acts[a : min(a + chunk_rows, n)], dtype=np.float32))
+        code = sae.encode_sparse(x)
+        keep = code.vals > 0
+        parts_r.append((code.rows[keep].to(torch.int32) + a).numpy())
+        parts_c.append(code.cols[keep].to(torch.int32).numpy())
+        parts_v.append(code.vals[keep].float().numpy())
+    rows = np.concatenate(parts_r) if parts_r else np.zeros(0, np.int32)
+    cols = np.concatenate(parts_c) if parts_c else np.zeros(0, np.int32)
+    vals = np.concatenate(parts_v) if parts_v else np.zeros(0, np.float32)
+    rs = np.asarray(store.rows())
+    tokens = np.asarray(store.tokens())
+    n_seq = int(store.meta.get("n_sequences", len(tokens)))
+    n_val_seq = int(store.meta.get("n_val_sequences", 0))
+    return DomainCodes(name, n, store.val_start, rows, cols, vals, tokens, rs[:, 0].astype(np.int32), rs[:, 1].astype(np.int32),
+                       first_val_seq=n_seq - n_val_seq, store_key=store.key)
+
+
+def load_run_data(lab: Lab, run_id: str, chunk_rows: int = 16384) -> RunData:
+    resolved = load_run_config(lab, run_id)
+    config = ExperimentConfig.from_dict(resolved["experiment"], "config")
+    sae = load_run_sae(lab, run_id, "cpu")
+    stores, notes = stores_for_run(lab, resolved, config)
+    domains = [encode_store(sae, s, name, config.hook, config.layer, chunk_rows) for name, s in stores.items()]
+    return RunData(run_id, resolved, config, sae, domains, notes)
