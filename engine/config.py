@@ -92,9 +92,9 @@ class SAEConfig(ConfigBase):
 
 @dataclass
 class TrainConfig(ConfigBase):
-    batch_size: int = 1024
-    epochs: float = 8.0
-    lr: float | None = None  # None: 2e-4 / sqrt(d_sae / 2**14) scaled for small budgets (see README)
+    batch_size: int = 2048
+    epochs: float = 6.0
+    lr: float | None = None  # None: 8 x 2e-4 / sqrt(d_sae / 2**14), for small budgets (see README)
     warmup_steps: int = 20
     decay_fraction: float = 0.3  # linear decay to zero over the last fraction of steps
     aux_k: int | None = None  # None: d_in / 2 (SAELens)
@@ -107,7 +107,7 @@ class TrainConfig(ConfigBase):
 
 @dataclass
 class EvalConfig(ConfigBase):
-    splice_sequences: int = 32  # held-out sequences per domain run with the SAE spliced in
+    splice_sequences: int = 16  # held-out sequences per domain run with the SAE spliced in
     interpretable_top_n: int = 20  # top activations looked at per feature for the quality score
     interpretable_token_share: float = 0.5  # share of those on one token for a feature to count
 

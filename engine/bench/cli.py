@@ -27,7 +27,7 @@ from engine.errors import LabError
 def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", nargs="*", default=["train", "collect", "memory"],
                    help="train, collect, memory (default: all three), analysis, app")
-    p.add_argument("--epochs", type=float, default=4.0, help="training budget for the side-by-side (epochs of the 90k-token split)")
+    p.add_argument("--epochs", type=float, default=None, help="training budget for the side-by-side (default: the default config's epochs)")
     p.add_argument("--collect-sequences", type=int, default=192, help="sequences per round in the collection comparison")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds for the collection comparison")
     p.add_argument("--no-bf16", action="store_true", help="skip the bf16-matmul contender in the training comparison")
@@ -69,11 +69,9 @@ def bench_train(args, lab, out: dict) -> None:
     vs = store.val_start
     stats = store.site_stats(config.hook, config.layer)
     val = torch.from_numpy(np.asarray(acts[vs:], dtype=np.float32))
-    train_rows = vs
-    budget = int(args.epochs * train_rows)
 
     def ours(dtype: str):
-        cfg = TrainConfig(**{**config.train.to_dict(), "epochs": args.epochs, "matmul_dtype": dtype})
+        cfg = TrainConfig(**{**config.train.to_dict(), "epochs": args.epochs or config.train.epochs, "matmul_dtype": dtype})
         sae = init_sae_from_store_stats(store.d_model, config.sae, np.asarray(stats["train_mean"]), stats["train_mean_sq_norm"], 0)
         batches = ShuffledBatches(acts, 0, vs, cfg.batch_size, 0)
         tr = Trainer(sae, config.sae, cfg, batches, torch.device("cpu"), 0)
@@ -84,9 +82,9 @@ def bench_train(args, lab, out: dict) -> None:
             tr.train_step(x, tr.lr_at(s), want_metrics=False)
             return x.shape[0]
 
-        return {"step": step, "fvu": lambda: val_fvu(sae, val), "steps": tr.total_steps, "batch": cfg.batch_size}
+        return {"step": step, "fvu": lambda: val_fvu(sae, val), "total": tr.total_steps * cfg.batch_size, "batch": cfg.batch_size}
 
-    def reference():
+    def reference(total: int):
         g = torch.Generator().manual_seed(0)
         data = torch.from_numpy(np.asarray(acts[:vs], dtype=np.float32))
         sae = ReferenceTopKSAE(store.d_model, config.sae.d_sae, config.sae.k, 0)
@@ -107,18 +105,20 @@ def bench_train(args, lab, out: dict) -> None:
                 sae.W_dec.data = sae.W_dec.data / sae.W_dec.data.norm(dim=0, keepdim=True)
             return B
 
-        return {"step": step, "fvu": lambda: val_fvu(sae, val), "batch": B}
+        return {"step": step, "fvu": lambda: val_fvu(sae, val), "total": total, "batch": B}
 
-    contenders = {"lab trainer (fp32)": ours("float32"), "reference loop (tutorial)": reference()}
+    lab_fp32 = ours("float32")
+    budget = lab_fp32["total"]  # the lab trainer's exact token count; the reference sees as many (±1 batch)
+    contenders = {"lab trainer (fp32)": lab_fp32, "reference loop (tutorial)": reference(budget)}
     if not args.no_bf16:
         contenders["lab trainer (bf16 matmul)"] = ours("bfloat16")
     tokens = {k: 0 for k in contenders}
     seconds = {k: 0.0 for k in contenders}
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=budget * len(contenders), desc="bench train", unit="tok", disable=args.quiet, leave=False)
+    bar = tqdm(total=sum(c["total"] for c in contenders.values()), desc="bench train", unit="tok", disable=args.quiet, leave=False)
     while True:
-        pending = [k for k in contenders if tokens[k] + contenders[k]["batch"] <= budget]
+        pending = [k for k in contenders if tokens[k] < contenders[k]["total"]]
         if not pending:
             break
         k = min(pending, key=lambda n: tokens[n])
@@ -136,7 +136,7 @@ def bench_train(args, lab, out: dict) -> None:
     ref_tps = next(r["tokens_per_s"] for r in rows if r["contender"] == ref)
     ref_fvu = next(r["val_fvu"] for r in rows if r["contender"] == ref)
     print(f"\nTraining, side by side on the same activations (prose, {config.hook} layer {config.layer}, d_sae {config.sae.d_sae}, "
-          f"k {config.sae.k}, L0 = {config.sae.k} for all, {budget:,} tokens each = {args.epochs:g} epochs):")
+          f"k {config.sae.k}, L0 = {config.sae.k} for all, {budget:,} tokens each = {args.epochs or config.train.epochs:g} epochs):")
     for r in rows:
         r["speedup_vs_reference"] = r["tokens_per_s"] / ref_tps
         r["fvu_vs_reference"] = r["val_fvu"] - ref_fvu
