@@ -145,10 +145,12 @@ CREATE TABLE feature_context_rows (
     held_out       BOOLEAN NOT NULL,
     window_start   INTEGER NOT NULL,
     center         SMALLINT NOT NULL,
-    acts           FLOAT[] NOT NULL,
-    PRIMARY KEY (run_id, feature, domain, kind, rank)
+    acts           FLOAT[] NOT NULL
 );
-COMMENT ON TABLE feature_context_rows IS 'Storage of feature_contexts: the same rows with the window''s position in its sequence instead of its token strings (read feature_contexts instead).';
+-- No PRIMARY KEY here, deliberately: (run_id, feature, domain, kind, rank) is unique by
+-- construction (a run's rows are only ever deleted and re-inserted together, in one transaction),
+-- and maintaining an index over ~250k rows per run cost 2 s of every re-analysis (measured).
+COMMENT ON TABLE feature_context_rows IS 'Storage of feature_contexts: the same rows with the window''s position in its sequence instead of its token strings (read feature_contexts instead). (run_id, feature, domain, kind, rank) is unique.';
 COMMENT ON COLUMN feature_context_rows.activation_set IS 'activation_sets.key of the sequence (token_sequences holds its tokens).';
 COMMENT ON COLUMN feature_context_rows.window_start IS 'Position in the sequence of the window''s first token.';
 

@@ -24,10 +24,10 @@ from engine.analysis.contexts import context_table, domain_contexts, sequence_ta
 from engine.analysis.labels import Labels, compute_labels
 from engine.analysis.neighbours import Neighbours, compute_neighbours
 from engine.analysis.stats import FeatureStats, compute_stats
-from engine.analysis.token_effects import TokenEffects, compute_token_effects, effect_matrix
+from engine.analysis.token_effects import TokenEffects, compute_token_effects, effect_matrix, read_effect_matrix
 from engine.analysis.vocab import Vocab, load_vocab
 from engine.analysis.write import replace_analysis
-from engine.collection.models import load_model, resolve_model
+from engine.collection.models import ModelInfo, load_model, resolve_model
 from engine.lab import Lab, code_version
 
 
@@ -49,6 +49,30 @@ class _Clock:
         return time.perf_counter() - self.t0
 
 
+def _prepare_model(name: str) -> tuple[ModelInfo, Vocab, torch.Tensor | None, str]:
+    """The run's vocabulary and token-effect matrix.
+
+    The matrix is read from the weights file when it can be: building the transformers model only
+    to take one tensor from it costs ~3 s of imports on a cold start (measured). (Running this on
+    a thread beside the encoding pass gained nothing: the imports hold the GIL.)"""
+    from transformers import AutoTokenizer
+
+    info = resolve_model(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(info.path, local_files_only=info.local_files_only)
+    except Exception:
+        tokenizer = None
+    matrix, source = (None, "")
+    if tokenizer is not None:
+        matrix, source = read_effect_matrix(info.path, info.is_causal, info.d_model, len(tokenizer))
+    if tokenizer is None or matrix is None:
+        loaded = load_model(info, torch.device("cpu"))
+        tokenizer = loaded.tokenizer
+        matrix, source = effect_matrix(loaded.model, info.is_causal)
+    vocab = load_vocab(tokenizer, cache_key=info.identity)
+    return info, vocab, matrix, source
+
+
 def analyze_run(lab: Lab, run_id: str, progress: bool = False, seed: int = 0, config: AnalysisConfig | None = None) -> dict[str, Any]:
     """Analyse a run's features and replace its analysis in the database; returns a summary."""
     cfg = (config or AnalysisConfig(seed=seed)).validate()
@@ -56,9 +80,7 @@ def analyze_run(lab: Lab, run_id: str, progress: bool = False, seed: int = 0, co
     torch.manual_seed(cfg.seed)
     data = load_run_data(lab, run_id, cfg.chunk_rows)
     clock.lap("encode")
-    info = resolve_model(data.config.model)
-    loaded = load_model(info, torch.device("cpu"))
-    vocab = load_vocab(loaded.tokenizer, cache_key=info.identity)
+    info, vocab, matrix, source = _prepare_model(data.config.model)
     clock.lap("model")
     F = data.d_sae
     stats = compute_stats(data.domains, F, cfg.hist_bins, cfg.class_threshold)
@@ -74,7 +96,6 @@ def analyze_run(lab: Lab, run_id: str, progress: bool = False, seed: int = 0, co
     live = ~stats.dead
     neighbours = compute_neighbours(data.sae.W_dec, data.domains, live, cfg.n_neighbours)
     clock.lap("neighbours")
-    matrix, source = effect_matrix(loaded.model, info.is_causal)
     effects = compute_token_effects(data.sae.W_dec, matrix, source, vocab, cfg.n_token_effects)
     clock.lap("token_effects")
     W = data.sae.W_dec.detach().float().numpy()

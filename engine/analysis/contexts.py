@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from engine.analysis.codes import DomainCodes
+from engine.analysis.codes import DomainCodes, stable_group_order
 from engine.analysis.config import AnalysisConfig
 from engine.analysis.vocab import Vocab
 
@@ -59,8 +59,8 @@ def select_contexts(dc: DomainCodes, d_sae: int, max_act: np.ndarray, cfg: Analy
         m = max_act[cols].astype(np.float64)
         q = np.clip(np.ceil(dc.vals / np.maximum(m, 1e-30) * nq).astype(np.int64) - 1, 0, nq - 1)  # (lower, upper]
         group = cols * nq + q
-        key = (group << 32) | rng.integers(0, 1 << 31, len(group), dtype=np.int64)  # a random draw inside each interval
-        order = np.argsort(key)
+        shuffled = rng.permutation(len(group))  # a random draw inside each interval: shuffle, then stable group sort
+        order = shuffled[stable_group_order(group[shuffled], d_sae * nq)]
         rank = _rank_in_groups(group[order], d_sae * nq)
         keep = rank < gs
         sel = order[keep]
@@ -78,15 +78,29 @@ def windows(dc: DomainCodes, rows: np.ndarray, features: np.ndarray, w: int) -> 
     """(activations [n, 2w+1], valid [n, 2w+1], window start, centre index) of +-w windows.
 
     Windows are clipped to the sequence, not padded; special tokens inside it get activation 0
-    (they have no activation row). The window's tokens are a slice of ``token_sequences``."""
+    (they have no activation row). The window's tokens are a slice of ``token_sequences``.
+    A window's rows are one contiguous range (rows run in (sequence, position) order), so the
+    feature's entries in it are found with two binary searches per window rather than one per
+    token -- the feature fires on one or two of its 21 tokens."""
+    n = len(rows)
     seq = dc.row_seq[rows].astype(np.int64)
     pos = dc.row_pos[rows].astype(np.int64)
     seq_len = dc.tokens.shape[1]
     grid = pos[:, None] + np.arange(-w, w + 1)[None, :]
     valid = (grid >= 0) & (grid < seq_len)
-    g = np.clip(grid, 0, seq_len - 1)
-    wrows = np.where(valid, dc.row_of[seq[:, None], g], -1)
-    acts = dc.lookup(wrows, np.broadcast_to(features[:, None], wrows.shape))
+    wrows = np.where(valid, dc.row_of[seq[:, None], np.clip(grid, 0, seq_len - 1)], -1)
+    lo = np.where(wrows >= 0, wrows, np.iinfo(np.int32).max).min(1).astype(np.int64)
+    hi = wrows.max(1).astype(np.int64)
+    keys, order = dc.by_feature
+    f = features.astype(np.int64) << 32
+    a = np.searchsorted(keys, f | lo)
+    b = np.searchsorted(keys, f | hi, side="right")
+    cnt = b - a
+    ctx = np.repeat(np.arange(n), cnt)
+    idx = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt) + np.repeat(a, cnt)
+    e = order[idx]
+    acts = np.zeros((n, 2 * w + 1), dtype=np.float32)
+    acts[ctx, dc.row_pos[dc.rows[e]] - pos[ctx] + w] = dc.vals[e]
     start = np.maximum(pos - w, 0)
     return acts, valid, start.astype(np.int32), (pos - start).astype(np.int16)
 

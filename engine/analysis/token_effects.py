@@ -11,6 +11,7 @@ feature. Special and unused tokens are excluded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,8 +30,42 @@ class TokenEffects:
     down_vals: np.ndarray
 
 
+INPUT_NAMES = ("word_embeddings.weight", "embed_tokens.weight", "wte.weight", "embed_in.weight", "shared.weight")
+OUTPUT_NAMES = ("lm_head.weight", "embed_out.weight")
+
+
+def read_effect_matrix(folder: str | Path, is_causal: bool, d_model: int, min_rows: int) -> tuple[torch.Tensor | None, str]:
+    """The [V, d] matrix straight from a model folder's safetensors, without building the model.
+
+    Building a transformers model costs seconds of imports that a cold ``analyze`` would wait for;
+    the one tensor it needs is a named slice of the weights file. Returns (None, "") when the
+    folder holds no recognisable tensor, and the caller loads the model instead."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None, ""
+    from safetensors import safe_open
+
+    found: dict[str, tuple[Path, str]] = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(f), "pt") as h:
+            for k in h.keys():
+                shape = h.get_slice(k).get_shape()
+                if len(shape) != 2 or shape[1] != d_model or shape[0] < min_rows:
+                    continue
+                for kind, names in (("unembedding", OUTPUT_NAMES), ("embedding", INPUT_NAMES)):
+                    if k.endswith(names) and kind not in found:
+                        found[kind] = (f, k)
+    order = ("unembedding", "embedding") if is_causal else ("embedding",)
+    for kind in order:  # a causal LM with tied weights has no separate unembedding: its embedding is it
+        if kind in found:
+            f, k = found[kind]
+            with safe_open(str(f), "pt") as h:
+                return h.get_tensor(k).float().clone(), "unembedding" if is_causal else "embedding"  # off the mmap
+    return None, ""
+
+
 def effect_matrix(model: torch.nn.Module, is_causal: bool) -> tuple[torch.Tensor | None, str]:
-    """[V, d] matrix the directions are read through."""
+    """[V, d] matrix the directions are read through, from a loaded model."""
     if is_causal:
         out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         if out is not None and getattr(out, "weight", None) is not None:

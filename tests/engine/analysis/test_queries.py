@@ -56,6 +56,9 @@ def test_reanalysis_replaces_rows_and_is_deterministic(analyzed, stores):
     analyze_run(analyzed.lab, analyzed.run_id, seed=0)
     assert counts(analyzed.lab, analyzed.run_id) == before
     assert all(v > 0 for v in before.values())
+    dup = db.query(analyzed.lab.root, "SELECT count(*) FROM (SELECT run_id, feature, domain, kind, rank FROM feature_context_rows "
+                                      "GROUP BY ALL HAVING count(*) > 1)").iloc[0, 0]
+    assert dup == 0  # the context rows' key is unique by construction (the table has no index)
     assert db.query(analyzed.lab.root, "SELECT count(*) FROM analysis_runs WHERE run_id = ?", [analyzed.run_id]).iloc[0, 0] == 1
     map_after = db.query(analyzed.lab.root, f"SELECT {cols} FROM features WHERE run_id = ? ORDER BY feature", [analyzed.run_id])
     assert map_after.equals(map_before)  # same seed: same map, clusters, labels
