@@ -20,6 +20,10 @@ import duckdb
 from engine.errors import LabBusyError, LabError
 
 DB_FILENAME = "lab.duckdb"
+# One connection at a time per process: DuckDB refuses a second in-process connection with a
+# different configuration (read-only vs read-write), and concurrent transactions from a worker's
+# heartbeat thread and its main thread could conflict. Each holds the file for milliseconds.
+_PROCESS_LOCK = threading.RLock()
 DEFAULT_LAB_DIR = "lab_data"
 
 # Read-only connections for people's SQL: no file system, no extensions, settings frozen.
@@ -66,24 +70,29 @@ def connect(
         path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_seconds
     delay = 0.01
-    while True:
-        try:
-            con = _open(path, read_only, SANDBOX_CONFIG if sandbox else None)
-            break
-        except duckdb.IOException as e:
-            if not _is_lock_error(e):
-                raise LabError(f"cannot open the lab database {path}: {e}") from None
-            if time.monotonic() >= deadline:
-                raise LabBusyError(
-                    f"the lab database {path} stayed locked by another process for {wait_seconds:.0f} s: "
-                    "wait for it to finish or stop it, then retry"
-                ) from None
-            time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.5)
+    if not _PROCESS_LOCK.acquire(timeout=max(wait_seconds, 0.001)):
+        raise LabBusyError(f"the lab database {path} stayed busy in this process for {wait_seconds:.0f} s: retry")
     try:
-        yield con
+        while True:
+            try:
+                con = _open(path, read_only, SANDBOX_CONFIG if sandbox else None)
+                break
+            except duckdb.IOException as e:
+                if not _is_lock_error(e):
+                    raise LabError(f"cannot open the lab database {path}: {e}") from None
+                if time.monotonic() >= deadline:
+                    raise LabBusyError(
+                        f"the lab database {path} stayed locked by another process for {wait_seconds:.0f} s: "
+                        "wait for it to finish or stop it, then retry"
+                    ) from None
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.5)
+        try:
+            yield con
+        finally:
+            con.close()
     finally:
-        con.close()
+        _PROCESS_LOCK.release()
 
 
 @contextmanager

@@ -249,6 +249,7 @@ class BufferedWriter:
         try:
             with transaction(self.lab_dir, wait_seconds=self.wait_seconds if wait_seconds is None else wait_seconds) as con:
                 apply_ops(con, spooled + ops)
+                _fault_point(spooled + ops)
         except LabBusyError:
             if ops:
                 append_spool(self.spool_path, ops)
@@ -264,6 +265,17 @@ class BufferedWriter:
             return self.flush(wait_seconds=wait_seconds)
         finally:
             self.owner.release()
+
+
+def _fault_point(ops: list[Op]) -> None:
+    """Crash tests only: with SAE_LAB_FAULT_PAUSE_IN_WRITE=<marker file> set, the first flush that
+    writes step metrics stops inside its open transaction (before COMMIT), creates the marker and
+    sleeps, so a test can SIGKILL the process in the middle of a real database write."""
+    marker = os.environ.get("SAE_LAB_FAULT_PAUSE_IN_WRITE")
+    if marker and not os.path.exists(marker) and any(op.table == "step_metrics" for op in ops):
+        with open(marker, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(600)
 
 
 def replay_spools(lab_dir: str | Path, wait_seconds: float = 30.0) -> int:
