@@ -258,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=_float_arg, default=60.0)
     s.set_defaults(fn=cmd_sql)
 
+    from engine.sweeps.cli import add_sweep_commands
+
+    add_sweep_commands(sub)
+
     s = sub.add_parser("bench", help="speed and memory figures, measured side by side in one run")
     from engine.bench.cli import add_bench_args
 

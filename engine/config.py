@@ -80,6 +80,7 @@ class DataConfig(ConfigBase):
     exclude_special_tokens: bool = True
     batch_size: int = 32  # sequences per forward pass while collecting
     layers: list[int] | None = None  # layers recorded in the one collection pass; None: all
+    hooks: list[str] | None = None  # extra hook points recorded in the same pass (sweeps over hooks)
 
 
 @dataclass
@@ -166,6 +167,9 @@ class ExperimentConfig(ConfigBase):
         for n in names:
             if not n.replace("-", "").replace("_", "").isalnum():
                 raise LabError(f"domain name '{n}' may hold only letters, digits, - and _: rename it with name=source")
+        for h in self.data.hooks or []:
+            if h not in HOOK_POINTS:
+                raise LabError(f"unknown hook point '{h}' in data.hooks: use {', '.join(HOOK_POINTS)}")
         for n in self.training_domains:
             if n not in names:
                 raise LabError(f"train domain '{n}' is not among the domains {', '.join(names)}: add it to --domains")

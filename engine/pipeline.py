@@ -65,6 +65,8 @@ def run_locally(
     device: torch.device | None = None,
     should_stop: Callable[[], bool] | None = None,
     extra_log: Callable[[int, int, dict[str, float]], None] | None = None,
+    on_start: Callable[[dict], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> RunOutcome:
     """Execute a run and record it: RUNNING → FINISHED, or FAILED / KILLED with the reason."""
     rec = RunRecorder(lab, spec)
@@ -74,10 +76,17 @@ def run_locally(
         if extra_log:
             extra_log(step, tokens, metrics)
 
+    def started(resolved: dict) -> None:
+        rec.start(resolved)
+        if on_start:
+            on_start(resolved)
+
+    # Everything logged before a checkpoint is made durable first, so a resumed run has no gaps.
+    hooks = TrainHooks(on_log=on_log, should_stop=should_stop, before_checkpoint=lambda step: rec.writer.flush())
     try:
         with _TermAsInterrupt():
-            outcome = execute_run(spec, lab, TrainHooks(on_log=on_log, should_stop=should_stop), on_start=rec.start,
-                                  progress=progress, device=device, evaluate=evaluate)
+            outcome = execute_run(spec, lab, hooks, on_start=started, progress=progress, device=device,
+                                  evaluate=evaluate, on_phase=on_phase)
             rec.finish(outcome)
         return outcome
     except TrainingCancelled:

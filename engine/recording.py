@@ -55,6 +55,7 @@ class RunRecorder:
             "device": (resolved or {}).get("device"),
             "artifact_dir": self.lab.relative(self.lab.run_dir(self.spec.run_id)),
             "tags": list(self.spec.tags),
+            "sweep_id": self.spec.sweep_id,
         }
 
     def start(self, resolved: dict[str, Any]) -> None:

@@ -55,6 +55,8 @@ def group_id_of(config: ExperimentConfig) -> str:
     d = config.to_dict()
     d.pop("train_domains", None)
     d.pop("name", None)
+    d["data"].pop("layers", None)  # what else gets collected does not change the SAE
+    d["data"].pop("hooks", None)
     return "g-" + hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -81,7 +83,8 @@ def check_against_model(config: ExperimentConfig, info: ModelInfo) -> None:
 
 def collection_sites(config: ExperimentConfig, info: ModelInfo) -> list[Site]:
     layers = sorted(set(config.data_layers(info.n_layers)) | {config.layer})
-    return [(config.hook, layer) for layer in layers]
+    hooks = sorted(set(config.data.hooks or []) | {config.hook})
+    return [(h, layer) for h in hooks for layer in layers]
 
 
 def collect_for(config: ExperimentConfig, lab: Lab, progress: bool = False, device: torch.device | None = None) -> dict[str, ActivationStore]:
@@ -171,9 +174,12 @@ def execute_run(
     progress: bool = False,
     device: torch.device | None = None,
     evaluate: bool = True,
+    on_phase: Callable[[str], None] | None = None,
 ) -> RunOutcome:
     """Collect (or reuse) activations, train, save the SAE, evaluate. No database access."""
+    phase = on_phase or (lambda _name: None)
     config = spec.config
+    phase("collect")
     info = resolve_model(config.model)
     check_against_model(config, info)
     device = device or pick_device(config.device)
@@ -191,6 +197,7 @@ def execute_run(
     (run_dir / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True))
     if on_start:
         on_start(resolved)
+    phase("train")
     result = trainer.run(resume=True)
     sae_dir = run_dir / "sae"
     sae.save(sae_dir, {
@@ -202,6 +209,8 @@ def execute_run(
         "run_id": spec.run_id,
         "lab_input_scale": float(sae.input_scale),
     })
+    if evaluate:
+        phase("eval")
     evals, splices, quality, interp = evaluate_sae(sae, config, spec.train_domain, stores, device) if evaluate else ([], [], {}, {})
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
     return RunOutcome(spec.run_id, resolved, asdict(result), evals, splices, quality, lab.relative(sae_dir), interp)

@@ -54,6 +54,7 @@ class TrainHooks:
 
     on_log: Callable[[int, int, dict[str, float]], None] | None = None  # (step, tokens, metrics)
     should_stop: Callable[[], bool] | None = None
+    before_checkpoint: Callable[[int], None] | None = None  # e.g. make logged metrics durable first
     on_checkpoint: Callable[[int], None] | None = None
 
 
@@ -146,6 +147,8 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if not self.checkpoint_path:
             return
+        if self.hooks.before_checkpoint:
+            self.hooks.before_checkpoint(self.step)
         state = {
             "sae": self.sae.state_dict(),
             "opt": self.opt.state_dict(),
@@ -293,6 +296,7 @@ class Trainer:
                 self.save_checkpoint()
                 last_ckpt = time.monotonic()
         bar.close()
+        self.save_checkpoint()  # a kill during evaluation resumes here instead of retraining
         self.sae.eval()
         seconds = time.perf_counter() - t0
         trained = (self.step - resumed_from) * B
