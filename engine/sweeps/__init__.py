@@ -1,0 +1,1 @@
+"""Sweeps: specs, the DuckDB job queue, workers, leaderboards."""

@@ -1,0 +1,47 @@
+"""Starting worker processes in the background (from the CLI's ``sweep --workers`` or the app).
+
+Jobs never run inside the caller: a worker is its own process, detached into its own session so
+closing the app or the terminal does not kill it, with its output in ``lab/logs/``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from db import query
+from engine.lab import Lab
+from engine.sweeps.queue import worker_alive
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def live_workers(lab: Lab) -> list[str]:
+    if not lab.db.exists():
+        return []
+    df = query(lab.root, "SELECT worker_id, host, pid, proc_started FROM workers WHERE stopped_at IS NULL")
+    return [r.worker_id for r in df.itertuples() if worker_alive(r.host, r.pid, r.proc_started)]
+
+
+def spawn_worker(lab: Lab, threads: int | None = None, analysis: bool = True, extra_env: dict | None = None) -> subprocess.Popen:
+    logs = lab.root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "engine", "--lab", str(lab.root.resolve()), "-q", "worker"]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    if not analysis:
+        cmd.append("--no-analysis")
+    log = open(logs / f"worker-{os.getpid()}-{len(list(logs.glob('worker-*.log')))}.log", "ab")
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(extra_env or {})}
+    return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, env=env)
+
+
+def ensure_workers(lab: Lab, n: int = 1, threads: int | None = None) -> int:
+    """Start workers until ``n`` are alive; returns how many were started."""
+    missing = max(0, n - len(live_workers(lab)))
+    for _ in range(missing):
+        spawn_worker(lab, threads)
+    return missing

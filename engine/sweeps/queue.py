@@ -1,0 +1,205 @@
+"""The job queue in DuckDB: enqueue a sweep, claim jobs, report progress, cancel, recover.
+
+Exactly-once claiming needs no extra machinery: a claim is one write transaction, and DuckDB lets
+one process write at a time. A job is "interrupted" when its worker's heartbeat is stale *and*,
+on the same host, that worker's process is gone (pid + start time), so a live worker that merely
+waited on a busy database is never mistaken for a dead one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from db import Op, query, transaction, utcnow, write_now
+from engine.collection.models import resolve_model
+from engine.errors import LabError
+from engine.lab import Lab
+from engine.runs import RunSpec, check_against_model, plan_runs
+from engine.sweeps.spec import PARAMETERS, SweepSpec, expand
+
+STALE_SECONDS = 30.0
+
+
+def new_sweep_id() -> str:
+    return f"s-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def plan_sweep(spec: SweepSpec) -> tuple[str, list[RunSpec]]:
+    """Validate the whole sweep and return its run specs; nothing is written."""
+    configs = expand(spec)
+    infos = {}
+    for c in configs:
+        if c.model not in infos:
+            infos[c.model] = resolve_model(c.model)
+        try:
+            check_against_model(c, infos[c.model])
+        except LabError as e:
+            raise LabError(f"sweep job '{c.name}' is invalid: {e}") from None
+    sweep_id = new_sweep_id()
+    hooks = sorted({c.hook for c in configs})
+    runs: list[RunSpec] = []
+    for c in configs:
+        if len(hooks) > 1:  # every job asks for every hook: the first collection pass records them all
+            c = c.replace(data=c.data.replace(hooks=hooks))
+        runs.extend(plan_runs(c, sweep_id=sweep_id, tags=[spec.name]))
+    if spec.run_cap is not None:
+        runs = runs[: spec.run_cap]
+    return sweep_id, runs
+
+
+def enqueue_sweep(lab: Lab, spec: SweepSpec) -> tuple[str, list[RunSpec]]:
+    """Validate, then write the sweep and all its jobs in one transaction."""
+    sweep_id, runs = plan_sweep(spec)
+    now = utcnow()
+    with transaction(lab.root) as con:
+        seq0 = con.execute("SELECT coalesce(max(seq), 0) FROM jobs").fetchone()[0]
+        con.execute(
+            "INSERT INTO sweeps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [sweep_id, spec.name, spec.method, spec.metric_name(), spec.goal(), spec.run_cap, spec.to_json(), len(runs), now],
+        )
+        rows = [[r.run_id, sweep_id, seq0 + i + 1, "QUEUED", json.dumps(r.to_dict()), job_label(r, spec), now] for i, r in enumerate(runs)]
+        import pyarrow as pa
+
+        table = pa.table({k: [row[i] for row in rows] for i, k in enumerate(["job_id", "sweep_id", "seq", "status", "spec", "label", "enqueued_at"])})
+        con.register("new_jobs", table)
+        con.execute("INSERT INTO jobs (job_id, sweep_id, seq, status, spec, label, enqueued_at) SELECT * FROM new_jobs")
+        con.unregister("new_jobs")
+    return sweep_id, runs
+
+
+def job_label(run: RunSpec, spec: SweepSpec | None = None) -> str:
+    c = run.config
+    parts = [f"L{c.layer} {c.hook}", f"k={c.sae.k}", f"d_sae={c.sae.d_sae}", c.sae.architecture, f"train={run.train_domain}"]
+    return " ".join(parts)
+
+
+def enqueue_runs(lab: Lab, runs: list[RunSpec]) -> None:
+    """Queue single runs (e.g. the app's 'run this config') without a sweep."""
+    now = utcnow()
+    with transaction(lab.root) as con:
+        seq0 = con.execute("SELECT coalesce(max(seq), 0) FROM jobs").fetchone()[0]
+        for i, r in enumerate(runs):
+            con.execute(
+                "INSERT INTO jobs (job_id, sweep_id, seq, status, spec, label, enqueued_at) VALUES (?, ?, ?, 'QUEUED', ?, ?, ?)",
+                [r.run_id, r.sweep_id, seq0 + i + 1, json.dumps(r.to_dict()), job_label(r), now],
+            )
+
+
+# -- workers ----------------------------------------------------------------------------------------
+@dataclass
+class WorkerIdentity:
+    worker_id: str
+    host: str
+    pid: int
+    proc_started: float
+
+    @classmethod
+    def current(cls) -> "WorkerIdentity":
+        pid = os.getpid()
+        return cls(f"w-{socket.gethostname()}-{pid}-{secrets.token_hex(2)}", socket.gethostname(), pid, psutil.Process(pid).create_time())
+
+
+def register_worker(lab: Lab, me: WorkerIdentity) -> None:
+    now = utcnow()
+    write_now(lab.root, [Op("insert", "workers", ["worker_id", "host", "pid", "proc_started", "started_at", "heartbeat_at"],
+                            [[me.worker_id, me.host, me.pid, me.proc_started, now, now]], on_conflict="replace")])
+
+
+def worker_alive(host: str, pid: int, proc_started: float | None) -> bool:
+    """On this host, ask the OS; elsewhere we cannot know (the heartbeat decides)."""
+    if host != socket.gethostname():
+        return True
+    try:
+        p = psutil.Process(int(pid))
+        return proc_started is None or abs(p.create_time() - float(proc_started)) < 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
+
+
+def interrupted_jobs(lab: Lab, stale_seconds: float = STALE_SECONDS) -> list[str]:
+    """RUNNING jobs whose worker is gone."""
+    df = query(
+        lab.root,
+        """SELECT j.job_id, w.host, w.pid, w.proc_started, w.heartbeat_at, w.stopped_at
+           FROM jobs j LEFT JOIN workers w ON j.worker_id = w.worker_id WHERE j.status = 'RUNNING'""",
+    )
+    out = []
+    now = utcnow()
+    for r in df.itertuples():
+        if r.host is None or (isinstance(r.host, float)):
+            out.append(r.job_id)
+            continue
+        stale = r.heartbeat_at is None or (now - r.heartbeat_at.to_pydatetime()).total_seconds() > stale_seconds
+        stopped = r.stopped_at is not None and str(r.stopped_at) != "NaT"
+        if stopped or (stale and not worker_alive(r.host, r.pid, r.proc_started)):
+            out.append(r.job_id)
+    return out
+
+
+def requeue_interrupted(lab: Lab, stale_seconds: float = STALE_SECONDS) -> list[str]:
+    """Put interrupted jobs back at the head of the queue; their runs resume from the last checkpoint."""
+    ids = interrupted_jobs(lab, stale_seconds)
+    if ids:
+        with transaction(lab.root) as con:
+            for jid in ids:
+                con.execute(
+                    "UPDATE jobs SET status = 'QUEUED', worker_id = NULL, phase = 'interrupted' WHERE job_id = ? AND status = 'RUNNING'",
+                    [jid],
+                )
+    return ids
+
+
+def claim_next(lab: Lab, me: WorkerIdentity) -> RunSpec | None:
+    with transaction(lab.root) as con:
+        row = con.execute(
+            "SELECT job_id, spec FROM jobs WHERE status = 'QUEUED' AND NOT cancel_requested ORDER BY seq LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        now = utcnow()
+        con.execute(
+            "UPDATE jobs SET status = 'RUNNING', worker_id = ?, claimed_at = ?, attempts = attempts + 1, phase = 'collect', progress_at = ? WHERE job_id = ?",
+            [me.worker_id, now, now, row[0]],
+        )
+        con.execute("UPDATE workers SET current_job = ?, heartbeat_at = ? WHERE worker_id = ?", [row[0], now, me.worker_id])
+    return RunSpec.from_dict(json.loads(row[1]), "job")
+
+
+def cancel_queued_and_flag_running(lab: Lab, job_ids: list[str] | None = None, sweep_id: str | None = None) -> int:
+    """Queued jobs are marked KILLED at once; running ones get a cancel request (stopped at the next step)."""
+    cond, params = ("job_id IN (SELECT unnest(?))", [job_ids]) if job_ids else ("sweep_id = ?", [sweep_id])
+    now = utcnow()
+    with transaction(lab.root) as con:
+        n = con.execute(f"SELECT count(*) FROM jobs WHERE {cond} AND status IN ('QUEUED', 'RUNNING')", params).fetchone()[0]
+        con.execute(f"UPDATE jobs SET status = 'KILLED', cancel_requested = true, finished_at = ?, error = 'cancelled before start' WHERE {cond} AND status = 'QUEUED'", [now, *params])
+        con.execute(f"UPDATE jobs SET cancel_requested = true WHERE {cond} AND status = 'RUNNING'", params)
+    return int(n)
+
+
+def queue_counts(lab: Lab) -> dict[str, int]:
+    df = query(lab.root, "SELECT status, count(*) AS n FROM jobs GROUP BY status")
+    return {r.status: int(r.n) for r in df.itertuples()}
+
+
+def job_statuses(lab: Lab, sweep_id: str | None = None, stale_seconds: float = STALE_SECONDS) -> Any:
+    """Jobs with INTERRUPTED shown for RUNNING jobs whose worker is gone."""
+    df = query(
+        lab.root,
+        "SELECT * FROM jobs" + (" WHERE sweep_id = ?" if sweep_id else "") + " ORDER BY seq",
+        [sweep_id] if sweep_id else None,
+    )
+    gone = set(interrupted_jobs(lab, stale_seconds)) if (df["status"] == "RUNNING").any() else set()
+    df["shown_status"] = [("INTERRUPTED" if j in gone else s) for j, s in zip(df["job_id"], df["status"])]
+    return df
+
+
+def sweep_parameter_names() -> list[str]:
+    return list(PARAMETERS)

@@ -1,0 +1,181 @@
+"""Sweep specs in the vocabulary of W&B / MLflow sweeps: method, parameters, metric + goal, run_cap.
+
+A sweep expands into *jobs*, one per SAE: every combination of the parameters (grid) or a seeded
+sample of them (random), times the training domains. Every expanded configuration is validated —
+including against the model's layer count — before anything is enqueued.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from engine.config import ExperimentConfig, build_config
+from engine.config_base import ConfigBase, apply_override
+from engine.errors import LabError
+
+# Sweep parameter -> config key (the names researchers use, as in the seeds).
+PARAMETERS: dict[str, str] = {
+    "layer": "layer",
+    "hook": "hook",
+    "k": "sae.k",
+    "d_sae": "sae.d_sae",
+    "architecture": "sae.architecture",
+    "lr": "train.lr",
+    "domains": "data.domains",
+    "train_domains": "train_domains",
+    "seed": "seed",
+    "tokens": "data.tokens_per_domain",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+}
+# Leaderboard metrics and their natural goal.
+METRICS: dict[str, str] = {
+    "overall": "maximize",
+    "fvu": "minimize",
+    "r2": "maximize",
+    "mse": "minimize",
+    "cosine": "maximize",
+    "transfer_ratio": "minimize",
+    "l0": "minimize",
+    "dead_frac": "minimize",
+    "score": "maximize",
+    "ce_recovered": "maximize",
+    "emb_cos_sae": "maximize",
+}
+
+
+@dataclass
+class SweepSpec(ConfigBase):
+    name: str = "sweep"
+    method: Literal["grid", "random"] = "grid"
+    parameters: dict[str, Any] = field(default_factory=dict)
+    metric: dict[str, Any] = field(default_factory=lambda: {"name": "overall", "goal": "maximize"})
+    run_cap: int | None = None
+    seed: int = 0
+    base: dict[str, Any] = field(default_factory=dict)  # experiment settings shared by every job
+
+    def metric_name(self) -> str:
+        return str(self.metric.get("name", "overall"))
+
+    def goal(self) -> str:
+        return str(self.metric.get("goal") or METRICS.get(self.metric_name(), "minimize"))
+
+
+def _values(name: str, spec: Any) -> list[Any] | dict[str, Any]:
+    if isinstance(spec, dict):
+        if "values" in spec:
+            spec = spec["values"]
+        elif "value" in spec:
+            spec = [spec["value"]]
+        elif {"min", "max"} <= set(spec):
+            return spec
+        else:
+            raise LabError(f"sweep parameter '{name}' needs a list, {{'values': [...]}} or {{'min': .., 'max': ..}}")
+    if not isinstance(spec, list):
+        spec = [spec]
+    if not spec:
+        raise LabError(f"sweep parameter '{name}' has an empty list of values: give at least one value")
+    return spec
+
+
+def _sample_range(name: str, r: dict[str, Any], rng: random.Random) -> Any:
+    lo, hi = r["min"], r["max"]
+    if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float))) or lo > hi:
+        raise LabError(f"sweep parameter '{name}' range must have numeric min <= max")
+    if r.get("distribution") == "log_uniform":
+        if lo <= 0:
+            raise LabError(f"sweep parameter '{name}': log_uniform needs min > 0")
+        v = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    else:
+        v = rng.uniform(lo, hi)
+    return int(round(v)) if isinstance(lo, int) and isinstance(hi, int) else v
+
+
+def expand(spec: SweepSpec) -> list[ExperimentConfig]:
+    """All experiment configurations of the sweep (validated), in queue order."""
+    if spec.run_cap is not None and spec.run_cap < 1:
+        raise LabError(f"run_cap = {spec.run_cap} must be at least 1 (or omitted for the whole grid)")
+    if spec.metric_name() not in METRICS:
+        raise LabError(f"unknown sweep metric '{spec.metric_name()}': use one of {', '.join(METRICS)}")
+    if spec.goal() not in ("minimize", "maximize"):
+        raise LabError(f"sweep metric goal '{spec.goal()}' must be minimize or maximize")
+    if not spec.parameters:
+        raise LabError("the sweep has no parameters: give at least one, e.g. {\"k\": [48, 24, 16]}")
+    unknown = sorted(set(spec.parameters) - set(PARAMETERS))
+    if unknown:
+        raise LabError(f"unknown sweep parameter '{unknown[0]}': use {', '.join(PARAMETERS)}")
+    values = {name: _values(name, v) for name, v in spec.parameters.items()}
+    rng = random.Random(spec.seed)
+    if spec.method == "grid":
+        ranges = [n for n, v in values.items() if isinstance(v, dict)]
+        if ranges:
+            raise LabError(f"grid sweeps need lists of values; '{ranges[0]}' is a range: use method random")
+        names = list(values)
+        combos = [dict(zip(names, c)) for c in itertools.product(*(values[n] for n in names))]
+    else:
+        n = spec.run_cap or 10
+        combos = []
+        for _ in range(n):
+            combos.append({name: (_sample_range(name, v, rng) if isinstance(v, dict) else rng.choice(v)) for name, v in values.items()})
+    configs: list[ExperimentConfig] = []
+    seen = set()
+    for combo in combos:
+        data = _deep_copy(spec.base)
+        for name, value in combo.items():
+            apply_override(data, PARAMETERS[name].split("."), value)
+        label = ", ".join(f"{n}={_short(v)}" for n, v in combo.items())
+        data["name"] = f"{spec.name}: {label}"
+        try:
+            config = build_config(base=data)
+        except LabError as e:
+            raise LabError(f"sweep combination ({label}) is invalid: {e}") from None
+        key = config.to_json()
+        if key not in seen:
+            seen.add(key)
+            configs.append(config)
+    return configs
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, list):
+        return "+".join(str(x) for x in v)
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    return json.loads(json.dumps(d))
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Seed 000, Experiment 1: which layer gives the best reconstruction / transfer balance?
+    "layer-sweep": {"name": "layer-sweep", "parameters": {"layer": [0, 1, 2, 3, 4, 5]}, "base": {"sae": {"k": 16, "d_sae": 2048}}},
+    # Seed 000, Experiment 2: top-k at d_sae 2048 on layer 2.
+    "topk-sweep": {"name": "topk-sweep", "parameters": {"k": [48, 24, 16]}, "base": {"layer": 2, "sae": {"d_sae": 2048}}},
+    # Every layer x k in {48, 24, 16}: 6 x 3 x 2 training domains = 36 SAEs.
+    "everything": {"name": "everything", "parameters": {"layer": [0, 1, 2, 3, 4, 5], "k": [48, 24, 16]}, "base": {"sae": {"d_sae": 2048}}},
+}
+
+
+def load_spec(source: str | dict[str, Any]) -> SweepSpec:
+    """A preset name, a JSON/TOML file path, or a dict."""
+    from pathlib import Path
+
+    from engine.config import load_config_file
+
+    if isinstance(source, dict):
+        data = source
+    elif source in PRESETS:
+        data = PRESETS[source]
+    elif Path(source).exists():
+        data = load_config_file(source)
+    else:
+        raise LabError(f"unknown sweep '{source}': use a preset ({', '.join(PRESETS)}) or a JSON/TOML spec file")
+    return SweepSpec.from_dict(data, "sweep")

@@ -1,0 +1,182 @@
+"""``python -m engine worker``: drain the job queue.
+
+Each job is ``pipeline.run_locally`` (a plain function of its spec) plus the feature analysis,
+wrapped with what a queue needs: a heartbeat thread, throttled progress (step, losses, dead
+fraction, ETA) written to the job's row, cancel checks, and recovery of interrupted jobs, which
+resume from their last checkpoint. SIGTERM / Ctrl-C flushes, marks the run and job KILLED, exits.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+import torch
+
+from db import query, replay_spools, transaction, utcnow
+from engine.errors import LabBusyError, LabError
+from engine.lab import Lab
+from engine.runs import RunSpec
+from engine.sweeps.queue import STALE_SECONDS, WorkerIdentity, claim_next, register_worker, requeue_interrupted
+from engine.training.trainer import TrainingCancelled
+
+
+class Heartbeat(threading.Thread):
+    """Beats in the worker's own row, independent of what the job is doing (collection, eval...)."""
+
+    def __init__(self, lab: Lab, me: WorkerIdentity, every: float):
+        super().__init__(daemon=True, name="heartbeat")
+        self.lab, self.me, self.every = lab, me, every
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.every):
+            try:
+                with transaction(self.lab.root, wait_seconds=self.every) as con:
+                    con.execute("UPDATE workers SET heartbeat_at = ? WHERE worker_id = ?", [utcnow(), self.me.worker_id])
+            except (LabBusyError, LabError):
+                continue  # the database is busy; liveness is also checked by pid
+
+
+class JobReporter:
+    """Throttled writes of a running job's live state, and its cancel flag."""
+
+    def __init__(self, lab: Lab, job_id: str, every: float = 1.0):
+        self.lab, self.job_id, self.every = lab, job_id, every
+        self.last_write = 0.0
+        self.last_cancel_check = 0.0
+        self.cancelled = False
+        self.t0 = time.monotonic()
+        self.total_steps: int | None = None
+
+    def _write(self, sets: dict, wait: float) -> None:
+        cols = ", ".join(f"{k} = ?" for k in sets)
+        try:
+            with transaction(self.lab.root, wait_seconds=wait) as con:
+                con.execute(f"UPDATE jobs SET {cols}, progress_at = ? WHERE job_id = ?", [*sets.values(), utcnow(), self.job_id])
+        except LabBusyError:
+            pass  # live state is ephemeral: the next update carries fresher values
+
+    def phase(self, name: str) -> None:
+        self._write({"phase": name}, wait=5.0)
+
+    def on_start(self, resolved: dict) -> None:
+        self.total_steps = int(resolved.get("training", {}).get("total_steps") or 0) or None
+        self.t0 = time.monotonic()
+
+    def on_log(self, step: int, tokens: int, metrics: dict[str, float]) -> None:
+        now = time.monotonic()
+        if now - self.last_write < self.every and step != self.total_steps:
+            return
+        self.last_write = now
+        eta = None
+        if self.total_steps:
+            rate = step / max(now - self.t0, 1e-6)
+            eta = (self.total_steps - step) / rate if rate > 0 else None
+        self._write({"phase": "train", "step": step, "total_steps": self.total_steps, "loss": metrics.get("loss"),
+                     "fvu": metrics.get("fvu"), "dead_frac": metrics.get("dead_frac"), "eta_seconds": eta}, wait=0.5)
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self.cancelled and now - self.last_cancel_check >= self.every:
+            self.last_cancel_check = now
+            try:
+                rows = query(self.lab.root, "SELECT cancel_requested FROM jobs WHERE job_id = ?", [self.job_id], wait_seconds=0.5)
+                self.cancelled = bool(len(rows) and rows.iloc[0, 0])
+            except LabBusyError:
+                pass
+        return self.cancelled
+
+
+def finish_job(lab: Lab, job_id: str, status: str, error: str | None = None) -> None:
+    with transaction(lab.root, wait_seconds=60) as con:
+        con.execute(
+            "UPDATE jobs SET status = ?, finished_at = ?, error = ?, phase = ?, eta_seconds = NULL WHERE job_id = ?",
+            [status, utcnow(), error, "done" if status == "FINISHED" else status.lower(), job_id],
+        )
+        con.execute("UPDATE workers SET current_job = NULL WHERE current_job = ?", [job_id])
+
+
+def run_is_finished(lab: Lab, run_id: str) -> bool:
+    rows = query(lab.root, "SELECT status FROM runs WHERE run_id = ?", [run_id])
+    return bool(len(rows)) and rows.iloc[0, 0] == "FINISHED"
+
+
+def analyze(lab: Lab, run_id: str) -> None:
+    try:
+        from engine.analysis.analyze import analyze_run
+    except ImportError:
+        return
+    analyze_run(lab, run_id)
+
+
+def execute_job(lab: Lab, spec: RunSpec, reporter: JobReporter, progress: bool = False, analysis: bool = True) -> None:
+    """One job: train + evaluate (resuming from a checkpoint if one exists), then analyse."""
+    from engine.pipeline import run_locally
+
+    if not run_is_finished(lab, spec.run_id):
+        run_locally(spec, lab, progress=progress, should_stop=reporter.should_stop, extra_log=reporter.on_log,
+                    on_start=reporter.on_start, on_phase=reporter.phase)
+    if analysis:
+        reporter.phase("analyze")
+        analyze(lab, spec.run_id)
+
+
+class Worker:
+    def __init__(self, lab: Lab, threads: int | None = None, stale_seconds: float = STALE_SECONDS,
+                 heartbeat_seconds: float = 2.0, progress: bool = False, analysis: bool = True,
+                 log: Callable[[str], None] = print):
+        self.lab, self.stale_seconds = lab, stale_seconds
+        self.heartbeat_seconds, self.progress, self.analysis, self.log = heartbeat_seconds, progress, analysis, log
+        if threads:
+            torch.set_num_threads(threads)
+        self.me = WorkerIdentity.current()
+
+    def run(self, wait: bool = False, poll_seconds: float = 2.0, max_jobs: int | None = None) -> int:
+        """Work until the queue is empty (or forever with ``wait``); returns the number of jobs run."""
+        from db import ensure_schema
+
+        ensure_schema(self.lab.root)
+        register_worker(self.lab, self.me)
+        beat = Heartbeat(self.lab, self.me, self.heartbeat_seconds)
+        beat.start()
+        done = 0
+        try:
+            replay_spools(self.lab.root)
+            for jid in requeue_interrupted(self.lab, self.stale_seconds):
+                self.log(f"job {jid} was interrupted: requeued, it resumes from its last checkpoint")
+            while max_jobs is None or done < max_jobs:
+                spec = claim_next(self.lab, self.me)
+                if spec is None:
+                    if not wait:
+                        break
+                    time.sleep(poll_seconds)
+                    for jid in requeue_interrupted(self.lab, self.stale_seconds):
+                        self.log(f"job {jid} was interrupted: requeued")
+                    continue
+                self.log(f"{self.me.worker_id}: running job {spec.run_id} ({spec.name})")
+                reporter = JobReporter(self.lab, spec.run_id)
+                try:
+                    execute_job(self.lab, spec, reporter, self.progress, self.analysis)
+                    finish_job(self.lab, spec.run_id, "FINISHED")
+                except TrainingCancelled:
+                    finish_job(self.lab, spec.run_id, "KILLED", "cancelled")
+                    self.log(f"job {spec.run_id}: cancelled")
+                except KeyboardInterrupt:
+                    finish_job(self.lab, spec.run_id, "KILLED", "worker stopped (SIGTERM / Ctrl-C)")
+                    raise
+                except Exception as e:  # one failed job does not stop the queue
+                    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    finish_job(self.lab, spec.run_id, "FAILED", f"{type(e).__name__}: {msg}"[:500])
+                    self.log(f"job {spec.run_id}: FAILED: {msg}")
+                done += 1
+        finally:
+            beat.stopping.set()
+            beat.join(timeout=5)
+            try:
+                with transaction(self.lab.root, wait_seconds=30) as con:
+                    con.execute("UPDATE workers SET stopped_at = ?, current_job = NULL WHERE worker_id = ?", [utcnow(), self.me.worker_id])
+            except LabError:
+                pass
+        return done

