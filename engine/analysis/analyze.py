@@ -129,6 +129,21 @@ def analyze_run(lab: Lab, run_id: str, progress: bool = False, seed: int = 0, co
     return summarize(data, stats, labels, cmap, contexts.num_rows, clock, effects.source)
 
 
+def analyze_after_training(lab: Lab, run_id: str, progress: bool = False) -> dict[str, Any] | None:
+    """The automatic analysis at the end of a training run: never turns a finished run into a failed one.
+
+    A failure (say, the database held by another process for a minute) leaves the run FINISHED
+    without an analysis and says so on one line; ``python -m engine analyze RUN`` (or ``--all``)
+    catches up later."""
+    try:
+        return analyze_run(lab, run_id, progress=progress)
+    except Exception as e:  # noqa: BLE001 - reported, not raised: the run itself succeeded
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"warning: run {run_id} finished but its feature analysis failed ({first}): "
+              f"run `python -m engine analyze {run_id}` to retry", file=sys.stderr)
+        return None
+
+
 def summarize(data: RunData, stats: FeatureStats, labels: Labels, cmap: ConceptMap, n_contexts: int, clock: _Clock,
               effect_source: str) -> dict[str, Any]:
     cls, _ = stats.classes()

@@ -47,9 +47,10 @@ def bench_analysis(args, lab, out: dict) -> None:
     t0 = time.perf_counter()
     warm = analyze_run(lab, run_id)
     warm_seconds = time.perf_counter() - t0
-    rng = np.random.default_rng(0)
-    live = [f for f in range(summary["d_sae"])]
-    feats = rng.choice(live, size=20, replace=False)
+    from db import query
+
+    live = query(lab.root, "SELECT feature FROM features WHERE run_id = ? AND NOT dead", [run_id])["feature"].to_numpy()
+    feats = np.random.default_rng(0).choice(live, size=min(20, len(live)), replace=False)
     times, sizes = [], []
     for f in feats:  # each call opens its own connection, as the app does
         t0 = time.perf_counter()

@@ -23,6 +23,7 @@ def replace_analysis(lab_dir, run_id: str, tables: dict[str, pa.Table], final_ro
     transaction, so the seconds it records include the write. ``sequences`` builds the token
     strings of each activation set the database does not hold yet (shared by runs, never deleted)."""
     with transaction(lab_dir, wait_seconds=wait_seconds) as con:
+        con.execute("SET enable_progress_bar = false")  # DuckDB draws one on stdout for writes over 2 s
         for key, build in (sequences or {}).items():
             if not con.execute("SELECT count(*) FROM token_sequences WHERE activation_set = ?", [key]).fetchall()[0][0]:
                 _insert(con, "token_sequences", build())

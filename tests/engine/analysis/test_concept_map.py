@@ -108,3 +108,20 @@ def test_cluster_summaries(analyzed):
         assert 1 <= len(c["central_features"]) <= 5 and set(c["central_features"]) <= members
         assert len(c["top_tokens"]) >= 3 and c["label"] == ", ".join(t.strip() for t in c["top_tokens"][:3])
         assert sum(c["class_counts"].values()) == c["size"]
+
+
+def test_map_with_too_few_live_features_is_empty_not_an_error(engine_side):
+    from engine.analysis.concept_map import compute_map
+
+    data, stats = engine_side
+    n = 3
+    W = data.sae.W_dec.detach().numpy()[:n]
+    fires = stats.n_fires[:, :n].copy()
+    fires[:, 1:] = 0  # one live feature
+    sub = type(stats)(stats.domains, stats.n_tokens, fires, stats.sum_act[:, :n], stats.max_act[:, :n], stats.hist[:, :n],
+                      stats.hist_max[:n], stats.threshold)
+    m = compute_map(W, sub, 10, 3, seed=0)
+    assert (m.cluster == -1).all() and np.isnan(m.coords).all()
+    fires[:, 1] = 5  # two live features, asked for 10 clusters: 2
+    m = compute_map(W, sub, 10, 3, seed=0)
+    assert sorted(m.cluster[:2]) == [0, 1] and m.cluster[2] == -1

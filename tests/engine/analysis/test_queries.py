@@ -141,3 +141,11 @@ def test_cli_commands(analyzed, capsys):
     assert "no runs to analyse" in capsys.readouterr().err
     assert main(["--lab", lab, "-q", "analyze", "--all", "--set", "n_clusters=0"]) == 2
     assert "n_clusters" in capsys.readouterr().err
+
+
+def test_analysis_after_training_reports_failure_without_raising(analyzed, capsys):
+    from engine.analysis.analyze import analyze_after_training
+
+    assert analyze_after_training(analyzed.lab, "no-such-run") is None
+    err = capsys.readouterr().err
+    assert "warning: run no-such-run finished but its feature analysis failed" in err and "analyze no-such-run" in err
