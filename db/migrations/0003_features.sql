@@ -61,6 +61,7 @@ CREATE TABLE features (
     PRIMARY KEY (run_id, feature)
 );
 COMMENT ON TABLE features IS 'One row per SAE feature of an analysed run: class, automatic label with its detection score, concept-map position and cluster.';
+COMMENT ON COLUMN features.run_id IS 'The analysed run (runs.run_id).';
 COMMENT ON COLUMN features.feature IS 'Feature (latent) index, 0 to d_sae - 1.';
 COMMENT ON COLUMN features.dead IS 'True when the feature fires (activation > 0) on no token of any domain.';
 COMMENT ON COLUMN features.class IS '<domain>-leaning when s = (freq_d - freq_rest) / (freq_d + freq_rest) >= the class threshold (settings.class_threshold, default 0.5: fires at least 3x as often on that domain as on the others), shared otherwise, dead when it never fires.';
@@ -106,6 +107,9 @@ CREATE TABLE feature_domain_stats (
     PRIMARY KEY (run_id, feature, domain)
 );
 COMMENT ON TABLE feature_domain_stats IS 'Per feature and domain: firing frequency, activation statistics, histogram, selectivity against the other domains, and the label''s detection score there.';
+COMMENT ON COLUMN feature_domain_stats.run_id IS 'The analysed run (runs.run_id).';
+COMMENT ON COLUMN feature_domain_stats.feature IS 'Feature index (features.feature).';
+COMMENT ON COLUMN feature_domain_stats.domain IS 'One of the run''s domains (runs.domains).';
 COMMENT ON COLUMN feature_domain_stats.n_tokens IS 'Tokens (activation rows, special tokens excluded) of this domain, train and held-out.';
 COMMENT ON COLUMN feature_domain_stats.n_fires IS 'Tokens of this domain where the feature fires (activation > 0).';
 COMMENT ON COLUMN feature_domain_stats.freq IS 'Firing frequency on this domain: n_fires / n_tokens (freqA in the seeds).';
@@ -153,6 +157,20 @@ CREATE TABLE feature_context_rows (
 COMMENT ON TABLE feature_context_rows IS 'Storage of feature_contexts: the same rows with the window''s position in its sequence instead of its token strings (read feature_contexts instead). (run_id, feature, domain, kind, rank) is unique.';
 COMMENT ON COLUMN feature_context_rows.activation_set IS 'activation_sets.key of the sequence (token_sequences holds its tokens).';
 COMMENT ON COLUMN feature_context_rows.window_start IS 'Position in the sequence of the window''s first token.';
+COMMENT ON COLUMN feature_context_rows.run_id IS 'The analysed run (runs.run_id).';
+COMMENT ON COLUMN feature_context_rows.feature IS 'Feature index (features.feature).';
+COMMENT ON COLUMN feature_context_rows.domain IS 'Domain whose text the context comes from.';
+COMMENT ON COLUMN feature_context_rows.kind IS 'top (highest activations, rank 0 = highest) or quantile (random samples from one activation interval).';
+COMMENT ON COLUMN feature_context_rows.rank IS 'Order within (feature, domain, kind); for quantile rows, quantile * group size + position within the group.';
+COMMENT ON COLUMN feature_context_rows.quantile IS 'Interval index 0 (lowest) to n - 1 (highest) of (0, max_act] split into equal-width intervals; NULL for top rows.';
+COMMENT ON COLUMN feature_context_rows.q_lower IS 'Lower bound of the interval the sample was drawn from (quantile rows).';
+COMMENT ON COLUMN feature_context_rows.q_upper IS 'Upper bound of the interval (quantile rows).';
+COMMENT ON COLUMN feature_context_rows.activation IS 'The feature''s activation on the centre token (= acts[center + 1], SQL lists being 1-based).';
+COMMENT ON COLUMN feature_context_rows.seq IS 'Sequence index in the activation set (row of its tokens.npy, token_sequences.seq).';
+COMMENT ON COLUMN feature_context_rows.pos IS 'Position of the centre token in that sequence.';
+COMMENT ON COLUMN feature_context_rows.held_out IS 'True when the sequence is in the held-out 10% (not seen in training).';
+COMMENT ON COLUMN feature_context_rows.center IS '0-based index of the activating token within the window (tokens / acts).';
+COMMENT ON COLUMN feature_context_rows.acts IS 'The feature''s activation on each token of the window (0 where it does not fire, and on special tokens).';
 
 CREATE VIEW feature_contexts AS
 SELECT c.run_id, c.feature, c.domain, c.kind, c.rank, c.quantile, c.q_lower, c.q_upper, c.activation,
@@ -161,7 +179,23 @@ SELECT c.run_id, c.feature, c.domain, c.kind, c.rank, c.quantile, c.q_lower, c.q
        c.acts, c.activation_set
 FROM feature_context_rows c
 JOIN token_sequences s ON s.activation_set = c.activation_set AND s.seq = c.seq;
-COMMENT ON VIEW feature_contexts IS 'Example contexts per live feature and domain: the top activating tokens, and tokens sampled from equal-width activation intervals (sae_vis quantile groups), each with a +-window of tokens and the feature''s activation on every one of them. Columns: kind (top: highest activations, rank 0 first; quantile: random samples from one interval), rank (for quantile rows quantile * group size + position in the group), quantile (interval 0 = lowest of (0, max_act] split into equal-width intervals; NULL for top rows), q_lower / q_upper (the interval), activation (on the centre token = acts[center + 1], SQL lists being 1-based), seq / pos (the centre token in the activation set), held_out (sequence in the held-out 10%), center (0-based index of the activating token in tokens / acts), tokens (the window, +-10 tokens clipped to the sequence), acts (the feature''s activation on each token of the window: 0 where it does not fire and on special tokens).';
+COMMENT ON VIEW feature_contexts IS 'Example contexts per live feature and domain: the top activating tokens, and tokens sampled from equal-width activation intervals (sae_vis quantile groups), each with a +-10 token window and the feature''s activation on every token of it, for highlighting.';
+COMMENT ON COLUMN feature_contexts.run_id IS 'The analysed run (runs.run_id).';
+COMMENT ON COLUMN feature_contexts.feature IS 'Feature index (features.feature).';
+COMMENT ON COLUMN feature_contexts.domain IS 'Domain whose text the context comes from.';
+COMMENT ON COLUMN feature_contexts.kind IS 'top (highest activations, rank 0 = highest) or quantile (random samples from one activation interval).';
+COMMENT ON COLUMN feature_contexts.rank IS 'Order within (feature, domain, kind); for quantile rows, quantile * group size + position within the group.';
+COMMENT ON COLUMN feature_contexts.quantile IS 'Interval index 0 (lowest) to n - 1 (highest) of (0, max_act] split into equal-width intervals; NULL for top rows.';
+COMMENT ON COLUMN feature_contexts.q_lower IS 'Lower bound of the interval the sample was drawn from (quantile rows).';
+COMMENT ON COLUMN feature_contexts.q_upper IS 'Upper bound of the interval (quantile rows).';
+COMMENT ON COLUMN feature_contexts.activation IS 'The feature''s activation on the centre token (= acts[center + 1], SQL lists being 1-based).';
+COMMENT ON COLUMN feature_contexts.seq IS 'Sequence index in the activation set (row of its tokens.npy, token_sequences.seq).';
+COMMENT ON COLUMN feature_contexts.pos IS 'Position of the centre token in that sequence.';
+COMMENT ON COLUMN feature_contexts.held_out IS 'True when the sequence is in the held-out 10% (not seen in training).';
+COMMENT ON COLUMN feature_contexts.center IS '0-based index of the activating token within the window (tokens / acts).';
+COMMENT ON COLUMN feature_contexts.acts IS 'The feature''s activation on each token of the window (0 where it does not fire, and on special tokens).';
+COMMENT ON COLUMN feature_contexts.tokens IS 'The window: +-10 tokens around the centre, clipped to the sequence, as the tokenizer spells them (WordPiece continuations start with ##).';
+COMMENT ON COLUMN feature_contexts.activation_set IS 'activation_sets.key of the sequence.';
 
 CREATE TABLE feature_neighbours (
     run_id    VARCHAR NOT NULL,
@@ -173,6 +207,8 @@ CREATE TABLE feature_neighbours (
     PRIMARY KEY (run_id, feature, kind, rank)
 );
 COMMENT ON TABLE feature_neighbours IS 'Nearest features of every feature: by decoder-direction cosine, and by Pearson correlation of activations over all tokens of all domains (live features only).';
+COMMENT ON COLUMN feature_neighbours.run_id IS 'The analysed run (runs.run_id).';
+COMMENT ON COLUMN feature_neighbours.feature IS 'Feature index (features.feature).';
 COMMENT ON COLUMN feature_neighbours.kind IS 'decoder (cosine of decoder rows) or activation (correlation of activations).';
 COMMENT ON COLUMN feature_neighbours.rank IS '0 = nearest.';
 COMMENT ON COLUMN feature_neighbours.neighbour IS 'The neighbouring feature index.';
@@ -189,6 +225,10 @@ CREATE TABLE feature_token_effects (
     PRIMARY KEY (run_id, feature, direction, rank)
 );
 COMMENT ON TABLE feature_token_effects IS 'Tokens the feature''s decoder direction pushes up and down: through the unembedding (causal LMs: logit effects) or through the token embedding matrix (encoders), centred over the vocabulary; special and unused tokens excluded.';
+COMMENT ON COLUMN feature_token_effects.run_id IS 'The analysed run (runs.run_id).';
+COMMENT ON COLUMN feature_token_effects.feature IS 'Feature index (features.feature).';
+COMMENT ON COLUMN feature_token_effects.token_id IS 'Token id in the model''s vocabulary.';
+COMMENT ON COLUMN feature_token_effects.token IS 'The token as the tokenizer spells it.';
 COMMENT ON COLUMN feature_token_effects.direction IS 'up (largest effects) or down (most negative).';
 COMMENT ON COLUMN feature_token_effects.rank IS '0 = strongest in that direction.';
 COMMENT ON COLUMN feature_token_effects.effect IS 'decoder_row . (W[token] - mean over tokens of W), W the unembedding or embedding matrix.';
@@ -208,6 +248,9 @@ CREATE TABLE clusters (
     PRIMARY KEY (run_id, cluster)
 );
 COMMENT ON TABLE clusters IS 'k-means clusters of the concept map (live features): size, most characteristic tokens and the features nearest the centre.';
+COMMENT ON COLUMN clusters.run_id IS 'The analysed run (runs.run_id).';
+COMMENT ON COLUMN clusters.cluster IS 'Cluster id, 0 = the largest (features.cluster).';
+COMMENT ON COLUMN clusters.size IS 'Member features.';
 COMMENT ON COLUMN clusters.label IS 'The cluster''s three most characteristic tokens.';
 COMMENT ON COLUMN clusters.top_tokens IS 'Tokens most over-represented where the cluster''s features fire (log-odds against corpus frequency, pooled over members).';
 COMMENT ON COLUMN clusters.central_features IS 'Member features nearest the cluster centre, nearest first.';
@@ -228,6 +271,9 @@ CREATE TABLE feature_matches (
     PRIMARY KEY (run_a, run_b, feature_a)
 );
 COMMENT ON TABLE feature_matches IS 'For two runs with the same input width, each feature of run_a matched to its best counterpart in run_b by decoder cosine (follow a feature across a sweep).';
+COMMENT ON COLUMN feature_matches.run_a IS 'The run whose features are matched (runs.run_id).';
+COMMENT ON COLUMN feature_matches.run_b IS 'The run they are matched into (runs.run_id).';
+COMMENT ON COLUMN feature_matches.feature_a IS 'Feature of run_a.';
 COMMENT ON COLUMN feature_matches.feature_b IS 'The run_b feature whose decoder row has the highest cosine with feature_a''s.';
 COMMENT ON COLUMN feature_matches.cosine IS 'Cosine of the two decoder rows.';
 COMMENT ON COLUMN feature_matches.mutual IS 'True when feature_a is also feature_b''s best match in run_a (a one-to-one correspondence).';
