@@ -35,8 +35,7 @@ class DomainCodes:
     tokens: np.ndarray  # int32 [n_seq, seq_len], special tokens included
     row_seq: np.ndarray  # int32 [n_rows]
     row_pos: np.ndarray  # int32 [n_rows]
-    first_val_seq: int = 0
-    store_key: str = ""
+    store_key: str = ""  # the activation set (activation_sets.key) the rows come from
 
     @cached_property
     def row_tokens(self) -> np.ndarray:
@@ -64,9 +63,6 @@ class DomainCodes:
         keys = (self.cols.astype(np.int64) << 32) | self.rows.astype(np.int64)
         order = stable_group_order(self.cols, int(self.cols.max()) + 1 if len(self.cols) else 0)  # rows are already ascending
         return keys[order], order
-
-    def val_mask(self) -> np.ndarray:
-        return self.rows >= self.val_start
 
 
 def stable_group_order(groups: np.ndarray, n_groups: int) -> np.ndarray:
@@ -139,10 +135,8 @@ def encode_store(sae: SparseAutoencoder, store: ActivationStore, name: str, hook
     vals = np.concatenate(parts_v) if parts_v else np.zeros(0, np.float32)
     rs = np.asarray(store.rows())
     tokens = np.asarray(store.tokens())
-    n_seq = int(store.meta.get("n_sequences", len(tokens)))
-    n_val_seq = int(store.meta.get("n_val_sequences", 0))
     return DomainCodes(name, n, store.val_start, rows, cols, vals, tokens, rs[:, 0].astype(np.int32), rs[:, 1].astype(np.int32),
-                       first_val_seq=n_seq - n_val_seq, store_key=store.key)
+                       store_key=store.key)
 
 
 def load_run_data(lab: Lab, run_id: str, chunk_rows: int = 16384) -> RunData:

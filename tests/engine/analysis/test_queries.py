@@ -3,7 +3,6 @@ a run's rows atomically; the CLI commands; errors a user can cause."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import db
