@@ -24,6 +24,8 @@ def _records(cur) -> list[dict[str, Any]]:
 
 
 def _require_analysis(con, run_id: str) -> dict[str, Any]:
+    if not _has_table(con, "analysis_runs"):  # a lab last opened by code older than the analysis
+        raise LabError(f"run '{run_id}' has no feature analysis: run `python -m engine analyze {run_id}`")
     rows = _records(con.execute("SELECT * FROM analysis_runs WHERE run_id = ?", [run_id]))
     if not rows:
         raise LabError(f"run '{run_id}' has no feature analysis: run `python -m engine analyze {run_id}`")

@@ -148,3 +148,13 @@ def test_analysis_after_training_reports_failure_without_raising(analyzed, capsy
     assert analyze_after_training(analyzed.lab, "no-such-run") is None
     err = capsys.readouterr().err
     assert "warning: run no-such-run finished but its feature analysis failed" in err and "analyze no-such-run" in err
+
+
+def test_a_lab_without_the_analysis_tables_says_how_to_get_them(lab):
+    from engine.analysis.queries import analysis_info, feature_detail
+
+    with db.connect(lab.root) as con:  # a database created before the analysis migration existed
+        con.execute("CREATE TABLE runs (run_id VARCHAR)")
+    assert analysis_info(lab.root, "r1") is None
+    with pytest.raises(LabError, match="analyze r1"):
+        feature_detail(lab.root, "r1", 0)
