@@ -125,13 +125,16 @@ COMMENT ON COLUMN feature_domain_stats.val_fires IS 'Held-out tokens of this dom
 CREATE TABLE token_sequences (
     activation_set VARCHAR NOT NULL,
     seq            INTEGER NOT NULL,
-    tokens         VARCHAR[] NOT NULL,
+    tokens         VARCHAR NOT NULL,
     PRIMARY KEY (activation_set, seq)
 );
+-- One string per sequence, tokens separated by U+001F (display strings never contain control
+-- characters): a list of 128 short strings per row made every inspector query decompress all of
+-- them (measured 22 ms against 13 ms for the same query on the joined text).
 COMMENT ON TABLE token_sequences IS 'The token strings of every sequence of an activation set, stored once and shared by every run analysed on it (feature_contexts slices its windows from here).';
 COMMENT ON COLUMN token_sequences.activation_set IS 'activation_sets.key of the cached activations the sequence belongs to.';
 COMMENT ON COLUMN token_sequences.seq IS 'Sequence index in the set (row of its tokens.npy).';
-COMMENT ON COLUMN token_sequences.tokens IS 'Every token of the sequence as the tokenizer spells it, special tokens included (WordPiece continuations start with ##).';
+COMMENT ON COLUMN token_sequences.tokens IS 'Every token of the sequence as the tokenizer spells it (special tokens included, WordPiece continuations start with ##), separated by chr(31): string_split(tokens, chr(31)) gives the list.';
 
 CREATE TABLE feature_context_rows (
     run_id         VARCHAR NOT NULL,
@@ -175,7 +178,7 @@ COMMENT ON COLUMN feature_context_rows.acts IS 'The feature''s activation on eac
 CREATE VIEW feature_contexts AS
 SELECT c.run_id, c.feature, c.domain, c.kind, c.rank, c.quantile, c.q_lower, c.q_upper, c.activation,
        c.seq, c.pos, c.held_out, c.center,
-       s.tokens[c.window_start + 1 : c.window_start + len(c.acts)] AS tokens,
+       string_split(s.tokens, chr(31))[c.window_start + 1 : c.window_start + len(c.acts)] AS tokens,
        c.acts, c.activation_set
 FROM feature_context_rows c
 JOIN token_sequences s ON s.activation_set = c.activation_set AND s.seq = c.seq;

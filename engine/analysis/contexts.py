@@ -152,12 +152,18 @@ def context_table(run_id: str, domains: list[DomainCodes], parts: list[dict[str,
     })
 
 
+TOKEN_SEPARATOR = "\x1f"  # joins a sequence's tokens in token_sequences; display strings never contain it
+
+
 def sequence_table(dc: DomainCodes, vocab: Vocab) -> pa.Table:
-    """``token_sequences`` rows of a domain's activation set: every sequence's token strings."""
+    """``token_sequences`` rows of a domain's activation set: every sequence's tokens, joined."""
+    import pyarrow.compute as pc
+
     n_seq, seq_len = dc.tokens.shape
     offsets = np.arange(n_seq + 1, dtype=np.int32) * seq_len
+    lists = pa.ListArray.from_arrays(pa.array(offsets), vocab.take(dc.tokens.reshape(-1)))
     return pa.table({
         "activation_set": pa.array([dc.store_key] * n_seq, pa.string()),
         "seq": pa.array(np.arange(n_seq, dtype=np.int32)),
-        "tokens": pa.ListArray.from_arrays(pa.array(offsets), vocab.take(dc.tokens.reshape(-1))),
+        "tokens": pc.binary_join(lists, TOKEN_SEPARATOR),
     })

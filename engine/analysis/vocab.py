@@ -56,6 +56,7 @@ def load_vocab(tokenizer, min_size: int = 0, cache_key: str = "") -> Vocab:
                 strings.append(tokenizer.convert_tokens_to_string([t]))
             except Exception:
                 strings.append(t)
+    strings = [_printable(t) for t in strings]
     strings += [f"<{i}>" for i in range(len(raw), n)]
     excluded = np.zeros(n, dtype=bool)
     excluded[[i for i in (tokenizer.all_special_ids or []) if 0 <= i < n]] = True
@@ -66,6 +67,14 @@ def load_vocab(tokenizer, min_size: int = 0, cache_key: str = "") -> Vocab:
     vocab = Vocab(strings, excluded)
     _CACHE[key] = vocab
     return vocab
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if chr(c) not in "\n\t\r"}
+
+
+def _printable(s: str) -> str:
+    """Control characters as escapes: invisible in a UI anyway, and U+001F joins stored sequences."""
+    return s.translate(_CONTROL) if any(ord(ch) < 32 for ch in s) else s
 
 
 def _is_wordpiece(tokenizer) -> bool:
