@@ -79,6 +79,9 @@ def cmd_analyze(args, lab) -> int:
         if not args.redo:
             sql += " AND run_id NOT IN (SELECT run_id FROM analysis_runs)"
         ids += [r for r in query(lab.root, sql + " ORDER BY created_at")["run_id"] if r not in ids]
+    if not ids and args.all:
+        print("every finished run already has a feature analysis (add --redo to analyse them again)")
+        return 0
     if not ids:
         raise LabError("no runs to analyse: pass run ids, or --all for finished runs without an analysis")
     for rid in ids:

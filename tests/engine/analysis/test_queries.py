@@ -108,7 +108,7 @@ def test_user_errors_are_one_line_lab_errors(analyzed, lab):
     with pytest.raises(LabError, match="unknown run"):
         analyze_run(analyzed.lab, "no-such-run")
     with pytest.raises(LabError, match="has no feature analysis"):
-        feature_detail(analyzed.lab.root, analyzed.run_ids[1], 0)
+        feature_detail(analyzed.lab.root, "never-analysed", 0)
     with pytest.raises(LabError, match="does not exist"):
         feature_detail(analyzed.lab.root, analyzed.run_id, 10**6)
     with pytest.raises(LabError, match="unknown domain"):
@@ -138,6 +138,11 @@ def test_cli_commands(analyzed, capsys):
     assert "mean best cosine" in capsys.readouterr().out
     assert main(["--lab", lab, "-q", "analyze"]) == 2
     assert "no runs to analyse" in capsys.readouterr().err
+    assert main(["--lab", lab, "-q", "analyze", "--all", "--json"]) == 0  # analyses the one run left
+    out = capsys.readouterr().out
+    assert analyzed.run_ids[1] in out and '"n_live"' in out
+    assert main(["--lab", lab, "-q", "analyze", "--all"]) == 0
+    assert "already has a feature analysis" in capsys.readouterr().out
     assert main(["--lab", lab, "-q", "analyze", "--all", "--set", "n_clusters=0"]) == 2
     assert "n_clusters" in capsys.readouterr().err
 
