@@ -49,9 +49,14 @@ def _is_lock_error(err: Exception) -> bool:
 
 
 def _open(path: Path, read_only: bool, config: dict[str, Any] | None) -> duckdb.DuckDBPyConnection:
-    if config:
-        return duckdb.connect(str(path), read_only=read_only, config=config)
-    return duckdb.connect(str(path), read_only=read_only)
+    config = dict(config or {})
+    lock = config.pop("lock_configuration", False)
+    con = duckdb.connect(str(path), read_only=read_only, config=config) if config else duckdb.connect(str(path), read_only=read_only)
+    # DuckDB draws a progress bar on stdout for statements over 2 s, even into redirected logs.
+    con.execute("SET enable_progress_bar = false")
+    if lock:
+        con.execute("SET lock_configuration = true")  # after our own SET: nothing can change settings now
+    return con
 
 
 @contextmanager

@@ -157,12 +157,11 @@ def _print_outcomes(lab, outcomes) -> None:
 
 
 def cmd_train(args, lab, evaluate: bool = False) -> int:
-    from engine.pipeline import collect, run_locally
-    from engine.runs import plan_runs
+    from engine.pipeline import run_experiment
 
     config = config_from_args(args)
-    collect(config, lab, progress=not args.quiet)
-    outcomes = [run_locally(spec, lab, progress=not args.quiet, evaluate=evaluate) for spec in plan_runs(config, tags=args.tag)]
+    outcomes = run_experiment(config, lab, progress=not args.quiet, evaluate=evaluate, tags=args.tag,
+                              analyze=evaluate and not getattr(args, "no_analysis", False))
     _print_outcomes(lab, outcomes)
     return 0
 
@@ -218,6 +217,7 @@ def cmd_init(args, lab) -> int:
 
 
 def cmd_bench(args, lab) -> int:
+    import engine.analysis.bench  # noqa: F401  (registers "bench analysis")
     from engine.bench.cli import run_bench
 
     return run_bench(args)
@@ -243,9 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--all", action="store_true", help="every finished run that has no evaluation yet")
     s.set_defaults(fn=cmd_eval)
 
-    s = sub.add_parser("run", help="collect + train + eval: the whole experiment")
+    s = sub.add_parser("run", help="collect + train + eval + feature analysis: the whole experiment")
     add_config_args(s)
     s.add_argument("--tag", action="append", default=[], help="tag the runs")
+    s.add_argument("--no-analysis", action="store_true", help="skip the feature analysis after training")
     s.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("init", help="run the default experiment if the lab is empty (used by `make lab`)")
@@ -258,9 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=_float_arg, default=60.0)
     s.set_defaults(fn=cmd_sql)
 
+    from engine.analysis.cli import add_analysis_commands
     from engine.sweeps.cli import add_sweep_commands
 
     add_sweep_commands(sub)
+    add_analysis_commands(sub)
 
     s = sub.add_parser("bench", help="speed and memory figures, measured side by side in one run")
     from engine.bench.cli import add_bench_args

@@ -15,7 +15,7 @@ from engine.device import pick_device
 from engine.errors import LabError
 from engine.lab import Lab
 from engine.recording import RunRecorder
-from engine.runs import RunOutcome, RunSpec, collect_for, evaluate_sae, execute_run, load_run_config, load_run_sae, plan_runs
+from engine.runs import RunOutcome, RunSpec, collect_for, evaluate_sae, execute_run, load_run_config, load_run_sae, plan_runs, stores_for_run
 from engine.training.trainer import TrainHooks, TrainingCancelled
 
 
@@ -106,10 +106,18 @@ def run_locally(
 
 
 def run_experiment(config: ExperimentConfig, lab: Lab, progress: bool = True, evaluate: bool = True,
-                   tags: list[str] | None = None) -> list[RunOutcome]:
-    """Collect every domain (one pass each, all layers), then train and evaluate one SAE per training domain."""
+                   tags: list[str] | None = None, analyze: bool = True) -> list[RunOutcome]:
+    """Collect every domain (one pass each, all layers), then train, evaluate and analyse one SAE per
+    training domain (a failed analysis warns and leaves the run FINISHED)."""
+    from engine.analysis.analyze import analyze_after_training
+
     collect(config, lab, progress)
-    return [run_locally(spec, lab, progress, evaluate) for spec in plan_runs(config, tags=tags)]
+    outcomes = []
+    for spec in plan_runs(config, tags=tags):
+        outcomes.append(run_locally(spec, lab, progress, evaluate))
+        if analyze and evaluate:
+            analyze_after_training(lab, spec.run_id, progress)
+    return outcomes
 
 
 def evaluate_existing(lab: Lab, run_id: str, progress: bool = False) -> dict[str, Any]:
@@ -118,7 +126,7 @@ def evaluate_existing(lab: Lab, run_id: str, progress: bool = False) -> dict[str
     config = ExperimentConfig.from_dict(resolved["experiment"], "config")
     spec = RunSpec(run_id, resolved["group_id"], resolved["train_domain"], config)
     device = pick_device(config.device)
-    stores = collect_for(config, lab, progress, device)
+    stores, _notes = stores_for_run(lab, resolved, config)  # the very text the run saw, by key
     sae = load_run_sae(lab, run_id, device)
     evals, splices, quality, _ = evaluate_sae(sae, config, spec.train_domain, stores, device)
     rec = RunRecorder(lab, spec)

@@ -95,6 +95,30 @@ def collect_for(config: ExperimentConfig, lab: Lab, progress: bool = False, devi
     return collect_domains(lab, info, device, config.data.domains, config.data, config.seed, collection_sites(config, info), progress)
 
 
+def stores_for_run(lab: Lab, resolved: dict[str, Any], config: ExperimentConfig) -> tuple[dict[str, ActivationStore], list[str]]:
+    """The activation sets the run was trained and evaluated on, by the keys saved with it.
+
+    Opening them by key (not by re-deriving the key from the config) keeps an analysis on the very
+    text the SAE saw even after the lab's corpus or collection code changed; only when a set is gone
+    is it collected again from the config, with a note saying so."""
+    keys = resolved.get("activation_sets") or {}
+    out: dict[str, ActivationStore] = {}
+    notes: list[str] = []
+    for name in config.domain_names:
+        path = lab.activations / keys.get(name, "")
+        if keys.get(name) and (path / "meta.json").exists():
+            store = ActivationStore.open(path)
+            if store.has(config.hook, config.layer):
+                out[name] = store
+    missing = [n for n in config.domain_names if n not in out]
+    if missing:
+        fresh = collect_for(config, lab)
+        for n in missing:
+            out[n] = fresh[n]
+        notes.append(f"activation sets of {', '.join(missing)} were collected again from the config (the run's own were gone)")
+    return {n: out[n] for n in config.domain_names}, notes
+
+
 @dataclass
 class RunOutcome:
     run_id: str

@@ -60,7 +60,7 @@ def enqueue_sweep(lab: Lab, spec: SweepSpec) -> tuple[str, list[RunSpec]]:
     sweep_id, runs = plan_sweep(spec)
     now = utcnow()
     with transaction(lab.root) as con:
-        seq0 = con.execute("SELECT coalesce(max(seq), 0) FROM jobs").fetchone()[0]
+        seq0 = con.execute("SELECT coalesce(max(seq), 0) FROM jobs").fetchall()[0][0]
         con.execute(
             "INSERT INTO sweeps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [sweep_id, spec.name, spec.method, spec.metric_name(), spec.goal(), spec.run_cap, spec.to_json(), len(runs), now],
@@ -85,7 +85,7 @@ def enqueue_runs(lab: Lab, runs: list[RunSpec]) -> None:
     """Queue single runs (e.g. the app's 'run this config') without a sweep."""
     now = utcnow()
     with transaction(lab.root) as con:
-        seq0 = con.execute("SELECT coalesce(max(seq), 0) FROM jobs").fetchone()[0]
+        seq0 = con.execute("SELECT coalesce(max(seq), 0) FROM jobs").fetchall()[0][0]
         for i, r in enumerate(runs):
             con.execute(
                 "INSERT INTO jobs (job_id, sweep_id, seq, status, spec, label, enqueued_at) VALUES (?, ?, ?, 'QUEUED', ?, ?, ?)",
@@ -161,9 +161,10 @@ def claim_next(lab: Lab, me: WorkerIdentity) -> RunSpec | None:
     with transaction(lab.root) as con:
         row = con.execute(
             "SELECT job_id, spec FROM jobs WHERE status = 'QUEUED' AND NOT cancel_requested ORDER BY seq LIMIT 1"
-        ).fetchone()
-        if row is None:
+        ).fetchall()
+        if not row:
             return None
+        row = row[0]
         now = utcnow()
         con.execute(
             "UPDATE jobs SET status = 'RUNNING', worker_id = ?, claimed_at = ?, attempts = attempts + 1, phase = 'collect', progress_at = ? WHERE job_id = ?",
@@ -178,7 +179,7 @@ def cancel_queued_and_flag_running(lab: Lab, job_ids: list[str] | None = None, s
     cond, params = ("job_id IN (SELECT unnest(?))", [job_ids]) if job_ids else ("sweep_id = ?", [sweep_id])
     now = utcnow()
     with transaction(lab.root) as con:
-        n = con.execute(f"SELECT count(*) FROM jobs WHERE {cond} AND status IN ('QUEUED', 'RUNNING')", params).fetchone()[0]
+        n = con.execute(f"SELECT count(*) FROM jobs WHERE {cond} AND status IN ('QUEUED', 'RUNNING')", params).fetchall()[0][0]
         con.execute(f"UPDATE jobs SET status = 'KILLED', cancel_requested = true, finished_at = ?, error = 'cancelled before start' WHERE {cond} AND status = 'QUEUED'", [now, *params])
         con.execute(f"UPDATE jobs SET cancel_requested = true WHERE {cond} AND status = 'RUNNING'", params)
     return int(n)

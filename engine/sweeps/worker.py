@@ -104,11 +104,10 @@ def run_is_finished(lab: Lab, run_id: str) -> bool:
 
 
 def analyze(lab: Lab, run_id: str) -> None:
-    try:
-        from engine.analysis.analyze import analyze_run
-    except ImportError:
-        return
-    analyze_run(lab, run_id)
+    """A failed analysis warns (and can be redone with `engine analyze`); it does not fail the job."""
+    from engine.analysis.analyze import analyze_after_training
+
+    analyze_after_training(lab, run_id)
 
 
 def execute_job(lab: Lab, spec: RunSpec, reporter: JobReporter, progress: bool = False, analysis: bool = True) -> None:

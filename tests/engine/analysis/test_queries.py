@@ -138,11 +138,11 @@ def test_cli_commands(analyzed, capsys):
     assert "mean best cosine" in capsys.readouterr().out
     assert main(["--lab", lab, "-q", "analyze"]) == 2
     assert "no runs to analyse" in capsys.readouterr().err
-    assert main(["--lab", lab, "-q", "analyze", "--all", "--json"]) == 0  # analyses the one run left
+    assert main(["--lab", lab, "-q", "analyze", "--all"]) == 0  # training already analysed every run
+    assert "already has a feature analysis" in capsys.readouterr().out
+    assert main(["--lab", lab, "-q", "analyze", "--all", "--redo", "--json"]) == 0
     out = capsys.readouterr().out
     assert analyzed.run_ids[1] in out and '"n_live"' in out
-    assert main(["--lab", lab, "-q", "analyze", "--all"]) == 0
-    assert "already has a feature analysis" in capsys.readouterr().out
     assert main(["--lab", lab, "-q", "analyze", "--all", "--set", "n_clusters=0"]) == 2
     assert "n_clusters" in capsys.readouterr().err
 
