@@ -113,3 +113,22 @@ class RunRecorder:
 
 def _folder_bytes(path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def annotate_run(lab: Lab, run_id: str, tags: list[str] | None = None, notes: str | None = None) -> None:
+    """A researcher's tags and notes on a run (the app's editable run table)."""
+    from db import Op, write_now
+    from engine.errors import LabError
+
+    values: dict[str, Any] = {}
+    if tags is not None:
+        clean = sorted({t.strip() for t in tags if t and t.strip()})
+        if any(len(t) > 64 for t in clean):
+            raise LabError("a tag is longer than 64 characters: shorten it")
+        values["tags"] = clean
+    if notes is not None:
+        if len(notes) > 20_000:
+            raise LabError("notes are longer than 20,000 characters: shorten them or keep them in a findings card")
+        values["notes"] = notes
+    if values:
+        write_now(lab.root, [Op("update", "runs", where={"run_id": run_id}, values=values)])

@@ -16,6 +16,9 @@ from engine.lab import Lab
 from engine.sweeps.queue import worker_alive
 
 REPO = Path(__file__).resolve().parents[2]
+# Workers this process started: alive but maybe not registered yet (importing torch takes seconds),
+# so a second click does not start a second worker.
+_SPAWNED: list[subprocess.Popen] = []
 
 
 def live_workers(lab: Lab) -> list[str]:
@@ -41,7 +44,9 @@ def spawn_worker(lab: Lab, threads: int | None = None, analysis: bool = True, ex
 
 def ensure_workers(lab: Lab, n: int = 1, threads: int | None = None) -> int:
     """Start workers until ``n`` are alive; returns how many were started."""
-    missing = max(0, n - len(live_workers(lab)))
+    registered = live_workers(lab)
+    pending = [p for p in _SPAWNED if p.poll() is None and not any(f"-{p.pid}-" in w for w in registered)]
+    missing = max(0, n - len(registered) - len(pending))
     for _ in range(missing):
-        spawn_worker(lab, threads)
+        _SPAWNED.append(spawn_worker(lab, threads))
     return missing

@@ -1,0 +1,209 @@
+"""The app's reads: short read-only queries, cached for a few seconds.
+
+A worker may be writing the lab while the app is open; every read is one short connection that
+retries while the file is locked, and results are cached (``st.cache_data(ttl=...)``) so moving
+between pages does not hit the database again. Writes (tags, notes, sweeps, cards) clear the cache.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from db import query
+from engine.lab import Lab
+
+
+def lab() -> Lab:
+    return Lab.at(os.environ.get("SAE_LAB_DIR") or None)
+
+
+def lab_ready() -> bool:
+    return lab().db.exists()
+
+
+def clear() -> None:
+    st.cache_data.clear()
+
+
+@st.cache_data(ttl=3, show_spinner=False)
+def runs(lab_dir: str) -> pd.DataFrame:
+    """Every run with its in-domain metrics, mean transfer ratio, quality score and analysis state."""
+    return query(
+        lab_dir,
+        """
+        WITH own AS (
+            SELECT e.run_id, e.fvu, e.r2, e.mse, e.cosine, e.l0, e.dead_frac
+            FROM eval_results e JOIN runs r USING (run_id) WHERE e.eval_domain = r.train_domain
+        ), xfer AS (
+            SELECT e.run_id, avg(e.transfer_ratio) AS transfer_ratio
+            FROM eval_results e JOIN runs r USING (run_id) WHERE e.eval_domain <> r.train_domain GROUP BY e.run_id
+        )
+        SELECT r.run_id, r.name, r.status, r.sweep_id, r.group_id, r.model, r.hook, r.layer, r.architecture, r.k, r.d_sae,
+               r.train_domain, array_to_string(r.domains, ', ') AS domains, r.tags, r.notes, r.created_at, r.ended_at,
+               date_diff('second', r.started_at, coalesce(r.ended_at, r.heartbeat_at)) AS seconds,
+               own.fvu, own.r2, own.mse, own.cosine, own.l0, own.dead_frac, xfer.transfer_ratio,
+               q.score, q.rating, r.code_version, r.error,
+               r.run_id IN (SELECT run_id FROM analysis_runs) AS analysed
+        FROM runs r LEFT JOIN own USING (run_id) LEFT JOIN xfer USING (run_id) LEFT JOIN quality_scores q USING (run_id)
+        ORDER BY r.created_at DESC
+        """,
+    )
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def step_metrics(lab_dir: str, run_ids: tuple[str, ...], names: tuple[str, ...]) -> pd.DataFrame:
+    if not run_ids:
+        return pd.DataFrame(columns=["run_id", "step", "tokens", "name", "value"])
+    return query(
+        lab_dir,
+        "SELECT run_id, step, tokens, name, value FROM step_metrics WHERE run_id IN (SELECT unnest(?)) AND name IN (SELECT unnest(?)) ORDER BY run_id, step",
+        [list(run_ids), list(names)],
+    )
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def eval_rows(lab_dir: str, group_id: str) -> pd.DataFrame:
+    return query(
+        lab_dir,
+        """SELECT r.run_id, r.train_domain, e.eval_domain, e.mse, e.fvu, e.r2, e.cosine, e.l0, e.transfer_ratio
+           FROM runs r JOIN eval_results e USING (run_id) WHERE r.group_id = ? ORDER BY r.train_domain, e.eval_domain""",
+        [group_id],
+    )
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def splice_rows(lab_dir: str, run_id: str) -> pd.DataFrame:
+    return query(lab_dir, "SELECT * FROM splice_results WHERE run_id = ?", [run_id])
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def quality(lab_dir: str, run_id: str) -> dict[str, Any] | None:
+    df = query(lab_dir, "SELECT * FROM quality_scores WHERE run_id = ?", [run_id])
+    return None if df.empty else df.iloc[0].to_dict()
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def run_config(lab_dir: str, run_id: str) -> dict[str, Any]:
+    import json
+
+    df = query(lab_dir, "SELECT config FROM runs WHERE run_id = ?", [run_id])
+    return {} if df.empty else json.loads(df.iloc[0, 0])
+
+
+@st.cache_data(ttl=5, show_spinner=False)
+def sweeps(lab_dir: str) -> pd.DataFrame:
+    return query(
+        lab_dir,
+        """SELECT s.sweep_id, s.name, s.method, s.metric, s.goal, s.n_jobs, s.created_at,
+                  count(*) FILTER (WHERE j.status = 'FINISHED') AS finished
+           FROM sweeps s LEFT JOIN jobs j USING (sweep_id) GROUP BY ALL ORDER BY s.created_at DESC""",
+    )
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def configurations(lab_dir: str, sweep_id: str | None) -> pd.DataFrame:
+    from engine.sweeps.leaderboard import configurations as configs
+
+    return configs(Lab.at(lab_dir), sweep_id)
+
+
+def jobs_live(lab_dir: str) -> pd.DataFrame:
+    """Not cached: the live panel wants the latest state every refresh."""
+    from engine.sweeps.queue import job_statuses
+
+    return job_statuses(Lab.at(lab_dir))
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def analysed_runs(lab_dir: str) -> pd.DataFrame:
+    from engine.analysis.queries import analyzed_runs
+
+    return analyzed_runs(lab_dir)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def feature_detail(lab_dir: str, run_id: str, feature: int, _stamp: Any = None) -> dict[str, Any]:
+    from engine.analysis.queries import feature_detail as detail
+
+    return detail(lab_dir, run_id, int(feature))
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def concept_map(lab_dir: str, run_id: str, _stamp: Any = None) -> pd.DataFrame:
+    from engine.analysis.queries import concept_map as cmap
+
+    return cmap(lab_dir, run_id)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def cluster_summaries(lab_dir: str, run_id: str, _stamp: Any = None) -> pd.DataFrame:
+    from engine.analysis.queries import cluster_summaries as cs
+
+    return cs(lab_dir, run_id)
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def search_features(lab_dir: str, run_id: str, text: str) -> pd.DataFrame:
+    from engine.analysis.queries import search_features as sf
+
+    return sf(lab_dir, run_id, text)
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def schema(lab_dir: str) -> pd.DataFrame:
+    return query(
+        lab_dir,
+        """WITH objects AS (SELECT table_name, comment FROM duckdb_tables() WHERE schema_name = 'main'
+                           UNION ALL SELECT view_name, comment FROM duckdb_views() WHERE schema_name = 'main' AND NOT internal)
+           SELECT o.table_name, o.comment AS table_comment, c.column_name, c.data_type, c.comment AS column_comment
+           FROM objects o JOIN duckdb_columns() c USING (table_name)
+           WHERE c.schema_name = 'main' ORDER BY o.table_name, c.column_index""",
+    )
+
+
+def lab_path_label() -> str:
+    return str(Path(lab().root).resolve())
+
+
+@st.cache_resource(show_spinner=False)
+def _schema_checked(lab_dir: str) -> bool:
+    """Bring an older lab's schema up to date once per app process (a brief write)."""
+    from db import ensure_schema
+
+    ensure_schema(lab_dir)
+    return True
+
+
+def ensure_schema_once() -> None:
+    _schema_checked(str(lab().root))
+
+
+def page(name: str):
+    """The st.Page object for page links."""
+    from lab_app.nav import pages
+
+    return pages()[name]
+
+
+def inspector_link(run_id: str, feature: int, label: str | None = None, key: str | None = None) -> None:
+    st.page_link(page("inspector"), label=label or f"feature {feature}", query_params={"run": run_id, "feature": str(int(feature))},
+                 icon=":material/open_in_new:")
+
+
+@st.cache_data(ttl=600, show_spinner="Matching decoder directions…")
+def _matches(lab_dir: str, run_a: str, run_b: str) -> tuple[list[int], list[float]]:
+    """All of run_a's best counterparts in run_b (one decoder-cosine product; read-only)."""
+    from engine.analysis.matching import match_runs
+
+    m = match_runs(Lab.at(lab_dir), run_a, run_b, store=False)
+    return m.best.tolist(), m.cosine.tolist()
+
+
+def match_in_other_run(lab_dir: str, run_a: str, run_b: str, feature: int) -> dict[str, Any]:
+    best, cos = _matches(lab_dir, run_a, run_b)
+    return {"feature_b": int(best[feature]), "cosine": float(cos[feature])}

@@ -1,0 +1,83 @@
+"""Concept map: every feature of a run as a point (decoder row ⊕ selectivity stats, PCA, k-means).
+
+Colour by cluster, class or selectivity; filter A-leaning / B-leaning / shared with your own
+threshold; search labels and contexts; click a point (or pick a feature) to open the inspector.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from engine.errors import LabError
+from lab_app import charts, data
+from lab_app.run_picker import pick_analysed_run
+
+st.title("Concept map")
+run_id, info = pick_analysed_run("map")
+lab_dir = str(data.lab().root)
+try:
+    df = data.concept_map(lab_dir, run_id, info["created_at"])
+except LabError as e:
+    st.error(str(e))
+    st.stop()
+domains = [c[len("freq_") :] for c in df.columns if c.startswith("freq_") and not c.startswith("freq_sel_")]
+
+with st.container(horizontal=True):
+    dims = st.segmented_control("View", ["2D", "3D"], default="2D", key="map_dims")
+    color_by = st.selectbox("Colour by", ["cluster", "class", "selectivity", "|selectivity|", "label score"], key="map_color")
+    ref = st.selectbox("Selectivity of", domains, key="map_ref_domain", help="freq on this domain − freq on the others")
+    threshold = st.slider("Leaning threshold", 0.0, 1.0, 0.5, 0.05, key="map_threshold",
+                          help="A feature leans to a domain when (f_d − f_rest) / (f_d + f_rest) ≥ threshold "
+                               "(0.5 = fires 3× as often there); the analysis stored classes at 0.5.")
+
+# Classes recomputed with the chosen threshold from the stored per-domain frequencies.
+freqs = np.stack([df[f"freq_{d}"].to_numpy() for d in domains], 1)
+cls = np.array(["shared"] * len(df), dtype=object)
+for i, d in enumerate(domains):
+    rest = (freqs.sum(1) - freqs[:, i]) / max(len(domains) - 1, 1)
+    ratio = (freqs[:, i] - rest) / np.clip(freqs[:, i] + rest, 1e-12, None)
+    cls[ratio >= threshold] = f"{d}-leaning"
+df = df.assign(feature_class=cls, selectivity=df[f"freq_sel_{ref}"], **{"|selectivity|": df[f"freq_sel_{ref}"].abs(), "label score": df["label_score"]})
+df = df.assign(x2=df["map_x"], y2=df["map_y"], x3=df["map_x"], y3=df["map_y"], z3=df["map_z"], cluster=df["cluster"].astype(str))
+
+f1, f2 = st.columns([2, 3])
+keep = f1.multiselect("Show", sorted(set(cls)), default=sorted(set(cls)), key="map_classes")
+search = f2.text_input("Search labels and contexts", key="map_search", placeholder="e.g. import, return, history")
+view = df[df["feature_class"].isin(keep) & ~df["dead"]]
+if search.strip():
+    hits = data.search_features(lab_dir, run_id, search.strip())
+    view = view[view["feature"].isin(hits["feature"])]
+    st.caption(f"{len(view)} features match '{search}' (by label or by the tokens of their top contexts)")
+colour = {"class": "feature_class"}.get(color_by, color_by)
+selected = st.session_state.get("map_feature")
+event = st.plotly_chart(charts.concept_map(view, 3 if dims == "3D" else 2, colour, selected), key="map_chart",
+                        on_select="rerun", selection_mode="points")
+points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) or hasattr(event, "get") else []
+if points:
+    cd = points[0].get("customdata")
+    if cd and st.session_state.get("map_feature") != int(cd[0]):
+        st.session_state["map_feature"] = int(cd[0])  # before the picker below exists in this run
+        st.rerun()
+st.caption(f"{len(view)} of {len(df)} features shown ({int(df['dead'].sum())} dead hidden). Map input per feature: decoder row ⊕ "
+           f"[freqA − freqB, magA − magB, freqA, freqB], PCA to 2D/3D, k-means clusters.")
+
+c1, c2 = st.columns([1, 2])
+with c1:
+    if "map_feature" not in st.session_state:
+        st.session_state["map_feature"] = int(view["feature"].iloc[0]) if len(view) else 0
+    choice = st.number_input("Feature (or click a point)", 0, int(info["d_sae"]) - 1, key="map_feature")
+    row = df[df["feature"] == choice]
+    if len(row):
+        r = row.iloc[0]
+        st.markdown(f"**feature {choice}** · {r['feature_class']} · cluster {r['cluster']}  \nlabel **{r['label'] or '—'}** "
+                    f"(detection {r['label_score']:.2f})" if r["label_score"] == r["label_score"] else f"**feature {choice}** · label **{r['label'] or '—'}**")
+    data.inspector_link(run_id, choice, label=f"Open feature {choice} in the inspector")
+with c2:
+    st.markdown("**Clusters**")
+    cs = data.cluster_summaries(lab_dir, run_id, info["created_at"])
+    if len(cs):
+        cs = cs.assign(top_tokens=cs["top_tokens"].map(lambda t: ", ".join(list(t)[:8])),
+                       central_features=cs["central_features"].map(lambda t: ", ".join(str(x) for x in list(t)[:5])))
+        st.dataframe(cs[["cluster", "size", "label", "top_tokens", "central_features", "mean_label_score"]], hide_index=True, key="map_clusters",
+                     column_config={"mean_label_score": st.column_config.NumberColumn("mean detection", format="%.2f")})

@@ -1,0 +1,124 @@
+"""Feature inspector: everything known about one feature, and where to go next.
+
+Deep link: /inspector?run=RUN&feature=F (or the root with the same parameters).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from engine.errors import LabError
+from lab_app import charts, data
+from lab_app.formulas import help_for
+from lab_app.render import context_html
+from lab_app.run_picker import pick_analysed_run
+
+st.title("Feature inspector")
+run_id, info = pick_analysed_run("insp")
+lab_dir = str(data.lab().root)
+d_sae = int(info["d_sae"])
+
+if "insp_feature" not in st.session_state or st.session_state.get("_insp_qp") != st.query_params.get("feature"):
+    try:
+        st.session_state["insp_feature"] = min(max(int(st.query_params.get("feature", 0)), 0), d_sae - 1)
+    except ValueError:
+        st.session_state["insp_feature"] = 0
+    st.session_state["_insp_qp"] = st.query_params.get("feature")
+feature = int(st.number_input("Feature", 0, d_sae - 1, key="insp_feature", width=220))
+st.query_params.update({"run": run_id, "feature": str(feature)})
+
+try:
+    detail = data.feature_detail(lab_dir, run_id, feature, info["created_at"])
+except LabError as e:
+    st.error(str(e))
+    st.stop()
+f = detail["feature"]
+domains = detail["domains"]
+
+label = f.get("label") or "—"
+score = f.get("label_score")
+st.subheader(f"Feature {feature}: {label}")
+st.caption(f"run `{run_id}` · {info['name']} · L{info['layer']} k={info['k']} d_sae={d_sae} · class **{f.get('class')}** · cluster {f.get('cluster')}"
+           + (f" · link: `?run={run_id}&feature={feature}`"))
+if f.get("dead"):
+    st.warning("This feature never fires on the lab's text (dead): there are no contexts to show.")
+
+c = st.columns(5)
+c[0].metric("frequency", f"{f['freq']:.3%}" if f.get("freq") is not None else "—", help=help_for("frequency"))
+c[1].metric("mean activation", f"{f['mean_act']:.3f}" if f.get("mean_act") is not None else "—", help="Mean activation when the feature fires.")
+c[2].metric("max activation", f"{f['max_act']:.3f}" if f.get("max_act") is not None else "—")
+c[3].metric("fires on", f"{int(f.get('n_fires') or 0):,} tokens")
+c[4].metric("label detection", "—" if score is None else f"{score:.2f}", help=help_for("detection"))
+
+left, right = st.columns([3, 2])
+with right:
+    st.markdown("**Per domain**")
+    dom = pd.DataFrame(domains)
+    if len(dom):
+        st.dataframe(dom[["domain", "freq", "mean_act", "max_act", "selectivity", "detection_score"]], hide_index=True, key="insp_domains",
+                     column_config={"freq": st.column_config.NumberColumn("freq", format="%.5f", help=help_for("frequency")),
+                                    "selectivity": st.column_config.NumberColumn("selectivity", format="%.4f", help=help_for("selectivity")),
+                                    "detection_score": st.column_config.NumberColumn("detection", format="%.2f", help=help_for("detection"))})
+        hist_max = float(f.get("hist_max") or 0)
+        if hist_max > 0:
+            st.markdown("**Activation histogram** (non-zero activations)")
+            edges = np.linspace(0, hist_max, len(domains[0]["hist_counts"]) + 1).tolist()
+            for dd in domains:
+                st.caption(dd["domain"])
+                st.altair_chart(charts.histogram_bars(edges, dd["hist_counts"], "activation"), width="stretch")
+    te = detail.get("token_effects") or {}
+    if te.get("up"):
+        causal = data.run_config(lab_dir, run_id).get("model", {}).get("is_causal", False)
+        st.markdown("**Token effects** (decoder direction through the " + ("unembedding" if causal else "token embeddings") + ")")
+        eff = pd.DataFrame([{"token": t["token"], "score": t["effect"]} for t in te["up"][:10]] + [{"token": t["token"], "score": t["effect"]} for t in te["down"][:10]])
+        st.altair_chart(charts.token_effects(eff), width="stretch")
+
+with left:
+    st.markdown("**Top activating contexts** (±10 tokens; colour = activation, outlined = the token itself)")
+    ctx = detail.get("contexts") or {}
+    tabs = st.tabs([f"{dname} ({len(c_.get('top', []))})" for dname, c_ in ctx.items()] or ["no contexts"])
+    scale = float(f.get("max_act") or 1.0)
+    for tab, (dname, cset) in zip(tabs, ctx.items()):
+        with tab:
+            for c_ in cset.get("top", [])[:20]:
+                st.markdown(f'<div style="display:flex;gap:.6rem;align-items:baseline"><code>{c_["activation"]:.2f}</code>'
+                            f'{context_html(c_["tokens"], c_["acts"], c_["center"], scale)}'
+                            f'{"<small>held-out</small>" if c_.get("held_out") else ""}</div>', unsafe_allow_html=True)
+            quant = cset.get("quantile", [])
+            if quant:
+                with st.expander(f"Examples across activation quantiles ({len(quant)})"):
+                    for q in sorted({x["quantile"] for x in quant}, reverse=True):
+                        group = [x for x in quant if x["quantile"] == q]
+                        st.caption(f"quantile {q}: activation {group[0]['q_lower']:.2f}–{group[0]['q_upper']:.2f}")
+                        for c_ in group:
+                            st.markdown(context_html(c_["tokens"], c_["acts"], c_["center"], scale), unsafe_allow_html=True)
+
+st.divider()
+n1, n2, n3 = st.columns(3)
+nb = detail.get("neighbours") or {}
+for col, kind, title in ((n1, "decoder", "Nearest by decoder cosine"), (n2, "activation", "Nearest by activation correlation")):
+    with col:
+        st.markdown(f"**{title}**")
+        for n in (nb.get(kind) or [])[:8]:
+            data.inspector_link(run_id, n["neighbour"], label=f"{n['neighbour']} · {n['label'] or '—'} · {n['score']:.2f}")
+with n3:
+    st.markdown("**The same feature in other runs** (best decoder-cosine match)")
+    others = data.analysed_runs(lab_dir)
+    others = others[others["run_id"] != run_id]
+    if others.empty:
+        st.caption("No other analysed run to compare with.")
+    else:
+        names = {r.run_id: f"{r.name} · L{r.layer} k={r.k} [{r.run_id[-6:]}]" for r in others.itertuples()}
+        other = st.selectbox("Run", list(names), format_func=lambda r: names[r], key="insp_other")
+        try:
+            m = data.match_in_other_run(lab_dir, run_id, other, feature)
+            st.markdown(f"feature **{m['feature_b']}** (cosine {m['cosine']:.3f})")
+            data.inspector_link(other, m["feature_b"], label=f"open feature {m['feature_b']} of that run")
+        except LabError as e:
+            st.caption(str(e))
+
+from lab_app import feature_actions  # noqa: E402  (findings cards and interventions for this feature)
+
+feature_actions.render(run_id, feature, detail, info)

@@ -1,0 +1,82 @@
+"""Lab notebook (home): where the lab stands — latest runs, headline numbers, best config, findings."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from lab_app import data
+from lab_app.formulas import help_for
+
+st.title("Lab notebook")
+
+if not data.lab_ready():
+    st.info("This lab is empty. Run `make lab` (or `python -m engine run`) to fill it with the default "
+            "experiment, or launch a sweep from the sidebar.")
+    st.stop()
+
+lab_dir = str(data.lab().root)
+runs = data.runs(lab_dir)
+finished = runs[runs["status"] == "FINISHED"]
+c = st.columns(4)
+c[0].metric("Runs", len(runs), help="One run = one SAE trained on one domain.")
+c[1].metric("Finished", len(finished))
+c[2].metric("Running", int((runs["status"] == "RUNNING").sum()))
+c[3].metric("Sweeps", len(data.sweeps(lab_dir)))
+
+if finished.empty:
+    st.info("No finished runs yet: watch the queue in the sidebar.")
+    st.stop()
+
+latest = finished.iloc[0]
+st.subheader(f"Latest: {latest['name'] or latest['run_id']}")
+st.caption(f"run `{latest['run_id']}` · {latest['model']} · {latest['hook']} layer {latest['layer']} · "
+           f"{latest['architecture']} k={latest['k']} d_sae={latest['d_sae']} · trained on {latest['train_domain']}")
+m = st.columns(6)
+for col, key, fmt in zip(m, ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score"], [".4f", ".3f", ".2f", ".1f", ".1%", ".2f"]):
+    v = latest[key]
+    col.metric({"fvu": "FVU", "r2": "R²", "transfer_ratio": "transfer ×", "l0": "L0", "dead_frac": "dead", "score": "quality /5"}[key],
+               "—" if v != v or v is None else format(v, fmt), help=help_for(key))
+if latest["rating"] == latest["rating"] and latest["rating"]:
+    st.caption(f"Quality rating: **{latest['rating']}** (≥ 4.5 Excellent, ≥ 3.5 Good, ≥ 2.5 Fair, else Poor)")
+
+left, right = st.columns([3, 2])
+with left:
+    st.subheader("Latest runs")
+    st.dataframe(
+        runs.head(12)[["run_id", "status", "layer", "k", "d_sae", "train_domain", "fvu", "transfer_ratio", "l0", "score", "ended_at"]],
+        hide_index=True, key="home_runs",
+        column_config={
+            "fvu": st.column_config.NumberColumn("FVU", format="%.4f", help=help_for("fvu")),
+            "transfer_ratio": st.column_config.NumberColumn("transfer ×", format="%.2f", help=help_for("transfer_ratio")),
+            "l0": st.column_config.NumberColumn("L0", format="%.1f", help=help_for("l0")),
+            "score": st.column_config.NumberColumn("quality", format="%.2f", help=help_for("score")),
+        },
+    )
+with right:
+    st.subheader("Best configuration so far")
+    configs = data.configurations(lab_dir, None)
+    if configs.empty:
+        st.caption("Needs finished, evaluated runs.")
+    else:
+        best = configs.sort_values("overall", ascending=False).iloc[0]
+        st.metric("overall", f"{best['overall']:.3f}", help=help_for("overall"))
+        st.markdown(f"**{best['hook']} layer {best['layer']}, {best['architecture']} k={best['k']}, d_sae={best['d_sae']}**  \n"
+                    f"R² {best['r2']:.3f} · transfer ×{best['transfer_ratio']:.2f} · L0 {best['l0']:.1f} · "
+                    f"{int(best['n_saes'])} SAE(s): {best['train_domains']}")
+        st.page_link(data.page("runs"), label="Compare every configuration", icon=":material/timeline:")
+    st.subheader("Recent findings")
+    try:
+        from findings.search import search_cards  # issue 6
+
+        cards = search_cards(data.lab())
+    except ImportError:
+        cards = None
+    except Exception as e:  # noqa: BLE001 - the home page must render even if findings cannot be read
+        st.caption(f"findings unavailable: {e}")
+        cards = None
+    if cards is None or len(cards) == 0:
+        st.caption("No findings cards yet: label a feature in the inspector to start one.")
+    else:
+        for card in cards[:5]:
+            st.page_link(data.page("findings"), label=f"{card['title']} — {card['status']}, {card['confidence']} confidence",
+                         query_params={"card": card["card_id"]}, icon=":material/bookmark:")

@@ -1,0 +1,180 @@
+"""Runs over time: the run table (tags and notes editable), curves, the seed's figures, sweeps, diffs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from engine.errors import LabError
+from lab_app import charts, data
+from lab_app.formulas import help_for
+
+st.title("Runs")
+if not data.lab_ready():
+    st.info("No lab database yet: run `make lab` or launch a sweep from the sidebar.")
+    st.stop()
+lab_dir = str(data.lab().root)
+runs = data.runs(lab_dir)
+if runs.empty:
+    st.info("No runs yet.")
+    st.stop()
+
+# -- the run table --------------------------------------------------------------------------------
+f1, f2, f3 = st.columns(3)
+status = f1.multiselect("Status", sorted(runs["status"].unique()), key="runs_status")
+sweeps = data.sweeps(lab_dir)
+sweep_names = {r.sweep_id: f"{r.name} ({r.sweep_id})" for r in sweeps.itertuples()}
+sweep = f2.selectbox("Sweep", [None, *sweep_names], format_func=lambda s: "all runs" if s is None else sweep_names[s], key="runs_sweep")
+tag = f3.text_input("Tag contains", key="runs_tag")
+view = runs
+if status:
+    view = view[view["status"].isin(status)]
+if sweep:
+    view = view[view["sweep_id"] == sweep]
+if tag:
+    view = view[view["tags"].map(lambda t: any(tag.lower() in x.lower() for x in (list(t) if t is not None else [])))]
+
+table = view[["run_id", "status", "name", "layer", "hook", "architecture", "k", "d_sae", "train_domain", "fvu", "r2",
+              "transfer_ratio", "l0", "dead_frac", "score", "seconds", "ended_at", "tags", "notes"]].copy()
+table["tags"] = table["tags"].map(lambda t: ", ".join(t) if t is not None else "")
+edited = st.data_editor(
+    table, hide_index=True, key="runs_table", disabled=[c for c in table.columns if c not in ("tags", "notes")],
+    column_config={
+        "fvu": st.column_config.NumberColumn("FVU", format="%.4f", help=help_for("fvu")),
+        "r2": st.column_config.NumberColumn("R²", format="%.3f", help=help_for("r2")),
+        "transfer_ratio": st.column_config.NumberColumn("transfer ×", format="%.2f", help=help_for("transfer_ratio")),
+        "l0": st.column_config.NumberColumn("L0", format="%.1f", help=help_for("l0")),
+        "dead_frac": st.column_config.NumberColumn("dead", format="%.3f", help=help_for("dead_frac")),
+        "score": st.column_config.NumberColumn("quality", format="%.2f", help=help_for("score")),
+        "seconds": st.column_config.NumberColumn("s", format="%d"),
+        "tags": st.column_config.TextColumn("tags", help="comma-separated; saved when you press Save"),
+        "notes": st.column_config.TextColumn("notes", width="large"),
+    },
+)
+changed = edited[(edited["tags"] != table["tags"]) | (edited["notes"].fillna("") != table["notes"].fillna(""))]
+if len(changed) and st.button(f"Save tags and notes of {len(changed)} run(s)", type="primary", key="runs_save"):
+    from engine.recording import annotate_run
+
+    try:
+        for r in changed.itertuples():
+            annotate_run(data.lab(), r.run_id, tags=[t for t in str(r.tags).split(",")], notes=str(r.notes or ""))
+        data.clear()
+        st.rerun()
+    except LabError as e:
+        st.error(str(e))
+
+finished = view[view["status"] == "FINISHED"]
+if finished.empty:
+    st.stop()
+
+tabs = st.tabs(["Over time", "Training curves", "A run's figures", "Sweep", "Diff two runs"])
+
+with tabs[0]:
+    metric = st.selectbox("Metric", ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score"], key="time_metric", help=help_for("fvu"))
+    st.altair_chart(charts.metric_over_time(finished, metric), width="stretch")
+    st.caption(help_for(metric))
+
+label = {r.run_id: f"{r.name or r.run_id} [{r.run_id[-6:]}]" for r in runs.itertuples()}
+with tabs[1]:
+    chosen = st.multiselect("Runs", list(finished["run_id"]), default=list(finished["run_id"][:2]), format_func=lambda r: label[r], key="curve_runs")
+    names = st.multiselect("Metrics", ["loss", "fvu", "mse", "l0", "dead_frac", "aux_loss", "lr", "tokens_per_s"], default=["fvu", "dead_frac", "aux_loss"], key="curve_names")
+    sm = data.step_metrics(lab_dir, tuple(chosen), tuple(names))
+    if sm.empty:
+        st.caption("No step metrics for this choice.")
+    else:
+        st.altair_chart(charts.step_curves(sm, label), width="stretch")
+
+with tabs[2]:
+    rid = st.selectbox("Run", list(finished["run_id"]), format_func=lambda r: label[r], key="fig_run")
+    row = finished[finished["run_id"] == rid].iloc[0]
+    a, b = st.columns(2)
+    with a:
+        st.markdown("**Reconstruction curve** (training FVU per step)")
+        curve = data.step_metrics(lab_dir, (rid,), ("fvu", "loss"))
+        if not curve.empty:
+            st.altair_chart(charts.step_curves(curve, label), width="stretch")
+        ev = data.eval_rows(lab_dir, row["group_id"])
+        st.markdown("**Transfer matrix** (held-out MSE; hover for the ratio)")
+        st.altair_chart(charts.transfer_heatmap(ev), width="stretch")
+        st.altair_chart(charts.transfer_bars(ev), width="stretch")
+        st.caption(help_for("transfer_ratio"))
+    with b:
+        try:
+            fd = data.concept_map(lab_dir, rid)
+        except LabError:
+            fd = None
+        if fd is not None and len(fd):
+            fd = fd.assign(frequency=fd["freq"], mean_act=fd[[c for c in fd.columns if c.startswith("mean_act_")]].max(axis=1),
+                           feature_class=fd["class"])
+            st.markdown("**Feature frequency vs magnitude**")
+            st.altair_chart(charts.freq_vs_magnitude(fd[~fd["dead"]]), width="stretch")
+            st.markdown("**Firing frequency histogram** (log10 of the share of tokens each live feature fires on)")
+            live = np.log10(fd.loc[~fd["dead"], "freq"].clip(lower=1e-6))
+            counts, edges = np.histogram(live, bins=30)
+            st.altair_chart(charts.histogram_bars(edges.tolist(), counts.tolist(), "log10 frequency"), width="stretch")
+        else:
+            st.caption("Frequency vs magnitude needs the run's feature analysis (`python -m engine analyze RUN`).")
+        st.markdown(f"**L0**: exactly {row['l0']:.1f} active latents per token" if row["architecture"] == "topk" else f"**L0**: {row['l0']:.1f}")
+        sp = data.splice_rows(lab_dir, rid)
+        if len(sp):
+            st.markdown("**Splice fidelity** (the model run with the SAE's reconstruction in place of the activation)")
+            cols = ["eval_domain", "kind", "ce_clean", "ce_sae", "ce_zero", "ce_recovered", "kl_sae", "emb_cos_sae", "emb_cos_zero", "emb_cos_recovered"]
+            st.dataframe(sp[[c for c in cols if sp[c].notna().any() or c in ("eval_domain", "kind")]], hide_index=True)
+        q = data.quality(lab_dir, rid)
+        if q:
+            st.markdown(f"**Quality** {q['score']:.2f}/5 ({q['rating']}): reconstruction {q['reconstruction_points']:.2f}/2, "
+                        f"sparsity {q['sparsity_points']:.2f}/2, interpretability {q['interpretability_points']:.1f}/1", help=help_for("score"))
+            st.json(json.loads(q["details"]) if isinstance(q["details"], str) else q["details"], expanded=False)
+
+with tabs[3]:
+    if sweeps.empty:
+        st.caption("No sweeps yet: launch one from the sidebar.")
+    else:
+        sid = st.selectbox("Sweep", list(sweep_names), format_func=lambda s: sweep_names[s], key="sweep_pick")
+        s = sweeps[sweeps["sweep_id"] == sid].iloc[0]
+        configs = data.configurations(lab_dir, sid)
+        st.caption(f"{s['finished']}/{s['n_jobs']} jobs finished · ranked by {s['metric']} ({s['goal']}) · {help_for('overall')}")
+        if configs.empty:
+            st.caption("No finished configurations yet.")
+        else:
+            board = configs.sort_values(s["metric"], ascending=s["goal"] == "minimize").reset_index(drop=True)
+            board.insert(0, "rank", range(1, len(board) + 1))
+            st.dataframe(board[["rank", "layer", "hook", "architecture", "k", "d_sae", "fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score", "overall"]],
+                         hide_index=True, key="sweep_board")
+            from engine.sweeps.leaderboard import pareto_front
+
+            st.markdown("**FVU vs L0 with the Pareto front per layer**")
+            st.altair_chart(charts.pareto(configs, pareto_front(configs)), width="stretch")
+            if len(configs) > 1:
+                st.markdown("**Parallel coordinates**")
+                dims = [c for c in ["layer", "k", "d_sae", "fvu", "transfer_ratio", "l0", "dead_frac", "overall"] if configs[c].nunique() > 1 or c in ("fvu", "overall")]
+                st.plotly_chart(charts.parallel_coordinates(configs, dims, "overall"), key="parcoords")
+
+with tabs[4]:
+    ids = list(finished["run_id"])
+    c1, c2 = st.columns(2)
+    a_id = c1.selectbox("Run A", ids, format_func=lambda r: label[r], key="diff_a")
+    b_id = c2.selectbox("Run B", ids, index=min(1, len(ids) - 1), format_func=lambda r: label[r], key="diff_b")
+    ca, cb = data.run_config(lab_dir, a_id), data.run_config(lab_dir, b_id)
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in (d or {}).items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, (list, dict)) else v
+        return out
+
+    fa, fb = flat(ca.get("experiment")), flat(cb.get("experiment"))
+    fa["train_domain"], fb["train_domain"] = ca.get("train_domain"), cb.get("train_domain")
+    keys = sorted(set(fa) | set(fb))
+    diff = pd.DataFrame({"setting": keys, "A": [str(fa.get(k)) for k in keys], "B": [str(fb.get(k)) for k in keys]})
+    only = st.toggle("Only differences", value=True, key="diff_only")
+    st.dataframe(diff[diff["A"] != diff["B"]] if only else diff, hide_index=True, key="diff_table")
+    mcols = ["fvu", "r2", "mse", "cosine", "transfer_ratio", "l0", "dead_frac", "score"]
+    ra, rb = finished.set_index("run_id").loc[a_id, mcols], finished.set_index("run_id").loc[b_id, mcols]
+    st.dataframe(pd.DataFrame({"metric": mcols, "A": ra.values, "B": rb.values, "B − A": (rb - ra).values}), hide_index=True, key="diff_metrics")

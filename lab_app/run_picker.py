@@ -1,0 +1,27 @@
+"""Choosing a run with a feature analysis; the choice follows ?run=… and is shared across pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from lab_app import data
+
+
+def pick_analysed_run(key: str) -> tuple[str, dict[str, Any]]:
+    if not data.lab_ready():
+        st.info("No lab database yet: run `make lab` or launch a sweep from the sidebar.")
+        st.stop()
+    runs = data.analysed_runs(str(data.lab().root))
+    if runs.empty:
+        st.info("No run has a feature analysis yet. Runs are analysed after training; older ones with "
+                "`python -m engine analyze --all`.")
+        st.stop()
+    ids = list(runs["run_id"])
+    wanted = st.query_params.get("run") or st.session_state.get("current_run")
+    index = ids.index(wanted) if wanted in ids else 0
+    names = {r.run_id: f"{r.name} · L{r.layer} k={r.k} d_sae={r.d_sae} [{r.run_id[-6:]}]" for r in runs.itertuples()}
+    run_id = st.selectbox("Run", ids, index=index, format_func=lambda r: names[r], key=f"{key}_run")
+    st.session_state["current_run"] = run_id
+    return run_id, runs[runs["run_id"] == run_id].iloc[0].to_dict()

@@ -1,0 +1,139 @@
+"""The sidebar on every page: launch a sweep, watch the queue live, cancel.
+
+Launching only enqueues jobs in DuckDB and makes sure a worker process is running; the live panel
+is an ``st.fragment(run_every=…)`` that rereads the jobs table, so the rest of the page never
+reruns for it and stays usable while a sweep trains.
+"""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from engine.errors import LabError
+from lab_app import data
+
+PRESET_HELP = {
+    "topk-sweep": "Seed experiment 2: k = 48, 24, 16 at d_sae 2048, layer 2",
+    "layer-sweep": "Seed experiment 1: every layer at k = 16, d_sae 2048",
+    "everything": "Every layer × k ∈ {48, 24, 16} × 2 training domains = 36 SAEs",
+    "custom grid": "Pick layers, k, d_sae, architecture and domains",
+}
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        vals = [int(x) for x in text.replace(";", ",").split(",") if x.strip()]
+    except ValueError:
+        raise LabError(f"{what} must be whole numbers separated by commas, e.g. 48, 24, 16") from None
+    if not vals:
+        raise LabError(f"give at least one {what}")
+    return vals
+
+
+def launcher() -> None:
+    from engine.sweeps.launch import ensure_workers
+    from engine.sweeps.queue import enqueue_sweep
+    from engine.sweeps.spec import PRESETS, SweepSpec
+
+    with st.expander("Launch a sweep", icon=":material/rocket_launch:", expanded=False):
+        choice = st.selectbox("Sweep", list(PRESET_HELP), key="sw_preset", help="\n".join(f"{k}: {v}" for k, v in PRESET_HELP.items()))
+        params: dict = {}
+        base: dict = {}
+        if choice == "custom grid":
+            layers = st.multiselect("Layers", list(range(6)), default=[2], key="sw_layers")
+            ks = st.text_input("k (comma-separated)", "48, 24, 16", key="sw_k")
+            d_saes = st.text_input("d_sae (comma-separated)", "2048", key="sw_dsae")
+            archs = st.multiselect("Architecture", ["topk", "batchtopk", "relu"], default=["topk"], key="sw_arch")
+            domains = st.text_input("Domains", "prose, code", key="sw_domains", help="prose, code, wikitext, python-code, or name=path")
+        with st.popover("Budget and workers", icon=":material/tune:"):
+            tokens = st.number_input("Tokens per domain", 2_000, 10_000_000, 100_000, step=10_000, key="sw_tokens")
+            epochs = st.number_input("Epochs", 0.5, 100.0, 6.0, step=0.5, key="sw_epochs")
+            workers = st.number_input("Worker processes", 1, 4, 1, key="sw_workers", help="On 2 cores, 2 workers × 1 thread train faster in total than 1 × 2.")
+            threads = st.number_input("Threads per worker (0 = all cores)", 0, 16, 0, key="sw_threads")
+        if st.button("Launch", type="primary", key="sw_launch", icon=":material/play_arrow:"):
+            try:
+                if choice == "custom grid":
+                    params = {"layer": layers or [2], "k": _ints(ks, "k"), "d_sae": _ints(d_saes, "d_sae")}
+                    if archs:
+                        params["architecture"] = archs
+                    base["data"] = {"domains": [d.strip() for d in domains.split(",") if d.strip()]}
+                    spec = SweepSpec.from_dict({"name": "custom", "parameters": params, "base": base})
+                else:
+                    spec = SweepSpec.from_dict(PRESETS[choice])
+                b = dict(spec.base)
+                b.setdefault("data", {})
+                b["data"] = {**b["data"], "tokens_per_domain": int(tokens)}
+                b["train"] = {**b.get("train", {}), "epochs": float(epochs)}
+                spec = spec.replace(base=b)
+                sweep_id, runs = enqueue_sweep(data.lab(), spec)
+                started = ensure_workers(data.lab(), int(workers), int(threads) or None)
+                data.clear()
+                st.session_state["sw_message"] = f"Sweep {sweep_id}: {len(runs)} jobs queued" + (f", {started} worker(s) started" if started else "")
+            except LabError as e:
+                st.session_state["sw_message"] = f"error: {e}"
+        msg = st.session_state.get("sw_message")
+        if msg:
+            (st.error if msg.startswith("error") else st.success)(msg)
+
+
+def _eta(seconds) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return ""
+    s = int(seconds)
+    return f"ETA {s // 60}:{s % 60:02d}"
+
+
+@st.fragment(run_every="2s")
+def live_panel() -> None:
+    from engine.sweeps.launch import ensure_workers, live_workers
+    from engine.sweeps.queue import cancel_queued_and_flag_running
+
+    st.markdown("**Queue**")
+    if not data.lab_ready():
+        st.caption("No lab database yet: launch a sweep or run `make lab`.")
+        return
+    try:
+        jobs = data.jobs_live(str(data.lab().root))
+    except LabError as e:
+        st.caption(f"queue unavailable: {e}")
+        return
+    if jobs.empty:
+        st.caption("No jobs yet.")
+        return
+    counts = jobs["shown_status"].value_counts().to_dict()
+    st.caption(" · ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+    running = jobs[jobs["shown_status"] == "RUNNING"]
+    for r in running.itertuples():
+        total = r.total_steps if r.total_steps == r.total_steps and r.total_steps else None
+        step = r.step if r.step == r.step and r.step else 0
+        frac = min(1.0, float(step) / float(total)) if total else 0.0
+        st.progress(frac, text=f"{r.label} · {r.phase or 'starting'} {int(step)}/{int(total) if total else '?'} {_eta(r.eta_seconds)}")
+        if r.fvu == r.fvu and r.fvu is not None:
+            st.caption(f"loss {r.loss:.4f} · FVU {r.fvu:.3f} · dead {r.dead_frac:.1%}")
+        if st.button("Cancel", key=f"cancel_{r.job_id}", icon=":material/stop:"):
+            cancel_queued_and_flag_running(data.lab(), job_ids=[r.job_id])
+    queued = jobs[jobs["shown_status"] == "QUEUED"]
+    interrupted = jobs[jobs["shown_status"] == "INTERRUPTED"]
+    if len(queued) or len(interrupted):
+        alive = live_workers(data.lab())
+        if not alive:
+            st.warning(f"{len(queued) + len(interrupted)} job(s) waiting and no worker running.")
+            if st.button("Start a worker", key="start_worker", icon=":material/play_arrow:"):
+                ensure_workers(data.lab(), 1)
+        for r in queued.head(5).itertuples():
+            st.caption(f"queued · {r.label}")
+        if st.button(f"Cancel {len(queued)} queued", key="cancel_queued", icon=":material/clear_all:"):
+            cancel_queued_and_flag_running(data.lab(), job_ids=list(queued["job_id"]))
+    done = jobs[jobs["shown_status"].isin(["FINISHED", "FAILED", "KILLED"])].sort_values("finished_at", ascending=False)
+    for r in done.head(3).itertuples():
+        icon = {"FINISHED": "✓", "FAILED": "✗", "KILLED": "■"}[r.shown_status]
+        st.caption(f"{icon} {r.shown_status.lower()} · {r.label}" + (f" · {r.error}" if r.shown_status == "FAILED" else ""))
+
+
+def render() -> None:
+    with st.sidebar:
+        st.caption(f"Lab: `{data.lab_path_label()}`")
+        launcher()
+        live_panel()

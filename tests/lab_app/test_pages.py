@@ -1,0 +1,143 @@
+"""Every page of the app, headless (streamlit.testing.v1.AppTest), on a real seeded DuckDB lab."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import db
+from tests.helpers import REPO
+
+APP = str(REPO / "lab_app" / "app.py")
+
+
+@pytest.fixture(scope="module")
+def seeded(finished_lab):
+    lab, config, outcomes = finished_lab
+    return lab, outcomes
+
+
+def run_page(lab, page: str | None = None, query: dict | None = None, monkeypatch=None) -> AppTest:
+    monkeypatch.setenv("SAE_LAB_DIR", str(lab.root))
+    at = AppTest.from_file(APP, default_timeout=120)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    if page:
+        at.switch_page(page)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [t.value for t in at.title] + [s.value for s in at.subheader]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_notebook_home(seeded, monkeypatch):
+    lab, outcomes = seeded
+    at = run_page(lab, monkeypatch=monkeypatch)
+    assert at.title[0].value == "Lab notebook"
+    labels = [m.label for m in at.metric]
+    assert {"Runs", "FVU", "R²", "transfer ×", "quality /5"} <= set(labels)
+    assert any(m.help and "Σ‖x − x̂‖²" in m.help for m in at.metric)  # the formula on hover
+    assert "Best configuration so far" in texts(at)
+    run_table = at.dataframe[0].value
+    assert set(o.run_id for o in outcomes) <= set(run_table["run_id"])
+    assert [e for e in at.sidebar.expander if "Launch a sweep" in e.label]
+
+
+def test_runs_page_table_and_figures(seeded, monkeypatch):
+    lab, outcomes = seeded
+    at = run_page(lab, "pages/runs.py", monkeypatch=monkeypatch)
+    assert at.dataframe, "the run table is missing"
+    table = at.dataframe[0].value
+    assert set(o.run_id for o in outcomes) <= set(table["run_id"]) and {"tags", "notes", "fvu"} <= set(table.columns)
+    assert [t.label for t in at.tabs] == ["Over time", "Training curves", "A run's figures", "Sweep", "Diff two runs"]
+    assert len(at.get("vega_lite_chart")) >= 4  # time, curves, transfer heatmap/bars, freq vs magnitude
+
+
+def test_runs_page_saves_tags_and_notes(seeded, monkeypatch, tmp_path):
+    import shutil
+
+    from engine.lab import Lab
+
+    lab = Lab.at(tmp_path / "lab")
+    shutil.copytree(seeded[0].root, lab.root)
+    from engine.recording import annotate_run
+
+    rid = seeded[1][0].run_id
+    annotate_run(lab, rid, tags=["baseline", " layer2 ", ""], notes="<b>kept</b> verbatim")
+    rows = db.query_rows(lab.root, "SELECT tags, notes FROM runs WHERE run_id = ?", [rid])
+    assert rows[0] == (["baseline", "layer2"], "<b>kept</b> verbatim")
+    at = run_page(lab, "pages/runs.py", monkeypatch=monkeypatch)
+    table = at.dataframe[0].value
+    assert table.set_index("run_id").loc[rid, "tags"] == "baseline, layer2"
+
+
+def test_concept_map_page(seeded, monkeypatch):
+    lab, outcomes = seeded
+    at = run_page(lab, "pages/concept_map.py", monkeypatch=monkeypatch)
+    assert at.get("plotly_chart"), "the map is missing"
+    assert at.selectbox(key="map_color").options == ["cluster", "class", "selectivity", "|selectivity|", "label score"]
+    at.text_input(key="map_search").input("the").run()
+    assert not at.exception
+    assert "match 'the'" in texts(at)
+    at.segmented_control(key="map_dims").set_value("3D").run()
+    assert not at.exception and at.get("plotly_chart")
+
+
+def test_inspector_deep_link_shows_contexts(seeded, monkeypatch):
+    lab, outcomes = seeded
+    run_id = outcomes[0].run_id
+    live = db.query_rows(lab.root, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY freq DESC LIMIT 1", [run_id])[0][0]
+    at = run_page(lab, "pages/inspector.py", query={"run": run_id, "feature": str(live)}, monkeypatch=monkeypatch)
+    assert at.number_input(key="insp_feature").value == live
+    html = "\n".join(m.value for m in at.markdown)
+    assert "Top activating contexts" in html and html.count("<span") > 20  # highlighted tokens
+    assert f"Feature {live}" in texts(at)
+    assert {"frequency", "max activation", "label detection"} <= {m.label for m in at.metric}
+
+
+def test_root_deep_link_opens_the_inspector(seeded, monkeypatch):
+    lab, outcomes = seeded
+    at = run_page(lab, query={"run": outcomes[0].run_id, "feature": "3"}, monkeypatch=monkeypatch)
+    assert at.title[0].value == "Feature inspector"
+
+
+def test_probe_page(seeded, monkeypatch):
+    lab, outcomes = seeded
+    at = run_page(lab, "pages/probe.py", monkeypatch=monkeypatch)
+    table = at.dataframe(key="probe_table").value
+    assert "import" in set(table["token"]) and table["top feature"].notna().any()
+
+
+def test_sql_page_runs_queries_and_refuses_writes(seeded, monkeypatch):
+    lab, outcomes = seeded
+    before = db.query_rows(lab.root, "SELECT count(*) FROM runs")[0][0]
+    at = run_page(lab, "pages/sql.py", monkeypatch=monkeypatch)
+    result = next(d.value for d in at.dataframe if "rating" in d.value.columns)  # the default query ran on first load
+    assert {"run_id", "score", "rating"} <= set(result.columns) and len(result) == before
+    at.text_area(key="sql_query").set_value("DROP TABLE runs").run()
+    at.button(key="sql_run").click().run()
+    assert any("not allowed" in e.value for e in at.error)
+    at.text_area(key="sql_query").set_value("SELECT * FROM no_such_table").run()
+    at.button(key="sql_run").click().run()
+    assert any("query failed" in e.value for e in at.error) and not at.exception
+    assert db.query_rows(lab.root, "SELECT count(*) FROM runs")[0][0] == before
+    assert any(e.label == "runs" for e in at.expander)  # the schema browser
+
+
+def test_findings_page_renders(seeded, monkeypatch):
+    lab, outcomes = seeded
+    at = run_page(lab, "pages/findings.py", monkeypatch=monkeypatch)
+    assert at.title[0].value == "Findings"
+
+
+def test_empty_lab_is_explained_not_crashed(tmp_path, monkeypatch):
+    from engine.lab import Lab
+
+    lab = Lab.at(tmp_path / "empty")
+    for page in (None, "pages/runs.py", "pages/concept_map.py", "pages/inspector.py", "pages/sql.py"):
+        at = run_page(lab, page, monkeypatch=monkeypatch)
+        assert at.info or at.caption
