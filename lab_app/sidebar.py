@@ -104,6 +104,13 @@ def live_panel() -> None:
         return
     counts = jobs["shown_status"].value_counts().to_dict()
     st.caption(" · ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+    # When a job ends, refresh the whole page too (its tables and charts now have more runs).
+    ended = int(sum(counts.get(k, 0) for k in ("FINISHED", "FAILED", "KILLED")))
+    seen = st.session_state.get("_jobs_ended")
+    st.session_state["_jobs_ended"] = ended
+    if seen is not None and ended > seen:
+        data.clear()
+        st.rerun(scope="app")
     running = jobs[jobs["shown_status"] == "RUNNING"]
     for r in running.itertuples():
         total = r.total_steps if r.total_steps == r.total_steps and r.total_steps else None

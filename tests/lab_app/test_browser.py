@@ -1,0 +1,140 @@
+"""The app in a real browser: Debian's chromium driven by Playwright against `streamlit run`.
+
+Visits every page, launches a tiny sweep from the sidebar and watches it finish in the live panel,
+opens a deep link to a feature. Screenshots are kept in test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import db
+from tests.helpers import REPO
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = REPO / "test-artifacts" / "screenshots"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        print(f"SKIP reason: {CHROMIUM} is not installed (make test installs Debian's chromium)")
+        pytest.skip(f"{CHROMIUM} is not installed: `apt-get install chromium` (make test does it)")
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is a dev requirement (make test installs it)")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def app_server(finished_lab, tmp_path_factory):
+    lab_src = finished_lab[0].root
+    lab_dir = tmp_path_factory.mktemp("browser") / "lab"
+    shutil.copytree(lab_src, lab_dir)
+    port = _free_port()
+    env = {**os.environ, "SAE_LAB_DIR": str(lab_dir), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "lab_app" / "app.py"), "--server.port", str(port),
+         "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.3)
+    yield base, lab_dir, finished_lab[2]
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    # Stop any worker the app started for the sweep.
+    subprocess.run(["pkill", "-f", f"--lab {lab_dir}"], check=False)
+
+
+def settle(page, extra: float = 1.0) -> None:
+    page.wait_for_selector("[data-testid=stApp]", timeout=60_000)
+    page.wait_for_timeout(500)
+    try:
+        page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=60_000)
+    except Exception:
+        pass
+    page.wait_for_timeout(int(extra * 1000))
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_every_page_a_sweep_from_the_sidebar_and_a_deep_link(browser, app_server):
+    base, lab_dir, outcomes = app_server
+    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    for path, heading in [("/", "Lab notebook"), ("/runs", "Runs"), ("/map", "Concept map"), ("/inspector", "Feature inspector"),
+                          ("/probe", "Text probe"), ("/findings", "Findings"), ("/sql", "SQL")]:
+        page.goto(base + path)
+        settle(page, 1.5)
+        page.get_by_role("heading", name=heading).first.wait_for(timeout=30_000)
+        assert not page.locator("[data-testid=stException]").count(), f"{path} shows an exception"
+        shot(page, (path.strip("/") or "home"))
+
+    # Launch a tiny custom sweep from the sidebar and watch it finish in the live panel.
+    page.goto(base + "/")
+    settle(page)
+    sidebar = page.locator("[data-testid=stSidebar]")
+    sidebar.get_by_text("Launch a sweep").click()
+    sidebar.locator("[data-testid=stSelectbox]").first.locator("input").click()
+    page.get_by_role("option", name="custom grid").click()
+    settle(page, 0.5)
+    sidebar.get_by_label("k (comma-separated)").fill("4")
+    sidebar.get_by_label("d_sae (comma-separated)").fill("128")
+    sidebar.get_by_label("d_sae (comma-separated)").press("Enter")
+    settle(page, 0.5)
+    sidebar.get_by_role("button", name="Budget and workers").click()
+    tokens = page.get_by_label("Tokens per domain")
+    tokens.fill("4000")
+    tokens.press("Enter")
+    epochs = page.get_by_label("Epochs")
+    epochs.fill("1")
+    epochs.press("Enter")
+    settle(page, 0.5)
+    page.keyboard.press("Escape")
+    sidebar.get_by_role("button", name="Launch").click()
+    sidebar.get_by_text("2 jobs queued").wait_for(timeout=60_000)
+    shot(page, "sweep-launched")
+    sidebar.get_by_text("2 finished").wait_for(timeout=600_000)  # the live panel refreshes by itself
+    shot(page, "sweep-finished")
+    assert db.query_rows(lab_dir, "SELECT count(*) FROM jobs WHERE status = 'FINISHED'")[0][0] == 2
+
+    # A deep link straight to a feature.
+    run_id = outcomes[0].run_id
+    feature = db.query_rows(lab_dir, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY freq DESC LIMIT 1", [run_id])[0][0]
+    page.goto(f"{base}/?run={run_id}&feature={feature}")
+    settle(page, 2)
+    page.get_by_role("heading", name=f"Feature {feature}").first.wait_for(timeout=30_000)
+    assert page.get_by_text("Top activating contexts").count()
+    shot(page, "deep-link-inspector")
+    assert not errors, errors
