@@ -1,0 +1,21 @@
+"""Interventions: suppress, scale or clamp SAE features inside the model and measure what changes.
+
+Public API (the app, the CLI and the findings use these):
+
+* ``run_intervention(lab, spec) -> InterventionResult`` and ``intervene(lab, run_id, feature, op, value, text)``
+  (``engine.interventions.run``);
+* reads: ``engine.interventions.queries`` (``interventions_for_feature``, ``intervention_detail``, ...).
+"""
+
+from engine.interventions.run import Generation, InterventionResult, intervene, run_intervention
+from engine.interventions.spec import Edit, InterventionOptions, InterventionSpec
+
+__all__ = [
+    "Edit",
+    "Generation",
+    "InterventionOptions",
+    "InterventionResult",
+    "InterventionSpec",
+    "intervene",
+    "run_intervention",
+]
