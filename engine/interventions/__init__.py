@@ -4,11 +4,13 @@ Public API (the app, the CLI and the findings use these):
 
 * ``run_intervention(lab, spec) -> InterventionResult`` and ``intervene(lab, run_id, feature, op, value, text)``
   (``engine.interventions.run``);
+* ``ablation_specificity(lab, run_id, n_features, n_contexts, seed)`` (``engine.interventions.specificity``);
 * reads: ``engine.interventions.queries`` (``interventions_for_feature``, ``intervention_detail``, ...).
 """
 
 from engine.interventions.run import Generation, InterventionResult, intervene, run_intervention
 from engine.interventions.spec import Edit, InterventionOptions, InterventionSpec
+from engine.interventions.specificity import SpecificityResult, ablation_specificity
 
 __all__ = [
     "Edit",
@@ -16,6 +18,8 @@ __all__ = [
     "InterventionOptions",
     "InterventionResult",
     "InterventionSpec",
+    "SpecificityResult",
+    "ablation_specificity",
     "intervene",
     "run_intervention",
 ]
