@@ -24,7 +24,7 @@ from engine.interventions.effects import (
     neighbour_ranks,
     token_movers,
 )
-from engine.interventions.session import Batch, RunSession, get_session, next_token_ce, torch_threads
+from engine.interventions.session import Batch, RunSession, get_session, torch_threads
 from engine.interventions.spec import Edit, InterventionOptions, InterventionSpec
 from engine.lab import Lab
 
@@ -236,8 +236,7 @@ def _causal_effects(session: RunSession, spec: InterventionSpec, batch: Batch, c
         res.delta_ce = {}
         for domain in session.stores:
             seqs, ce_c, n = session.ce_clean(domain, opts.ce_sequences)
-            b = session.corpus_batch(domain, seqs)
-            ce_e, _ = next_token_ce(session.forward(b, spec.edits), b)
+            ce_e, _ = session.corpus_ce(domain, seqs, spec.edits)
             res.delta_ce[domain] = {"ce_clean": ce_c, "ce_edited": ce_e, "delta_ce": ce_e - ce_c, "n_sequences": len(seqs),
                                     "n_tokens": n}
     if spec.text is not None and opts.generate_tokens > 0:

@@ -21,6 +21,7 @@ from engine.config_base import ConfigBase
 from engine.errors import LabError
 
 OPS = ("zero", "scale", "clamp")
+MAX_SEQUENCES = 64  # corpus input: sequences run in one forward pass
 
 
 @dataclass
@@ -116,6 +117,8 @@ class InterventionSpec(ConfigBase):
                 raise LabError("empty text: give the intervention some text, e.g. --text \"def main():\"")
             if self.domain is None or not self.sequences:
                 raise LabError("corpus input needs a domain and at least one sequence index")
+            if len(self.sequences) > MAX_SEQUENCES:
+                raise LabError(f"{len(self.sequences)} sequences in one intervention: give at most {MAX_SEQUENCES} (run several)")
         elif not self.text.strip():
             raise LabError("empty text: give the intervention some text, e.g. --text \"def main():\"")
         self.options.validate()
