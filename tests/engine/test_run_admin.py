@@ -1,0 +1,39 @@
+"""delete_run: a run's rows leave every table that names it, its folder goes, shared data stays."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+import db
+from engine.errors import LabError
+
+
+def test_delete_run_removes_the_run_everywhere_and_nothing_shared(finished_lab, tmp_path):
+    from engine.lab import Lab
+    from engine.run_admin import delete_run
+
+    src, _config, outcomes = finished_lab
+    lab = Lab.at(tmp_path / "lab")
+    shutil.copytree(src.root, lab.root, ignore=shutil.ignore_patterns("*.lock", "*.wal"))
+    gone, kept = outcomes[0].run_id, outcomes[1].run_id
+    tables = [r[0] for r in db.query_rows(lab.root, "SELECT DISTINCT table_name FROM duckdb_columns() WHERE column_name = 'run_id' "
+                                                    "AND table_name IN (SELECT table_name FROM duckdb_tables())")]
+    before = {t: db.query_rows(lab.root, f'SELECT count(*) FILTER (run_id = ?), count(*) FROM "{t}"', [gone])[0] for t in tables}
+    shared = db.query_rows(lab.root, "SELECT (SELECT count(*) FROM token_sequences), (SELECT count(*) FROM activation_sets)")
+    assert before["runs"][0] == 1 and before["features"][0] > 0 and before["step_metrics"][0] > 0
+
+    deleted = delete_run(lab, gone)
+    for t in tables:
+        mine, total = before[t]
+        assert db.query_rows(lab.root, f'SELECT count(*) FILTER (run_id = ?), count(*) FROM "{t}"', [gone])[0] == (0, total - mine), t
+        assert deleted.get(t, 0) == mine
+    assert db.query_rows(lab.root, "SELECT (SELECT count(*) FROM token_sequences), (SELECT count(*) FROM activation_sets)") == shared
+    assert not lab.run_dir(gone).exists() and lab.run_dir(kept).exists()
+    assert db.query_rows(lab.root, "SELECT count(*) FROM features WHERE run_id = ?", [kept])[0][0] > 0
+
+    with pytest.raises(LabError, match=f"unknown run '{gone}'"):
+        delete_run(lab, gone)
+    with pytest.raises(LabError, match="is not a run id"):
+        delete_run(lab, "../x")
