@@ -90,7 +90,22 @@ class SpecificityResult:
             f"own > control for {self.frac_own_gt_control:.0%} (p = {_p(self.p_own_gt_control)})",
             f"  the ablated feature fired in {self.random_fire_share:.0%} of random sequences; the control fired in "
             f"{self.control_fire_share:.0%} of j's sequences",
+            *self._where_fired(),
         ]
+
+    def _where_fired(self) -> list[str]:
+        """The comparisons again, only over features whose other condition was not null by
+        construction (the ablated feature fired somewhere in the random sequences; the control
+        fired somewhere in j's sequences)."""
+        out = []
+        for key, fired, name in (("random_effect", "random_fired", "random"), ("control_effect", "control_fired", "control")):
+            sub = [f for f in self.features if f[fired] > 0]
+            if sub:
+                wins = sum(f["own_effect"] > f[key] for f in sub)
+                p = wilcoxon_greater(np.array([f["own_effect"] for f in sub]), np.array([f[key] for f in sub])) if len(sub) >= 5 else None
+                out.append(f"  where the {name} condition was not null by construction ({len(sub)} features): own > {name} for "
+                           f"{wins}/{len(sub)} (p = {_p(p)})")
+        return out
 
     def evidence(self) -> dict[str, Any]:
         keys = ("study_id", "run_id", "model_kind", "metric", "n_contexts", "seed", "n_eligible", "frac_own_gt_random",
