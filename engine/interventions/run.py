@@ -155,12 +155,13 @@ def run_intervention(lab: Lab, spec: InterventionSpec, store: bool = True, devic
     spec.validate()  # input checks that need no model
     session = get_session(lab, spec.run_id, device)
     spec.validate(session.sae.d_sae)
+    batch = _input_batch(session, spec)  # a text too long for the model fails here, before any forward
     with session.lock:
         _warm(session, spec)  # clean references, computed once per session with every thread
         # One short text is a few dozen tokens: on this 2-core machine, with other jobs running, two
         # threads made a MiniLM forward ~15x slower than one (0.24 s vs 0.015 s, measured).
         with torch_threads(1 if spec.text is not None else None):
-            result = _measure(session, spec)
+            result = _measure(session, spec, batch)
     result.seconds = time.perf_counter() - t0
     if store:
         from engine.interventions.store import save_result
@@ -175,7 +176,7 @@ def intervene(lab: Lab, run_id: str, feature: int, op: str = "zero", value: floa
               store: bool = True, **options: Any) -> InterventionResult:
     """One edit of one feature on one text: ``intervene(lab, run, 12, "scale", 4.0, "def f(x):")``.
     Keyword options are InterventionOptions fields (generate_tokens=0 skips generation)."""
-    spec = InterventionSpec(run_id, [Edit(int(feature) if not isinstance(feature, bool) else feature, op, value)], text=text,
+    spec = InterventionSpec(run_id, [Edit(feature, op, value)], text=text,
                             options=InterventionOptions.from_dict(options, "options"))
     return run_intervention(lab, spec, store=store)
 
@@ -190,15 +191,15 @@ def _warm(session: RunSession, spec: InterventionSpec) -> None:
 
 
 # -- measuring ---------------------------------------------------------------------------------------
-def _measure(session: RunSession, spec: InterventionSpec) -> InterventionResult:
-    opts = spec.options
-    edits = spec.edits
+def _input_batch(session: RunSession, spec: InterventionSpec) -> Batch:
     if spec.text is not None:
-        extra = opts.generate_tokens if session.is_causal else 0
-        ids = session.text_ids(spec.text, extra)
-        batch = session.text_batch(ids)
-    else:
-        batch = session.corpus_batch(spec.domain, spec.sequences)
+        extra = spec.options.generate_tokens if session.is_causal else 0
+        return session.text_batch(session.text_ids(spec.text, extra))
+    return session.corpus_batch(spec.domain, spec.sequences)
+
+
+def _measure(session: RunSession, spec: InterventionSpec, batch: Batch) -> InterventionResult:
+    edits = spec.edits
     trace = EditTrace()
     clean = session.forward(batch, None)
     new = session.forward(batch, edits, trace)

@@ -14,6 +14,7 @@ be read back, re-run and compared. Bad input raises ``LabError`` with one line n
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -31,8 +32,9 @@ class Edit(ConfigBase):
     value: float | None = None  # the factor (scale) or the activation (clamp); unused by zero
 
     def validate(self, d_sae: int | None = None) -> "Edit":
-        if isinstance(self.feature, bool) or not isinstance(self.feature, int):
+        if isinstance(self.feature, bool) or not isinstance(self.feature, numbers.Integral):  # numpy ints (a DataFrame's) count
             raise LabError(f"feature {self.feature!r} is not a whole number: give a feature index, e.g. --feature 12")
+        self.feature = int(self.feature)
         if d_sae is not None and not 0 <= self.feature < d_sae:
             raise LabError(f"feature {self.feature} does not exist: this run's SAE has features 0 to {d_sae - 1}")
         if self.op not in OPS:
@@ -44,7 +46,7 @@ class Edit(ConfigBase):
         name = "factor" if self.op == "scale" else "clamp value"
         if self.value is None:
             raise LabError(f"a {self.op} edit needs a {name}: e.g. --{self.op} {'4' if self.op == 'scale' else '10'}")
-        if isinstance(self.value, bool) or not isinstance(self.value, (int, float)):
+        if isinstance(self.value, bool) or not isinstance(self.value, numbers.Real):
             raise LabError(f"the {name} {self.value!r} is not a number: give a finite number")
         if not math.isfinite(float(self.value)):
             raise LabError(f"the {name} is {self.value}: give a finite number, e.g. --{self.op} {'4' if self.op == 'scale' else '10'}")

@@ -77,6 +77,16 @@ def test_corpus_sequences_as_input(causal_run):
     assert r.kl_mean == pytest.approx(sum(r.per_sequence) / 2, rel=0.5)  # position-weighted vs sequence mean
 
 
+def test_numpy_numbers_from_a_dataframe_are_accepted(causal_run):
+    import numpy as np
+
+    fx = causal_run
+    r = intervene(fx.lab, fx.run_id, np.int64(3), "scale", np.float32(2.0), CAUSAL_TEXT, store=False, generate_tokens=0,
+                  ce_sequences=0)
+    assert r.spec["edits"] == [{"feature": 3, "op": "scale", "value": 2.0}]
+    assert json.loads(json.dumps(r.evidence()))["feature"] == 3
+
+
 def test_cli_intervene_prints_the_effects_and_stores_them(encoder_run, capsys):
     fx = encoder_run
     strong, _ = strongest_and_silent(get_session(fx.lab, fx.run_id, "cpu"), ENCODER_TEXT)
