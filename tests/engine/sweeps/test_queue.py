@@ -25,7 +25,7 @@ from tests.helpers import REPO
 
 BASE = {
     "data": {"tokens_per_domain": 8000, "layers": [0, 1, 2]},
-    "sae": {"d_sae": 1024, "k": 8},
+    "sae": {"d_sae": 256, "k": 8},
     "train": {"epochs": 12, "batch_size": 256, "checkpoint_every_seconds": 0.3, "log_every_steps": 5},
     "eval": {"splice_sequences": 2},
 }
@@ -111,17 +111,31 @@ def test_presets_expand_as_the_seeds_describe():
     assert [c.to_dict() for c in a] == [c.to_dict() for c in b] and len(a) == 5
 
 
-def test_two_workers_claim_each_job_once(lab):
-    _, runs = enqueue_sweep(lab, spec(parameters={"layer": [0, 1, 2]}, base={**BASE, "train": {**BASE["train"], "epochs": 2}}))
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The crash test's sweep run to completion by two workers at once, never interrupted."""
+    lab = Lab.at(tmp_path_factory.mktemp("clean") / "lab")
+    _, runs = enqueue_sweep(lab, spec())
     ws = [start_worker(lab, "--threads", "1") for _ in range(2)]
     for w in ws:
         assert w.wait(timeout=600) == 0, w.stdout.read()
+    return lab, runs
+
+
+def in_domain_fvu(lab: Lab) -> dict[tuple[int, str], float]:
+    df = db.query(lab.root, "SELECT r.layer, r.train_domain, e.fvu FROM runs r JOIN eval_results e "
+                            "ON e.run_id = r.run_id AND e.eval_domain = r.train_domain")
+    return {(int(r.layer), r.train_domain): float(r.fvu) for r in df.itertuples()}
+
+
+def test_two_workers_claim_each_job_once(uninterrupted):
+    lab, runs = uninterrupted
     j = jobs(lab)
     assert (j["attempts"] == 1).all() and j["worker_id"].nunique() == 2
     assert_complete_and_unique(lab, len(runs))
 
 
-def test_sigkill_during_training_and_during_a_write_then_resume(lab, tmp_path):
+def test_sigkill_during_training_and_during_a_write_then_resume(lab, tmp_path, uninterrupted):
     _, runs = enqueue_sweep(lab, spec())
     # 1. SIGKILL while training (after a checkpoint exists).
     w = start_worker(lab)
@@ -144,23 +158,11 @@ def test_sigkill_during_training_and_during_a_write_then_resume(lab, tmp_path):
     assert "was interrupted: requeued" in out
     assert_complete_and_unique(lab, len(runs))
     assert jobs(lab)["attempts"].max() >= 2
-
-
-def test_resumed_run_matches_an_uninterrupted_one(lab, tmp_path):
-    """Kill a run mid-training, resume it, and compare with the same spec run without interruption."""
-    one = spec(parameters={"layer": [2]}, base={**BASE, "train_domains": ["prose"]})
-    enqueue_sweep(lab, one)
-    w = start_worker(lab)
-    wait_for(lambda: training_step(lab) >= 120 and list(lab.runs.glob("*/checkpoint.pt")))
-    w.send_signal(signal.SIGKILL)
-    w.wait()
-    assert start_worker(lab).wait(timeout=600) == 0
-    clean = Lab.at(tmp_path / "clean")
-    enqueue_sweep(clean, one)
-    assert start_worker(clean).wait(timeout=600) == 0
-    q = "SELECT e.fvu, e.mse FROM eval_results e JOIN runs r USING (run_id) WHERE e.eval_domain = r.train_domain"
-    resumed, uninterrupted = db.query(lab.root, q).iloc[0], db.query(clean.root, q).iloc[0]
-    assert resumed["fvu"] == pytest.approx(uninterrupted["fvu"], abs=0.01)
+    # 4. The resumed runs end where uninterrupted ones do, up to run-to-run noise.
+    resumed, clean = in_domain_fvu(lab), in_domain_fvu(uninterrupted[0])
+    assert resumed.keys() == clean.keys()
+    for key in clean:
+        assert resumed[key] == pytest.approx(clean[key], abs=0.01), key
 
 
 def test_worker_survives_a_reader_then_a_writer_holding_the_database(lab):
@@ -173,7 +175,7 @@ def test_worker_survives_a_reader_then_a_writer_holding_the_database(lab):
             "while True:\n"
             f"    try: c = duckdb.connect({str(lab.db)!r}, read_only={read_only}); break\n"
             "    except duckdb.IOException: time.sleep(0.01)\n"
-            "print('held', flush=True); time.sleep(6)"
+            "print('held', flush=True); time.sleep(4)"
         )
         holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
         assert holder.stdout.readline().strip() == "held"
