@@ -146,7 +146,8 @@ def _parse_file(data: Any) -> tuple[list[tuple[str, list[Revision]]], dict[str, 
         cards.append((c["card_id"], revs))
     if len({cid for cid, _ in cards}) != len(cards):
         raise LabError("the file holds the same card twice: export it again")
-    return cards, snaps, created
+    used = {sid for _, revs in cards for r in revs for sid in r.card.snapshot_ids}  # no card refers to the rest: not imported
+    return cards, {sid: s for sid, s in snaps.items() if sid in used}, created
 
 
 def import_json(lab: Any, data: dict[str, Any]) -> dict[str, Any]:

@@ -56,6 +56,7 @@ def test_bad_input_is_refused_with_a_clear_message_and_changes_nothing(cards_lab
         (lambda: update_card(c.lab, card.card_id, 1, status="done"), "status 'done' is not one of draft, supported, refuted"),
         (lambda: update_card(c.lab, card.card_id, 1, features=[(c.run_id, c.d_sae + 5)]), "does not exist"),
         (lambda: update_card(c.lab, card.card_id, "1", title="x"), "must be a revision number"),
+        (lambda: update_card(c.lab, card.card_id, True, title="x"), "must be a revision number"),
         (lambda: update_card(c.lab, card.card_id, None, title="x"), "must name the revision it started from"),
         (lambda: update_card(c.lab, "card-ffffffff", 1, title="x"), "no card 'card-ffffffff' in this lab"),
         (lambda: get_card(c.lab, SQL), "is not a card id"),

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 
 import db
@@ -80,6 +81,7 @@ def test_every_edit_is_a_revision_and_any_revision_can_be_read(cards_lab):
     assert (r4.created_at, r4.author) == (card.created_at, "alice") and r4.updated_at > card.updated_at
     with pytest.raises(LabError, match="has revisions 1 to 4, not 9"):
         get_card(c.lab, card.card_id, 9)
+    assert get_card(c.lab, card.card_id, np.int64(2)) == r2  # numbers as a DataFrame hands them to the app
     # an edit that changes nothing writes nothing
     assert update_card(c.lab, card.card_id, 4, title="second title") == r4
     assert len(card_history(c.lab, card.card_id)) == 4
