@@ -30,5 +30,6 @@ if page.title == PAGES["home"].title and "run" in st.query_params and "feature" 
     st.switch_page(PAGES["inspector"], query_params={"run": st.query_params["run"], "feature": st.query_params["feature"]})
 
 data.ensure_schema_once()
+data.warm_model_in_background()
 sidebar.render()
 page.run()

@@ -55,6 +55,15 @@ def histogram_bars(edges: list[float], counts: list[float], title: str) -> alt.C
     ).properties(height=180)
 
 
+def domain_histograms(edges: list[float], counts: dict[str, list[float]]) -> alt.Chart:
+    e = np.asarray(edges, dtype=float)
+    d = pd.concat([pd.DataFrame({"domain": k, "lo": e[:-1], "hi": e[1:], "count": np.asarray(v, dtype=float)}) for k, v in counts.items()])
+    return alt.Chart(d).mark_bar(opacity=0.6).encode(
+        x=alt.X("lo:Q", bin="binned", title="activation"), x2="hi:Q", y=alt.Y("count:Q", title="tokens", stack=None),
+        color="domain:N", tooltip=["domain", alt.Tooltip("lo:Q", format=".3f"), alt.Tooltip("hi:Q", format=".3f"), "count:Q"],
+    ).properties(height=200)
+
+
 def freq_vs_magnitude(df: pd.DataFrame) -> alt.Chart:
     return alt.Chart(df).mark_circle(size=18, opacity=0.6).encode(
         x=alt.X("frequency:Q", scale=alt.Scale(type="log"), title="firing frequency (log)"),
@@ -91,7 +100,7 @@ def concept_map(df: pd.DataFrame, dims: int, color: str, selected: int | None = 
         fig = px.scatter_3d(df, x="x3", y="y3", z="z3", color=color, hover_data=hover, custom_data=["feature"], opacity=0.8)
         fig.update_traces(marker=dict(size=3))
     else:
-        fig = px.scatter(df, x="x2", y="y2", color=color, hover_data=hover, custom_data=["feature"], opacity=0.8)
+        fig = px.scatter(df, x="x2", y="y2", color=color, hover_data=hover, custom_data=["feature"], opacity=0.8, render_mode="webgl")
         fig.update_traces(marker=dict(size=6))
         if selected is not None and (df["feature"] == selected).any():
             row = df[df["feature"] == selected].iloc[0]

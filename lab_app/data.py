@@ -207,3 +207,28 @@ def _matches(lab_dir: str, run_a: str, run_b: str) -> tuple[list[int], list[floa
 def match_in_other_run(lab_dir: str, run_a: str, run_b: str, feature: int) -> dict[str, Any]:
     best, cos = _matches(lab_dir, run_a, run_b)
     return {"feature_b": int(best[feature]), "cosine": float(cos[feature])}
+
+
+@st.cache_resource(show_spinner=False)
+def _warm_started() -> bool:
+    """Load the latest run's model in a plain thread (no st.* calls), so the first probe does not wait."""
+    import threading
+
+    def warm() -> None:
+        try:
+            from engine.collection.models import load_model, resolve_model
+            from engine.device import pick_device
+
+            df = query(str(lab().root), "SELECT model FROM runs WHERE status = 'FINISHED' ORDER BY ended_at DESC LIMIT 1")
+            if len(df):
+                load_model(resolve_model(df.iloc[0, 0]), pick_device("cpu"))
+        except Exception:  # noqa: BLE001 - a warm-up is best effort
+            pass
+
+    threading.Thread(target=warm, daemon=True, name="warm-model").start()
+    return True
+
+
+def warm_model_in_background() -> None:
+    if lab_ready():
+        _warm_started()

@@ -65,9 +65,7 @@ with right:
         if hist_max > 0:
             st.markdown("**Activation histogram** (non-zero activations)")
             edges = np.linspace(0, hist_max, len(domains[0]["hist_counts"]) + 1).tolist()
-            for dd in domains:
-                st.caption(dd["domain"])
-                st.altair_chart(charts.histogram_bars(edges, dd["hist_counts"], "activation"), width="stretch")
+            st.altair_chart(charts.domain_histograms(edges, {dd["domain"]: dd["hist_counts"] for dd in domains}), width="stretch")
     te = detail.get("token_effects") or {}
     if te.get("up"):
         causal = data.run_config(lab_dir, run_id).get("model", {}).get("is_causal", False)
@@ -87,8 +85,8 @@ with left:
                             f'{context_html(c_["tokens"], c_["acts"], c_["center"], scale)}'
                             f'{"<small>held-out</small>" if c_.get("held_out") else ""}</div>', unsafe_allow_html=True)
             quant = cset.get("quantile", [])
-            if quant:
-                with st.expander(f"Examples across activation quantiles ({len(quant)})"):
+            if quant and st.toggle(f"Examples across activation quantiles ({len(quant)})", key=f"insp_q_{dname}"):
+                with st.container():
                     for q in sorted({x["quantile"] for x in quant}, reverse=True):
                         group = [x for x in quant if x["quantile"] == q]
                         st.caption(f"quantile {q}: activation {group[0]['q_lower']:.2f}–{group[0]['q_upper']:.2f}")
@@ -111,13 +109,16 @@ with n3:
         st.caption("No other analysed run to compare with.")
     else:
         names = {r.run_id: f"{r.name} · L{r.layer} k={r.k} [{r.run_id[-6:]}]" for r in others.itertuples()}
-        other = st.selectbox("Run", list(names), format_func=lambda r: names[r], key="insp_other")
-        try:
-            m = data.match_in_other_run(lab_dir, run_id, other, feature)
-            st.markdown(f"feature **{m['feature_b']}** (cosine {m['cosine']:.3f})")
-            data.inspector_link(other, m["feature_b"], label=f"open feature {m['feature_b']} of that run")
-        except LabError as e:
-            st.caption(str(e))
+        other = st.selectbox("Run", [None, *names], format_func=lambda r: "pick a run to match against" if r is None else names[r], key="insp_other")
+        if other is None:
+            st.caption("Matching loads both SAEs and compares every decoder direction (cached after).")
+        else:
+            try:
+                m = data.match_in_other_run(lab_dir, run_id, other, feature)
+                st.markdown(f"feature **{m['feature_b']}** (cosine {m['cosine']:.3f})")
+                data.inspector_link(other, m["feature_b"], label=f"open feature {m['feature_b']} of that run")
+            except LabError as e:
+                st.caption(str(e))
 
 from lab_app import feature_actions  # noqa: E402  (findings cards and interventions for this feature)
 

@@ -70,15 +70,19 @@ finished = view[view["status"] == "FINISHED"]
 if finished.empty:
     st.stop()
 
-tabs = st.tabs(["Over time", "Training curves", "A run's figures", "Sweep", "Diff two runs"])
+# One section at a time: Streamlit builds every tab's charts even when hidden, so a selector keeps
+# the page fast on a lab with many runs.
+SECTIONS = ["Over time", "Training curves", "A run's figures", "Sweep", "Diff two runs"]
+section = st.segmented_control("Show", SECTIONS, default="Over time", key="runs_section") or "Over time"
 
-with tabs[0]:
+
+label = {r.run_id: f"{r.name or r.run_id} [{r.run_id[-6:]}]" for r in runs.itertuples()}
+if section == "Over time":
     metric = st.selectbox("Metric", ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score"], key="time_metric", help=help_for("fvu"))
     st.altair_chart(charts.metric_over_time(finished, metric), width="stretch")
     st.caption(help_for(metric))
 
-label = {r.run_id: f"{r.name or r.run_id} [{r.run_id[-6:]}]" for r in runs.itertuples()}
-with tabs[1]:
+if section == "Training curves":
     chosen = st.multiselect("Runs", list(finished["run_id"]), default=list(finished["run_id"][:2]), format_func=lambda r: label[r], key="curve_runs")
     names = st.multiselect("Metrics", ["loss", "fvu", "mse", "l0", "dead_frac", "aux_loss", "lr", "tokens_per_s"], default=["fvu", "dead_frac", "aux_loss"], key="curve_names")
     sm = data.step_metrics(lab_dir, tuple(chosen), tuple(names))
@@ -87,7 +91,7 @@ with tabs[1]:
     else:
         st.altair_chart(charts.step_curves(sm, label), width="stretch")
 
-with tabs[2]:
+if section == "A run's figures":
     rid = st.selectbox("Run", list(finished["run_id"]), format_func=lambda r: label[r], key="fig_run")
     row = finished[finished["run_id"] == rid].iloc[0]
     a, b = st.columns(2)
@@ -129,7 +133,7 @@ with tabs[2]:
                         f"sparsity {q['sparsity_points']:.2f}/2, interpretability {q['interpretability_points']:.1f}/1", help=help_for("score"))
             st.json(json.loads(q["details"]) if isinstance(q["details"], str) else q["details"], expanded=False)
 
-with tabs[3]:
+if section == "Sweep":
     if sweeps.empty:
         st.caption("No sweeps yet: launch one from the sidebar.")
     else:
@@ -153,7 +157,7 @@ with tabs[3]:
                 dims = [c for c in ["layer", "k", "d_sae", "fvu", "transfer_ratio", "l0", "dead_frac", "overall"] if configs[c].nunique() > 1 or c in ("fvu", "overall")]
                 st.plotly_chart(charts.parallel_coordinates(configs, dims, "overall"), key="parcoords")
 
-with tabs[4]:
+if section == "Diff two runs":
     ids = list(finished["run_id"])
     c1, c2 = st.columns(2)
     a_id = c1.selectbox("Run A", ids, format_func=lambda r: label[r], key="diff_a")

@@ -53,8 +53,13 @@ def test_runs_page_table_and_figures(seeded, monkeypatch):
     assert at.dataframe, "the run table is missing"
     table = at.dataframe[0].value
     assert set(o.run_id for o in outcomes) <= set(table["run_id"]) and {"tags", "notes", "fvu"} <= set(table.columns)
-    assert [t.label for t in at.tabs] == ["Over time", "Training curves", "A run's figures", "Sweep", "Diff two runs"]
-    assert len(at.get("vega_lite_chart")) >= 4  # time, curves, transfer heatmap/bars, freq vs magnitude
+    assert at.segmented_control(key="runs_section").options == ["Over time", "Training curves", "A run's figures", "Sweep", "Diff two runs"]
+    at.segmented_control(key="runs_section").set_value("A run's figures").run()
+    assert len(at.get("vega_lite_chart")) >= 4  # curve, transfer heatmap and bars, freq vs magnitude
+    for section in ["Over time", "Training curves", "Sweep", "Diff two runs"]:
+        at.segmented_control(key="runs_section").set_value(section).run()
+        assert not at.exception, (section, [e.value for e in at.exception])
+    assert any("Only differences" == t.label for t in at.toggle)
 
 
 def test_runs_page_saves_tags_and_notes(seeded, monkeypatch, tmp_path):

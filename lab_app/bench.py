@@ -1,0 +1,110 @@
+"""`python -m engine bench app --lab LAB`: how long each page takes to render on a real lab.
+
+Two measurements per page: the page script headless (AppTest: every query and chart built, cold
+with caches cleared and warm), and, where Debian's chromium is installed, the browser's time from
+in-app navigation (a sidebar click) until Streamlit reports the run finished. Target: every page within 2 s on a lab
+holding a finished 36-run sweep.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine.errors import LabError
+
+REPO = Path(__file__).resolve().parent.parent
+PAGES = [("home", None, "Lab notebook"), ("runs", "pages/runs.py", "Runs"), ("map", "pages/concept_map.py", "Concept map"),
+         ("inspector", "pages/inspector.py", "Feature inspector"), ("probe", "pages/probe.py", "Text probe"),
+         ("findings", "pages/findings.py", "Findings"), ("sql", "pages/sql.py", "SQL")]
+TARGET = 2.0
+
+
+def _apptest_seconds(lab_dir: Path, page: str | None, query: dict, repeats: int) -> tuple[float, float]:
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["SAE_LAB_DIR"] = str(lab_dir)
+    times = []
+    for i in range(repeats + 1):
+        if i == 0:
+            st.cache_data.clear()
+        at = AppTest.from_file(str(REPO / "lab_app" / "app.py"), default_timeout=120)
+        for k, v in query.items():
+            at.query_params[k] = v
+        if page:
+            at.switch_page(page)
+        t0 = time.perf_counter()
+        at.run()
+        times.append(time.perf_counter() - t0)
+        if at.exception:
+            raise LabError(f"page {page or 'home'} raised: {at.exception[0].value}")
+    return times[0], statistics.median(times[1:])
+
+
+def _browser_seconds(lab_dir: Path, paths: list[tuple[str, str]]) -> dict[str, float]:
+    if not Path("/usr/bin/chromium").exists():
+        return {}
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return {}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "SAE_LAB_DIR": str(lab_dir), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "lab_app" / "app.py"), "--server.port", str(port),
+                             "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out: dict[str, float] = {}
+    try:
+        time.sleep(4)
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox", "--disable-gpu",
+                                  "--disable-background-networking", "--disable-component-update", "--no-first-run"])
+            page = b.new_page(viewport={"width": 1500, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/")  # load the app once, as a researcher does
+            page.wait_for_selector("[data-testid=stMain] h1", timeout=120_000)
+            page.wait_for_timeout(4000)
+            for title, path in paths:
+                # Navigate inside the app (the sidebar link): the page, not the JS bundle, is what renders.
+                t0 = time.perf_counter()
+                page.locator("[data-testid=stSidebarNav]").get_by_text(title, exact=True).click()
+                page.get_by_role("heading", name=title).first.wait_for(timeout=120_000)
+                page.wait_for_timeout(100)
+                page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=120_000)
+                out[path] = time.perf_counter() - t0
+            b.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    return out
+
+
+def bench_app(args, lab, out: dict) -> None:
+    from db import query
+
+    if not lab.db.exists():
+        raise LabError(f"no lab at {lab.root}: pass --lab with a lab holding a finished sweep")
+    n_runs = int(query(lab.root, "SELECT count(*) FROM runs WHERE status = 'FINISHED'").iloc[0, 0])
+    feats = query(lab.root, "SELECT run_id, feature FROM features WHERE NOT dead ORDER BY run_id DESC, freq DESC LIMIT 1")
+    q = {"run": feats.iloc[0]["run_id"], "feature": str(int(feats.iloc[0]["feature"]))} if len(feats) else {}
+    print(f"\nApp pages on {lab.root} ({n_runs} finished runs); target: each page within {TARGET:.0f} s")
+    rows = []
+    for name, page, path in PAGES:
+        cold, warm = _apptest_seconds(lab.root, page, q if name == "inspector" else {}, repeats=2)
+        rows.append({"page": name, "script_cold_s": cold, "script_warm_s": warm})
+    titles = [(t, t) for _, _, t in PAGES]
+    browser = _browser_seconds(lab.root, titles[1:] + titles[:1])  # start on home, come back to it last
+    for r, (title, _) in zip(rows, titles):
+        r["browser_s"] = browser.get(title)
+        worst = max(v for v in (r["script_cold_s"], r["browser_s"]) if v is not None)
+        b = "   —  " if r["browser_s"] is None else f"{r['browser_s']:6.2f}"
+        print(f"  {r['page']:10s} script cold {r['script_cold_s']:5.2f} s · warm {r['script_warm_s']:5.2f} s · browser {b} s  "
+              f"{'ok' if worst <= TARGET else 'SLOW'}")
+    out["app"] = rows
