@@ -89,6 +89,12 @@ def write_revision(con, card: Card, action: str, author: str, note: str, changed
     con.execute(f"INSERT OR REPLACE INTO findings ({', '.join(FINDINGS_COLUMNS)}) VALUES ({', '.join('?' * len(values))})", values)
 
 
+def _require_db(lab: Any, card_id: str) -> None:
+    """An edit of a card in a folder without a lab must not create an empty lab there."""
+    if not db_path(lab_root(lab)).exists():
+        raise CardNotFoundError(f"no card '{card_id}' in {lab_root(lab)}: there is no lab database there (check --lab)")
+
+
 def _stored_card(con, card_id: str) -> Card:
     """The current card, read inside a write transaction."""
     rows = con.execute("SELECT r.card FROM findings f JOIN finding_revisions r ON r.card_id = f.card_id AND r.revision = f.revision "
@@ -132,6 +138,7 @@ def _save(lab: Any, card_id: str, expected_version: int | None, action: str, aut
     """The compare-and-set step every edit shares: read the stored card inside the transaction,
     check its revision, build the next revision from it, write it."""
     now = utcnow()
+    _require_db(lab, card_id)
     with transaction(lab_root(lab)) as con:
         current = _stored_card(con, card_id)
         check_version(current, expected_version)
@@ -274,6 +281,7 @@ def purge_card(lab: Any, card_id: str, expected_version: int | None = None) -> d
     """Remove the card, its history and its evidence rows for good; of its snapshots, remove only
     those no other card (at any revision) or attached evidence refers to. One transaction."""
     check_card_id(card_id)
+    _require_db(lab, card_id)
     with transaction(lab_root(lab)) as con:
         check_version(_stored_card(con, card_id), expected_version)
         mine = [r[0] for r in con.execute(

@@ -53,5 +53,11 @@ def test_search_follows_the_current_revision_and_hides_deleted_cards(cards_lab):
 
 
 def test_a_lab_without_cards_or_database_has_no_cards(lab):
+    from findings import CardNotFoundError, delete_card, get_card, purge_card
+
     assert search_cards(lab) == [] and cards_for_feature(lab, "r", 1) == []
-    assert not lab.root.exists()  # reading created nothing
+    for call in (lambda: get_card(lab, "card-00000000"), lambda: delete_card(lab, "card-00000000"),
+                 lambda: purge_card(lab, "card-00000000"), lambda: update_card(lab, "card-00000000", 1, title="x")):
+        with pytest.raises(CardNotFoundError, match="no card 'card-00000000'"):
+            call()
+    assert not lab.root.exists()  # neither reading nor a failed edit created a lab
