@@ -3,12 +3,12 @@
 Public API (the app, the CLI and the findings use these):
 
 * ``run_intervention(lab, spec) -> InterventionResult`` and ``intervene(lab, run_id, feature, op, value, text)``
-  (``engine.interventions.run``);
+  (``engine.interventions.run``); ``prepare_run(lab, run_id)`` loads and warms a run ahead of them;
 * ``ablation_specificity(lab, run_id, n_features, n_contexts, seed)`` (``engine.interventions.specificity``);
 * reads: ``engine.interventions.queries`` (``interventions_for_feature``, ``intervention_detail``, ...).
 """
 
-from engine.interventions.run import Generation, InterventionResult, intervene, run_intervention
+from engine.interventions.run import Generation, InterventionResult, intervene, prepare_run, run_intervention
 from engine.interventions.spec import Edit, InterventionOptions, InterventionSpec
 from engine.interventions.specificity import SpecificityResult, ablation_specificity
 
@@ -21,5 +21,6 @@ __all__ = [
     "SpecificityResult",
     "ablation_specificity",
     "intervene",
+    "prepare_run",
     "run_intervention",
 ]

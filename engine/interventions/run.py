@@ -181,6 +181,16 @@ def intervene(lab: Lab, run_id: str, feature: int, op: str = "zero", value: floa
     return run_intervention(lab, spec, store=store)
 
 
+def prepare_run(lab: Lab, run_id: str, options: InterventionOptions | None = None,
+                device: str | torch.device | None = None) -> RunSession:
+    """Load a run's model and SAE and compute its clean references now (the app can call this
+    when a run is opened, so the first intervention is as fast as the next ones)."""
+    session = get_session(lab, run_id, device)
+    with session.lock:
+        _warm(session, InterventionSpec(run_id, [], text="warm", options=options or InterventionOptions()))
+    return session
+
+
 def _warm(session: RunSession, spec: InterventionSpec) -> None:
     o = spec.options
     if session.is_causal and o.ce_sequences > 0:

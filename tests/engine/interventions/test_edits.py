@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.interventions import Edit, InterventionSpec, InterventionOptions, run_intervention
+from engine.interventions import Edit, InterventionOptions, InterventionSpec, prepare_run, run_intervention
 from engine.interventions.edit import apply_edits, edited, spliced_reference
 from engine.interventions.run import generate_ids
 from engine.interventions.session import get_session
@@ -25,7 +25,8 @@ def _run(fx, edits, text, options=FAST):
 
 @pytest.fixture(scope="module")
 def enc(encoder_run):
-    s = get_session(encoder_run.lab, encoder_run.run_id, "cpu")
+    s = prepare_run(encoder_run.lab, encoder_run.run_id, device="cpu")
+    assert s is get_session(encoder_run.lab, encoder_run.run_id, "cpu") and s._corpus  # loaded once, references warm
     return encoder_run, s, *strongest_and_silent(s, ENCODER_TEXT)
 
 
