@@ -262,8 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.analysis.cli import add_analysis_commands
     from engine.sweeps.cli import add_sweep_commands
 
+    from engine.interventions.cli import add_intervention_commands
+    from findings.cli import add_findings_commands
+
     add_sweep_commands(sub)
     add_analysis_commands(sub)
+    add_intervention_commands(sub)
+    add_findings_commands(sub)
 
     s = sub.add_parser("bench", help="speed and memory figures, measured side by side in one run")
     from engine.bench.cli import add_bench_args

@@ -96,19 +96,23 @@ def context_markdown(tokens: list[str], center: int) -> str:
     return join_tokens(list(tokens), center, mark=_mark, escape=lambda t: escape_markdown(t, one_line=True))
 
 
-def context_html(tokens: list[str], acts: list[float], center: int) -> str:
-    """One context window as HTML: every token escaped, shaded by its activation, the centre token
-    outlined (for the app's inspector and card pages)."""
-    peak = max([a for a in acts if a is not None] + [1e-12])
+def context_html(tokens: list[str], acts: list[float], center: int | None, scale: float | None = None,
+                 color: str = "255,140,0") -> str:
+    """One context window as HTML: every token escaped, shaded by its activation (relative to
+    ``scale``, default the window's peak), the centre token outlined, word pieces (##x) joined to the
+    token before them. Shared by the app's inspector, probe and card pages."""
+    peak = scale if scale and scale > 0 else max([a for a in acts if a is not None] + [1e-12])
     spans = []
     for i, t in enumerate(tokens):
         a = acts[i] if i < len(acts) and acts[i] is not None else 0.0
-        style = f"background: rgba(255, 140, 0, {min(max(a / peak, 0.0), 1.0):.2f});"
-        if i == center:
-            style += " outline: 1px solid #c0392b; font-weight: 600;"
-        title = escape_html(f"{a:.3f}")
-        spans.append(f'<span style="{style}" title="{title}">{escape_html(t)}</span>')
-    return " ".join(spans)
+        text, space = (str(t)[2:], False) if str(t).startswith("##") else (str(t), i > 0)
+        style = f"background: rgba({color}, {min(max(a / peak, 0.0), 1.0):.2f}); border-radius: 3px; padding: 0 1px;"
+        if center is not None and i == center:
+            style += " outline: 1.5px solid #333;"
+        title = escape_html(f"{t}: {a:.3f}")
+        spans.append(("&nbsp;" if space else "") + f'<span style="{style}" title="{title}">{escape_html(text)}</span>')
+    return ('<div style="font-family: ui-monospace, monospace; font-size: 0.88rem; line-height: 1.7; flex: 1; '
+            'min-width: 0; overflow-wrap: anywhere;">' + "".join(spans) + "</div>")
 
 
 # -- a card as a Markdown file ---------------------------------------------------------------------

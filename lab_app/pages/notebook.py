@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from engine.errors import LabError
+
 from lab_app import data
 from lab_app.formulas import help_for
 
@@ -65,18 +67,16 @@ with right:
                     f"{int(best['n_saes'])} SAE(s): {best['train_domains']}")
         st.page_link(data.page("runs"), label="Compare every configuration", icon=":material/timeline:")
     st.subheader("Recent findings")
-    try:
-        from findings.search import search_cards  # issue 6
+    from findings import search_cards
+    from findings.render import escape_markdown
 
-        cards = search_cards(data.lab())
-    except ImportError:
-        cards = None
-    except Exception as e:  # noqa: BLE001 - the home page must render even if findings cannot be read
+    try:
+        cards = sorted(search_cards(data.lab()), key=lambda c: c.updated_at, reverse=True)
+    except LabError as e:
         st.caption(f"findings unavailable: {e}")
-        cards = None
-    if cards is None or len(cards) == 0:
+        cards = []
+    if not cards:
         st.caption("No findings cards yet: label a feature in the inspector to start one.")
-    else:
-        for card in cards[:5]:
-            st.page_link(data.page("findings"), label=f"{card['title']} — {card['status']}, {card['confidence']} confidence",
-                         query_params={"card": card["card_id"]}, icon=":material/bookmark:")
+    for card in cards[:5]:
+        st.page_link(data.page("findings"), label=f"{escape_markdown(card.title, one_line=True)} — {card.status}, {card.confidence} confidence",
+                     query_params={"card": card.card_id}, icon=":material/bookmark:")

@@ -133,10 +133,63 @@ def test_sql_page_runs_queries_and_refuses_writes(seeded, monkeypatch):
     assert any(e.label == "runs" for e in at.expander)  # the schema browser
 
 
-def test_findings_page_renders(seeded, monkeypatch):
-    lab, outcomes = seeded
-    at = run_page(lab, "pages/findings.py", monkeypatch=monkeypatch)
-    assert at.title[0].value == "Findings"
+@pytest.fixture
+def lab_copy(seeded, tmp_path):
+    import shutil
+
+    from engine.lab import Lab
+
+    lab = Lab.at(tmp_path / "lab")
+    shutil.copytree(seeded[0].root, lab.root)
+    return lab, seeded[1]
+
+
+def live_feature(lab, run_id: str) -> int:
+    return db.query_rows(lab.root, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY freq DESC LIMIT 1", [run_id])[0][0]
+
+
+def test_inspector_labels_a_feature_and_runs_an_intervention(lab_copy, monkeypatch):
+    from findings import cards_for_feature
+
+    lab, outcomes = lab_copy
+    run_id = outcomes[0].run_id
+    f = live_feature(lab, run_id)
+    at = run_page(lab, "pages/inspector.py", query={"run": run_id, "feature": str(f)}, monkeypatch=monkeypatch)
+    title = next(t for t in at.text_input if t.label == "Title")
+    assert title.value  # prefilled with the auto-label
+    title.set_value("My <b>label</b> & [link](javascript:x)")
+    next(b for b in at.button if b.label == "Save card").click().run()
+    assert not at.exception and any("Saved card" in s.value for s in at.success)
+    (card,) = cards_for_feature(lab, run_id, f)
+    assert card.title == "My <b>label</b> & [link](javascript:x)"  # stored verbatim
+    next(b for b in at.button if b.label == "Run intervention").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert {"embedding shift", "edited positions"} <= {m.label for m in at.metric}
+    next(b for b in at.button if b.label == "Attach").click().run()
+    assert any("Attached" in s.value for s in at.success)
+    from findings import get_card
+
+    assert [e.kind for e in get_card(lab, card.card_id).evidence] == ["intervention"]
+
+
+def test_findings_page_shows_cards_and_refuses_a_stale_save(lab_copy, monkeypatch):
+    from findings import card_from_feature, get_card
+
+    lab, outcomes = lab_copy
+    run_id = outcomes[0].run_id
+    card = card_from_feature(lab, run_id, live_feature(lab, run_id), author="a", notes="<script>alert(1)</script>")
+    tab_a = run_page(lab, "pages/findings.py", query={"card": card.card_id}, monkeypatch=monkeypatch)
+    tab_b = run_page(lab, "pages/findings.py", query={"card": card.card_id}, monkeypatch=monkeypatch)
+    md = "\n".join(m.value for m in tab_a.markdown)
+    assert "&lt;script&gt;" in md or "\\<script" in md or "<script>" not in md.replace("&lt;", "")
+    for at, claim in ((tab_a, "first tab's claim"), (tab_b, "second tab's claim")):
+        next(t for t in at.text_area if t.label == "Claim").set_value(claim)
+        next(b for b in at.button if b.label == "Save").click().run()
+    assert not tab_b.exception
+    assert any("changed since you opened it" in e.value for e in tab_b.error)
+    now = get_card(lab, card.card_id)
+    assert now.claim == "first tab's claim" and now.revision == 2  # nothing silently overwritten
+    assert tab_a.dataframe and any("revision" in d.value.columns for d in tab_a.dataframe)
 
 
 def test_empty_lab_is_explained_not_crashed(tmp_path, monkeypatch):
