@@ -1,5 +1,9 @@
 """Hook points per architecture family, and forward hooks that read or replace them.
 
+A loaded model is shared by every thread of a process (the app serves sessions from threads), and a
+forward hook fires for every forward pass; each hook here therefore acts only on passes made by the
+thread that registered it.
+
 ``mlp_out`` is the MLP's output before it is added to the residual stream (for BERT: the output of
 the MLP's second dense layer, before dropout, the residual add and LayerNorm); ``attn_out`` the
 attention block's output projection before the add; ``resid_post`` the block's output.
@@ -7,6 +11,7 @@ attention block's output projection before the add; ``resid_post`` the block's o
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -88,9 +93,12 @@ def _first(output):
 def record(modules: dict[str, nn.Module], sink: dict[str, torch.Tensor]) -> Iterator[None]:
     """Record each module's forward output into ``sink[name]`` (one forward pass, many sites)."""
 
+    owner = threading.get_ident()
+
     def make(name: str) -> Callable:
         def hook(_mod, _inp, out):
-            sink[name] = _first(out).detach()
+            if threading.get_ident() == owner:  # the model is shared across the app's threads
+                sink[name] = _first(out).detach()
 
         return hook
 
@@ -106,7 +114,11 @@ def record(modules: dict[str, nn.Module], sink: dict[str, torch.Tensor]) -> Iter
 def replace_output(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
     """Replace a module's output with ``fn(output)`` for the duration (splices, interventions)."""
 
+    owner = threading.get_ident()
+
     def hook(_mod, _inp, out):
+        if threading.get_ident() != owner:  # another thread's forward pass on the shared model
+            return None
         if isinstance(out, tuple):
             return (fn(out[0]),) + tuple(out[1:])
         return fn(out)
@@ -124,8 +136,11 @@ class StopForward(Exception):
 
 @contextmanager
 def stop_after(module: nn.Module) -> Iterator[None]:
+    owner = threading.get_ident()
+
     def hook(_mod, _inp, _out):
-        raise StopForward
+        if threading.get_ident() == owner:
+            raise StopForward
 
     handle = module.register_forward_hook(hook)
     try:

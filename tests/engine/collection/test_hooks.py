@@ -51,3 +51,28 @@ def test_bad_layer_and_hook(minilm):
         hook_module(minilm.model, info.model_type, info.n_layers, "mlp_out", 6)
     with pytest.raises(LabError, match="unknown hook point"):
         hook_module(minilm.model, info.model_type, info.n_layers, "mlp_in", 1)
+
+
+def test_hooks_only_see_their_own_threads_forward_passes(minilm):
+    import threading
+
+    model, info = minilm.model, minilm.info
+    module = hook_module(model, info.model_type, info.n_layers, "mlp_out", 1)
+    ids_a = torch.tensor([[101, 7592, 2088, 102]])
+    ids_b = torch.tensor([[101, 2009, 2003, 1037, 3231, 102]])
+    sink: dict = {}
+    other_done = threading.Event()
+
+    def other_thread():
+        with torch.no_grad():
+            model(input_ids=ids_b)
+        other_done.set()
+
+    with record({"a": module}, sink), torch.no_grad():
+        t = threading.Thread(target=other_thread)
+        t.start()
+        other_done.wait(30)
+        assert "a" not in sink  # the other thread's pass was not captured
+        model(input_ids=ids_a)
+    t.join()
+    assert sink["a"].shape[1] == 4
