@@ -98,7 +98,7 @@ class TrainConfig(ConfigBase):
     lr: float | None = None  # None: 8 x 2e-4 / sqrt(d_sae / 2**14), for small budgets (see README)
     warmup_steps: int = 20
     decay_fraction: float = 0.3  # linear decay to zero over the last fraction of steps
-    aux_k: int | None = None  # None: d_in / 2 (SAELens)
+    aux_k: int | None = None  # None: min(d_in / 2, 4k) (see the trainer)
     aux_coefficient: float = 1 / 32  # openai / dictionary_learning
     dead_after_tokens: int = 50_000
     matmul_dtype: Literal["auto", "float32", "bfloat16"] = "auto"

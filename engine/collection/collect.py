@@ -284,38 +284,55 @@ def collect_domains(
             plans.append(_Plan(d, key, final, store, missing))
         todo = [p for p in plans if p.missing]
         if todo:
-            loaded = load_model(info, device)
-            for p in todo:  # phase 1: text -> sequences (cheap; refuses bad corpora early)
-                if p.store is None:
-                    p.seqs = build_sequences(loaded, p.domain, data, seed)
-                else:
-                    tokens = np.load(p.final / "tokens.npy")
-                    p.seqs = Sequences(tokens, _keep_from_rows(p.store, tokens.shape), int(p.store.meta["n_val_sequences"]))
-            try:
-                for p in todo:  # phase 2: forward passes into temporary files
-                    p.tmp = lab.activations / f".tmp-{p.key}-{os.getpid()}"
-                    shutil.rmtree(p.tmp, ignore_errors=True)
-                    p.tmp.mkdir(parents=True)
-                    t0 = time.perf_counter()
-                    p.stats = _collect_sites(loaded, p.seqs, p.missing, p.tmp, data, f"collect {p.domain.name}", progress)
-                    if p.store is None:
-                        _write_new_store_files(p, info, data, seed, time.perf_counter() - t0)
-            except BaseException:
-                for p in todo:
-                    if p.tmp is not None:
-                        shutil.rmtree(p.tmp, ignore_errors=True)
-                raise
-            for p in todo:  # phase 3: publish
-                if p.store is None:
-                    publish_folder(p.tmp, p.final)
-                else:
-                    for s in p.missing:
-                        os.replace(p.tmp / site_file(*s), p.final / site_file(*s))
-                    meta = dict(p.store.meta)
-                    meta["sites"] = {**meta["sites"], **p.stats}
-                    write_json_atomic(p.final / "meta.json", meta)
-                    shutil.rmtree(p.tmp, ignore_errors=True)
+            return _collect_all_threads(lambda: _collect_plans(lab, info, device, plans, todo, data, seed, progress))
         return {p.domain.name: ActivationStore.open(p.final) for p in plans}
+
+
+def _collect_all_threads(fn):
+    """Collect with every core: a worker limited to one thread for training would otherwise collect
+    at half speed while the other workers wait for the collection lock it holds."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(before, os.cpu_count() or 1))
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
+def _collect_plans(lab, info, device, plans, todo, data, seed, progress) -> dict[str, ActivationStore]:
+    """Phases 1-3 of collect_domains, under its lock."""
+    loaded = load_model(info, device)
+    for p in todo:  # phase 1: text -> sequences (cheap; refuses bad corpora early)
+        if p.store is None:
+            p.seqs = build_sequences(loaded, p.domain, data, seed)
+        else:
+            tokens = np.load(p.final / "tokens.npy")
+            p.seqs = Sequences(tokens, _keep_from_rows(p.store, tokens.shape), int(p.store.meta["n_val_sequences"]))
+    try:
+        for p in todo:  # phase 2: forward passes into temporary files
+            p.tmp = lab.activations / f".tmp-{p.key}-{os.getpid()}"
+            shutil.rmtree(p.tmp, ignore_errors=True)
+            p.tmp.mkdir(parents=True)
+            t0 = time.perf_counter()
+            p.stats = _collect_sites(loaded, p.seqs, p.missing, p.tmp, data, f"collect {p.domain.name}", progress)
+            if p.store is None:
+                _write_new_store_files(p, info, data, seed, time.perf_counter() - t0)
+    except BaseException:
+        for p in todo:
+            if p.tmp is not None:
+                shutil.rmtree(p.tmp, ignore_errors=True)
+        raise
+    for p in todo:  # phase 3: publish
+        if p.store is None:
+            publish_folder(p.tmp, p.final)
+        else:
+            for s in p.missing:
+                os.replace(p.tmp / site_file(*s), p.final / site_file(*s))
+            meta = dict(p.store.meta)
+            meta["sites"] = {**meta["sites"], **p.stats}
+            write_json_atomic(p.final / "meta.json", meta)
+            shutil.rmtree(p.tmp, ignore_errors=True)
+    return {p.domain.name: ActivationStore.open(p.final) for p in plans}
 
 
 def collect_domain(lab: Lab, info: ModelInfo, device: torch.device, domain: DomainSpec, data: DataConfig, seed: int,
