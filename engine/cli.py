@@ -6,12 +6,12 @@ Every user mistake ends as one line on stderr naming the fix, and a non-zero exi
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from engine.cli_args import float_arg, int_arg
 from engine.errors import LabError
 
 # Flag -> config key, for the common settings; anything else goes through --set key=value.
@@ -33,18 +33,6 @@ SHORTCUTS: dict[str, tuple[str, Callable[[str], Any]]] = {
 }
 
 
-def _int_arg(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-
-
-def _float_arg(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -54,20 +42,20 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", help="model name, local folder, or hub id")
     g.add_argument("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
     g.add_argument("--hook", help="mlp_out, resid_post or attn_out")
-    g.add_argument("--layer", type=_int_arg)
-    g.add_argument("--seed", type=_int_arg)
+    g.add_argument("--layer", type=int_arg)
+    g.add_argument("--seed", type=int_arg)
     g.add_argument("--name")
     g.add_argument("--arch", help="topk, batchtopk or relu")
-    g.add_argument("--k", type=_int_arg)
-    g.add_argument("--d-sae", dest="d_sae", type=_int_arg)
+    g.add_argument("--k", type=int_arg)
+    g.add_argument("--d-sae", dest="d_sae", type=int_arg)
     g.add_argument("--domains", help="comma-separated: prose, code, wikitext, python-code, a path, or name=path")
     g.add_argument("--train-domains", help="comma-separated subset of the domains to train SAEs on")
     g.add_argument("--layers", help="layers to record in the collection pass: 'all' or e.g. 0,2,4")
-    g.add_argument("--tokens", type=_int_arg, help="token budget per domain")
-    g.add_argument("--seq-len", dest="seq_len", type=_int_arg)
-    g.add_argument("--epochs", type=_float_arg)
-    g.add_argument("--batch-size", dest="batch_size", type=_int_arg)
-    g.add_argument("--lr", type=_float_arg)
+    g.add_argument("--tokens", type=int_arg, help="token budget per domain")
+    g.add_argument("--seq-len", dest="seq_len", type=int_arg)
+    g.add_argument("--epochs", type=float_arg)
+    g.add_argument("--batch-size", dest="batch_size", type=int_arg)
+    g.add_argument("--lr", type=float_arg)
 
 
 def config_from_args(args: argparse.Namespace):
@@ -255,8 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sql", help="read-only SQL over the lab database; prints a table")
     s.add_argument("query")
     s.add_argument("--csv", action="store_true", help="print CSV instead of a table")
-    s.add_argument("--max-rows", type=_int_arg, default=200)
-    s.add_argument("--timeout", type=_float_arg, default=60.0)
+    s.add_argument("--max-rows", type=int_arg, default=200)
+    s.add_argument("--timeout", type=float_arg, default=60.0)
     s.set_defaults(fn=cmd_sql)
 
     from engine.analysis.cli import add_analysis_commands

@@ -8,7 +8,6 @@ from typing import Any, Callable
 import torch
 
 from db import Op, query, utcnow, write_now
-from engine.collection.models import resolve_model
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
 from engine.device import pick_device

@@ -82,7 +82,7 @@ class RunRecorder:
 
     def finish(self, outcome: RunOutcome) -> None:
         now = utcnow()
-        rid, train_domain = self.spec.run_id, self.spec.train_domain
+        rid = self.spec.run_id
         self.record_evaluation(outcome.evals, outcome.splices, outcome.quality, now)
         self.writer.insert("artifacts", {"run_id": rid, "name": "sae", "kind": "saelens", "path": outcome.sae_dir,
                                          "bytes": _folder_bytes(self.lab.root / outcome.sae_dir), "created_at": now}, on_conflict="replace")

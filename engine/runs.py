@@ -13,7 +13,6 @@ import json
 import platform
 import secrets
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np

@@ -339,27 +339,3 @@ def cmd_import(args, lab) -> int:
     print(f"{len(res['created'])} cards created, {len(res['updated'])} updated, {len(res['unchanged'])} unchanged, "
           f"{res['snapshots_added']} evidence snapshots added")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The engine's CLI with the findings commands added (until engine/cli.py registers them)."""
-    import engine.cli as engine_cli
-
-    original = engine_cli.build_parser
-
-    def build_parser() -> argparse.ArgumentParser:
-        parser = original()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "findings" not in sub.choices:
-            add_findings_commands(sub)
-        return parser
-
-    engine_cli.build_parser = build_parser
-    try:
-        return engine_cli.main(argv if argv is not None else sys.argv[1:])
-    finally:
-        engine_cli.build_parser = original
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -211,11 +211,15 @@ def match_in_other_run(lab_dir: str, run_a: str, run_b: str, feature: int) -> di
 
 @st.cache_resource(show_spinner=False)
 def _warm_started() -> bool:
-    """Load the latest run's model in a plain thread (no st.* calls), so the first probe does not wait."""
+    """Import the heavy modules and load the latest run's model in a plain thread (no st.* calls), so the
+    first inspector, probe or intervention does not wait for them."""
     import threading
 
     def warm() -> None:
         try:
+            import engine.analysis.probe  # noqa: F401  (the inspector's and probe's imports, paid once here)
+            import engine.interventions  # noqa: F401
+            import findings  # noqa: F401
             from engine.collection.models import load_model, resolve_model
             from engine.device import pick_device
 

@@ -78,8 +78,18 @@ def launcher() -> None:
             (st.error if msg.startswith("error") else st.success)(msg)
 
 
+def _num(v) -> float | None:
+    """A job-row number, or None for NULL (None, NaN or pandas NA)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
 def _eta(seconds) -> str:
-    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+    seconds = _num(seconds)
+    if seconds is None:
         return ""
     s = int(seconds)
     return f"ETA {s // 60}:{s % 60:02d}"
@@ -113,12 +123,13 @@ def live_panel() -> None:
         st.rerun(scope="app")
     running = jobs[jobs["shown_status"] == "RUNNING"]
     for r in running.itertuples():
-        total = r.total_steps if r.total_steps == r.total_steps and r.total_steps else None
-        step = r.step if r.step == r.step and r.step else 0
-        frac = min(1.0, float(step) / float(total)) if total else 0.0
-        st.progress(frac, text=f"{r.label} · {r.phase or 'starting'} {int(step)}/{int(total) if total else '?'} {_eta(r.eta_seconds)}")
-        if r.fvu == r.fvu and r.fvu is not None:
-            st.caption(f"loss {r.loss:.4f} · FVU {r.fvu:.3f} · dead {r.dead_frac:.1%}")
+        total, step = _num(r.total_steps), _num(r.step) or 0.0
+        frac = min(1.0, step / total) if total else 0.0
+        phase = r.phase if isinstance(r.phase, str) else "starting"
+        st.progress(frac, text=f"{r.label} · {phase} {int(step)}/{int(total) if total else '?'} {_eta(r.eta_seconds)}")
+        loss, fvu, dead = _num(r.loss), _num(r.fvu), _num(r.dead_frac)
+        if fvu is not None:
+            st.caption(f"loss {loss or 0:.4f} · FVU {fvu:.3f} · dead {dead or 0:.1%}")
         if st.button("Cancel", key=f"cancel_{r.job_id}", icon=":material/stop:"):
             cancel_queued_and_flag_running(data.lab(), job_ids=[r.job_id])
     queued = jobs[jobs["shown_status"] == "QUEUED"]

@@ -6,17 +6,11 @@ Registered on the engine's parser by ``add_analysis_commands(subparsers)``; each
 
 from __future__ import annotations
 
-import argparse
 import json
 
+from engine.cli_args import int_arg
 from engine.errors import LabError
 
-
-def _int_arg(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
 
 
 def add_analysis_commands(sub) -> None:
@@ -24,7 +18,7 @@ def add_analysis_commands(sub) -> None:
     s.add_argument("run_ids", nargs="*", metavar="RUN")
     s.add_argument("--all", action="store_true", help="every finished run that has no analysis yet")
     s.add_argument("--redo", action="store_true", help="with --all: re-analyse runs that already have one")
-    s.add_argument("--seed", type=_int_arg, default=0, help="seed of the quantile samples, k-means and t-SNE")
+    s.add_argument("--seed", type=int_arg, default=0, help="seed of the quantile samples, k-means and t-SNE")
     s.add_argument("--tsne", action="store_true", help="also compute 2D/3D t-SNE maps (slower)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an analysis setting, e.g. --set n_clusters=12 (see engine/analysis/config.py)")
@@ -34,25 +28,25 @@ def add_analysis_commands(sub) -> None:
     s = sub.add_parser("probe", help="the top features of every token of a text")
     s.add_argument("--run", required=True, help="run id")
     s.add_argument("text")
-    s.add_argument("--top", type=_int_arg, default=5, help="features shown per token")
+    s.add_argument("--top", type=int_arg, default=5, help="features shown per token")
     s.set_defaults(fn=cmd_probe)
 
     s = sub.add_parser("top-texts", help="a feature's top activating contexts from the corpora")
     s.add_argument("--run", required=True, help="run id")
-    s.add_argument("--feature", required=True, type=_int_arg)
+    s.add_argument("--feature", required=True, type=int_arg)
     s.add_argument("--domain", help="only this domain")
-    s.add_argument("-n", type=_int_arg, default=10, help="how many")
+    s.add_argument("-n", type=int_arg, default=10, help="how many")
     s.set_defaults(fn=cmd_top_texts)
 
     s = sub.add_parser("feature", help="what the analysis knows about one feature (label, stats, neighbours, effects)")
     s.add_argument("--run", required=True, help="run id")
-    s.add_argument("feature", type=_int_arg)
+    s.add_argument("feature", type=int_arg)
     s.set_defaults(fn=cmd_feature)
 
     s = sub.add_parser("match", help="match each feature of RUN_A to its best counterpart in RUN_B by decoder cosine")
     s.add_argument("run_a")
     s.add_argument("run_b")
-    s.add_argument("--show", type=_int_arg, default=10, help="matched pairs to print (best first)")
+    s.add_argument("--show", type=int_arg, default=10, help="matched pairs to print (best first)")
     s.set_defaults(fn=cmd_match)
 
 
@@ -156,29 +150,3 @@ def cmd_match(args, lab) -> int:
     for i in np.argsort(-m.cosine, kind="stable")[: args.show]:
         print(f"  #{i} -> #{m.best[i]}  cosine {m.cosine[i]:.3f}{'  (mutual)' if m.mutual[i] else ''}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m engine.analysis.cli ...``: the engine's CLI with these commands added, usable
-    before engine/cli.py registers them itself."""
-    import sys
-
-    from engine.cli import build_parser
-    from engine.cli import main as engine_main
-
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "analyze" not in sub.choices:
-        add_analysis_commands(sub)
-    import engine.cli as engine_cli
-
-    original = engine_cli.build_parser
-    engine_cli.build_parser = lambda: parser
-    try:
-        return engine_main(argv if argv is not None else sys.argv[1:])
-    finally:
-        engine_cli.build_parser = original
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

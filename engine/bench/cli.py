@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import subprocess
@@ -34,7 +33,7 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", help="also write the figures to this JSON file")
 
 
-def _default_lab(args) -> "Lab":
+def _default_lab(args):
     from engine.lab import Lab
 
     return Lab.at(args.lab) if getattr(args, "lab", None) else Lab.at(Path(tempfile.gettempdir()) / "sae-lab-bench")
@@ -182,7 +181,7 @@ def bench_memory(args, lab, out: dict) -> None:
         if proc.returncode != 0:
             raise LabError(f"the default experiment failed in the memory benchmark: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"\nDefault experiment (collect 2 x 100k tokens, all 6 layers; train 2 SAEs; evaluate), fresh lab:")
+    print("\nDefault experiment (collect 2 x 100k tokens, all 6 layers; train 2 SAEs; evaluate; analyse), fresh lab:")
     print(f"  wall time {secs:.0f} s, peak memory {peak_mb:,.0f} MB (target < 4,096 MB: {'met' if peak_mb < 4096 else 'NOT met'})")
     out["memory"] = {"peak_rss_mb": peak_mb, "seconds": secs}
 

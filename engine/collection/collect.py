@@ -7,7 +7,6 @@ it). Activations are checked for NaN/inf before anything is published.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import os
 import shutil
 import time

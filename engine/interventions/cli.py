@@ -6,59 +6,47 @@ Registered on the engine's parser by ``add_intervention_commands(subparsers)``; 
 
 from __future__ import annotations
 
-import argparse
 import json
 
+from engine.cli_args import float_arg, int_arg
 from engine.errors import LabError
 
 
-def _int_arg(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-
-
-def _float_arg(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
 
 
 def add_intervention_commands(sub) -> None:
     s = sub.add_parser("intervene", help="zero, scale or clamp a feature inside the model and print what changes")
     s.add_argument("--run", required=True, help="run id")
-    s.add_argument("--feature", required=True, type=_int_arg, help="the feature to edit")
+    s.add_argument("--feature", required=True, type=int_arg, help="the feature to edit")
     op = s.add_mutually_exclusive_group(required=True)
     op.add_argument("--zero", action="store_true", help="set the feature to 0 where it fires (ablation)")
-    op.add_argument("--scale", type=_float_arg, metavar="S", help="multiply the feature's activation by S")
-    op.add_argument("--clamp", type=_float_arg, metavar="C", help="set the feature's activation to C at every token")
+    op.add_argument("--scale", type=float_arg, metavar="S", help="multiply the feature's activation by S")
+    op.add_argument("--clamp", type=float_arg, metavar="C", help="set the feature's activation to C at every token")
     s.add_argument("--text", help="the text to run (or --domain and --seqs for stored corpus sequences)")
     s.add_argument("--domain", help="corpus input: a domain of the run")
     s.add_argument("--seqs", help="corpus input: comma-separated sequence indices, e.g. 3,17")
-    s.add_argument("--generate", type=_int_arg, default=16, metavar="N", help="causal LMs: tokens generated with and without the edit (0: none)")
+    s.add_argument("--generate", type=int_arg, default=16, metavar="N", help="causal LMs: tokens generated with and without the edit (0: none)")
     s.add_argument("--sample", action="store_true", help="sample the generations (same seed both sides) instead of greedy")
-    s.add_argument("--seed", type=_int_arg, default=0, help="seed of sampled generation")
+    s.add_argument("--seed", type=int_arg, default=0, help="seed of sampled generation")
     s.add_argument("--no-store", action="store_true", help="do not record the result in the lab database")
     s.add_argument("--json", action="store_true", help="print the whole result as JSON")
     s.set_defaults(fn=cmd_intervene)
 
     s = sub.add_parser("interventions", help="stored interventions of a run (or of one feature)")
     s.add_argument("--run", help="run id")
-    s.add_argument("--feature", type=_int_arg, help="only interventions that edited this feature (needs --run)")
-    s.add_argument("-n", type=_int_arg, default=20, help="how many, newest first")
+    s.add_argument("--feature", type=int_arg, help="only interventions that edited this feature (needs --run)")
+    s.add_argument("-n", type=int_arg, default=20, help="how many, newest first")
     s.set_defaults(fn=cmd_interventions)
 
     s = sub.add_parser("ablation-specificity",
                        help="does ablating a feature change the output more on its own top contexts than on random ones, "
                             "and more than ablating a matched control feature?")
     s.add_argument("--run", required=True, help="run id (needs its feature analysis)")
-    s.add_argument("--features", type=_int_arg, default=50, help="features compared (drawn at random)")
-    s.add_argument("--contexts", type=_int_arg, default=8, help="sequences per condition and feature")
-    s.add_argument("--candidates", type=_int_arg, default=10, help="the control is drawn among this many frequency neighbours")
-    s.add_argument("--seed", type=_int_arg, default=0)
-    s.add_argument("--threads", type=_int_arg, help="torch threads for the study (default: torch's; 1 is faster on a busy small machine)")
+    s.add_argument("--features", type=int_arg, default=50, help="features compared (drawn at random)")
+    s.add_argument("--contexts", type=int_arg, default=8, help="sequences per condition and feature")
+    s.add_argument("--candidates", type=int_arg, default=10, help="the control is drawn among this many frequency neighbours")
+    s.add_argument("--seed", type=int_arg, default=0)
+    s.add_argument("--threads", type=int_arg, help="torch threads for the study (default: torch's; 1 is faster on a busy small machine)")
     s.add_argument("--no-store", action="store_true", help="do not record the study in the lab database")
     s.add_argument("--json", action="store_true", help="print the whole result as JSON")
     s.set_defaults(fn=cmd_ablation_specificity)
@@ -163,26 +151,3 @@ def cmd_ablation_specificity(args, lab) -> int:
     print(f"  claim tested: {res.claim}")
     print(f"  {res.seconds:.1f} s" + (f"; stored as {res.study_id}" if res.stored else ""))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m engine.interventions.cli ...``: the engine's CLI with these commands added, usable
-    before engine/cli.py registers them itself."""
-    import sys
-
-    import engine.cli as engine_cli
-
-    parser = engine_cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "intervene" not in sub.choices:
-        add_intervention_commands(sub)
-    original = engine_cli.build_parser
-    engine_cli.build_parser = lambda: parser
-    try:
-        return engine_cli.main(argv if argv is not None else sys.argv[1:])
-    finally:
-        engine_cli.build_parser = original
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -8,6 +8,7 @@ resume from their last checkpoint. SIGTERM / Ctrl-C flushes, marks the run and j
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Callable
@@ -130,6 +131,10 @@ class Worker:
         self.heartbeat_seconds, self.progress, self.analysis, self.log = heartbeat_seconds, progress, analysis, log
         if threads:
             torch.set_num_threads(threads)
+        try:
+            os.nice(10)  # batch work: the app (and the researcher's terminal) keep the CPU when they need it
+        except OSError:
+            pass
         self.me = WorkerIdentity.current()
 
     def run(self, wait: bool = False, poll_seconds: float = 2.0, max_jobs: int | None = None) -> int:

@@ -35,7 +35,7 @@ from findings import (
     search_cards,
     update_card,
 )
-from findings.render import context_html, escape_markdown
+from findings.render import context_html
 from lab_app import data
 
 st.title("Findings")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from findings import card_history, get_card, search_cards
-from findings.cli import main
+from engine.cli import main
 
 
 def run(capsys, lab, *args: str) -> tuple[int, str, str]:

@@ -199,3 +199,26 @@ def test_empty_lab_is_explained_not_crashed(tmp_path, monkeypatch):
     for page in (None, "pages/runs.py", "pages/concept_map.py", "pages/inspector.py", "pages/sql.py"):
         at = run_page(lab, page, monkeypatch=monkeypatch)
         assert at.info or at.caption
+
+
+def test_live_panel_shows_running_and_queued_jobs(lab_copy, monkeypatch):
+    """A job just claimed (no step yet), one mid-training, and one queued: the panel shows all three."""
+    import json
+
+    from engine.sweeps.queue import enqueue_sweep
+    from engine.sweeps.spec import SweepSpec
+
+    lab, _ = lab_copy
+    enqueue_sweep(lab, SweepSpec.from_dict({"name": "live", "parameters": {"k": [4]}, "base": {"sae": {"d_sae": 64}}}))
+    ids = [r[0] for r in db.query_rows(lab.root, "SELECT job_id FROM jobs ORDER BY seq")]
+    with db.transaction(lab.root) as con:
+        con.execute("INSERT INTO workers VALUES ('w-test', 'elsewhere', 1, NULL, now()::TIMESTAMP, now()::TIMESTAMP, NULL, NULL)")
+        con.execute("UPDATE jobs SET status = 'RUNNING', worker_id = 'w-test', phase = 'collect' WHERE job_id = ?", [ids[0]])
+        con.execute("UPDATE jobs SET status = 'RUNNING', worker_id = 'w-test', phase = 'train', step = 40, total_steps = 100, "
+                    "loss = 0.5, fvu = 0.3, dead_frac = 0.01, eta_seconds = 65 WHERE job_id = ?", [ids[1]])
+    at = run_page(lab, monkeypatch=monkeypatch)
+    side = "\n".join(c.value for c in at.sidebar.caption)
+    assert "2 running" in side and "FVU 0.300" in side
+    progress = sorted(p.proto.value for p in at.get("progress"))
+    assert progress == [0, 40]  # percent: the just-claimed job at 0, the training one at step 40 of 100
+    assert any(b.label == "Cancel" for b in at.sidebar.button)

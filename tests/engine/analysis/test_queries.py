@@ -122,7 +122,7 @@ def test_user_errors_are_one_line_lab_errors(analyzed, lab):
 
 
 def test_cli_commands(analyzed, capsys):
-    from engine.analysis.cli import main
+    from engine.cli import main
 
     lab = str(analyzed.lab.root)
     f = live_feature(analyzed)

@@ -12,7 +12,7 @@ import pytest
 import db
 from engine.errors import LabError
 from engine.interventions import Edit, InterventionOptions, InterventionSpec, intervene, run_intervention
-from engine.interventions.cli import main as cli_main
+from engine.cli import main as cli_main
 from engine.interventions.queries import intervention_detail, intervention_evidence, interventions_for_feature, list_interventions
 from engine.interventions.session import get_session
 from tests.engine.interventions.helpers import CAUSAL_TEXT, ENCODER_TEXT, strongest_and_silent
