@@ -69,7 +69,7 @@ def app_server(finished_lab, tmp_path_factory):
     except subprocess.TimeoutExpired:
         proc.kill()
     # Stop any worker the app started for the sweep.
-    subprocess.run(["pkill", "-f", f"--lab {lab_dir}"], check=False)
+    subprocess.run(["pkill", "-f", "--", f"--lab {lab_dir}"], check=False)
 
 
 def settle(page, extra: float = 1.0) -> None:
@@ -85,6 +85,22 @@ def settle(page, extra: float = 1.0) -> None:
 def shot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def choose(page, selectbox, option: str, tries: int = 5) -> None:
+    """Pick an option of a Streamlit selectbox; the sidebar's live panel reruns every 2 s and can
+    swallow a click, so open the list again until the option shows."""
+    selectbox.wait_for(timeout=30_000)
+    for _ in range(tries):
+        selectbox.locator("input").click()
+        try:
+            page.get_by_role("option", name=option).click(timeout=5_000)
+            return
+        except Exception:
+            page.keyboard.press("Escape")
+            page.wait_for_timeout(500)
+    shot(page, "failed-select")
+    raise AssertionError(f"could not choose '{option}'")
 
 
 def test_every_page_a_sweep_from_the_sidebar_and_a_deep_link(browser, app_server):
@@ -106,8 +122,7 @@ def test_every_page_a_sweep_from_the_sidebar_and_a_deep_link(browser, app_server
     settle(page)
     sidebar = page.locator("[data-testid=stSidebar]")
     sidebar.get_by_text("Launch a sweep").click()
-    sidebar.locator("[data-testid=stSelectbox]").first.locator("input").click()
-    page.get_by_role("option", name="custom grid").click()
+    choose(page, sidebar.locator("[data-testid=stSelectbox]").first, "custom grid")
     settle(page, 0.5)
     sidebar.get_by_label("k (comma-separated)").fill("4")
     sidebar.get_by_label("d_sae (comma-separated)").fill("128")
