@@ -35,7 +35,7 @@ chromium:
 lab: install
 	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(BIN)/python -m engine --lab $(LAB) init
 	@if [ -f lab_app/app.py ]; then \
-	  SAE_LAB_DIR=$(LAB) $(BIN)/streamlit run lab_app/app.py --server.port $(PORT) --server.headless true; \
+	  SAE_LAB_DIR=$(LAB) $(BIN)/streamlit run lab_app/app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false; \
 	fi
 
 test: dev-install chromium

@@ -134,6 +134,15 @@ def feature_detail(lab_dir: str, run_id: str, feature: int, _stamp: Any = None) 
 
 
 @st.cache_data(ttl=60, show_spinner=False)
+def best_feature(lab_dir: str, run_id: str, _stamp: Any = None) -> int:
+    """The feature the inspector opens on without a deep link: the best-labelled one, not feature 0."""
+    from engine.analysis.queries import list_features
+
+    top = list_features(lab_dir, run_id, limit=1)
+    return int(top.iloc[0]["feature"]) if len(top) else 0
+
+
+@st.cache_data(ttl=60, show_spinner=False)
 def concept_map(lab_dir: str, run_id: str, _stamp: Any = None) -> pd.DataFrame:
     from engine.analysis.queries import concept_map as cmap
 

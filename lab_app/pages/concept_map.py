@@ -59,7 +59,8 @@ if points:
     if cd and st.session_state.get("map_feature") != int(cd[0]):
         st.session_state["map_feature"] = int(cd[0])  # before the picker below exists in this run
         st.rerun()
-st.caption(f"{len(view)} of {len(df)} features shown ({int(df['dead'].sum())} dead hidden). Map input per feature: decoder row ⊕ "
+n_dead = int(info["d_sae"]) - len(df)  # the map's query leaves dead features out: they have no statistics to place
+st.caption(f"{len(view)} of {int(info['d_sae'])} features shown ({n_dead} dead, not mapped). Map input per feature: decoder row ⊕ "
            f"[freqA − freqB, magA − magB, freqA, freqB], PCA to 2D/3D, k-means clusters.")
 
 c1, c2 = st.columns([1, 2])

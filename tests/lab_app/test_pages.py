@@ -84,6 +84,9 @@ def test_concept_map_page(seeded, monkeypatch):
     lab, outcomes = seeded
     at = run_page(lab, "pages/concept_map.py", monkeypatch=monkeypatch)
     assert at.get("plotly_chart"), "the map is missing"
+    run_id = at.selectbox(key="map_run").value
+    live, dead = db.query_rows(lab.root, "SELECT count(*) FILTER (NOT dead), count(*) FILTER (dead) FROM features WHERE run_id = ?", [run_id])[0]
+    assert f"{live} of {live + dead} features shown ({dead} dead, not mapped)" in texts(at)
     assert at.selectbox(key="map_color").options == ["cluster", "class", "selectivity", "|selectivity|", "label score"]
     at.text_input(key="map_search").input("the").run()
     assert not at.exception
@@ -102,6 +105,15 @@ def test_inspector_deep_link_shows_contexts(seeded, monkeypatch):
     assert "Top activating contexts" in html and html.count("<span") > 20  # highlighted tokens
     assert f"Feature {live}" in texts(at)
     assert {"frequency", "max activation", "label detection"} <= {m.label for m in at.metric}
+
+
+def test_inspector_without_a_link_opens_the_best_labelled_feature(seeded, monkeypatch):
+    lab, outcomes = seeded
+    run_id = outcomes[0].run_id
+    best = db.query_rows(lab.root, "SELECT feature FROM features WHERE run_id = ? ORDER BY label_score DESC NULLS LAST, feature LIMIT 1",
+                         [run_id])[0][0]
+    at = run_page(lab, "pages/inspector.py", query={"run": run_id}, monkeypatch=monkeypatch)
+    assert at.number_input(key="insp_feature").value == best
 
 
 def test_root_deep_link_opens_the_inspector(seeded, monkeypatch):

@@ -72,7 +72,7 @@ def test_gradients_match_dense_autograd(arch):
             t.grad = None
         loss = fn()
         loss.backward()
-        grads.append((float(loss), [t.grad.clone() for t in (W_enc_rows, b_enc, b_dec, W_dec)]))
+        grads.append((loss.detach().item(), [t.grad.clone() for t in (W_enc_rows, b_enc, b_dec, W_dec)]))
     assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-10)
     for a, b in zip(grads[0][1], grads[1][1]):
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-11)
