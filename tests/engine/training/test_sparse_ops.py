@@ -83,3 +83,17 @@ def test_batch_topk_keeps_k_per_token_on_average():
     rows, cols, vals = select_batch_topk(pre, 7)
     assert len(vals) == 350 and bool((vals > 0).all())
     assert torch.equal(rows, rows.sort().values)
+
+
+@pytest.mark.parametrize("shape,k", [((512, 2048), 16), ((300, 2048), 48), ((64, 4096), 32), ((100, 1000), 16), ((50, 256), 16), ((40, 1001), 16)])
+def test_grouped_topk_finds_exactly_torch_topk_values(shape, k):
+    """Random rows, and rows of small integers where ties at the k-th value are everywhere."""
+    from engine.training.sparse_ops import topk_rows
+
+    g = torch.Generator().manual_seed(k)
+    for pre in (torch.randn(shape, generator=g), torch.randint(0, 6, shape, generator=g).float()):
+        v, i = topk_rows(pre, k)
+        want = pre.topk(k, dim=-1).values
+        assert torch.equal(v.sort(-1, descending=True).values, want)
+        assert torch.equal(pre.gather(1, i), v)  # the indices point at those values
+        assert all(len(set(row.tolist())) == k for row in i)  # and no column twice
