@@ -100,7 +100,10 @@ def concept_map(df: pd.DataFrame, dims: int, color: str, selected: int | None = 
         fig = px.scatter_3d(df, x="x3", y="y3", z="z3", color=color, hover_data=hover, custom_data=["feature"], opacity=0.8)
         fig.update_traces(marker=dict(size=3))
     else:
-        fig = px.scatter(df, x="x2", y="y2", color=color, hover_data=hover, custom_data=["feature"], opacity=0.8, render_mode="webgl")
+        # SVG draws a few thousand points faster than WebGL starts up (and a browser without a GPU
+        # runs WebGL in software); WebGL only pays off for the large dictionaries.
+        mode = "svg" if len(df) <= 5000 else "webgl"
+        fig = px.scatter(df, x="x2", y="y2", color=color, hover_data=hover, custom_data=["feature"], opacity=0.8, render_mode=mode)
         fig.update_traces(marker=dict(size=6))
         if selected is not None and (df["feature"] == selected).any():
             row = df[df["feature"] == selected].iloc[0]

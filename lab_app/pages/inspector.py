@@ -21,11 +21,11 @@ lab_dir = str(data.lab().root)
 d_sae = int(info["d_sae"])
 
 if "insp_feature" not in st.session_state or st.session_state.get("_insp_qp") != st.query_params.get("feature"):
-    default = data.best_feature(lab_dir, run_id, info["created_at"])
     try:
-        st.session_state["insp_feature"] = min(max(int(st.query_params.get("feature", default)), 0), d_sae - 1)
+        wanted = int(st.query_params["feature"]) if "feature" in st.query_params else data.best_feature(lab_dir, run_id, info["created_at"])
     except ValueError:
-        st.session_state["insp_feature"] = default
+        wanted = data.best_feature(lab_dir, run_id, info["created_at"])
+    st.session_state["insp_feature"] = min(max(wanted, 0), d_sae - 1)
     st.session_state["_insp_qp"] = st.query_params.get("feature")
 feature = int(st.number_input("Feature", 0, d_sae - 1, key="insp_feature", width=220))
 st.query_params.update({"run": run_id, "feature": str(feature)})
