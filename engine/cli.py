@@ -278,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab.at(args.lab)
     existed = lab.root.exists()
     try:
+        if lab.db.exists():  # a lab made by an older version reads with the current schema (new views)
+            from db import ensure_schema
+
+            ensure_schema(lab.root)
         return int(args.fn(args, lab) or 0)
     except LabError as e:
         # Bad input writes nothing: drop a lab folder this command created and left empty.

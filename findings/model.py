@@ -251,7 +251,7 @@ def check_note(note: Any) -> str:
     return check_text("change note", note if note is not None else "", NOTE_MAX)
 
 
-def _index(value: Any) -> Any:
+def integral(value: Any) -> Any:
     """An integer from anything integral (numpy integers from a DataFrame included), else as given."""
     if isinstance(value, bool):
         return value
@@ -262,7 +262,7 @@ def _index(value: Any) -> Any:
 
 
 def check_feature_index(value: Any) -> int:
-    value = _index(value)
+    value = integral(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise LabError(f"feature '{_short(value)}' must be a feature index: a whole number from 0")
     return value

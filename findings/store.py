@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import operator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -46,6 +45,7 @@ from findings.model import (
     check_fields,
     check_kind,
     check_note,
+    integral,
     new_card_id,
     parse_timestamp,
     timestamp,
@@ -108,7 +108,7 @@ def check_version(card: Card, expected_version: int | None) -> None:
     """Refuse a save that did not start from the stored revision (None: no check)."""
     if expected_version is None:
         return
-    expected_version = _whole(expected_version)
+    expected_version = integral(expected_version)
     if isinstance(expected_version, bool) or not isinstance(expected_version, int):
         raise LabError(f"expected version '{expected_version}' must be a revision number (the card's revision when you opened it)")
     if card.revision != expected_version:
@@ -116,16 +116,6 @@ def check_version(card: Card, expected_version: int | None) -> None:
         raise CardChangedError(
             f"card {card.card_id} changed since you opened it (now revision {card.revision} by {card.updated_by or 'an unnamed author'} "
             f"at {when}; you opened revision {expected_version}): reload it and reapply your edit")
-
-
-def _whole(value: Any) -> Any:
-    """An int from any integral number (a numpy integer from a DataFrame included); else as given."""
-    if isinstance(value, bool):
-        return value
-    try:
-        return operator.index(value)
-    except TypeError:
-        return value
 
 
 def _changed(old: Card, new: Card) -> list[str]:
@@ -192,7 +182,7 @@ def insert_new_cards(root: Path, items: list[tuple[dict[str, Any], list, list[Pe
 def get_card(lab: Any, card_id: str, revision: int | None = None) -> Card:
     """The card as it is now, or as it was at ``revision``."""
     check_card_id(card_id)
-    revision = _whole(revision) if revision is not None else None
+    revision = integral(revision) if revision is not None else None
     if revision is not None and (isinstance(revision, bool) or not isinstance(revision, int)):
         raise LabError(f"revision '{revision}' must be a whole number")
     with reader(lab) as con:

@@ -36,20 +36,13 @@ def runs(lab_dir: str) -> pd.DataFrame:
     return query(
         lab_dir,
         """
-        WITH own AS (
-            SELECT e.run_id, e.fvu, e.r2, e.mse, e.cosine, e.l0, e.dead_frac
-            FROM eval_results e JOIN runs r USING (run_id) WHERE e.eval_domain = r.train_domain
-        ), xfer AS (
-            SELECT e.run_id, avg(e.transfer_ratio) AS transfer_ratio
-            FROM eval_results e JOIN runs r USING (run_id) WHERE e.eval_domain <> r.train_domain GROUP BY e.run_id
-        )
         SELECT r.run_id, r.name, r.status, r.sweep_id, r.group_id, r.model, r.hook, r.layer, r.architecture, r.k, r.d_sae,
                r.train_domain, array_to_string(r.domains, ', ') AS domains, r.tags, r.notes, r.created_at, r.ended_at,
                date_diff('second', r.started_at, coalesce(r.ended_at, r.heartbeat_at)) AS seconds,
-               own.fvu, own.r2, own.mse, own.cosine, own.l0, own.dead_frac, xfer.transfer_ratio,
+               m.fvu, m.r2, m.mse, m.cosine, m.l0, m.dead_frac, m.transfer_ratio,
                q.score, q.rating, r.code_version, r.error,
                r.run_id IN (SELECT run_id FROM analysis_runs) AS analysed
-        FROM runs r LEFT JOIN own USING (run_id) LEFT JOIN xfer USING (run_id) LEFT JOIN quality_scores q USING (run_id)
+        FROM runs r LEFT JOIN run_metrics m USING (run_id) LEFT JOIN quality_scores q USING (run_id)
         ORDER BY r.created_at DESC
         """,
     )

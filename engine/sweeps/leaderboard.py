@@ -20,23 +20,17 @@ from db import query
 from engine.lab import Lab
 
 CONFIG_SQL = """
-WITH own AS (
-    SELECT e.run_id, e.fvu, e.r2, e.mse, e.cosine, e.l0, e.dead_frac
-    FROM eval_results e JOIN runs r USING (run_id) WHERE e.eval_domain = r.train_domain
-), xfer AS (
-    SELECT e.run_id, avg(e.transfer_ratio) AS transfer_ratio
-    FROM eval_results e JOIN runs r USING (run_id) WHERE e.eval_domain <> r.train_domain GROUP BY e.run_id
-), spl AS (
+WITH spl AS (
     SELECT run_id, avg(ce_recovered) AS ce_recovered, avg(emb_cos_sae) AS emb_cos_sae FROM splice_results GROUP BY run_id
 )
 SELECT r.group_id, any_value(r.layer) AS layer, any_value(r.hook) AS hook, any_value(r.architecture) AS architecture,
        any_value(r.k) AS k, any_value(r.d_sae) AS d_sae, any_value(r.d_in) AS d_in,
        count(*) AS n_saes, string_agg(r.train_domain, '+' ORDER BY r.train_domain) AS train_domains,
-       avg(own.fvu) AS fvu, avg(own.r2) AS r2, avg(own.mse) AS mse, avg(own.cosine) AS cosine,
-       avg(own.l0) AS l0, avg(own.dead_frac) AS dead_frac, avg(xfer.transfer_ratio) AS transfer_ratio,
+       avg(m.fvu) AS fvu, avg(m.r2) AS r2, avg(m.mse) AS mse, avg(m.cosine) AS cosine,
+       avg(m.l0) AS l0, avg(m.dead_frac) AS dead_frac, avg(m.transfer_ratio) AS transfer_ratio,
        avg(q.score) AS score, avg(spl.ce_recovered) AS ce_recovered, avg(spl.emb_cos_sae) AS emb_cos_sae,
        list(r.run_id ORDER BY r.train_domain) AS run_ids
-FROM runs r JOIN own USING (run_id) LEFT JOIN xfer USING (run_id) LEFT JOIN spl USING (run_id)
+FROM runs r JOIN run_metrics m USING (run_id) LEFT JOIN spl USING (run_id)
      LEFT JOIN quality_scores q USING (run_id)
 WHERE r.status = 'FINISHED' {where}
 GROUP BY r.group_id

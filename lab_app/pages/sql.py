@@ -16,8 +16,9 @@ EXAMPLES = {
 ) ON eval_domain USING first(mse) ORDER BY train_domain""",
     "Quality score of every run": """SELECT r.run_id, r.layer, r.k, r.d_sae, r.train_domain, q.score, q.rating
 FROM runs r JOIN quality_scores q USING (run_id) ORDER BY q.score DESC""",
-    "Best layer by in-domain FVU": """SELECT r.layer, round(avg(e.fvu), 4) AS fvu, round(avg(e.r2), 4) AS r2, count(*) AS saes
-FROM runs r JOIN eval_results e ON e.run_id = r.run_id AND e.eval_domain = r.train_domain
+    "Best layer by in-domain FVU": """SELECT r.layer, round(avg(m.fvu), 4) AS fvu, round(avg(m.r2), 4) AS r2,
+       round(avg(m.transfer_ratio), 3) AS transfer, count(*) AS saes
+FROM runs r JOIN run_metrics m USING (run_id)
 GROUP BY r.layer ORDER BY fvu""",
     "Training curve of the latest run": """SELECT step, name, value FROM step_metrics
 WHERE run_id = (SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 1) AND name IN ('fvu', 'dead_frac')

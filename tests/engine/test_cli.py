@@ -106,3 +106,17 @@ def test_pythia_architecture_end_to_end_offline(lab, tiny_neox):
     assert set(sp["kind"]) == {"causal"} and len(sp) == 4
     assert (sp["ce_clean"] > 0).all() and (sp["kl_sae"] >= 0).all() and (sp["kl_zero"] >= 0).all()
     assert sp["ce_sae"].notna().all()
+
+
+def test_a_lab_from_an_older_schema_is_upgraded_before_any_command(tmp_path):
+    """A lab made before the run_metrics view existed: `sql` (a read-only command) still finds it."""
+    lab = tmp_path / "old-lab"
+    db.ensure_schema(lab)
+    with db.connect(lab) as con:
+        latest = con.execute("SELECT max(version) FROM schema_migrations").fetchall()[0][0]
+        con.execute("DROP VIEW run_metrics")
+        con.execute("DELETE FROM schema_migrations WHERE version = 6")
+    db.migrations._checked.clear()
+    r = run_cli("sql", "SELECT count(*) AS n FROM run_metrics", lab=lab)
+    assert r.returncode == 0, r.stderr
+    assert db.query_rows(lab, "SELECT max(version) FROM schema_migrations")[0][0] == latest >= 6
