@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def copy_lab(src: Path, dst: Path):
+    """A private copy of a lab for a test that writes to it (lock and WAL files left behind)."""
+    from engine.lab import Lab
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.lock", "*.wal"))
+    return Lab.at(dst)
 
 
 def small_overrides(tokens: int = 6000, epochs: float = 2.0, layers: str = "0,1,2", d_sae: int = 256, k: int = 8) -> list[str]:

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 import db
 from engine.errors import LabError
+from tests.helpers import copy_lab
 
 
 def test_delete_run_removes_the_run_everywhere_and_nothing_shared(finished_lab, tmp_path):
-    from engine.lab import Lab
     from engine.run_admin import delete_run
 
     src, _config, outcomes = finished_lab
-    lab = Lab.at(tmp_path / "lab")
-    shutil.copytree(src.root, lab.root, ignore=shutil.ignore_patterns("*.lock", "*.wal"))
+    lab = copy_lab(src.root, tmp_path / "lab")
     gone, kept = outcomes[0].run_id, outcomes[1].run_id
     with db.transaction(lab.root) as con:  # a parent keyed by its own id, and its child (as interventions have)
         con.execute("CREATE TABLE t_parent (parent_id VARCHAR PRIMARY KEY, run_id VARCHAR)")

@@ -6,12 +6,12 @@ its own copy (copying ~50 MB takes ~50 ms): cards, deleted runs and re-analyses 
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 
 import pytest
 
 import db
+from tests.helpers import copy_lab
 
 
 @dataclass
@@ -26,12 +26,9 @@ class CardsLab:
 
 @pytest.fixture
 def cards_lab(finished_lab, tmp_path) -> CardsLab:
-    from engine.lab import Lab
-
     src, _config, outcomes = finished_lab
-    dst = tmp_path / "lab"
-    shutil.copytree(src.root, dst, ignore=shutil.ignore_patterns("*.lock", "*.wal"))
-    lab = Lab.at(dst)
+    lab = copy_lab(src.root, tmp_path / "lab")
+    dst = lab.root
     run_id = next(o.run_id for o in outcomes if o.resolved["train_domain"] == "prose")
     other = next(o.run_id for o in outcomes if o.run_id != run_id)
     feats = [r[0] for r in db.query_rows(dst, "SELECT feature FROM features WHERE run_id = ? AND NOT dead AND label_score IS NOT NULL "

@@ -30,6 +30,7 @@ from findings import (
     update_card,
 )
 from tests.findings.helpers import fingerprint
+from tests.helpers import copy_lab
 
 
 def _without_time(data: dict) -> dict:
@@ -143,7 +144,7 @@ def test_registry_export_has_the_seed_shape_and_imports_back(cards_lab, tmp_path
     c = cards_lab
     a = card_from_feature(c.lab, c.run_id, c.feature, author="alice")
     a = update_card(c.lab, a.card_id, 1, label="python_def", description="fires on def", confidence="high")
-    b = create_card(c.lab, "numbers", [(c.run_id, c.feature2)], label="numbers", examples=["1, 2, 3"], confidence="medium")
+    create_card(c.lab, "numbers", [(c.run_id, c.feature2)], label="numbers", examples=["1, 2, 3"], confidence="medium")
     reg = export_registry(c.lab, run_id=c.run_id)
     assert set(reg) == {str(c.feature), str(c.feature2)}
     assert all(set(e) == {"name", "description", "examples", "confidence"} for e in reg.values())
@@ -154,10 +155,7 @@ def test_registry_export_has_the_seed_shape_and_imports_back(cards_lab, tmp_path
     assert set(export_registry(c.lab)) == {f"{c.run_id}:{c.feature}", f"{c.run_id}:{c.feature2}"}
 
     # into another copy of the lab without cards: the same registry comes back out
-    other = Lab.at(tmp_path / "copy")
-    import shutil
-
-    shutil.copytree(c.lab.root, other.root)
+    other = copy_lab(c.lab.root, tmp_path / "copy")
     for card in search_cards(other):
         from findings import purge_card
 

@@ -7,7 +7,6 @@ opens a deep link to a feature. Screenshots are kept in test-artifacts/screensho
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import db
-from tests.helpers import REPO
+from tests.helpers import copy_lab, REPO
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = REPO / "test-artifacts" / "screenshots"
@@ -44,9 +43,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def app_server(finished_lab, tmp_path_factory):
-    lab_src = finished_lab[0].root
-    lab_dir = tmp_path_factory.mktemp("browser") / "lab"
-    shutil.copytree(lab_src, lab_dir)
+    lab_dir = copy_lab(finished_lab[0].root, tmp_path_factory.mktemp("browser") / "lab").root
     port = _free_port()
     env = {**os.environ, "SAE_LAB_DIR": str(lab_dir), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(

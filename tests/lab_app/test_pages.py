@@ -6,7 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import db
-from tests.helpers import REPO
+from tests.helpers import copy_lab, REPO
 
 APP = str(REPO / "lab_app" / "app.py")
 
@@ -63,12 +63,7 @@ def test_runs_page_table_and_figures(seeded, monkeypatch):
 
 
 def test_runs_page_saves_tags_and_notes(seeded, monkeypatch, tmp_path):
-    import shutil
-
-    from engine.lab import Lab
-
-    lab = Lab.at(tmp_path / "lab")
-    shutil.copytree(seeded[0].root, lab.root)
+    lab = copy_lab(seeded[0].root, tmp_path / "lab")
     from engine.recording import annotate_run
 
     rid = seeded[1][0].run_id
@@ -147,12 +142,7 @@ def test_sql_page_runs_queries_and_refuses_writes(seeded, monkeypatch):
 
 @pytest.fixture
 def lab_copy(seeded, tmp_path):
-    import shutil
-
-    from engine.lab import Lab
-
-    lab = Lab.at(tmp_path / "lab")
-    shutil.copytree(seeded[0].root, lab.root)
+    lab = copy_lab(seeded[0].root, tmp_path / "lab")
     return lab, seeded[1]
 
 
@@ -215,8 +205,6 @@ def test_empty_lab_is_explained_not_crashed(tmp_path, monkeypatch):
 
 def test_live_panel_shows_running_and_queued_jobs(lab_copy, monkeypatch):
     """A job just claimed (no step yet), one mid-training, and one queued: the panel shows all three."""
-    import json
-
     from engine.sweeps.queue import enqueue_sweep
     from engine.sweeps.spec import SweepSpec
 

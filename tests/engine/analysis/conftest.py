@@ -7,13 +7,14 @@ shared ``finished_lab``.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
+
+from tests.helpers import copy_lab
 
 
 @dataclass
@@ -28,12 +29,9 @@ class Analyzed:
 @pytest.fixture(scope="session")
 def analyzed(finished_lab, tmp_path_factory) -> Analyzed:
     from engine.analysis.analyze import analyze_run
-    from engine.lab import Lab
 
     src, config, outcomes = finished_lab
-    dst = tmp_path_factory.mktemp("analyzed") / "lab"
-    shutil.copytree(src.root, dst, ignore=shutil.ignore_patterns("*.lock", "*.wal"))
-    lab = Lab.at(dst)
+    lab = copy_lab(src.root, tmp_path_factory.mktemp("analyzed") / "lab")
     run_id = next(o.run_id for o in outcomes if o.resolved["train_domain"] == "prose")
     summary = analyze_run(lab, run_id, seed=0)
     return Analyzed(lab, config, [o.run_id for o in outcomes], run_id, summary)

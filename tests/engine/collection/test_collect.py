@@ -9,7 +9,6 @@ import torch
 
 from engine.collection.collect import collect_domain
 from engine.collection.models import resolve_model
-from engine.collection.store import ActivationStore
 from engine.config import DataConfig, DomainSpec, parse_domain
 from engine.errors import LabError
 

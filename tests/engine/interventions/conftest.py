@@ -8,12 +8,11 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 
 import pytest
 
-from tests.helpers import small_overrides
+from tests.helpers import copy_lab, small_overrides
 
 
 @dataclass
@@ -25,13 +24,10 @@ class RunFixture:
 
 @pytest.fixture(scope="session")
 def encoder_run(finished_lab, tmp_path_factory) -> RunFixture:
-    from engine.lab import Lab
-
     src, config, outcomes = finished_lab
-    dst = tmp_path_factory.mktemp("iv_encoder") / "lab"
-    shutil.copytree(src.root, dst, ignore=shutil.ignore_patterns("*.lock", "*.wal"))
+    lab = copy_lab(src.root, tmp_path_factory.mktemp("iv_encoder") / "lab")
     run_id = next(o.run_id for o in outcomes if o.resolved["train_domain"] == "prose")
-    return RunFixture(Lab.at(dst), run_id, config)
+    return RunFixture(lab, run_id, config)
 
 
 @pytest.fixture(scope="session")
