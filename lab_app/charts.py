@@ -21,11 +21,21 @@ def step_curves(df: pd.DataFrame, label: dict[str, str]) -> alt.Chart:
 
 
 def metric_over_time(df: pd.DataFrame, metric: str) -> alt.Chart:
+    d = df.dropna(subset=[metric])
+    # Runs of one experiment finish within seconds: without padding the axis zooms to milliseconds
+    # and labels read ".900". Keep at least ten minutes in view, labelled as clock times.
+    times = pd.to_datetime(d["ended_at"]).dropna()
+    scale = alt.Scale()
+    if len(times) and times.max() - times.min() < pd.Timedelta(minutes=10):
+        mid = times.min() + (times.max() - times.min()) / 2
+        scale = alt.Scale(domain=[(mid - pd.Timedelta(minutes=5)).isoformat(), (mid + pd.Timedelta(minutes=5)).isoformat()])
     return (
-        alt.Chart(df.dropna(subset=[metric])).mark_circle(size=70).encode(
-            x=alt.X("ended_at:T", title="finished"), y=alt.Y(f"{metric}:Q", scale=alt.Scale(zero=False)),
+        alt.Chart(d).mark_point(filled=True, size=70).encode(  # a point mark, so shape shows the training domain
+            x=alt.X("ended_at:T", title="finished", scale=scale, axis=alt.Axis(format="%b %d %H:%M", labelOverlap=True)),
+            y=alt.Y(f"{metric}:Q", scale=alt.Scale(zero=False)),
             color=alt.Color("layer:O"), shape="train_domain:N",
-            tooltip=["run_id", "layer", "k", "d_sae", "train_domain", alt.Tooltip(f"{metric}:Q", format=".4f")],
+            tooltip=["run_id", alt.Tooltip("ended_at:T", title="finished", format="%Y-%m-%d %H:%M:%S"), "layer", "k", "d_sae",
+                     "train_domain", alt.Tooltip(f"{metric}:Q", format=".4f")],
         ).properties(height=260)
     )
 

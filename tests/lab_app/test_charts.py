@@ -1,0 +1,27 @@
+"""Chart specs that a person reads: axes that say something, encodings that show."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from lab_app import charts
+
+
+def runs(times: list[str]) -> pd.DataFrame:
+    n = len(times)
+    return pd.DataFrame({"ended_at": pd.to_datetime(times), "fvu": [0.5, 0.3][:n], "layer": [2] * n,
+                         "train_domain": ["prose", "code"][:n], "run_id": ["a", "b"][:n], "k": [8] * n, "d_sae": [512] * n})
+
+
+def test_runs_finished_within_a_second_get_a_readable_time_axis():
+    spec = charts.metric_over_time(runs(["2026-11-21 03:52:52.9", "2026-11-21 03:52:53.7"]), "fvu").to_dict()
+    x = spec["encoding"]["x"]
+    lo, hi = (pd.Timestamp(v) for v in x["scale"]["domain"])
+    assert hi - lo == pd.Timedelta(minutes=10)  # not a millisecond-wide axis labelled ".900"
+    assert x["axis"]["format"] == "%b %d %H:%M"
+    assert spec["mark"]["type"] == "point" and spec["encoding"]["shape"]["field"] == "train_domain"
+
+
+def test_runs_spread_over_days_keep_the_data_extent():
+    spec = charts.metric_over_time(runs(["2026-11-01 10:00", "2026-11-21 10:00"]), "fvu").to_dict()
+    assert "domain" not in spec["encoding"]["x"].get("scale", {})
