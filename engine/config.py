@@ -19,7 +19,9 @@ from engine.errors import LabError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 HOOK_POINTS = ("mlp_out", "resid_post", "attn_out")
-ARCHITECTURES = ("topk", "batchtopk", "relu")
+# The built-in architectures, for documentation; what is accepted is whatever the registry
+# (engine/training/architectures) holds, including architectures registered at run time.
+ARCHITECTURES = ("topk", "batchtopk", "matryoshka_batchtopk", "jumprelu", "relu")
 
 # Named domains every install can build offline, and the hub datasets the seeds used.
 BUILTIN_DOMAINS = {
@@ -85,10 +87,14 @@ class DataConfig(ConfigBase):
 
 @dataclass
 class SAEConfig(ConfigBase):
-    architecture: Literal["topk", "batchtopk", "relu"] = "topk"
+    architecture: str = "topk"  # a registered architecture: python -m engine train --help lists them
     d_sae: int = 2048
-    k: int = 16  # active latents per token (topk) or on average (batchtopk); target L0 for relu
-    l1_coefficient: float = 3.0  # relu only, on inputs scaled to unit mean square
+    k: int = 16  # L0: per token (topk), on average (batchtopk, matryoshka_batchtopk), target (jumprelu, relu)
+    l1_coefficient: float = 3.0  # relu: the L1 coefficient (its start value when target_l0), inputs at unit mean square
+    l0_coefficient: float = 1.0  # jumprelu: the L0 coefficient (its start value when target_l0)
+    target_l0: bool = True  # relu, jumprelu: steer the coefficient so training settles at L0 = k
+    bandwidth: float = 1.0  # jumprelu: width of the straight-through estimator's rectangle kernel (unit-mean-square inputs)
+    prefixes: list[int] | None = None  # matryoshka_batchtopk: nested dictionary sizes; None: d_sae/16, d_sae/4, all
 
 
 @dataclass
@@ -146,9 +152,10 @@ class ExperimentConfig(ConfigBase):
 
     def validate(self) -> "ExperimentConfig":
         """Checks that need no model: raise a one-line LabError naming the fix."""
+        from engine.training import architectures
+
         s, t, d = self.sae, self.train, self.data
-        if s.architecture not in ARCHITECTURES:
-            raise LabError(f"unknown architecture '{s.architecture}': use one of {', '.join(ARCHITECTURES)}")
+        arch = architectures.get(s.architecture)  # a one-line LabError naming the registered ones
         if s.d_sae <= 0:
             raise LabError(f"d_sae must be positive, got {s.d_sae}: use e.g. --d-sae 2048")
         if s.k <= 0:
@@ -191,6 +198,7 @@ class ExperimentConfig(ConfigBase):
             raise LabError(f"decay_fraction = {t.decay_fraction} must be between 0 and 1")
         if s.l1_coefficient < 0 or not math.isfinite(s.l1_coefficient):
             raise LabError(f"l1_coefficient = {s.l1_coefficient} must be a finite number >= 0")
+        arch(0, s.d_sae, s.k, arch.options_from(s))  # the architecture's own checks (e.g. matryoshka prefixes)
         return self
 
 

@@ -1,11 +1,14 @@
-"""The sparse autoencoder: TopK (default), BatchTopK, and ReLU + L1, in SAELens's tensor layout.
+"""The sparse autoencoder module in SAELens's tensor layout; what is architecture-specific lives in
+``engine.training.architectures`` (one module per architecture, found through its registry).
 
 Saved tensors follow SAELens: ``W_enc [d_in, d_sae]``, ``b_enc [d_sae]``, ``W_dec [d_sae, d_in]``,
-``b_dec [d_in]``; encoding subtracts ``b_dec`` first. In memory the encoder is kept as rows
+``b_dec [d_in]`` plus whatever the architecture adds (a JumpReLU ``threshold``); encoding subtracts
+``b_dec`` first. In memory the encoder is kept as rows
 (``W_enc_rows = W_enc.T``, one row per latent) because its sparse gradient comes out in that layout;
 ``W_enc`` is a view of it. Inputs are multiplied by ``input_scale``
 (chosen so training inputs have mean squared norm d_in) and outputs divided by it; the scale is
-folded into the weights when the SAE is saved, so a saved SAE works on raw activations.
+folded into the weights when the SAE is saved, so a saved SAE works on raw activations. Pre-activations
+are unchanged by the fold, so thresholds need no rescaling.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from engine.errors import LabError
+from engine.training import architectures
 
 
 @dataclass
@@ -39,20 +43,18 @@ class SparseCode:
 
 
 class SparseAutoencoder(nn.Module):
-    def __init__(self, d_in: int, d_sae: int, architecture: str = "topk", k: int = 16):
+    def __init__(self, d_in: int, d_sae: int, architecture: str = "topk", k: int = 16, options: dict[str, Any] | None = None):
         super().__init__()
-        if architecture not in ("topk", "batchtopk", "relu"):
-            raise LabError(f"unknown architecture '{architecture}': use topk, batchtopk or relu")
         if not 0 < k <= d_sae:
             raise LabError(f"k = {k} must be between 1 and d_sae = {d_sae}")
+        self.arch = architectures.get(architecture)(d_in, d_sae, k, options)
         self.d_in, self.d_sae, self.architecture, self.k = d_in, d_sae, architecture, k
         self.W_enc_rows = nn.Parameter(torch.empty(d_sae, d_in))
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self.W_dec = nn.Parameter(torch.empty(d_sae, d_in))
         self.b_dec = nn.Parameter(torch.zeros(d_in))
-        # BatchTopK's inference threshold (a JumpReLU threshold shared by all latents).
-        self.register_buffer("threshold", torch.zeros(()))
         self.register_buffer("input_scale", torch.ones(()))
+        self.arch.build(self)
 
     @property
     def W_enc(self) -> torch.Tensor:
@@ -78,17 +80,7 @@ class SparseAutoencoder(nn.Module):
         return torch.addmm(self.b_enc, xs - self.b_dec, self.W_enc_rows.t())
 
     def encode_sparse(self, x: torch.Tensor) -> SparseCode:
-        from engine.training.sparse_ops import select_relu, select_topk
-
-        pre = self.pre_acts(x)
-        if self.architecture == "topk":
-            rows, cols, vals = select_topk(pre, self.k)
-            vals = vals.clamp_min(0)
-        elif self.architecture == "batchtopk":
-            masked = torch.where(pre > self.threshold, pre, torch.zeros((), dtype=pre.dtype, device=pre.device))
-            rows, cols, vals = select_relu(masked)
-        else:
-            rows, cols, vals = select_relu(pre)
+        rows, cols, vals = self.arch.encode(self, self.pre_acts(x))
         return SparseCode(rows, cols, vals, x.shape[0])
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -121,12 +113,10 @@ class SparseAutoencoder(nn.Module):
             "W_dec": (self.W_dec / s).float().contiguous(),
             "b_dec": (self.b_dec / s).float().contiguous(),
         }
-        if self.architecture == "batchtopk":
-            out["threshold"] = torch.full((self.d_sae,), float(self.threshold))
+        out.update({name: t.float().contiguous() for name, t in self.arch.saelens_tensors(self).items()})
         return out
 
     def saelens_cfg(self, metadata: dict[str, Any]) -> dict[str, Any]:
-        arch = {"topk": "topk", "batchtopk": "jumprelu", "relu": "standard"}[self.architecture]
         cfg: dict[str, Any] = {
             "d_in": self.d_in,
             "d_sae": self.d_sae,
@@ -135,12 +125,10 @@ class SparseAutoencoder(nn.Module):
             "apply_b_dec_to_input": True,
             "normalize_activations": "none",
             "reshape_activations": "none",
-            "architecture": arch,
-            "metadata": metadata,
+            "architecture": self.arch.saelens_architecture,
+            "metadata": {**self.arch.saelens_metadata(), **metadata},
         }
-        if arch == "topk":
-            cfg["k"] = self.k
-            cfg["rescale_acts_by_decoder_norm"] = False
+        cfg.update(self.arch.saelens_cfg(self))
         return cfg
 
     def save(self, folder: Path, metadata: dict[str, Any]) -> None:
@@ -149,7 +137,7 @@ class SparseAutoencoder(nn.Module):
         tmp = folder.with_name(folder.name + ".partial")
         tmp.mkdir(parents=True, exist_ok=True)
         save_file(self.folded_tensors(), str(tmp / "sae_weights.safetensors"))
-        lab_meta = {**metadata, "lab_architecture": self.architecture, "k": self.k}
+        lab_meta = {**metadata, "lab_architecture": self.architecture, "k": self.k, "lab_options": self.arch.options}
         (tmp / "cfg.json").write_text(json.dumps(self.saelens_cfg(lab_meta), indent=2))
         if folder.exists():
             import shutil
@@ -159,7 +147,7 @@ class SparseAutoencoder(nn.Module):
 
     @classmethod
     def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> "SparseAutoencoder":
-        """Load an SAE saved by the lab or by SAELens (topk, standard, jumprelu with one threshold)."""
+        """Load an SAE saved by the lab, or by SAELens in an architecture the registry maps."""
         folder = Path(folder)
         try:
             cfg = json.loads((folder / "cfg.json").read_text())
@@ -167,17 +155,14 @@ class SparseAutoencoder(nn.Module):
         except (OSError, json.JSONDecodeError) as e:
             raise LabError(f"cannot read the SAE in {folder} ({e}): it needs cfg.json and sae_weights.safetensors") from None
         meta = cfg.get("metadata") or {}
-        arch = meta.get("lab_architecture") or {"topk": "topk", "standard": "relu", "jumprelu": "batchtopk"}.get(cfg.get("architecture", ""), "")
-        if not arch:
-            raise LabError(f"SAE architecture '{cfg.get('architecture')}' in {folder} is not supported: use topk, standard or jumprelu")
-        k = int(cfg.get("k") or meta.get("k") or 1)
-        sae = cls(int(cfg["d_in"]), int(cfg["d_sae"]), arch, k)
+        arch = meta.get("lab_architecture") or architectures.from_saelens(str(cfg.get("architecture", "")), meta.get("training_architecture")).name
+        k = int(meta.get("k") or cfg.get("k") or 1)  # the lab's own k first: an architecture may save another
+        sae = cls(int(cfg["d_in"]), int(cfg["d_sae"]), arch, min(k, int(cfg["d_sae"])), meta.get("lab_options"))
         with torch.no_grad():
             sae.W_enc_rows.copy_(tensors["W_enc"].t())
             for name in ("b_enc", "W_dec", "b_dec"):
                 getattr(sae, name).copy_(tensors[name])
-            if arch == "batchtopk" and "threshold" in tensors:
-                sae.threshold.fill_(float(tensors["threshold"].mean()))
+            sae.arch.load_tensors(sae, tensors)
         return sae.to(device).eval()
 
 

@@ -180,15 +180,35 @@ def select_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 def select_batch_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """BatchTopK: the k·B largest positive pre-activations of the whole batch, sorted by row."""
+    """BatchTopK: the k·B largest positive pre-activations of the whole batch, sorted by row.
+
+    ``flat.topk(k·B)`` over all B·d_sae values took 4× the time of TopK's per-row selection. The same
+    values are found among a few candidates: a strided sample of about 65k values gives a cut-off
+    just below the (k·B)-th largest (a sample rank with a 4-sigma margin); the values above it are
+    gathered (about 1.2·k·B of them) and the exact top k·B taken among those. If the cut-off was too
+    high (fewer candidates than k·B, which the margin makes rare) the full topk runs instead."""
     B, n = pre.shape
     flat = pre.reshape(-1)
-    v, i = flat.topk(min(k * B, flat.numel()), sorted=False)
+    total = flat.numel()
+    m = min(k * B, total)
+    idx = None
+    if total >= 8 * m and total > 1 << 16:
+        stride = (total // (1 << 16)) | 1  # odd, so the sample walks through every column
+        sample = flat[::stride]
+        s = sample.numel()
+        expected = m * s / total
+        rank = min(s, int(1.2 * expected + 4 * expected**0.5) + 1)
+        cut = sample.topk(rank, sorted=False).values.min()
+        cand = (flat >= cut).nonzero().squeeze(1)
+        if cand.numel() >= m:
+            top = flat[cand].topk(m, sorted=False).indices
+            idx = cand[top.sort().values]
+    if idx is None:
+        idx = flat.topk(m, sorted=False).indices.sort().values
+    v = flat[idx]
     pos = v > 0
-    v, i = v[pos], i[pos]
-    order = torch.argsort(i)
-    i, v = i[order], v[order]
-    return i // n, i % n, v
+    idx, v = idx[pos], v[pos]
+    return idx // n, idx % n, v
 
 
 def select_relu(pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

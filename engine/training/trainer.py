@@ -10,6 +10,9 @@ What it does, and why (Gao et al. 2024 and the reference tools):
 - inputs scaled to mean squared norm d_in, folded back into the weights on save;
 - a sparse backward (``sparse_ops``): gradients are computed from the k active latents only.
 
+What differs between architectures (selection, activation, loss, penalty, thresholds) is asked of
+``sae.arch`` (``engine.training.architectures``); this loop never tests an architecture's name.
+
 The loop knows nothing of databases or queues: it reports through ``TrainHooks`` and checkpoints
 to a path it is given, so a job runner (local worker or, later, a remote executor) can wrap it.
 """
@@ -31,17 +34,8 @@ from engine.config import SAEConfig, TrainConfig
 from engine.device import cpu_has_fast_bf16
 from engine.training.data import ShuffledBatches
 from engine.training.sae import SparseAutoencoder, auto_lr
-from engine.training.sparse_ops import (
-    SparseEncodeGrad,
-    make_pattern,
-    reconstruction_mse,
-    row_offsets,
-    select_batch_topk,
-    select_masked_topk,
-    select_relu,
-    select_topk,
-    sparse_decode,
-)
+from engine.training.architectures import StepStats
+from engine.training.sparse_ops import SparseEncodeGrad, make_pattern, row_offsets, select_masked_topk, sparse_decode
 
 
 class TrainingCancelled(Exception):
@@ -104,10 +98,15 @@ class Trainer:
         self.matmul_dtype = resolve_matmul_dtype(cfg.matmul_dtype, device)
         self.total_steps = max(1, math.ceil(cfg.epochs * batches.batches_per_epoch))
         fused = device.type in ("cpu", "cuda")
-        self.opt = torch.optim.Adam(sae.parameters(), lr=self.lr, betas=(0.9, 0.999), fused=fused)
+        scales = sae.arch.lr_scale
+        groups: dict[float, list[torch.nn.Parameter]] = {}
+        for name, p in sae.named_parameters():
+            groups.setdefault(float(scales.get(name, 1.0)), []).append(p)
+        self.opt = torch.optim.Adam([{"params": ps, "lr_scale": sc} for sc, ps in groups.items()], lr=self.lr, betas=(0.9, 0.999), fused=fused)
         self.step = 0
         self.tokens_since_fired = torch.zeros(sae.d_sae, dtype=torch.long, device=device)
         self._buffers: dict[str, torch.Tensor] = {}
+        self._fresh = True  # the first batch may initialise data-dependent parameters (architectures)
 
     def _buffer(self, name: str, shape: tuple[int, ...], fill_last_col: float | None = None) -> torch.Tensor:
         """Persistent work buffers: reusing warm memory instead of fresh 30 MB allocations each step
@@ -179,16 +178,10 @@ class Trainer:
         self.step = int(state["step"])
         self.tokens_since_fired = state["tokens_since_fired"].to(self.device)
         torch.set_rng_state(state["torch_rng"])
+        self._fresh = False
         return True
 
     # -- one step ----------------------------------------------------------------------------------
-    def _select(self, pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        arch = self.sae.architecture
-        if arch == "topk":
-            return select_topk(pre, self.sae.k)
-        if arch == "batchtopk":
-            return select_batch_topk(pre, self.sae.k)
-        return select_relu(pre)
 
     def _exact_pre(self, xc: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """fp32 pre-activations at the selected entries (after a bf16 selection)."""
@@ -200,29 +193,37 @@ class Trainer:
         sae = self.sae
         B, d = x.shape
         for g in self.opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+        arch = sae.arch
         with torch.no_grad():
             xc = x - sae.b_dec
             pre = self._encoder_pre(xc)
-            rows, cols, pv = self._select(pre)
-            if self.matmul_dtype != torch.float32:
-                pv = self._exact_pre(xc, rows, cols)
+            if self._fresh:
+                self._fresh = False
+                if self.step == 0:
+                    arch.init_from_batch(sae, pre)
+                    pre = self._encoder_pre(xc)
             dead = self.tokens_since_fired >= self.cfg.dead_after_tokens
             n_dead = int(dead.sum())
+            if n_dead and arch.revive(sae, pre, dead):
+                pre = self._encoder_pre(xc)
+            rows, cols, pv = arch.select_train(sae, pre)
+            if self.matmul_dtype != torch.float32:
+                pv = self._exact_pre(xc, rows, cols)
             aux = None
-            if n_dead and self.cfg.aux_coefficient > 0 and sae.architecture != "relu":
+            if n_dead and self.cfg.aux_coefficient > 0 and arch.uses_auxk:
                 aux = select_masked_topk(pre, dead, min(self.aux_k, n_dead))
                 if self.matmul_dtype != torch.float32:
                     aux = (aux[0], aux[1], self._exact_pre(xc, aux[0], aux[1]))
             del pre
             pattern = make_pattern(rows, cols, B, sae.d_sae)
             aux_pattern = make_pattern(aux[0], aux[1], B, sae.d_sae) if aux is not None else None
-        vals = torch.relu(SparseEncodeGrad.apply(pv, xc, sae.W_enc_rows, sae.b_enc, sae.b_dec, pattern))
-        mse, err = reconstruction_mse(sparse_decode(vals, sae.W_dec, pattern), xc, sae.b_dec)
-        loss = mse
+        vals = arch.train_values(sae, pv, xc, pattern)
+        loss, mse, err = arch.reconstruction(sae, vals, pattern, xc)
+        penalty = arch.penalty(sae, vals, pv, pattern)
+        if penalty is not None:
+            loss = loss + penalty
         l1 = vals.sum() / B
-        if sae.architecture == "relu":
-            loss = loss + self.sae_cfg.l1_coefficient * l1 / d
         aux_loss = None
         if aux is not None:
             avals = torch.relu(SparseEncodeGrad.apply(aux[2], xc, sae.W_enc_rows, sae.b_enc, sae.b_dec, aux_pattern))
@@ -240,20 +241,20 @@ class Trainer:
         self.opt.step()
         with torch.no_grad():
             sae.W_dec /= sae.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-            active = vals.detach() > 0
+            v = vals.detach()
+            active = v > 0
+            n_active = int(active.sum())
             fired = torch.zeros(sae.d_sae, dtype=torch.bool, device=x.device)
             fired[cols[active]] = True
             self.tokens_since_fired += B
             self.tokens_since_fired[fired] = 0
-            if sae.architecture == "batchtopk" and active.any():
-                lowest = vals.detach()[active].min()
-                thr = sae.threshold
-                thr.copy_(lowest if float(thr) == 0 else 0.99 * thr + 0.01 * lowest)
+            dead_now = self.tokens_since_fired >= self.cfg.dead_after_tokens
+            extra = arch.after_step(sae, StepStats(cols, v, B, n_active / B, dead_now))
             if not want_metrics:
                 return {}
-            n_active = int(active.sum())
             sq_err = float(mse) * B * d
             variance = float((xc - xc.mean(0)).pow(2).sum().clamp_min(1e-12))
+            dead_now = int(dead_now.sum())
         return {
             "loss": float(loss.detach()),
             "mse": float(mse.detach()),
@@ -261,9 +262,24 @@ class Trainer:
             "l0": n_active / B,
             "l1": float(l1.detach()),
             "aux_loss": float(aux_loss.detach()) if aux_loss is not None else 0.0,
-            "dead_frac": n_dead / sae.d_sae,
+            "dead_frac": dead_now / sae.d_sae,
             "lr": lr,
+            **extra,
         }
+
+    @torch.no_grad()
+    def finalize(self) -> dict[str, float]:
+        """The architecture's end-of-training step (e.g. BatchTopK's threshold calibration), given
+        pre-activations of training-split batches (the first epoch's order) with the final weights;
+        the architecture stops reading when it has seen enough."""
+        sae = self.sae
+        scale = float(sae.input_scale)
+
+        def pre_batches():
+            for x in self.batches._epoch(0, scale):
+                yield self._encoder_pre(x.to(self.device) - sae.b_dec)
+
+        return sae.arch.finalize(sae, pre_batches())
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, resume: bool = True) -> TrainResult:
@@ -298,6 +314,8 @@ class Trainer:
                 self.save_checkpoint()
                 last_ckpt = time.monotonic()
         bar.close()
+        metrics.update(self.finalize())
+        metrics["dead_frac_train"] = float((self.tokens_since_fired >= self.cfg.dead_after_tokens).float().mean())
         self.save_checkpoint()  # a kill during evaluation resumes here instead of retraining
         self.sae.eval()
         seconds = time.perf_counter() - t0
@@ -307,7 +325,10 @@ class Trainer:
 
 def init_sae_from_store_stats(d_in: int, sae_cfg: SAEConfig, mean: np.ndarray, mean_sq_norm: float, seed: int) -> SparseAutoencoder:
     """A fresh SAE initialised from the training data's mean and scale."""
-    sae = SparseAutoencoder(d_in, sae_cfg.d_sae, sae_cfg.architecture, sae_cfg.k)
+    from engine.training import architectures
+
+    options = architectures.get(sae_cfg.architecture).options_from(sae_cfg)
+    sae = SparseAutoencoder(d_in, sae_cfg.d_sae, sae_cfg.architecture, sae_cfg.k, options)
     scale = math.sqrt(d_in / max(mean_sq_norm, 1e-12))
     g = torch.Generator().manual_seed(seed)
     sae.init_weights(g, torch.as_tensor(mean, dtype=torch.float32), scale)

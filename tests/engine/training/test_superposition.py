@@ -11,6 +11,17 @@ from engine.training.trainer import Trainer, init_sae_from_store_stats
 
 
 def test_topk_sae_recovers_planted_features():
+    # Tiny matrices: on a loaded 2-core machine two OpenMP threads wait on each other far longer than
+    # the work takes (66 s instead of 6 s).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _recovers()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _recovers():
     # 64 unit feature directions packed into a 32-dimensional space (superposition); every sample is
     # a sparse non-negative combination of about 4 of them with magnitudes in [0.5, 1.5].
     rng = np.random.default_rng(0)
