@@ -45,7 +45,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--layer", type=int_arg)
     g.add_argument("--seed", type=int_arg)
     g.add_argument("--name")
-    g.add_argument("--arch", help="topk, batchtopk or relu")
+    g.add_argument("--arch", help="topk (default), batchtopk, matryoshka_batchtopk, jumprelu, relu, or another registered architecture")
     g.add_argument("--k", type=int_arg)
     g.add_argument("--d-sae", dest="d_sae", type=int_arg)
     g.add_argument("--domains", help="comma-separated: prose, code, wikitext, python-code, a path, or name=path")

@@ -17,7 +17,7 @@ from engine.runs import RunOutcome, RunSpec
 STEP_METRICS = ("loss", "mse", "fvu", "l0", "l1", "aux_loss", "dead_frac", "lr", "tokens_per_s")
 EVAL_COLUMNS = ("n_tokens", "mse", "fvu", "r2", "cosine", "l0", "l1", "dead_frac", "l2_ratio", "transfer_ratio")
 SPLICE_COLUMNS = ("kind", "n_sequences", "ce_clean", "ce_sae", "ce_zero", "ce_recovered", "kl_sae", "kl_zero",
-                  "emb_cos_sae", "emb_cos_zero", "emb_cos_recovered")
+                  "emb_cos_sae", "emb_cos_zero", "emb_cos_recovered", "note")
 
 
 class RunRecorder:

@@ -89,12 +89,15 @@ def token_effects(df: pd.DataFrame) -> alt.Chart:
     ).properties(height=max(120, 16 * len(df)))
 
 
-def pareto(df: pd.DataFrame, front: pd.DataFrame) -> alt.Chart:
-    pts = alt.Chart(df).mark_circle(size=80).encode(
-        x=alt.X("l0:Q", title="L0"), y=alt.Y("fvu:Q", title="FVU (held-out, in-domain)"), color="layer:O",
-        tooltip=["layer", "k", "d_sae", alt.Tooltip("fvu:Q", format=".4f"), alt.Tooltip("l0:Q", format=".1f")],
+def pareto(df: pd.DataFrame, front: pd.DataFrame, by: str = "layer") -> alt.Chart:
+    """FVU vs L0, one front per ``by`` (layer, or architecture when a sweep compares architectures)."""
+    kind = "N" if by == "architecture" else "O"
+    pts = alt.Chart(df).mark_point(size=80, filled=True).encode(
+        x=alt.X("l0:Q", title="L0"), y=alt.Y("fvu:Q", title="FVU (held-out, in-domain)"), color=f"{by}:{kind}",
+        shape="architecture:N",
+        tooltip=["architecture", "layer", "k", "d_sae", alt.Tooltip("fvu:Q", format=".4f"), alt.Tooltip("l0:Q", format=".1f")],
     )
-    line = alt.Chart(front).mark_line(strokeDash=[4, 3]).encode(x="l0:Q", y="fvu:Q", color="layer:O")
+    line = alt.Chart(front).mark_line(strokeDash=[4, 3]).encode(x="l0:Q", y="fvu:Q", color=f"{by}:{kind}")
     return (pts + line).properties(height=300)
 
 

@@ -39,7 +39,7 @@ def runs(lab_dir: str) -> pd.DataFrame:
         SELECT r.run_id, r.name, r.status, r.sweep_id, r.group_id, r.model, r.hook, r.layer, r.architecture, r.k, r.d_sae,
                r.train_domain, array_to_string(r.domains, ', ') AS domains, r.tags, r.notes, r.created_at, r.ended_at,
                date_diff('second', r.started_at, coalesce(r.ended_at, r.heartbeat_at)) AS seconds,
-               m.fvu, m.r2, m.mse, m.cosine, m.l0, m.dead_frac, m.transfer_ratio,
+               m.fvu, m.r2, m.mse, m.cosine, m.l0, m.dead_frac, m.dead_frac_train, m.transfer_ratio,
                q.score, q.rating, r.code_version, r.error,
                r.run_id IN (SELECT run_id FROM analysis_runs) AS analysed
         FROM runs r LEFT JOIN run_metrics m USING (run_id) LEFT JOIN quality_scores q USING (run_id)

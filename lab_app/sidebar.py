@@ -18,6 +18,7 @@ PRESET_HELP = {
     "topk-sweep": "Seed experiment 2: k = 48, 24, 16 at d_sae 2048, layer 2",
     "layer-sweep": "Seed experiment 1: every layer at k = 16, d_sae 2048",
     "everything": "Every layer × k ∈ {48, 24, 16} × 2 training domains = 36 SAEs",
+    "architectures": "Every built-in architecture × L0 ∈ {8, 16, 32} on layer 2 × 2 domains = 30 SAEs",
     "custom grid": "Pick layers, k, d_sae, architecture and domains",
 }
 
@@ -45,7 +46,10 @@ def launcher() -> None:
             layers = st.multiselect("Layers", list(range(6)), default=[2], key="sw_layers")
             ks = st.text_input("k (comma-separated)", "48, 24, 16", key="sw_k")
             d_saes = st.text_input("d_sae (comma-separated)", "2048", key="sw_dsae")
-            archs = st.multiselect("Architecture", ["topk", "batchtopk", "relu"], default=["topk"], key="sw_arch")
+            from engine.training import architectures
+
+            archs = st.multiselect("Architecture", architectures.names(), default=["topk"], key="sw_arch",
+                                   help="\n".join(f"{n}: {architectures.get(n).summary}" for n in architectures.names()))
             domains = st.text_input("Domains", "prose, code", key="sw_domains", help="prose, code, wikitext, python-code, or name=path")
         with st.popover("Budget and workers", icon=":material/tune:"):
             tokens = st.number_input("Tokens per domain", 2_000, 10_000_000, 100_000, step=10_000, key="sw_tokens")

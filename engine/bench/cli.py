@@ -25,12 +25,15 @@ from engine.errors import LabError
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", nargs="*", default=["train", "collect", "memory"],
-                   help="train, collect, memory (default: all three), analysis, app")
+                   help="train, collect, memory (default: all three), analysis, app, architectures")
     p.add_argument("--epochs", type=float, default=None, help="training budget for the side-by-side (default: the default config's epochs)")
     p.add_argument("--collect-sequences", type=int, default=192, help="sequences per round in the collection comparison")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds for the collection comparison")
     p.add_argument("--no-bf16", action="store_true", help="skip the bf16-matmul contender in the training comparison")
     p.add_argument("--json", help="also write the figures to this JSON file")
+    from engine.bench.architectures import add_architecture_args
+
+    add_architecture_args(p)
 
 
 def _default_lab(args):
@@ -190,6 +193,10 @@ def run_bench(args) -> int:
     lab = _default_lab(args)
     out: dict = {"machine": machine_description()}
     print(f"machine: {out['machine']}")
+    from engine.training.trainer import resolve_matmul_dtype
+
+    out["matmul_dtype_auto"] = str(resolve_matmul_dtype("auto", torch.device("cpu"))).replace("torch.", "")
+    print(f"matmul dtype: train.matmul_dtype = auto resolves to {out['matmul_dtype_auto']} on this CPU")
     todo = args.what or ["train", "collect", "memory"]
     for what in todo:
         if what == "train":

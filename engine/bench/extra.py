@@ -12,6 +12,10 @@ def run(what: str, args, lab, out: dict) -> None:
         from lab_app.bench import bench_app
 
         REGISTRY["app"] = bench_app
+    if what == "architectures" and what not in REGISTRY:
+        from engine.bench.architectures import register
+
+        register()
     if what not in REGISTRY:
         raise LabError(f"unknown benchmark '{what}': use train, collect, memory{''.join(', ' + k for k in REGISTRY)}")
     REGISTRY[what](args, lab, out)

@@ -5,6 +5,10 @@ Causal LMs: next-token cross-entropy clean / spliced / zero-ablated, CE loss rec
 Encoders: cosine between the mean-pooled sentence embedding (sentence-transformers' pooling) with
 and without the splice, and the same for zero-ablation; recovered = (cos_sae − cos_zero) / (1 − cos_zero).
 Only positions whose activations the SAE was trained on are replaced (special tokens stay clean).
+
+A recovered ratio divides by what zero-ablating the site costs. When that is float32 noise (1e-7 nats
+on a tiny model, where CE recovered read −734), the ratio means nothing: below ``MIN_RELATIVE_GAP``
+of the clean value it is left NULL and ``note`` says why.
 """
 
 from __future__ import annotations
@@ -35,9 +39,22 @@ class SpliceMetrics:
     emb_cos_sae: float | None = None
     emb_cos_zero: float | None = None
     emb_cos_recovered: float | None = None
+    note: str | None = None  # why a recovered ratio is NULL
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+MIN_RELATIVE_GAP = 1e-3  # |zero − clean| below this share of the clean value: the ratio is noise
+
+
+def recovered(zero: float, sae: float, clean: float, what: str) -> tuple[float | None, str | None]:
+    """(zero − sae) / (zero − clean), or (None, the reason) when zero-ablation barely changes ``what``."""
+    gap = zero - clean
+    if abs(gap) < MIN_RELATIVE_GAP * max(abs(clean), 1e-12):
+        return None, (f"{what} recovered left empty: zero-ablating the site changes {what} by {gap:.2g} "
+                      f"(< {MIN_RELATIVE_GAP:.1%} of the clean {clean:.4g}), so the ratio would be noise")
+    return (zero - sae) / gap, None
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -111,12 +128,13 @@ def splice_fidelity(
     if info.is_causal:
         p = max(n_pos, 1)
         ce = {n: sums[f"ce_{n}"] / p for n in ("clean", "sae", "zero")}
-        gap = ce["zero"] - ce["clean"]
+        rec, note = recovered(ce["zero"], ce["sae"], ce["clean"], "CE")
         return SpliceMetrics(
-            "causal", n_seq, ce["clean"], ce["sae"], ce["zero"],
-            (ce["zero"] - ce["sae"]) / gap if abs(gap) > 1e-12 else None,
-            sums["kl_sae"] / p, sums["kl_zero"] / p,
+            "causal", n_seq, ce["clean"], ce["sae"], ce["zero"], rec,
+            sums["kl_sae"] / p, sums["kl_zero"] / p, note=note,
         )
     c_sae, c_zero = sums["cos_sae"] / max(n_seq, 1), sums["cos_zero"] / max(n_seq, 1)
-    rec = (c_sae - c_zero) / (1 - c_zero) if abs(1 - c_zero) > 1e-12 else None
-    return SpliceMetrics("encoder", n_seq, emb_cos_sae=c_sae, emb_cos_zero=c_zero, emb_cos_recovered=rec)
+    # The clean embedding's cosine with itself is 1: the same rule with 1 as the clean value, since
+    # (c_zero − c_sae) / (c_zero − 1) = (c_sae − c_zero) / (1 − c_zero).
+    rec, note = recovered(c_zero, c_sae, 1.0, "embedding cosine")
+    return SpliceMetrics("encoder", n_seq, emb_cos_sae=c_sae, emb_cos_zero=c_zero, emb_cos_recovered=rec, note=note)

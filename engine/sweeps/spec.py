@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from engine.config import ExperimentConfig, build_config
+from engine.config import ARCHITECTURES, ExperimentConfig, build_config
 from engine.config_base import ConfigBase, apply_override
 from engine.errors import LabError
 
@@ -23,7 +23,12 @@ PARAMETERS: dict[str, str] = {
     "hook": "hook",
     "k": "sae.k",
     "d_sae": "sae.d_sae",
-    "architecture": "sae.architecture",
+    "architecture": "sae.architecture",  # any registered architecture (engine/training/architectures)
+    "l1_coefficient": "sae.l1_coefficient",
+    "l0_coefficient": "sae.l0_coefficient",
+    "target_l0": "sae.target_l0",
+    "bandwidth": "sae.bandwidth",
+    "prefixes": "sae.prefixes",
     "lr": "train.lr",
     "domains": "data.domains",
     "train_domains": "train_domains",
@@ -161,6 +166,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "topk-sweep": {"name": "topk-sweep", "parameters": {"k": [48, 24, 16]}, "base": {"layer": 2, "sae": {"d_sae": 2048}}},
     # Every layer x k in {48, 24, 16}: 6 x 3 x 2 training domains = 36 SAEs, 4 epochs each (not 6)
     # so the whole grid trains, evaluates and is analysed within 15 minutes on 2 cores.
+    # Every built-in architecture at L0 = 8, 16, 32 on layer 2 (k is the target L0 of jumprelu and relu):
+    # 15 configurations x 2 training domains; the Pareto view draws one FVU-vs-L0 front per architecture.
+    "architectures": {"name": "architectures", "parameters": {"architecture": list(ARCHITECTURES), "k": [8, 16, 32]},
+                      "base": {"layer": 2, "sae": {"d_sae": 2048}}},
     "everything": {"name": "everything", "parameters": {"layer": [0, 1, 2, 3, 4, 5], "k": [48, 24, 16]},
                    "base": {"sae": {"d_sae": 2048}, "train": {"epochs": 4}}},
 }

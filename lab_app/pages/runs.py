@@ -12,6 +12,19 @@ from engine.errors import LabError
 from lab_app import charts, data
 from lab_app.formulas import help_for
 
+
+def _k_meaning(arch: str, k: int) -> str:
+    """What k means for this run's architecture, as its registry entry says (no name is tested here)."""
+    from engine.training import architectures
+
+    try:
+        meaning = architectures.get(arch).k_meaning
+    except LabError:
+        return f"{arch}, k = {k}"
+    return {"exact": f"exactly k = {k} per token", "mean": f"k = {k} per token on average in training, a calibrated threshold at inference",
+            "target": f"training steered to L0 = k = {k}"}.get(meaning, f"k = {k}")
+
+
 st.title("Runs")
 if not data.lab_ready():
     st.info("No lab database yet: run `make lab` or launch a sweep from the sidebar.")
@@ -38,7 +51,7 @@ if tag:
     view = view[view["tags"].map(lambda t: any(tag.lower() in x.lower() for x in (list(t) if t is not None else [])))]
 
 table = view[["run_id", "status", "name", "layer", "hook", "architecture", "k", "d_sae", "train_domain", "fvu", "r2",
-              "transfer_ratio", "l0", "dead_frac", "score", "seconds", "ended_at", "tags", "notes"]].copy()
+              "transfer_ratio", "l0", "dead_frac_train", "dead_frac", "score", "seconds", "ended_at", "tags", "notes"]].copy()
 table["tags"] = table["tags"].map(lambda t: ", ".join(t) if t is not None else "")
 edited = st.data_editor(
     table, hide_index=True, key="runs_table", disabled=[c for c in table.columns if c not in ("tags", "notes")],
@@ -47,7 +60,8 @@ edited = st.data_editor(
         "r2": st.column_config.NumberColumn("R²", format="%.3f", help=help_for("r2")),
         "transfer_ratio": st.column_config.NumberColumn("transfer ×", format="%.2f", help=help_for("transfer_ratio")),
         "l0": st.column_config.NumberColumn("L0", format="%.1f", help=help_for("l0")),
-        "dead_frac": st.column_config.NumberColumn("dead", format="%.3f", help=help_for("dead_frac")),
+        "dead_frac_train": st.column_config.NumberColumn("dead (train)", format="%.3f", help=help_for("dead_frac_train")),
+        "dead_frac": st.column_config.NumberColumn("dead (held-out)", format="%.3f", help=help_for("dead_frac")),
         "score": st.column_config.NumberColumn("quality", format="%.2f", help=help_for("score")),
         "seconds": st.column_config.NumberColumn("s", format="%d"),
         "tags": st.column_config.TextColumn("tags", help="comma-separated; saved when you press Save"),
@@ -121,12 +135,16 @@ if section == "A run's figures":
             st.altair_chart(charts.histogram_bars(edges.tolist(), counts.tolist(), "log10 frequency"), width="stretch")
         else:
             st.caption("Frequency vs magnitude needs the run's feature analysis (`python -m engine analyze RUN`).")
-        st.markdown(f"**L0**: exactly {row['l0']:.1f} active latents per token" if row["architecture"] == "topk" else f"**L0**: {row['l0']:.1f}")
+        st.markdown(f"**L0**: {row['l0']:.1f} active latents per token ({_k_meaning(row['architecture'], int(row['k']))})")
+        training = data.run_config(lab_dir, rid).get("training") or {}
+        st.markdown(f"**Dead latents**: {row['dead_frac_train']:.1%} on the training split, {row['dead_frac']:.1%} on the held-out tokens"
+                    if pd.notna(row.get("dead_frac_train")) else f"**Dead latents** (held-out): {row['dead_frac']:.1%}", help=help_for("dead_frac_train"))
+        st.markdown(f"**Matmul dtype**: {training.get('matmul_dtype', 'not recorded')}", help=help_for("matmul_dtype"))
         sp = data.splice_rows(lab_dir, rid)
         if len(sp):
             st.markdown("**Splice fidelity** (the model run with the SAE's reconstruction in place of the activation)")
-            cols = ["eval_domain", "kind", "ce_clean", "ce_sae", "ce_zero", "ce_recovered", "kl_sae", "emb_cos_sae", "emb_cos_zero", "emb_cos_recovered"]
-            st.dataframe(sp[[c for c in cols if sp[c].notna().any() or c in ("eval_domain", "kind")]], hide_index=True)
+            cols = ["eval_domain", "kind", "ce_clean", "ce_sae", "ce_zero", "ce_recovered", "kl_sae", "emb_cos_sae", "emb_cos_zero", "emb_cos_recovered", "note"]
+            st.dataframe(sp[[c for c in cols if c in sp and (sp[c].notna().any() or c in ("eval_domain", "kind"))]], hide_index=True)
         q = data.quality(lab_dir, rid)
         if q:
             st.markdown(f"**Quality** {q['score']:.2f}/5 ({q['rating']}): reconstruction {q['reconstruction_points']:.2f}/2, "
@@ -150,8 +168,9 @@ if section == "Sweep":
                          hide_index=True, key="sweep_board")
             from engine.sweeps.leaderboard import pareto_front
 
-            st.markdown("**FVU vs L0 with the Pareto front per layer**")
-            st.altair_chart(charts.pareto(configs, pareto_front(configs)), width="stretch")
+            by = "architecture" if configs["architecture"].nunique() > 1 else "layer"
+            st.markdown(f"**FVU vs L0 with the Pareto front per {by}**")
+            st.altair_chart(charts.pareto(configs, pareto_front(configs, by=by), by), width="stretch")
             if len(configs) > 1:
                 st.markdown("**Parallel coordinates**")
                 dims = [c for c in ["layer", "k", "d_sae", "fvu", "transfer_ratio", "l0", "dead_frac", "overall"] if configs[c].nunique() > 1 or c in ("fvu", "overall")]

@@ -262,3 +262,19 @@ def test_batch_topk_finds_exactly_the_k_b_largest_values(shape, k):
     want = pre.reshape(-1).topk(k * shape[0]).values
     assert torch.equal(vals.sort().values, want[want > 0].sort().values)
     assert torch.equal(pre[rows, cols], vals) and bool((rows[1:] >= rows[:-1]).all())
+
+
+def test_the_architectures_preset_offers_every_builtin_at_three_l0s():
+    from engine.sweeps.spec import expand, load_spec
+
+    configs = expand(load_spec("architectures"))
+    assert {(c.sae.architecture, c.sae.k) for c in configs} == {(a, k) for a in ARCHITECTURES for k in (8, 16, 32)}
+
+
+def test_a_recovered_ratio_over_float32_noise_is_null_with_the_reason():
+    from engine.evaluation.splice import recovered
+
+    value, note = recovered(zero=3.2000001, sae=3.25, clean=3.2, what="CE")  # 1e-7 nats: the ratio would read -5e5
+    assert value is None and "noise" in note and "CE" in note
+    value, note = recovered(zero=5.0, sae=3.5, clean=3.0, what="CE")
+    assert value == pytest.approx(0.75) and note is None

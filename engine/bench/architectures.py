@@ -1,0 +1,145 @@
+"""``python -m engine bench architectures``: every registered architecture side by side.
+
+On the default experiment's activations (layer 2 ``mlp_out``, each domain in turn, plus any
+``--extra-domain`` text collected at the same site) and at each L0 in ``--l0s``, one SAE per
+architecture is trained at the lab's defaults with ``k`` = that L0 (exact for TopK, a batch mean for
+BatchTopK and Matryoshka, the target for JumpReLU and ReLU + L1). As in ``bench train``, the contenders
+are interleaved step by step (this shared machine's speed drifts by ±30 % from minute to minute), and
+each one's own step times, plus its end-of-training step (BatchTopK's threshold calibration), make its
+tokens/s. Reported per SAE, each named for what it measures:
+  FVU (held-out)      Σ‖x − x̂‖² / Σ‖x − x̄‖² on the held-out tokens (mean-centred)
+  L0 (held-out)       mean active latents per token at inference on the held-out tokens
+  dead (train)        share of latents that did not fire in the last ``dead_after_tokens`` training tokens
+  dead (held-out)     share of latents that never fire on the held-out tokens (reads high on a small split)
+  tokens/s            training throughput, and its ratio to TopK's at the same L0
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.errors import LabError
+
+
+def add_architecture_args(p) -> None:
+    p.add_argument("--l0s", default="8,16,32", help="architectures bench: the L0 values compared (default 8,16,32)")
+    p.add_argument("--archs", default=None, help="architectures bench: comma-separated subset of the registered architectures")
+    p.add_argument("--extra-domain", action="append", default=[],
+                   help="architectures bench: also compare on name=path texts (collected at the same site), e.g. a code corpus with docstrings")
+    p.add_argument("--bench-domains", default=None, help="architectures bench: comma-separated subset of the default domains (default: all)")
+
+
+def _stores(args, lab, config, progress: bool):
+    from engine.config import build_config
+    from engine.runs import collect_for
+
+    stores = collect_for(config, lab, progress)
+    wanted = [d.strip() for d in args.bench_domains.split(",")] if getattr(args, "bench_domains", None) else list(stores)
+    unknown = [d for d in wanted if d not in stores]
+    if unknown:
+        raise LabError(f"--bench-domains {unknown[0]} is not a default domain: use {', '.join(stores)}")
+    out = {d: stores[d] for d in wanted}
+    for spec in getattr(args, "extra_domain", []) or []:
+        extra = build_config(base={"data": {"domains": [spec], "layers": [config.layer]}})
+        out.update(collect_for(extra, lab, progress))
+    return out
+
+
+def _contender(store, config, arch: str, l0: int, epochs: float | None) -> dict[str, Any]:
+    from engine.config import SAEConfig, TrainConfig
+    from engine.training.data import ShuffledBatches
+    from engine.training.trainer import Trainer, init_sae_from_store_stats
+
+    sae_cfg = SAEConfig(**{**config.sae.to_dict(), "architecture": arch, "k": l0})
+    train_cfg = TrainConfig(**{**config.train.to_dict(), "epochs": epochs or config.train.epochs})
+    acts = store.acts(config.hook, config.layer)
+    stats = store.site_stats(config.hook, config.layer)
+    sae = init_sae_from_store_stats(store.d_model, sae_cfg, np.asarray(stats["train_mean"]), stats["train_mean_sq_norm"], config.seed)
+    batches = ShuffledBatches(acts, 0, store.val_start, train_cfg.batch_size, config.seed)
+    tr = Trainer(sae, sae_cfg, train_cfg, batches, torch.device("cpu"), config.seed)
+    it = batches.iterate(0, tr.total_steps, torch.device("cpu"), scale=float(sae.input_scale))
+    return {"arch": arch, "trainer": tr, "sae": sae, "iter": it, "tokens": 0, "seconds": 0.0, "steps": 0,
+            "total": tr.total_steps, "acts": acts, "store": store}
+
+
+def _train_interleaved(contenders: list[dict[str, Any]], bar) -> None:
+    while True:
+        pending = [c for c in contenders if c["steps"] < c["total"]]
+        if not pending:
+            break
+        c = min(pending, key=lambda c: c["tokens"])
+        step, x = next(c["iter"])
+        tr = c["trainer"]
+        t0 = time.perf_counter()
+        tr.train_step(x, tr.lr_at(step), want_metrics=False)
+        c["seconds"] += time.perf_counter() - t0
+        tr.step = step + 1
+        c["steps"] += 1
+        c["tokens"] += x.shape[0]
+        bar.update(1)
+    for c in contenders:  # the end-of-training step counts towards the architecture's time
+        t0 = time.perf_counter()
+        c["trainer"].finalize()
+        c["seconds"] += time.perf_counter() - t0
+
+
+def _measure(c: dict[str, Any]) -> dict[str, Any]:
+    from engine.evaluation.metrics import evaluate_reconstruction
+
+    tr, store = c["trainer"], c["store"]
+    m, _ = evaluate_reconstruction(c["sae"], c["acts"], store.val_start, store.n_rows, torch.device("cpu"))
+    dead_train = float((tr.tokens_since_fired >= tr.cfg.dead_after_tokens).float().mean())
+    return {"architecture": c["arch"], "fvu_heldout": m.fvu, "l0_heldout": m.l0, "dead_train": dead_train,
+            "dead_heldout": m.dead_frac, "tokens_per_s": c["tokens"] / max(c["seconds"], 1e-9), "tokens": c["tokens"],
+            "matmul_dtype": str(tr.matmul_dtype).replace("torch.", "")}
+
+
+def bench_architectures(args, lab, out: dict) -> None:
+    from tqdm.auto import tqdm
+
+    from engine.config import ExperimentConfig
+    from engine.training import architectures
+
+    config = ExperimentConfig().validate()
+    names = architectures.names() if not args.archs else [a.strip() for a in args.archs.split(",") if a.strip()]
+    for n in names:
+        architectures.get(n)  # a one-line error for a typo
+    try:
+        l0s = [int(v) for v in args.l0s.split(",") if v.strip()]
+    except ValueError:
+        raise LabError(f"--l0s '{args.l0s}' must be whole numbers separated by commas, e.g. 8,16,32") from None
+    if not l0s or min(l0s) < 1:
+        raise LabError(f"--l0s '{args.l0s}' must list at least one L0 of 1 or more, e.g. 8,16,32")
+    stores = _stores(args, lab, config, not args.quiet)
+    rows: list[dict[str, Any]] = []
+    print(f"\nArchitectures side by side: {config.hook} layer {config.layer}, d_sae {config.sae.d_sae}, the lab's defaults "
+          f"(batch {config.train.batch_size}, {args.epochs or config.train.epochs:g} epochs, lr auto), interleaved step by step.")
+    print("  FVU and L0 on held-out tokens; dead (train) = no firing in the last dead_after_tokens training tokens; "
+          "dead (held-out) = never fires on the held-out tokens.")
+    for domain, store in stores.items():
+        for l0 in l0s:
+            contenders = [_contender(store, config, a, l0, args.epochs) for a in names]
+            bar = tqdm(total=sum(c["total"] for c in contenders), desc=f"{domain} L0 {l0}", unit="step", disable=args.quiet, leave=False)
+            _train_interleaved(contenders, bar)
+            bar.close()
+            measured = [_measure(c) for c in contenders]
+            ref = next((r["tokens_per_s"] for r in measured if r["architecture"] == "topk"), None)
+            print(f"\n  {domain} ({store.n_rows - store.val_start:,} held-out tokens), k / target L0 = {l0}, matmul {measured[0]['matmul_dtype']}:")
+            print(f"    {'architecture':22s} {'FVU':>7s} {'L0':>6s} {'dead(train)':>11s} {'dead(held-out)':>14s} {'tokens/s':>9s} {'vs topk':>7s}")
+            for r in measured:
+                r.update({"domain": domain, "l0_target": l0, "vs_topk_tokens_per_s": r["tokens_per_s"] / ref if ref else None})
+                ratio = f"x{r['vs_topk_tokens_per_s']:.2f}" if ref else "-"
+                print(f"    {r['architecture']:22s} {r['fvu_heldout']:7.4f} {r['l0_heldout']:6.1f} {r['dead_train']:11.3f} "
+                      f"{r['dead_heldout']:14.3f} {r['tokens_per_s']:9,.0f} {ratio:>7s}")
+            rows.extend(measured)
+    out["architectures"] = rows
+
+
+def register() -> None:
+    from engine.bench import extra
+
+    extra.REGISTRY["architectures"] = bench_architectures
