@@ -19,7 +19,14 @@ from db import query, replay_spools, transaction, utcnow
 from engine.errors import LabBusyError, LabError
 from engine.lab import Lab
 from engine.runs import RunSpec
-from engine.sweeps.queue import STALE_SECONDS, WorkerIdentity, claim_next, register_worker, requeue_interrupted
+from engine.sweeps.queue import (
+    STALE_SECONDS,
+    WorkerIdentity,
+    claim_next,
+    jobs_awaiting_verdict,
+    register_worker,
+    requeue_interrupted,
+)
 from engine.training.trainer import TrainingCancelled
 
 
@@ -148,16 +155,15 @@ class Worker:
         done = 0
         try:
             replay_spools(self.lab.root)
-            for jid in requeue_interrupted(self.lab, self.stale_seconds):
-                self.log(f"job {jid} was interrupted: requeued, it resumes from its last checkpoint")
             while max_jobs is None or done < max_jobs:
+                self.recover()  # whenever it looks for work: a crashed worker's job comes first again
                 spec = claim_next(self.lab, self.me)
                 if spec is None:
+                    if self.recover() or self.awaiting_verdict():
+                        continue  # a job it could recover remains: it does not exit before that is settled
                     if not wait:
                         break
                     time.sleep(poll_seconds)
-                    for jid in requeue_interrupted(self.lab, self.stale_seconds):
-                        self.log(f"job {jid} was interrupted: requeued")
                     continue
                 self.log(f"{self.me.worker_id}: running job {spec.run_id} ({spec.name})")
                 reporter = JobReporter(self.lab, spec.run_id)
@@ -184,3 +190,17 @@ class Worker:
             except LabError:
                 pass
         return done
+
+    def recover(self) -> list[str]:
+        """Requeue the jobs of workers that are gone; they resume from their last checkpoint."""
+        ids = requeue_interrupted(self.lab, self.stale_seconds)
+        for jid in ids:
+            self.log(f"job {jid} was interrupted: requeued, it resumes from its last checkpoint")
+        return ids
+
+    def awaiting_verdict(self) -> bool:
+        """True (after a pause) while a job on another host has an owner that missed its heartbeats."""
+        if not jobs_awaiting_verdict(self.lab, self.stale_seconds, self.heartbeat_seconds):
+            return False
+        time.sleep(self.heartbeat_seconds)
+        return True

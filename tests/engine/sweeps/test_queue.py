@@ -164,6 +164,49 @@ def test_sigkill_during_training_and_during_a_write_then_resume(lab, tmp_path, u
         assert resumed[key] == pytest.approx(clean[key], abs=0.01), key
 
 
+def test_a_worker_started_within_a_second_of_a_crash_recovers_the_job_before_it_exits(lab):
+    """No staleness wait on the same host: the dead worker's job is requeued at once and finished.
+
+    The new worker keeps the default 30 s staleness: before, it saw a fresh heartbeat, ran the other
+    job, exited 0 and left the dead worker's job RUNNING forever."""
+    _, runs = enqueue_sweep(lab, spec())
+    w = start_worker(lab)
+    wait_for(lambda: training_step(lab) >= 20)
+    killed_job = db.query_rows(lab.root, "SELECT job_id FROM jobs WHERE status = 'RUNNING'")[0][0]
+    w.send_signal(signal.SIGKILL)
+    w.wait()
+    cmd = [sys.executable, "-m", "engine", "--lab", str(lab.root), "-q", "worker", "--no-analysis"]
+    w = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out, _ = w.communicate(timeout=600)
+    assert w.returncode == 0, out
+    assert f"job {killed_job} was interrupted: requeued" in out
+    assert_complete_and_unique(lab, len(runs))
+    status = db.query(lab.root, "SELECT job_id, attempts FROM jobs")
+    assert dict(zip(status["job_id"], status["attempts"]))[killed_job] == 2
+
+
+def test_two_workers_that_see_one_dead_owner_requeue_its_job_once(lab):
+    """A requeue is conditioned on the owner found gone: a job already reclaimed is left alone."""
+    from engine.sweeps.queue import WorkerIdentity, claim_next, interrupted_jobs, register_worker, requeue_interrupted
+
+    db.ensure_schema(lab.root)
+    enqueue_sweep(lab, spec(parameters={"layer": [2]}))
+    ghost = WorkerIdentity("w-ghost", WorkerIdentity.current().host, 2**22 + 7, 0.0)  # no such process
+    register_worker(lab, ghost)
+    job = claim_next(lab, ghost)
+    seen_by_both = interrupted_jobs(lab)
+    assert [j.job_id for j in seen_by_both] == [job.run_id]
+    assert requeue_interrupted(lab) == [job.run_id]  # the first worker requeues it...
+    me = WorkerIdentity.current()
+    register_worker(lab, me)
+    assert claim_next(lab, me).run_id == job.run_id  # ...and claims it again
+    # The second worker acts on what it saw before the reclaim: the live claim must stand.
+    assert requeue_interrupted(lab, found=seen_by_both) == []
+    assert db.query_rows(lab.root, "SELECT status, worker_id FROM jobs WHERE job_id = ?", [job.run_id]) == [
+        ("RUNNING", me.worker_id)]
+
+
 def test_worker_survives_a_reader_then_a_writer_holding_the_database(lab):
     _, runs = enqueue_sweep(lab, spec(parameters={"layer": [2]}))
     w = start_worker(lab)
