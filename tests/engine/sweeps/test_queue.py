@@ -22,6 +22,9 @@ from engine.sweeps.queue import enqueue_sweep
 from engine.sweeps.spec import SweepSpec, expand, load_spec
 from tests.helpers import REPO
 
+# Real worker processes on a loaded machine: the per-test limit allows for a slow start, not a hang.
+pytestmark = pytest.mark.timeout(1800)
+
 BASE = {
     "data": {"tokens_per_domain": 8000, "layers": [0, 1, 2]},
     "sae": {"d_sae": 256, "k": 8},
@@ -42,7 +45,9 @@ def start_worker(lab: Lab, *extra: str, env: dict | None = None) -> subprocess.P
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for(predicate, timeout: float = 120, every: float = 0.2):
+def wait_for(predicate, timeout: float = 420, every: float = 0.2):
+    """Generous: workers run at nice 10, and on a loaded 2-core machine importing torch and collecting
+    take minutes. The tests check what happens, never how fast."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         value = predicate()
@@ -117,7 +122,7 @@ def uninterrupted(tmp_path_factory):
     _, runs = enqueue_sweep(lab, spec())
     ws = [start_worker(lab, "--threads", "1") for _ in range(2)]
     for w in ws:
-        assert w.wait(timeout=600) == 0, w.stdout.read()
+        assert w.wait(timeout=900) == 0, w.stdout.read()
     return lab, runs
 
 
@@ -145,14 +150,14 @@ def test_sigkill_during_training_and_during_a_write_then_resume(lab, tmp_path, u
     # 2. SIGKILL inside an open write transaction (the fault point pauses before COMMIT).
     marker = tmp_path / "in-write"
     w = start_worker(lab, env={"SAE_LAB_FAULT_PAUSE_IN_WRITE": str(marker)})
-    wait_for(lambda: marker.exists(), timeout=180)
+    wait_for(lambda: marker.exists())
     w.send_signal(signal.SIGKILL)
     w.wait()
     # The database is readable and consistent after both kills.
     assert db.query_rows(lab.root, "SELECT count(*) FROM runs")[0][0] >= 1
     # 3. A fresh worker requeues the interrupted job, resumes it from its checkpoint, finishes the sweep.
     w = start_worker(lab)
-    out, _ = w.communicate(timeout=600)
+    out, _ = w.communicate(timeout=900)
     assert w.returncode == 0, out
     assert "was interrupted: requeued" in out
     assert_complete_and_unique(lab, len(runs))
@@ -178,7 +183,7 @@ def test_a_worker_started_within_a_second_of_a_crash_recovers_the_job_before_it_
     cmd = [sys.executable, "-m", "engine", "--lab", str(lab.root), "-q", "worker", "--no-analysis"]
     w = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out, _ = w.communicate(timeout=600)
+    out, _ = w.communicate(timeout=900)
     assert w.returncode == 0, out
     assert f"job {killed_job} was interrupted: requeued" in out
     assert_complete_and_unique(lab, len(runs))
@@ -222,7 +227,7 @@ def test_worker_survives_a_reader_then_a_writer_holding_the_database(lab):
         holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
         assert holder.stdout.readline().strip() == "held"
         holder.wait()
-    out, _ = w.communicate(timeout=600)
+    out, _ = w.communicate(timeout=900)
     assert w.returncode == 0, out
     assert_complete_and_unique(lab, len(runs))
 
@@ -239,7 +244,7 @@ def test_cancel_and_sigterm_mark_runs_killed(lab):
     assert db.query(lab.root, "SELECT status FROM runs WHERE run_id = ?", [running]).iloc[0, 0] == "KILLED"
     wait_for(lambda: training_step(lab) >= 10)  # the worker moved on to the next job
     w.send_signal(signal.SIGTERM)
-    assert w.wait(timeout=120) != 0 or True
+    w.wait(timeout=600)
     statuses = db.query(lab.root, "SELECT status FROM runs")["status"]
     assert (statuses == "KILLED").sum() == 2 and not (statuses == "RUNNING").any()
     killed_jobs = db.query(lab.root, "SELECT count(*) FROM jobs WHERE status = 'KILLED'").iloc[0, 0]
