@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.cli_args import float_arg, int_arg
+from engine.cli_args import comma_list, float_arg, int_arg
 from engine.errors import LabError
 
 # Flag -> config key, for the common settings; anything else goes through --set key=value.
@@ -66,10 +66,10 @@ def config_from_args(args: argparse.Namespace):
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={_json(value)}")
-    if getattr(args, "domains", None):
-        overrides.append(f"data.domains={_json([d for d in args.domains.split(',') if d.strip()])}")
-    if getattr(args, "train_domains", None):
-        overrides.append(f"train_domains={_json([d.strip() for d in args.train_domains.split(',') if d.strip()])}")
+    if getattr(args, "domains", None) is not None:
+        overrides.append(f"data.domains={_json(comma_list('--domains', args.domains, 'prose,code'))}")
+    if getattr(args, "train_domains", None) is not None:
+        overrides.append(f"train_domains={_json(comma_list('--train-domains', args.train_domains, 'prose'))}")
     if getattr(args, "layers", None):
         if args.layers.strip().lower() == "all":
             overrides.append("data.layers=null")

@@ -78,6 +78,32 @@ def check_against_model(config: ExperimentConfig, info: ModelInfo) -> None:
         raise LabError(f"seq_len = {config.data.seq_len} exceeds the model's context of {info.max_positions}: lower --seq-len")
     if config.train.aux_k is not None and config.train.aux_k > config.sae.d_sae:
         raise LabError(f"aux_k = {config.train.aux_k} is larger than d_sae = {config.sae.d_sae}: omit it for d_in / 2")
+    need, have = training_memory_bytes(config, info.d_model), _total_memory_bytes()
+    if have and need > have:
+        raise LabError(
+            f"d_sae = {config.sae.d_sae} with train.batch_size = {config.train.batch_size} needs about {need / 2**30:.0f} GiB "
+            f"to train on model '{info.name}' (width {info.d_model}), more than this machine's {have / 2**30:.0f} GiB: "
+            "lower d_sae or the batch size"
+        )
+
+
+def training_memory_bytes(config: ExperimentConfig, d_in: int) -> int:
+    """A lower estimate of what training holds at once: the encoder and decoder (d_sae x d_in float32
+    each) with their gradients and Adam's two moments, plus one batch of latent pre-activations and
+    its gradient. A config above the machine's RAM can only end in an allocation failure (or the OOM
+    killer) after its run row exists, so it is refused while nothing is written."""
+    weights = 2 * config.sae.d_sae * d_in * 4 * 4
+    latents = config.train.batch_size * config.sae.d_sae * 4 * 2
+    return weights + latents
+
+
+def _total_memory_bytes() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except Exception:  # no psutil or no /proc: skip the check rather than guess
+        return 0
 
 
 def collection_sites(config: ExperimentConfig, info: ModelInfo) -> list[Site]:

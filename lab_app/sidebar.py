@@ -33,6 +33,7 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def launcher() -> None:
+    from engine.cli_args import comma_list
     from engine.sweeps.launch import ensure_workers
     from engine.sweeps.queue import enqueue_sweep
     from engine.sweeps.spec import PRESETS, SweepSpec
@@ -58,7 +59,7 @@ def launcher() -> None:
                     params = {"layer": layers or [2], "k": _ints(ks, "k"), "d_sae": _ints(d_saes, "d_sae")}
                     if archs:
                         params["architecture"] = archs
-                    base["data"] = {"domains": [d.strip() for d in domains.split(",") if d.strip()]}
+                    base["data"] = {"domains": comma_list("Domains", domains, "prose, code")}
                     spec = SweepSpec.from_dict({"name": "custom", "parameters": params, "base": base})
                 else:
                     spec = SweepSpec.from_dict(PRESETS[choice])

@@ -85,6 +85,7 @@ def build_sequences(
     windows: list[list[int]] = []
     buf: list[int] = []
     kept = 0
+    usable = 0  # non-special tokens seen, counted until the first (unknown-word tokens count as special)
     n_docs = 0
     docs = corpora.documents(domain, seed) if docs is None else iter(docs)
 
@@ -95,11 +96,13 @@ def build_sequences(
     batch: list[str] = []
 
     def drain(texts: list[str]) -> None:
-        nonlocal buf, kept
+        nonlocal buf, kept, usable
         ids = tok(texts, add_special_tokens=False)["input_ids"]
         for seq in ids:
             if not seq:
                 continue
+            if not usable:
+                usable += sum(1 for t in seq if t not in special)
             buf.extend(seq)
             if sep is not None:
                 buf.append(sep)
@@ -116,10 +119,14 @@ def build_sequences(
         if len(batch) >= 64:
             drain(batch)
             batch = []
+            if usable == 0:  # judge a sample, not the whole corpus: a huge file of noise fails at once
+                _no_usable_tokens(domain, n_docs)
     if batch and kept < budget:
         drain(batch)
     if n_docs == 0:
         raise LabError(f"corpus for domain '{domain.name}' ({domain.source}) is empty: give it some text")
+    if usable == 0:
+        _no_usable_tokens(domain, n_docs)
     if kept < budget:
         available = kept + sum(1 for t in buf if t not in special)
         raise LabError(
@@ -135,6 +142,13 @@ def build_sequences(
     if len(windows) - n_val < 1:
         raise LabError(f"corpus for domain '{domain.name}' is too small to hold out {data.val_fraction:.0%}: raise --tokens")
     return Sequences(tokens, keep, n_val)
+
+
+def _no_usable_tokens(domain: DomainSpec, n_docs: int) -> None:
+    raise LabError(
+        f"corpus for domain '{domain.name}' ({domain.source}) yields no usable tokens: its first {n_docs} documents "
+        "tokenize to special or unknown-word tokens only (e.g. one long run of repeated characters): give it ordinary text"
+    )
 
 
 def store_material(info: ModelInfo, domain: DomainSpec, data: DataConfig, seed: int) -> dict:

@@ -93,7 +93,7 @@ def assert_complete_and_unique(lab: Lab, n_runs: int) -> None:
         ({"parameters": {}}, "no parameters"),
         ({"parameters": {"k": [8, 2048]}}, "larger than d_sae"),
         ({"parameters": {"layer": [2, 7]}}, "layer 7 is out of range"),
-        ({"run_cap": 0}, "run_cap = 0 must be at least 1"),
+        ({"run_cap": 0}, "'SweepSpec.run_cap' = 0 is out of range: run_cap must be at least 1"),
         ({"metric": {"name": "vibes"}}, "unknown sweep metric"),
     ],
 )
