@@ -70,12 +70,12 @@ def config_from_args(args: argparse.Namespace):
         overrides.append(f"data.domains={_json(comma_list('--domains', args.domains, 'prose,code'))}")
     if getattr(args, "train_domains", None) is not None:
         overrides.append(f"train_domains={_json(comma_list('--train-domains', args.train_domains, 'prose'))}")
-    if getattr(args, "layers", None):
+    if getattr(args, "layers", None) is not None:
         if args.layers.strip().lower() == "all":
             overrides.append("data.layers=null")
         else:
             try:
-                overrides.append(f"data.layers={_json([int(x) for x in args.layers.split(',') if x.strip()])}")
+                overrides.append(f"data.layers={_json([int(x) for x in comma_list('--layers', args.layers, '0,2,4')])}")
             except ValueError:
                 raise LabError(f"--layers '{args.layers}' must be 'all' or comma-separated numbers like 0,2,4") from None
     return build_config(args.config, list(args.set) + overrides)

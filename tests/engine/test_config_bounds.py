@@ -215,6 +215,8 @@ LISTED = {
     "empty --domains": (["--domains", ""], r"--domains is empty"),
     "empty --domains entry": (["--domains", "prose,,code"], r"--domains 'prose,,code' has an empty entry \(entry 2\)"),
     "empty --train-domains entry": (["--train-domains", "prose,"], r"--train-domains 'prose,' has an empty entry"),
+    "empty --layers": (["--layers", ""], r"--layers is empty"),
+    "empty --layers entry": (["--layers", "0,,2"], r"--layers '0,,2' has an empty entry \(entry 2\)"),
     "SAE larger than memory": (["--set", "sae.d_sae=1048576", "--set", "train.batch_size=1048576"], r"GiB .* more than this machine's"),
 }
 
