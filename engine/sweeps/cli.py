@@ -36,7 +36,7 @@ def cmd_worker(args, lab) -> int:
     from engine.sweeps.worker import Worker
 
     n = Worker(lab, threads=args.threads, progress=not args.quiet, analysis=not args.no_analysis,
-               stale_seconds=args.stale_seconds).run(wait=args.wait, max_jobs=args.max_jobs)
+               stale_seconds=args.stale_seconds, niceness=args.nice).run(wait=args.wait, max_jobs=args.max_jobs)
     print(f"worker done: {n} job(s) run")
     return 0
 
@@ -106,7 +106,10 @@ def add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--wait", action="store_true", help="keep waiting for new jobs instead of exiting when the queue is empty")
     s.add_argument("--max-jobs", type=int)
     s.add_argument("--no-analysis", action="store_true", help="skip the feature analysis after each run")
-    s.add_argument("--stale-seconds", type=float, default=30.0, help="heartbeat age after which a dead worker's job is requeued")
+    s.add_argument("--stale-seconds", type=float, default=30.0,
+                   help="heartbeat age after which a job of a worker on ANOTHER host is requeued (on this host: at once)")
+    s.add_argument("--nice", type=int, default=10, choices=range(0, 20), metavar="0-19",
+                   help="scheduling niceness: 10 (default) leaves the CPU to the app and your terminal; 0 competes equally")
     s.set_defaults(fn=cmd_worker)
 
     s = sub.add_parser("sweep-status", help="a sweep's jobs, leaderboard, best overall and Pareto front")

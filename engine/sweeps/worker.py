@@ -133,13 +133,13 @@ def execute_job(lab: Lab, spec: RunSpec, reporter: JobReporter, progress: bool =
 class Worker:
     def __init__(self, lab: Lab, threads: int | None = None, stale_seconds: float = STALE_SECONDS,
                  heartbeat_seconds: float = 2.0, progress: bool = False, analysis: bool = True,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, niceness: int = 10):
         self.lab, self.stale_seconds = lab, stale_seconds
         self.heartbeat_seconds, self.progress, self.analysis, self.log = heartbeat_seconds, progress, analysis, log
         if threads:
             torch.set_num_threads(threads)
         try:
-            os.nice(10)  # batch work: the app (and the researcher's terminal) keep the CPU when they need it
+            os.nice(niceness)  # batch work: the app (and the researcher's terminal) keep the CPU when they need it
         except OSError:
             pass
         self.me = WorkerIdentity.current()
