@@ -9,8 +9,10 @@ import pandas as pd
 import streamlit as st
 
 from engine.errors import LabError
-from lab_app import charts, data
+from lab_app import access, charts, data
 from lab_app.formulas import help_for
+
+access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
 
 st.title("Runs")
 if not data.lab_ready():
