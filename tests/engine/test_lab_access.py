@@ -112,3 +112,18 @@ def test_an_older_schema_on_a_read_only_lab_is_one_line(finished_lab, tmp_path):
         assert snapshot(lab.root) == before
     finally:
         make_writable(lab.root)
+
+
+def test_a_new_lab_in_a_folder_the_user_cannot_write_is_one_line(tmp_path):
+    read_only_user_or_skip()
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    make_read_only(parent)
+    try:
+        r = run_cli_read_only_user("sweep", "layer-sweep", "--run-cap", "1", lab=parent / "lab")
+    finally:
+        make_writable(parent)
+    lines = error_lines(r)
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith(f"error: permission denied for {parent / 'lab'}") and "--lab" in lines[0]
+    assert list(parent.iterdir()) == []

@@ -187,3 +187,18 @@ def test_a_killed_training_is_marked_failed_by_the_next_command_that_writes(admi
     left = [p.name for p in lab.run_dir(run_id).iterdir()]
     assert not [n for n in left if n.endswith((".tmp", ".partial")) or n == "checkpoint.pt"], left
     assert run_cli("analyze", "--all", lab=lab.root).stderr.strip() == ""  # done once
+
+
+def test_a_dead_collections_temporary_folder_is_removed_by_the_next_write(admin_lab, capsys):
+    from engine.cli import main
+
+    lab, _ = admin_lab
+    pid, _started = dead_process()
+    dead = lab.activations / f".tmp-0123456789abcdef0123-{pid}"
+    live = lab.activations / f".tmp-0123456789abcdef0123-{os.getpid()}"
+    for folder in (dead, live):
+        folder.mkdir()
+        (folder / "mlp_out_L02.npy.partial").write_bytes(b"x" * 100)
+    assert main(["--lab", str(lab.root), "-q", "sql", "SELECT 1"]) == 0 and dead.exists()  # reading removes nothing
+    assert main(["--lab", str(lab.root), "-q", "analyze", "--all"]) == 0
+    assert not dead.exists() and live.exists()
