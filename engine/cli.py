@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.cli_args import comma_list, float_arg, int_arg
-from engine.errors import LabError
+from engine.errors import LabError, os_error
 
 # Flag -> config key, for the common settings; anything else goes through --set key=value.
 SHORTCUTS: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -245,14 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     s.add_argument("--max-rows", type=int_arg, default=200)
     s.add_argument("--timeout", type=float_arg, default=60.0)
-    s.set_defaults(fn=cmd_sql)
+    s.set_defaults(fn=cmd_sql, read_only=True)
 
     from engine.analysis.cli import add_analysis_commands
     from engine.sweeps.cli import add_sweep_commands
 
     from engine.interventions.cli import add_intervention_commands
+    from engine.runs_cli import add_run_commands
     from findings.cli import add_findings_commands
 
+    add_run_commands(sub)
     add_sweep_commands(sub)
     add_analysis_commands(sub)
     add_intervention_commands(sub)
@@ -272,17 +274,24 @@ def _lab_is_empty(root: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     from engine.lab import Lab
+    from engine.lab_open import open_lab
 
     parser = build_parser()
     args = parser.parse_args(argv)
     lab = Lab.at(args.lab)
     existed = lab.root.exists()
     try:
-        if lab.db.exists():  # a lab made by an older version reads with the current schema (new views)
-            from db import ensure_schema
-
-            ensure_schema(lab.root)
-        return int(args.fn(args, lab) or 0)
+        try:
+            # Read-only commands only read (an older schema is upgraded when it can be); the others
+            # check they can write and clean up after processes that died.
+            for note in open_lab(lab, read_only=getattr(args, "read_only", False), recover=getattr(args, "recover", True)):
+                print(f"note: {note}", file=sys.stderr)
+            return int(args.fn(args, lab) or 0)
+        except OSError as e:  # the environment (permissions, a file for a folder, a full disk): one line
+            err = os_error(e)
+            if err is None:
+                raise
+            raise err from None
     except LabError as e:
         # Bad input writes nothing: drop a lab folder this command created and left empty.
         if not existed and _lab_is_empty(lab.root):

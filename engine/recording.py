@@ -11,7 +11,9 @@ import time
 from typing import Any
 
 from db import BufferedWriter, utcnow
+from engine.errors import LabError
 from engine.lab import Lab, code_version
+from engine.run_owner import Owner
 from engine.runs import RunOutcome, RunSpec
 
 STEP_METRICS = ("loss", "mse", "fvu", "l0", "l1", "aux_loss", "dead_frac", "lr", "tokens_per_s")
@@ -27,6 +29,7 @@ class RunRecorder:
         self.heartbeat_seconds = heartbeat_seconds
         self.last_heartbeat = 0.0
         self.started = False
+        self.owner = Owner.current()
 
     def run_row(self, resolved: dict[str, Any] | None) -> dict[str, Any]:
         c = self.spec.config
@@ -56,6 +59,7 @@ class RunRecorder:
             "artifact_dir": self.lab.relative(self.lab.run_dir(self.spec.run_id)),
             "tags": list(self.spec.tags),
             "sweep_id": self.spec.sweep_id,
+            **self.owner.columns(),
         }
 
     def start(self, resolved: dict[str, Any]) -> None:
@@ -64,7 +68,7 @@ class RunRecorder:
         self.writer.insert("runs", row, on_conflict="ignore")
         self.writer.update("runs", {"run_id": self.spec.run_id},
                            {"status": "RUNNING", "heartbeat_at": row["heartbeat_at"], "ended_at": None, "error": None,
-                            "config": row["config"], "d_in": row["d_in"], "device": row["device"]})
+                            "config": row["config"], "d_in": row["d_in"], "device": row["device"], **self.owner.columns()})
         self.writer.flush(wait_seconds=30)
         self.started = True
 
@@ -102,10 +106,15 @@ class RunRecorder:
             self.writer.insert("quality_scores", {"run_id": rid, **{k: quality[k] for k in ("reconstruction_points", "sparsity_points", "interpretability_points", "score", "rating")},
                                                   "details": json.dumps(quality["details"]), "scored_at": now}, on_conflict="replace")
 
-    def end(self, status: str, error: str | None = None) -> None:
+    def end(self, status: str, error: str | None = None) -> bool:
+        """Record how the run ended; False when that could not be written (a full disk): the run then
+        stays RUNNING with a dead owner until the next command that writes to the lab marks it FAILED."""
         now = utcnow()
         self.writer.update("runs", {"run_id": self.spec.run_id}, {"status": status, "ended_at": now, "error": error})
-        self.writer.flush(wait_seconds=30)
+        try:
+            return self.writer.flush(wait_seconds=30)
+        except LabError:
+            return False
 
     def close(self) -> None:
         self.writer.close()
@@ -118,7 +127,6 @@ def _folder_bytes(path) -> int:
 def annotate_run(lab: Lab, run_id: str, tags: list[str] | None = None, notes: str | None = None) -> None:
     """A researcher's tags and notes on a run (the app's editable run table)."""
     from db import Op, write_now
-    from engine.errors import LabError
 
     values: dict[str, Any] = {}
     if tags is not None:

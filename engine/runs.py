@@ -18,13 +18,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from engine.artifacts import load_run_config, load_run_sae  # noqa: F401  (re-exported: loading a run lives there)
 from engine.collection.collect import Site, collect_domains
 from engine.collection.models import ModelInfo, load_model, resolve_model
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
 from engine.config_base import ConfigBase
 from engine.device import pick_device
-from engine.errors import LabError
+from engine.errors import LabError, writing_to
 from engine.evaluation.metrics import evaluate_reconstruction
 from engine.evaluation.quality import interpretable_features, quality_score
 from engine.evaluation.splice import splice_fidelity
@@ -243,7 +244,8 @@ def execute_run(
     trainer = Trainer(sae, config.sae, config.train, batches, device, config.seed, run_dir / "checkpoint.pt", hooks, progress)
     resolved = resolve_run(spec, info, device, stores)
     resolved["training"] = describe_training(trainer)
-    (run_dir / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True))
+    with writing_to(run_dir / "config.json"):
+        (run_dir / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True))
     if on_start:
         on_start(resolved)
     phase("train")
@@ -263,17 +265,3 @@ def execute_run(
     evals, splices, quality, interp = evaluate_sae(sae, config, spec.train_domain, stores, device) if evaluate else ([], [], {}, {})
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
     return RunOutcome(spec.run_id, resolved, asdict(result), evals, splices, quality, lab.relative(sae_dir), interp)
-
-
-def load_run_sae(lab: Lab, run_id: str, device: torch.device | str = "cpu") -> SparseAutoencoder:
-    folder = lab.run_dir(run_id) / "sae"
-    if not (folder / "cfg.json").exists():
-        raise LabError(f"run '{run_id}' has no saved SAE in {folder}: check the run id (python -m engine sql \"select run_id from runs\")")
-    return SparseAutoencoder.load(folder, device)
-
-
-def load_run_config(lab: Lab, run_id: str) -> dict[str, Any]:
-    path = lab.run_dir(run_id) / "config.json"
-    if not path.exists():
-        raise LabError(f"unknown run '{run_id}': no {path}; list runs with python -m engine sql \"select run_id from runs\"")
-    return json.loads(path.read_text())

@@ -174,7 +174,8 @@ def lab_path_label() -> str:
 
 @st.cache_resource(show_spinner=False)
 def _schema_checked(lab_dir: str) -> bool:
-    """Bring an older lab's schema up to date once per app process (a brief write)."""
+    """Check the lab's schema once per app process: a read when it is current (the app then works
+    on a lab the user cannot write); an older schema is brought up to date (a brief write)."""
     from db import ensure_schema
 
     ensure_schema(lab_dir)
@@ -182,7 +183,16 @@ def _schema_checked(lab_dir: str) -> bool:
 
 
 def ensure_schema_once() -> None:
-    _schema_checked(str(lab().root))
+    """An older schema on a lab this user cannot write stops the app with that one line."""
+    from engine.errors import LabError
+
+    if not lab_ready():
+        return
+    try:
+        _schema_checked(str(lab().root))
+    except LabError as e:
+        st.error(str(e))
+        st.stop()
 
 
 def page(name: str):

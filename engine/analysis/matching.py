@@ -15,9 +15,9 @@ import pyarrow as pa
 import torch
 
 from db import transaction, utcnow
+from engine.artifacts import load_run_sae
 from engine.errors import LabError
 from engine.lab import Lab
-from engine.runs import load_run_sae
 
 BLOCK = 2048
 

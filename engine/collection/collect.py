@@ -32,7 +32,7 @@ from engine.collection.store import (
     write_json_atomic,
 )
 from engine.config import DataConfig, DomainSpec
-from engine.errors import LabError
+from engine.errors import LabError, writing_to
 from engine.lab import Lab
 
 Site = tuple[str, int]  # (hook, layer)
@@ -239,10 +239,9 @@ def _collect_sites(
         _forward_batches(loaded, seqs, sites, data.batch_size, on_batch, desc, progress)
         for w in writers.values():
             w.close()
-    except BaseException:
+    except BaseException:  # (a full disk becomes one DiskFullError in _collect_plans: these writes set errno)
         for w in writers.values():
-            w.f.close()
-            Path(w.path).unlink(missing_ok=True)
+            w.discard()
         raise
     stats = {}
     for s in sites:
@@ -322,29 +321,31 @@ def _collect_plans(lab, info, device, plans, todo, data, seed, progress) -> dict
             tokens = np.load(p.final / "tokens.npy")
             p.seqs = Sequences(tokens, _keep_from_rows(p.store, tokens.shape), int(p.store.meta["n_val_sequences"]))
     try:
-        for p in todo:  # phase 2: forward passes into temporary files
-            p.tmp = lab.activations / f".tmp-{p.key}-{os.getpid()}"
-            shutil.rmtree(p.tmp, ignore_errors=True)
-            p.tmp.mkdir(parents=True)
-            t0 = time.perf_counter()
-            p.stats = _collect_sites(loaded, p.seqs, p.missing, p.tmp, data, f"collect {p.domain.name}", progress)
-            if p.store is None:
-                _write_new_store_files(p, info, data, seed, time.perf_counter() - t0)
+        with writing_to(lab.activations):
+            for p in todo:  # phase 2: forward passes into temporary files
+                p.tmp = lab.activations / f".tmp-{p.key}-{os.getpid()}"
+                shutil.rmtree(p.tmp, ignore_errors=True)
+                p.tmp.mkdir(parents=True)
+                t0 = time.perf_counter()
+                p.stats = _collect_sites(loaded, p.seqs, p.missing, p.tmp, data, f"collect {p.domain.name}", progress)
+                if p.store is None:
+                    _write_new_store_files(p, info, data, seed, time.perf_counter() - t0)
     except BaseException:
         for p in todo:
             if p.tmp is not None:
                 shutil.rmtree(p.tmp, ignore_errors=True)
         raise
-    for p in todo:  # phase 3: publish
-        if p.store is None:
-            publish_folder(p.tmp, p.final)
-        else:
-            for s in p.missing:
-                os.replace(p.tmp / site_file(*s), p.final / site_file(*s))
-            meta = dict(p.store.meta)
-            meta["sites"] = {**meta["sites"], **p.stats}
-            write_json_atomic(p.final / "meta.json", meta)
-            shutil.rmtree(p.tmp, ignore_errors=True)
+    with writing_to(lab.activations):
+        for p in todo:  # phase 3: publish
+            if p.store is None:
+                publish_folder(p.tmp, p.final)
+            else:
+                for s in p.missing:
+                    os.replace(p.tmp / site_file(*s), p.final / site_file(*s))
+                meta = dict(p.store.meta)
+                meta["sites"] = {**meta["sites"], **p.stats}
+                write_json_atomic(p.final / "meta.json", meta)
+                shutil.rmtree(p.tmp, ignore_errors=True)
     return {p.domain.name: ActivationStore.open(p.final) for p in plans}
 
 

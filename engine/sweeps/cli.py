@@ -83,13 +83,68 @@ def cmd_status(args, lab) -> int:
 
 
 def cmd_cancel(args, lab) -> int:
+    """Cancel jobs (or a sweep's), saying per id what happened; a stuck RUNNING job or run (its
+    process is gone, so nothing can stop) is pointed at ``runs mark-failed`` instead."""
     from engine.sweeps.queue import cancel_queued_and_flag_running
 
     if not args.job_ids and not args.sweep:
         raise LabError("nothing to cancel: pass job ids or --sweep SWEEP_ID")
-    n = cancel_queued_and_flag_running(lab, job_ids=args.job_ids or None, sweep_id=args.sweep)
-    print(f"cancel requested for {n} job(s): queued ones are KILLED now, running ones stop at their next step")
+    if not lab.db.exists():
+        raise LabError(f"no lab database at {lab.db}: there is nothing to cancel (check --lab)")
+    if args.sweep:
+        n = cancel_queued_and_flag_running(lab, sweep_id=args.sweep)
+        print(f"cancel requested for {n} job(s) of sweep {args.sweep}: queued ones are KILLED now, running ones stop at their next step")
+        return 0
+    ids = list(dict.fromkeys(args.job_ids))
+    plans = [_cancel_plan(lab, i) for i in ids]  # decided for every id before anything is changed
+    unknown = [i for i, (kind, _) in zip(ids, plans) if kind == "unknown"]
+    if unknown:
+        raise LabError(f"unknown job or run '{unknown[0]}': list them with python -m engine sql \"SELECT job_id, status FROM jobs\" "
+                       "(or SELECT run_id, status FROM runs)")
+    to_cancel = [i for i, (kind, _) in zip(ids, plans) if kind == "cancel"]
+    if to_cancel:
+        cancel_queued_and_flag_running(lab, job_ids=to_cancel)
+    for _, message in plans:
+        print(message)
     return 0
+
+
+def _cancel_plan(lab, item: str) -> tuple[str, str]:
+    """("cancel" | "report" | "unknown", what cancel does or did with ``item``)."""
+    from db import query
+    from engine.run_admin import run_info
+    from engine.run_owner import owner_alive, owner_of
+    from engine.sweeps.queue import interrupted_jobs
+
+    mark = f"python -m engine runs mark-failed {item}"
+    job = query(lab.root, "SELECT status FROM jobs WHERE job_id = ?", [item])
+    if len(job):
+        status = job.iloc[0, 0]
+        if status == "QUEUED":
+            return "cancel", f"job {item}: was QUEUED, now KILLED (it will not run)"
+        if status == "RUNNING" and item in set(interrupted_jobs(lab)):
+            return "report", (f"job {item}: RUNNING, but its worker is gone, so nothing can stop it: a worker that starts "
+                              f"resumes it; to end it instead, run {mark}")
+        if status == "RUNNING":
+            return "cancel", f"job {item}: RUNNING, asked to stop at its next step (it then ends KILLED)"
+        return "report", f"job {item}: already {status}, nothing to cancel"
+    info = run_info(lab, item)
+    if info is None:
+        return "unknown", ""
+    if info["status"] != "RUNNING":
+        return "report", f"run {item}: already {info['status']}, nothing to cancel"
+    owner = owner_of(info)
+    alive = owner_alive(lab, item, owner)
+    if alive and owner is not None:
+        return "report", (f"run {item}: RUNNING in {owner.describe()} (a train/run command, not a sweep job): stop it with "
+                          f"Ctrl-C in its terminal or kill {owner.pid}; it then ends KILLED")
+    if alive:
+        return "report", f"run {item}: RUNNING in a live process (a train/run command, not a sweep job): stop that process"
+    if alive is None:
+        where = owner.host if owner else "its machine"
+        return "report", f"run {item}: RUNNING on another machine ({where}): stop it there, or run {mark} there"
+    who = owner.describe() if owner else "the process that ran it"
+    return "report", f"run {item}: RUNNING, but {who} is gone, so nothing can stop it: nothing cancelled; end it with {mark}"
 
 
 def add_sweep_commands(sub: argparse._SubParsersAction) -> None:
@@ -115,9 +170,9 @@ def add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("sweep-status", help="a sweep's jobs, leaderboard, best overall and Pareto front")
     s.add_argument("sweep_id", nargs="?")
     s.add_argument("--top", type=int, default=20)
-    s.set_defaults(fn=cmd_status)
+    s.set_defaults(fn=cmd_status, read_only=True)
 
-    s = sub.add_parser("cancel", help="cancel jobs (queued: at once; running: at the next step)")
+    s = sub.add_parser("cancel", help="cancel jobs (queued: at once; running: at the next step); says what it did per id")
     s.add_argument("job_ids", nargs="*")
     s.add_argument("--sweep")
-    s.set_defaults(fn=cmd_cancel)
+    s.set_defaults(fn=cmd_cancel, recover=False)
