@@ -122,7 +122,7 @@ def _cancel_plan(lab, item: str) -> tuple[str, str]:
         status = job.iloc[0, 0]
         if status == "QUEUED":
             return "cancel", f"job {item}: was QUEUED, now KILLED (it will not run)"
-        if status == "RUNNING" and item in set(interrupted_jobs(lab)):
+        if status == "RUNNING" and item in {j.job_id for j in interrupted_jobs(lab)}:
             return "report", (f"job {item}: RUNNING, but its worker is gone, so nothing can stop it: a worker that starts "
                               f"resumes it; to end it instead, run {mark}")
         if status == "RUNNING":
