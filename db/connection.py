@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import duckdb
 
-from engine.errors import LabBusyError, LabError
+from core.errors import LabBusyError, LabError
 
 DB_FILENAME = "lab.duckdb"
 # One connection at a time per process: DuckDB refuses a second in-process connection with a

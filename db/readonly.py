@@ -15,7 +15,7 @@ import duckdb
 import pandas as pd
 
 from db.connection import connect, interrupt_after
-from engine.errors import LabError
+from core.errors import LabError
 
 ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.PRAGMA}
 

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Literal
 import pyarrow as pa
 
 from db.connection import transaction
-from engine.errors import LabBusyError
+from core.errors import LabBusyError
 
 SPOOL_NAME = "spool.jsonl"
 Conflict = Literal["ignore", "replace", "error"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from engine.cli_args import float_arg, int_arg
-from engine.errors import LabError
+from core.errors import LabError
 
 # Flag -> config key, for the common settings; anything else goes through --set key=value.
 SHORTCUTS: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -271,7 +271,7 @@ def _lab_is_empty(root: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.lab import Lab
+    from core.lab import Lab
 
     parser = build_parser()
     args = parser.parse_args(argv)

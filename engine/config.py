@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.config_base import ConfigBase, apply_override, parse_override
-from engine.errors import LabError
+from core.config_base import ConfigBase, apply_override, parse_override
+from core.errors import LabError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 HOOK_POINTS = ("mlp_out", "resid_post", "attn_out")

@@ -11,8 +11,8 @@ from db import Op, query, utcnow, write_now
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
 from engine.device import pick_device
-from engine.errors import LabError
-from engine.lab import Lab
+from core.errors import LabError
+from core.lab import Lab
 from engine.recording import RunRecorder
 from engine.runs import RunOutcome, RunSpec, collect_for, evaluate_sae, execute_run, load_run_config, load_run_sae, plan_runs, stores_for_run
 from engine.training.trainer import TrainHooks, TrainingCancelled

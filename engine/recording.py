@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from db import BufferedWriter, utcnow
-from engine.lab import Lab, code_version
+from core.lab import Lab, code_version
 from engine.runs import RunOutcome, RunSpec
 
 STEP_METRICS = ("loss", "mse", "fvu", "l0", "l1", "aux_loss", "dead_frac", "lr", "tokens_per_s")
@@ -118,7 +118,7 @@ def _folder_bytes(path) -> int:
 def annotate_run(lab: Lab, run_id: str, tags: list[str] | None = None, notes: str | None = None) -> None:
     """A researcher's tags and notes on a run (the app's editable run table)."""
     from db import Op, write_now
-    from engine.errors import LabError
+    from core.errors import LabError
 
     values: dict[str, Any] = {}
     if tags is not None:

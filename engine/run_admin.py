@@ -15,8 +15,8 @@ import shutil
 from typing import Any
 
 from db import connect, transaction
-from engine.errors import LabError
-from engine.lab import Lab
+from core.errors import LabError
+from core.lab import Lab
 
 # Records that must survive the run they mention (findings/: cards keep their evidence).
 KEEP_TABLES = frozenset({"findings", "finding_revisions", "finding_features", "finding_evidence", "evidence_snapshots"})

@@ -22,13 +22,13 @@ from engine.collection.collect import Site, collect_domains
 from engine.collection.models import ModelInfo, load_model, resolve_model
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
-from engine.config_base import ConfigBase
+from core.config_base import ConfigBase
 from engine.device import pick_device
-from engine.errors import LabError
+from core.errors import LabError
 from engine.evaluation.metrics import evaluate_reconstruction
 from engine.evaluation.quality import interpretable_features, quality_score
 from engine.evaluation.splice import splice_fidelity
-from engine.lab import Lab, code_version
+from core.lab import Lab, code_version
 from engine.training.data import ShuffledBatches
 from engine.training.sae import SparseAutoencoder
 from engine.training.trainer import Trainer, TrainHooks, describe_training, init_sae_from_store_stats

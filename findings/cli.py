@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.errors import LabError
+from core.errors import LabError
 
 TEXT_FIELDS = ("title", "claim", "label", "description", "confidence", "status", "notes")
 LIST_FIELDS = ("tags", "examples")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from db import connect
-from engine.errors import LabError
+from core.errors import LabError
 from findings.model import Card, FeatureRef, check_feature_index
 
 FEATURE_KIND = "feature"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from db import transaction, utcnow
-from engine.errors import LabError
+from core.errors import LabError
 from findings.evidence import (
     FEATURE_KIND,
     PendingSnapshot,

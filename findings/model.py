@@ -21,8 +21,8 @@ import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
-from engine.config_base import ConfigBase
-from engine.errors import LabError
+from core.config_base import ConfigBase
+from core.errors import LabError
 
 Confidence = Literal["low", "medium", "high"]
 Status = Literal["draft", "supported", "refuted"]

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
-from engine.errors import LabError
+from core.errors import LabError
 from findings.evidence import FEATURE_KIND, feature_evidence, make_snapshot, resolve_refs, run_rows
 from findings.model import EDITABLE, Card, FeatureRef, check_author, check_fields, check_note
 from findings.store import insert_new_card, lab_root

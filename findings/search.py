@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.errors import LabError
+from core.errors import LabError
 from findings.model import STATUSES, Card, check_choice, check_feature_index
 from findings.store import lab_root, reader
 

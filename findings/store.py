@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from db import connect, db_path, transaction, utcnow
-from engine.errors import LabError
+from core.errors import LabError
 from findings.evidence import (
     PendingSnapshot,
     canonical_json,

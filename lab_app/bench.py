@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.errors import LabError
+from core.errors import LabError
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = [("home", None, "Lab notebook"), ("runs", "pages/runs.py", "Runs"), ("map", "pages/concept_map.py", "Concept map"),

@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from db import query
-from engine.lab import Lab
+from core.lab import Lab
 
 
 def lab() -> Lab:

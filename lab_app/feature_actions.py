@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from engine.errors import LabError
+from core.errors import LabError
 from lab_app import data
 
 

@@ -11,7 +11,7 @@ import math
 
 import streamlit as st
 
-from engine.errors import LabError
+from core.errors import LabError
 from lab_app import data
 
 PRESET_HELP = {

@@ -66,7 +66,7 @@ def tiny_causal_models(tmp_path_factory, bundled_tokenizer_dir) -> dict[str, Pat
 
 @pytest.fixture
 def lab(tmp_path):
-    from engine.lab import Lab
+    from core.lab import Lab
 
     return Lab.at(tmp_path / "lab")
 
@@ -75,7 +75,7 @@ def lab(tmp_path):
 def finished_lab(tmp_path_factory):
     """A lab holding one finished small experiment on the bundled model (prose + code), shared by read-only tests."""
     from engine.config import build_config
-    from engine.lab import Lab
+    from core.lab import Lab
     from engine.pipeline import run_experiment
 
     lab = Lab.at(tmp_path_factory.mktemp("finished") / "lab")

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def copy_lab(src: Path, dst: Path):
     """A private copy of a lab for a test that writes to it (lock and WAL files left behind)."""
-    from engine.lab import Lab
+    from core.lab import Lab
 
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.lock", "*.wal"))
     return Lab.at(dst)

@@ -28,7 +28,7 @@ from engine.analysis.token_effects import TokenEffects, compute_token_effects, e
 from engine.analysis.vocab import Vocab, load_vocab
 from engine.analysis.write import replace_analysis
 from engine.collection.models import ModelInfo, load_model, resolve_model
-from engine.lab import Lab, code_version
+from core.lab import Lab, code_version
 
 
 class _Clock:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from engine.cli_args import int_arg
-from engine.errors import LabError
+from core.errors import LabError
 
 
 
@@ -52,7 +52,7 @@ def add_analysis_commands(sub) -> None:
 
 def _analysis_config(args):
     from engine.analysis.config import AnalysisConfig
-    from engine.config_base import apply_override, parse_override
+    from core.config_base import apply_override, parse_override
 
     data = {"seed": args.seed, "tsne": bool(args.tsne)}
     for text in args.set:

@@ -16,8 +16,8 @@ import torch
 
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
-from engine.errors import LabError
-from engine.lab import Lab
+from core.errors import LabError
+from core.lab import Lab
 from engine.runs import load_run_config, load_run_sae, stores_for_run
 from engine.training.sae import SparseAutoencoder
 

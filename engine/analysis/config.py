@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.config_base import ConfigBase
-from engine.errors import LabError
+from core.config_base import ConfigBase
+from core.errors import LabError
 
 
 @dataclass

@@ -15,8 +15,8 @@ import pyarrow as pa
 import torch
 
 from db import transaction, utcnow
-from engine.errors import LabError
-from engine.lab import Lab
+from core.errors import LabError
+from core.lab import Lab
 from engine.runs import load_run_sae
 
 BLOCK = 2048

@@ -18,8 +18,8 @@ from engine.collection.collect import special_wrapping
 from engine.collection.hooks import StopForward, hook_module, layer_list, record, stop_after
 from engine.collection.models import LoadedModel, load_model, resolve_model
 from engine.config import ExperimentConfig
-from engine.errors import LabError
-from engine.lab import Lab
+from core.errors import LabError
+from core.lab import Lab
 from engine.runs import load_run_config, load_run_sae
 from engine.training.sae import SparseAutoencoder
 

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from db import connect
-from engine.errors import LabError
+from core.errors import LabError
 
 
 def _records(cur) -> list[dict[str, Any]]:

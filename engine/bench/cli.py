@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.errors import LabError
+from core.errors import LabError
 
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
 
 
 def _default_lab(args):
-    from engine.lab import Lab
+    from core.lab import Lab
 
     return Lab.at(args.lab) if getattr(args, "lab", None) else Lab.at(Path(tempfile.gettempdir()) / "sae-lab-bench")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.errors import LabError
+from core.errors import LabError
 
 REGISTRY: dict = {}
 

@@ -32,8 +32,8 @@ from engine.collection.store import (
     write_json_atomic,
 )
 from engine.config import DataConfig, DomainSpec
-from engine.errors import LabError
-from engine.lab import Lab
+from core.errors import LabError
+from core.lab import Lab
 
 Site = tuple[str, int]  # (hook, layer)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from engine.config import DomainSpec
-from engine.errors import LabError
+from core.errors import LabError
 
 CORPUS_VERSION = 1  # bump when the text a source yields changes: cached activations are keyed by it
 TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".json", ".csv", ".html", ".tex", ".c", ".h", ".js", ".ts", ".java", ".go", ".rs", ""}

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from engine.config import HOOK_POINTS
-from engine.errors import LabError
+from core.errors import LabError
 
 # Where each family keeps its list of blocks, and each hook point's submodule inside a block
 # ("" means the block itself).

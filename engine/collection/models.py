@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from engine.errors import LabError
+from core.errors import LabError
 
 BUNDLED_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm"}
 CAUSAL_TYPES = {"gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gpt_neo", "gptj", "phi", "phi3", "olmo", "opt", "bloom", "falcon", "stablelm"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from engine.cli_args import float_arg, int_arg
-from engine.errors import LabError
+from core.errors import LabError
 
 
 

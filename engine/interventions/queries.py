@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from db import connect
-from engine.errors import LabError
+from core.errors import LabError
 
 _LIST_COLUMNS = """intervention_id, run_id, features, edits, model_kind, input_kind, input_text, domain, sequences,
                    n_tokens, n_edited_positions, kl_mean, kl_max, cosine_shift, delta_ce, neighbour_overlap,

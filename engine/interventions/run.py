@@ -26,7 +26,7 @@ from engine.interventions.effects import (
 )
 from engine.interventions.session import Batch, RunSession, get_session, torch_threads
 from engine.interventions.spec import Edit, InterventionOptions, InterventionSpec
-from engine.lab import Lab
+from core.lab import Lab
 
 
 @dataclass

@@ -25,11 +25,11 @@ from engine.collection.models import LoadedModel, load_model, resolve_model
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
 from engine.device import pick_device
-from engine.errors import LabError
+from core.errors import LabError
 from engine.evaluation.splice import mean_pool
 from engine.interventions.edit import EditTrace, edited
 from engine.interventions.spec import Edit
-from engine.lab import Lab
+from core.lab import Lab
 from engine.runs import load_run_config, load_run_sae, stores_for_run
 from engine.training.sae import SparseAutoencoder
 

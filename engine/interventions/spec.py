@@ -18,8 +18,8 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Literal
 
-from engine.config_base import ConfigBase
-from engine.errors import LabError
+from core.config_base import ConfigBase
+from core.errors import LabError
 
 OPS = ("zero", "scale", "clamp")
 MAX_SEQUENCES = 64  # corpus input: sequences run in one forward pass

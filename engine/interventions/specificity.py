@@ -38,12 +38,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.errors import LabError
+from core.errors import LabError
 from engine.interventions.edit import EditTrace
 from engine.interventions.effects import cosine_shift
 from engine.interventions.session import Batch, RunSession, get_session, torch_threads
 from engine.interventions.spec import Edit
-from engine.lab import Lab
+from core.lab import Lab
 
 CLAIM = ("zero-ablating feature j changes the model's output (mean next-token KL for causal LMs, 1 - cos of the pooled "
          "embedding for encoders) more on the sequences of j's top activations than on random sequences, and more than "

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from db import Op, transaction
 from db.writer import apply_ops
-from engine.lab import Lab, code_version
+from core.lab import Lab, code_version
 
 if TYPE_CHECKING:
     from engine.interventions.run import InterventionResult

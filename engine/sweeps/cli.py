@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engine.errors import LabError
+from core.errors import LabError
 
 
 def cmd_sweep(args, lab) -> int:
@@ -16,7 +16,7 @@ def cmd_sweep(args, lab) -> int:
     if args.run_cap is not None:
         spec = spec.replace(run_cap=args.run_cap)
     for text in args.set:
-        from engine.config_base import apply_override, parse_override
+        from core.config_base import apply_override, parse_override
 
         path, value = parse_override(text)
         base = dict(spec.base)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from db import query
-from engine.lab import Lab
+from core.lab import Lab
 from engine.sweeps.queue import worker_alive
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import pandas as pd
 
 from db import query
-from engine.lab import Lab
+from core.lab import Lab
 
 CONFIG_SQL = """
 WITH spl AS (

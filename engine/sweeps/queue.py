@@ -20,8 +20,8 @@ import psutil
 
 from db import Op, query, transaction, utcnow, write_now
 from engine.collection.models import resolve_model
-from engine.errors import LabError
-from engine.lab import Lab
+from core.errors import LabError
+from core.lab import Lab
 from engine.runs import RunSpec, check_against_model, plan_runs
 from engine.sweeps.spec import PARAMETERS, SweepSpec, expand
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from engine.config import ExperimentConfig, build_config
-from engine.config_base import ConfigBase, apply_override
-from engine.errors import LabError
+from core.config_base import ConfigBase, apply_override
+from core.errors import LabError
 
 # Sweep parameter -> config key (the names researchers use, as in the seeds).
 PARAMETERS: dict[str, str] = {

@@ -16,8 +16,8 @@ from typing import Callable
 import torch
 
 from db import query, replay_spools, transaction, utcnow
-from engine.errors import LabBusyError, LabError
-from engine.lab import Lab
+from core.errors import LabBusyError, LabError
+from core.lab import Lab
 from engine.runs import RunSpec
 from engine.sweeps.queue import STALE_SECONDS, WorkerIdentity, claim_next, register_worker, requeue_interrupted
 from engine.training.trainer import TrainingCancelled

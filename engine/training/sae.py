@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from engine.errors import LabError
+from core.errors import LabError
 
 
 @dataclass

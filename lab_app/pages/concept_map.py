@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from engine.errors import LabError
+from core.errors import LabError
 from lab_app import charts, data
 from lab_app.run_picker import pick_analysed_run
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.errors import LabError
+from core.errors import LabError
 
 from lab_app import data
 from lab_app.formulas import help_for

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from engine.errors import LabError
+from core.errors import LabError
 from lab_app import data
 from lab_app.render import token_sequence_html
 from lab_app.run_picker import pick_analysed_run
@@ -16,7 +16,7 @@ from lab_app.run_picker import pick_analysed_run
 def prober(lab_dir: str, run_id: str):
     from engine.analysis.probe import Prober
 
-    from engine.lab import Lab
+    from core.lab import Lab
 
     return Prober(Lab.at(lab_dir), run_id)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine.errors import LabError
+from core.errors import LabError
 from lab_app import charts, data
 from lab_app.formulas import help_for
 

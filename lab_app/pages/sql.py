@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from db.readonly import run_readonly
-from engine.errors import LabError
+from core.errors import LabError
 from lab_app import data
 
 EXAMPLES = {

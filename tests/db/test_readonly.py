@@ -8,7 +8,7 @@ import pytest
 
 import db
 from db.readonly import check_read_only, run_readonly
-from engine.errors import LabError
+from core.errors import LabError
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import db
 from db.connection import connect
 from db.migrations import available_migrations
 from db.writer import SPOOL_NAME, BufferedWriter, OwnerLock, append_spool, claim_spool, read_spool, replay_spools
-from engine.errors import LabBusyError
+from core.errors import LabBusyError
 
 
 def hold_db(lab_dir: Path, seconds: float, read_only: bool = False) -> subprocess.Popen:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from engine.config import ExperimentConfig, build_config, parse_domain
-from engine.errors import LabError
+from core.errors import LabError
 
 
 def test_defaults_are_the_seed_setup():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import db
-from engine.errors import LabError
+from core.errors import LabError
 from tests.helpers import copy_lab
 
 

@@ -16,7 +16,7 @@ from tests.helpers import copy_lab
 
 @dataclass
 class CardsLab:
-    lab: object  # engine.lab.Lab
+    lab: object  # core.lab.Lab
     run_id: str  # the run trained on prose (analysed)
     other_run: str  # the run trained on code (analysed)
     feature: int  # a live feature of run_id with an automatic label and a detection score

@@ -11,7 +11,7 @@ import pytest
 from markdown_it import MarkdownIt
 
 import db
-from engine.errors import LabError
+from core.errors import LabError
 from findings import (
     card_from_feature,
     create_card,

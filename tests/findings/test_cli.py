@@ -72,7 +72,7 @@ def test_export_and_import_from_the_command_line(cards_lab, capsys, tmp_path):
     assert set(reg) == {str(c.feature), str(c.feature2)} and reg[str(c.feature2)]["examples"] == ["e1", "e2"]
     (tmp_path / "reg.json").write_text(out)
 
-    from engine.lab import Lab
+    from core.lab import Lab
 
     other = Lab.at(tmp_path / "other")
     code, out, _ = run(capsys, other, "import", str(tmp_path / "cards.json"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import db
-from engine.errors import LabError
+from core.errors import LabError
 from findings import (
     card_evidence,
     card_from_feature,

@@ -11,8 +11,8 @@ import pytest
 from markdown_it import MarkdownIt
 
 import db
-from engine.errors import LabError
-from engine.lab import Lab
+from core.errors import LabError
+from core.lab import Lab
 from findings import (
     attach_evidence,
     card_evidence,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import LabError
+from core.errors import LabError
 from findings import cards_for_feature, create_card, delete_card, search_cards, update_card
 
 

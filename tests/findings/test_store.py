@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import db
-from engine.errors import LabError
+from core.errors import LabError
 from findings import (
     CardChangedError,
     CardNotFoundError,

@@ -195,7 +195,7 @@ def test_findings_page_shows_cards_and_refuses_a_stale_save(lab_copy, monkeypatc
 
 
 def test_empty_lab_is_explained_not_crashed(tmp_path, monkeypatch):
-    from engine.lab import Lab
+    from core.lab import Lab
 
     lab = Lab.at(tmp_path / "empty")
     for page in (None, "pages/runs.py", "pages/concept_map.py", "pages/inspector.py", "pages/sql.py"):

@@ -56,7 +56,7 @@ def test_blocked_matching_equals_one_block():
 
 def test_runs_of_different_widths_are_refused():
     from engine.analysis.matching import match_decoders
-    from engine.errors import LabError
+    from core.errors import LabError
 
     with pytest.raises(LabError, match="different widths"):
         match_decoders(torch.randn(4, 8), torch.randn(4, 6))

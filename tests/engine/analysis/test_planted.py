@@ -112,7 +112,7 @@ def build_planted_run(lab, rng: np.random.Generator) -> tuple[str, np.ndarray, n
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     from engine.analysis.analyze import analyze_run
-    from engine.lab import Lab
+    from core.lab import Lab
 
     lab = Lab.at(tmp_path_factory.mktemp("planted") / "lab")
     run_id, cos_planet, cos_control, planted_id = build_planted_run(lab, np.random.default_rng(0))

@@ -65,7 +65,7 @@ def test_rank_texts_finds_the_text_a_feature_fires_on(prober):
 
 
 def test_probe_refuses_empty_text_and_unknown_feature(prober):
-    from engine.errors import LabError
+    from core.errors import LabError
 
     with pytest.raises(LabError, match="empty text"):
         prober.probe("   ")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import db
-from engine.errors import LabError
+from core.errors import LabError
 
 TABLES = ("features", "feature_domain_stats", "feature_context_rows", "feature_neighbours", "feature_token_effects", "clusters")
 

@@ -10,7 +10,7 @@ import torch
 from engine.collection.collect import collect_domain
 from engine.collection.models import resolve_model
 from engine.config import DataConfig, DomainSpec, parse_domain
-from engine.errors import LabError
+from core.errors import LabError
 
 
 def small_data(tokens=1500, **kw) -> DataConfig:
@@ -30,7 +30,7 @@ def test_one_pass_equals_per_layer_passes_and_is_reused(lab):
     special = {101, 102, 0}
     assert not any(int(tokens[s, p]) in special for s, p in rows[:500])  # special tokens are not rows
     # A second lab collecting layers one at a time, each its own pass.
-    from engine.lab import Lab
+    from core.lab import Lab
 
     other = Lab.at(lab.root.parent / "other")
     for site in all_sites:

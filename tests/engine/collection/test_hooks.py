@@ -7,7 +7,7 @@ import torch
 
 from engine.collection.hooks import hook_module, record
 from engine.collection.models import load_model, resolve_model
-from engine.errors import LabError
+from core.errors import LabError
 
 
 @pytest.fixture(scope="module")

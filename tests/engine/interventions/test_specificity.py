@@ -14,7 +14,7 @@ import math
 
 import pytest
 
-from engine.errors import LabError
+from core.errors import LabError
 from engine.interventions import ablation_specificity
 from engine.interventions.queries import specificity_detail, specificity_studies
 

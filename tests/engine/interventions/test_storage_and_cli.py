@@ -10,7 +10,7 @@ import math
 import pytest
 
 import db
-from engine.errors import LabError
+from core.errors import LabError
 from engine.interventions import Edit, InterventionOptions, InterventionSpec, intervene, run_intervention
 from engine.cli import main as cli_main
 from engine.interventions.queries import intervention_detail, intervention_evidence, interventions_for_feature, list_interventions

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 import db
-from engine.errors import LabError
-from engine.lab import Lab
+from core.errors import LabError
+from core.lab import Lab
 from engine.sweeps.leaderboard import pareto_front
 from engine.sweeps.queue import enqueue_sweep
 from engine.sweeps.spec import SweepSpec, expand, load_spec

@@ -14,7 +14,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from engine.errors import LabError
+from core.errors import LabError
 
 T = TypeVar("T", bound="ConfigBase")
 
