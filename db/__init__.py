@@ -1,6 +1,6 @@
 """Storage: the only package that opens the lab's DuckDB file (schema, migrations, connections)."""
 
-from db.connection import connect, db_path, default_lab_dir, query, query_rows, transaction
+from db.connection import connect, db_path, query, query_rows, transaction
 from db.migrations import ensure_schema
 from db.writer import BufferedWriter, Op, replay_spools, utcnow, write_now
 
@@ -9,7 +9,6 @@ __all__ = [
     "Op",
     "connect",
     "db_path",
-    "default_lab_dir",
     "ensure_schema",
     "query",
     "query_rows",

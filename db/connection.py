@@ -7,7 +7,6 @@ a process that finds it locked backs off (bounded, jittered, doubling) and tries
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -18,13 +17,12 @@ from typing import Any, Iterator
 import duckdb
 
 from core.errors import LabBusyError, LabError
+from core.lab import DB_FILENAME
 
-DB_FILENAME = "lab.duckdb"
 # One connection at a time per process: DuckDB refuses a second in-process connection with a
 # different configuration (read-only vs read-write), and concurrent transactions from a worker's
 # heartbeat thread and its main thread could conflict. Each holds the file for milliseconds.
 _PROCESS_LOCK = threading.RLock()
-DEFAULT_LAB_DIR = "lab_data"
 
 # Read-only connections for people's SQL: no file system, no extensions, settings frozen.
 SANDBOX_CONFIG = {
@@ -33,10 +31,6 @@ SANDBOX_CONFIG = {
     "autoload_known_extensions": False,
     "lock_configuration": True,
 }
-
-
-def default_lab_dir() -> Path:
-    return Path(os.environ.get("SAE_LAB_DIR", DEFAULT_LAB_DIR))
 
 
 def db_path(lab_dir: str | Path) -> Path:
