@@ -1,6 +1,6 @@
 """Storage: the only package that opens the lab's DuckDB file (schema, migrations, connections)."""
 
-from db.connection import connect, db_path, query, query_rows, transaction
+from db.connection import connect, query, query_rows, transaction
 from db.migrations import ensure_schema
 from db.writer import BufferedWriter, Op, replay_spools, utcnow, write_now
 
@@ -8,7 +8,6 @@ __all__ = [
     "BufferedWriter",
     "Op",
     "connect",
-    "db_path",
     "ensure_schema",
     "query",
     "query_rows",

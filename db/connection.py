@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import duckdb
 
 from core.errors import LabBusyError, LabError
-from core.lab import DB_FILENAME
+from core.lab import Lab
 
 # One connection at a time per process: DuckDB refuses a second in-process connection with a
 # different configuration (read-only vs read-write), and concurrent transactions from a worker's
@@ -31,10 +31,6 @@ SANDBOX_CONFIG = {
     "autoload_known_extensions": False,
     "lock_configuration": True,
 }
-
-
-def db_path(lab_dir: str | Path) -> Path:
-    return Path(lab_dir) / DB_FILENAME
 
 
 def _is_lock_error(err: Exception) -> bool:
@@ -55,14 +51,14 @@ def _open(path: Path, read_only: bool, config: dict[str, Any] | None) -> duckdb.
 
 @contextmanager
 def connect(
-    lab_dir: str | Path,
+    lab: Lab,
     *,
     read_only: bool = False,
     wait_seconds: float = 30.0,
     sandbox: bool = False,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the lab database for one short unit of work, retrying while another process holds it."""
-    path = db_path(lab_dir)
+    path = lab.db
     if read_only and not path.exists():
         raise LabError(f"no lab database at {path}: run `python -m engine run` (or `make lab`) to create one")
     if not read_only:
@@ -95,12 +91,12 @@ def connect(
 
 
 @contextmanager
-def transaction(lab_dir: str | Path, *, wait_seconds: float = 30.0) -> Iterator[duckdb.DuckDBPyConnection]:
+def transaction(lab: Lab, *, wait_seconds: float = 30.0) -> Iterator[duckdb.DuckDBPyConnection]:
     """One write transaction: all of it lands or none of it does."""
     from db.migrations import ensure_schema
 
-    ensure_schema(lab_dir)
-    with connect(lab_dir, wait_seconds=wait_seconds) as con:
+    ensure_schema(lab)
+    with connect(lab, wait_seconds=wait_seconds) as con:
         con.execute("BEGIN TRANSACTION")
         try:
             yield con
@@ -110,14 +106,14 @@ def transaction(lab_dir: str | Path, *, wait_seconds: float = 30.0) -> Iterator[
         con.execute("COMMIT")
 
 
-def query(lab_dir: str | Path, sql: str, params: list[Any] | tuple[Any, ...] | None = None, *, wait_seconds: float = 30.0):
+def query(lab: Lab, sql: str, params: list[Any] | tuple[Any, ...] | None = None, *, wait_seconds: float = 30.0):
     """Run one read query and return a pandas DataFrame."""
-    with connect(lab_dir, read_only=True, wait_seconds=wait_seconds) as con:
+    with connect(lab, read_only=True, wait_seconds=wait_seconds) as con:
         return con.execute(sql, params or []).df()
 
 
-def query_rows(lab_dir: str | Path, sql: str, params: list[Any] | tuple[Any, ...] | None = None, *, wait_seconds: float = 30.0) -> list[tuple]:
-    with connect(lab_dir, read_only=True, wait_seconds=wait_seconds) as con:
+def query_rows(lab: Lab, sql: str, params: list[Any] | tuple[Any, ...] | None = None, *, wait_seconds: float = 30.0) -> list[tuple]:
+    with connect(lab, read_only=True, wait_seconds=wait_seconds) as con:
         return con.execute(sql, params or []).fetchall()
 
 

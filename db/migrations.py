@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from db.connection import connect, db_path
+from core.lab import Lab
+from db.connection import connect
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _checked: set[Path] = set()
@@ -25,13 +26,13 @@ def available_migrations() -> list[tuple[int, str, str]]:
     return out
 
 
-def ensure_schema(lab_dir: str | Path) -> int:
+def ensure_schema(lab: Lab) -> int:
     """Apply any missing migrations; return the schema version. Cheap after the first call."""
-    path = db_path(lab_dir).resolve()
+    path = lab.db.resolve()
     latest = available_migrations()[-1][0]
     if path in _checked and path.exists():
         return latest
-    with connect(lab_dir) as con:
+    with connect(lab) as con:
         con.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from db.connection import transaction
 from core.errors import LabBusyError
+from core.lab import Lab
 
 SPOOL_NAME = "spool.jsonl"
 Conflict = Literal["ignore", "replace", "error"]
@@ -182,14 +183,14 @@ class BufferedWriter:
 
     def __init__(
         self,
-        lab_dir: str | Path,
+        lab: Lab,
         spool_dir: str | Path,
         *,
         flush_every_seconds: float = 5.0,
         flush_every_ops: int = 200,
         wait_seconds: float = 2.0,
     ):
-        self.lab_dir = Path(lab_dir)
+        self.lab = lab
         self.spool_dir = Path(spool_dir)
         self.spool_path = self.spool_dir / SPOOL_NAME
         self.flush_every_seconds = flush_every_seconds
@@ -247,7 +248,7 @@ class BufferedWriter:
                 f.unlink(missing_ok=True)
             return True
         try:
-            with transaction(self.lab_dir, wait_seconds=self.wait_seconds if wait_seconds is None else wait_seconds) as con:
+            with transaction(self.lab, wait_seconds=self.wait_seconds if wait_seconds is None else wait_seconds) as con:
                 apply_ops(con, spooled + ops)
                 _fault_point(spooled + ops)
         except LabBusyError:
@@ -278,10 +279,10 @@ def _fault_point(ops: list[Op]) -> None:
         time.sleep(600)
 
 
-def replay_spools(lab_dir: str | Path, wait_seconds: float = 30.0) -> int:
+def replay_spools(lab: Lab, wait_seconds: float = 30.0) -> int:
     """Replay the spools of runs whose writer died (after a crash); returns how many were replayed."""
     n = 0
-    for folder in sorted({p.parent for p in Path(lab_dir).glob("runs/*/spool*")}):
+    for folder in sorted({p.parent for p in lab.runs.glob("*/spool*")}):
         lock = OwnerLock(folder)
         if not lock.acquire():
             continue  # its writer is alive and will replay its own spool
@@ -289,7 +290,7 @@ def replay_spools(lab_dir: str | Path, wait_seconds: float = 30.0) -> int:
             claimed = claim_spool(folder)
             ops = [op for f in claimed for op in read_spool(f)]
             if ops:
-                with transaction(lab_dir, wait_seconds=wait_seconds) as con:
+                with transaction(lab, wait_seconds=wait_seconds) as con:
                     apply_ops(con, ops)
                 n += 1
             for f in claimed:
@@ -299,7 +300,7 @@ def replay_spools(lab_dir: str | Path, wait_seconds: float = 30.0) -> int:
     return n
 
 
-def write_now(lab_dir: str | Path, ops: list[Op], wait_seconds: float = 30.0) -> None:
+def write_now(lab: Lab, ops: list[Op], wait_seconds: float = 30.0) -> None:
     """Write operations immediately in one transaction (for things a person waits on)."""
-    with transaction(lab_dir, wait_seconds=wait_seconds) as con:
+    with transaction(lab, wait_seconds=wait_seconds) as con:
         apply_ops(con, ops)

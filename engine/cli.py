@@ -164,7 +164,7 @@ def cmd_eval(args, lab) -> int:
 
     ids = list(args.run_ids)
     if args.all:
-        ids = list(query(lab.root, "SELECT run_id FROM runs WHERE status = 'FINISHED' AND run_id NOT IN (SELECT run_id FROM eval_results)")["run_id"])
+        ids = list(query(lab, "SELECT run_id FROM runs WHERE status = 'FINISHED' AND run_id NOT IN (SELECT run_id FROM eval_results)")["run_id"])
     if not ids:
         raise LabError("no runs to evaluate: pass run ids, or --all for finished runs without evaluation")
     for rid in ids:
@@ -178,7 +178,7 @@ def cmd_eval(args, lab) -> int:
 def cmd_sql(args, lab) -> int:
     from db.readonly import run_readonly
 
-    df = run_readonly(lab.root, args.query, timeout_seconds=args.timeout)
+    df = run_readonly(lab, args.query, timeout_seconds=args.timeout)
     if args.csv:
         df.to_csv(sys.stdout, index=False)
     else:
@@ -192,8 +192,8 @@ def cmd_init(args, lab) -> int:
     from engine.config import ExperimentConfig
     from engine.pipeline import run_experiment, transfer_matrix
 
-    ensure_schema(lab.root)
-    finished = query(lab.root, "SELECT count(*) AS n FROM runs WHERE status = 'FINISHED'").iloc[0, 0]
+    ensure_schema(lab)
+    finished = query(lab, "SELECT count(*) AS n FROM runs WHERE status = 'FINISHED'").iloc[0, 0]
     if finished == 0:
         print(f"empty lab at {lab.root}: running the default experiment (layer 2 mlp_out, TopK k=16, d_sae=2048, prose + code, 100k tokens each)")
         outcomes = run_experiment(ExperimentConfig().validate(), lab, progress=not args.quiet)
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         if lab.db.exists():  # a lab made by an older version reads with the current schema (new views)
             from db import ensure_schema
 
-            ensure_schema(lab.root)
+            ensure_schema(lab)
         return int(args.fn(args, lab) or 0)
     except LabError as e:
         # Bad input writes nothing: drop a lab folder this command created and left empty.

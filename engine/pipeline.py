@@ -25,7 +25,7 @@ def record_activation_set(lab: Lab, store: ActivationStore) -> None:
         "n_tokens": m["n_rows"], "n_sequences": m["n_sequences"], "seq_len": m["seq_len"], "seed": m["seed"],
         "hooks": sorted(m["sites"]), "path": lab.relative(store.path), "created_at": utcnow(),
     }
-    write_now(lab.root, [Op("insert", "activation_sets", list(row), [list(row.values())], on_conflict="replace")])
+    write_now(lab, [Op("insert", "activation_sets", list(row), [list(row.values())], on_conflict="replace")])
 
 
 def collect(config: ExperimentConfig, lab: Lab, progress: bool = True) -> dict[str, ActivationStore]:
@@ -140,12 +140,12 @@ def evaluate_existing(lab: Lab, run_id: str, progress: bool = False) -> dict[str
 def transfer_matrix(lab: Lab, group_id: str | None = None):
     """MSE of each (train domain → eval domain) pair for one group (default: the latest finished)."""
     if group_id is None:
-        rows = query(lab.root, "SELECT group_id FROM runs WHERE status = 'FINISHED' ORDER BY ended_at DESC LIMIT 1")
+        rows = query(lab, "SELECT group_id FROM runs WHERE status = 'FINISHED' ORDER BY ended_at DESC LIMIT 1")
         if rows.empty:
             raise LabError("no finished runs in this lab yet: run `python -m engine run` first")
         group_id = rows.iloc[0, 0]
     return query(
-        lab.root,
+        lab,
         """SELECT r.train_domain, e.eval_domain, e.mse, e.fvu, e.r2, e.transfer_ratio, q.score, q.rating
            FROM runs r JOIN eval_results e USING (run_id) LEFT JOIN quality_scores q USING (run_id)
            WHERE r.group_id = ? ORDER BY r.train_domain, e.eval_domain""",

@@ -23,7 +23,7 @@ SPLICE_COLUMNS = ("kind", "n_sequences", "ce_clean", "ce_sae", "ce_zero", "ce_re
 class RunRecorder:
     def __init__(self, lab: Lab, spec: RunSpec, heartbeat_seconds: float = 5.0):
         self.lab, self.spec = lab, spec
-        self.writer = BufferedWriter(lab.root, lab.run_dir(spec.run_id))
+        self.writer = BufferedWriter(lab, lab.run_dir(spec.run_id))
         self.heartbeat_seconds = heartbeat_seconds
         self.last_heartbeat = 0.0
         self.started = False
@@ -131,4 +131,4 @@ def annotate_run(lab: Lab, run_id: str, tags: list[str] | None = None, notes: st
             raise LabError("notes are longer than 20,000 characters: shorten them or keep them in a findings card")
         values["notes"] = notes
     if values:
-        write_now(lab.root, [Op("update", "runs", where={"run_id": run_id}, values=values)])
+        write_now(lab, [Op("update", "runs", where={"run_id": run_id}, values=values)])

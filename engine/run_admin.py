@@ -56,14 +56,14 @@ def delete_run(lab: Lab, run_id: str) -> dict[str, Any]:
     Refuses a run that is still RUNNING (its process would write again) and an unknown run."""
     if not isinstance(run_id, str) or not run_id or "/" in run_id or run_id in (".", ".."):
         raise LabError(f"'{run_id}' is not a run id: list runs with python -m engine sql \"SELECT run_id, name FROM runs\"")
-    with connect(lab.root, read_only=True) as con:
+    with connect(lab, read_only=True) as con:
         row = con.execute("SELECT status FROM runs WHERE run_id = ?", [run_id]).fetchall()
     if not row:
         raise LabError(f"unknown run '{run_id}': list runs with python -m engine sql \"SELECT run_id, name FROM runs\"")
     if row[0][0] == "RUNNING":
         raise LabError(f"run '{run_id}' is still RUNNING: cancel it (python -m engine cancel {run_id}) and wait for it to stop")
     deleted: dict[str, int] = {}
-    with transaction(lab.root) as con:
+    with transaction(lab) as con:
         for table, column, key, child in _child_tables(con):  # children first: they find their rows through the parent
             n = con.execute(f'DELETE FROM "{child}" WHERE "{key}" IN (SELECT "{key}" FROM "{table}" WHERE "{column}" = ?)',
                             [run_id]).fetchall()[0][0]

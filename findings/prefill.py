@@ -12,9 +12,10 @@ from dataclasses import replace
 from typing import Any
 
 from core.errors import LabError
+from core.lab import Lab
 from findings.evidence import FEATURE_KIND, feature_evidence, make_snapshot, resolve_refs, run_rows
 from findings.model import EDITABLE, Card, FeatureRef, check_author, check_fields, check_note
-from findings.store import insert_new_card, lab_root
+from findings.store import insert_new_card
 
 HIGH_SCORE = 0.9  # detection score (balanced accuracy on held-out text) for a prefilled "high"
 MEDIUM_SCORE = 0.75
@@ -72,21 +73,20 @@ def prefill(run: dict[str, Any], feature: int, detail: dict[str, Any] | None) ->
             "description": "\n".join(lines), "confidence": confidence_for(score), "tags": [cls] if cls else []}
 
 
-def card_from_feature(lab: Any, run_id: str, feature: int, author: str = "", **overrides: Any) -> Card:
+def card_from_feature(lab: Lab, run_id: str, feature: int, author: str = "", **overrides: Any) -> Card:
     """Create a draft card about one feature, prefilled from its analysis, with a fresh snapshot.
 
     ``overrides`` set any card field instead of the prefilled value (title, claim, label,
     description, confidence, status, tags, notes, examples), plus ``note`` (the change note)."""
-    root = lab_root(lab)
     unknown = sorted(set(overrides) - (set(EDITABLE) - {"features"}) - {"note"})
     if unknown:
         raise LabError(f"'{unknown[0]}' is not a card field you can prefill: use one of "
                        f"{', '.join(n for n in EDITABLE if n != 'features')}")
-    (ref,) = resolve_refs(root, [FeatureRef(run_id, feature)])
-    run = run_rows(root, [run_id])[run_id]
-    data = feature_evidence(root, run_id, ref.feature, run)
+    (ref,) = resolve_refs(lab, [FeatureRef(run_id, feature)])
+    run = run_rows(lab, [run_id])[run_id]
+    data = feature_evidence(lab, run_id, ref.feature, run)
     note = check_note(overrides.pop("note", ""))
     values = check_fields({**prefill(run, ref.feature, data["detail"]), **overrides})
     # One snapshot for both the prefill and the card: what the card says and what it froze agree.
     snap = make_snapshot(FEATURE_KIND, data, run_id, ref.feature)
-    return insert_new_card(root, values, [replace(ref, snapshot_id=snap.snapshot_id)], [snap], check_author(author), note)
+    return insert_new_card(lab, values, [replace(ref, snapshot_id=snap.snapshot_id)], [snap], check_author(author), note)

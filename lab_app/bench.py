@@ -93,8 +93,8 @@ def bench_app(args, lab, out: dict) -> None:
 
     if not lab.db.exists():
         raise LabError(f"no lab at {lab.root}: pass --lab with a lab holding a finished sweep")
-    n_runs = int(query(lab.root, "SELECT count(*) FROM runs WHERE status = 'FINISHED'").iloc[0, 0])
-    feats = query(lab.root, "SELECT run_id, feature FROM features WHERE NOT dead ORDER BY run_id DESC, freq DESC LIMIT 1")
+    n_runs = int(query(lab, "SELECT count(*) FROM runs WHERE status = 'FINISHED'").iloc[0, 0])
+    feats = query(lab, "SELECT run_id, feature FROM features WHERE NOT dead ORDER BY run_id DESC, freq DESC LIMIT 1")
     q = {"run": feats.iloc[0]["run_id"], "feature": str(int(feats.iloc[0]["feature"]))} if len(feats) else {}
     print(f"\nApp pages on {lab.root} ({n_runs} finished runs); target: each page within {TARGET:.0f} s")
     rows = []

@@ -27,7 +27,7 @@ def _cards_section(run_id: str, feature: int, detail: dict[str, Any]) -> list:
                      query_params={"card": c.card_id}, icon=":material/bookmark:")
     with st.form(f"label_{run_id}_{feature}", border=True):
         st.markdown("**Label this feature** — saves a draft card with the evidence you see, frozen")
-        pre = prefill(run_rows(lab.root, [run_id])[run_id], feature, detail)
+        pre = prefill(run_rows(lab, [run_id])[run_id], feature, detail)
         title = st.text_input("Title", pre.get("title", ""), max_chars=200)
         claim = st.text_area("Claim (the hypothesis in a sentence)", pre.get("claim", ""), height=70)
         c1, c2, c3 = st.columns(3)
@@ -122,7 +122,7 @@ def _interventions_section(run_id: str, feature: int, detail: dict[str, Any], ca
                     st.error(str(e))
         else:
             st.caption("Save a card for this feature to attach interventions to it as evidence.")
-    past = interventions_for_feature(str(data.lab().root), run_id, feature, limit=20)
+    past = interventions_for_feature(data.lab(), run_id, feature, limit=20)
     if len(past):
         with st.expander(f"Earlier interventions on this feature ({len(past)})"):
             st.dataframe(past, hide_index=True)

@@ -105,7 +105,7 @@ def live_panel() -> None:
         st.caption("No lab database yet: launch a sweep or run `make lab`.")
         return
     try:
-        jobs = data.jobs_live(str(data.lab().root))
+        jobs = data.jobs_live(data.lab())
     except LabError as e:
         st.caption(f"queue unavailable: {e}")
         return

@@ -124,7 +124,7 @@ def analyze_run(lab: Lab, run_id: str, progress: bool = False, seed: int = 0, co
         })
 
     sequences = {dc.store_key: (lambda dc=dc: sequence_table(dc, vocab)) for dc in data.domains}
-    replace_analysis(lab.root, run_id, tables, final_row, sequences)
+    replace_analysis(lab, run_id, tables, final_row, sequences)
     clock.lap("commit")
     return summarize(data, stats, labels, cmap, contexts.num_rows, clock, effects.source)
 

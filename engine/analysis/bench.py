@@ -25,13 +25,13 @@ def default_run(lab, progress: bool) -> str:
     from engine.runs import group_id_of
 
     config = ExperimentConfig().validate()
-    ensure_schema(lab.root)
+    ensure_schema(lab)
     sql = "SELECT run_id FROM runs WHERE status = 'FINISHED' AND group_id = ? ORDER BY train_domain DESC, ended_at DESC LIMIT 1"
-    rows = query(lab.root, sql, [group_id_of(config)])
+    rows = query(lab, sql, [group_id_of(config)])
     if rows.empty:
         print("bench analysis: training the default experiment first (2 SAEs, 2048 features, TopK k=16, 2 x 100k tokens)")
         run_experiment(config, lab, progress=progress)
-        rows = query(lab.root, sql, [group_id_of(config)])
+        rows = query(lab, sql, [group_id_of(config)])
     return str(rows.iloc[0, 0])
 
 
@@ -49,12 +49,12 @@ def bench_analysis(args, lab, out: dict) -> None:
     warm_seconds = time.perf_counter() - t0
     from db import query
 
-    live = query(lab.root, "SELECT feature FROM features WHERE run_id = ? AND NOT dead", [run_id])["feature"].to_numpy()
+    live = query(lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead", [run_id])["feature"].to_numpy()
     feats = np.random.default_rng(0).choice(live, size=min(20, len(live)), replace=False)
     times, sizes = [], []
     for f in feats:  # each call opens its own connection, as the app does
         t0 = time.perf_counter()
-        d = feature_detail(lab.root, run_id, int(f))
+        d = feature_detail(lab, run_id, int(f))
         times.append((time.perf_counter() - t0) * 1000)
         sizes.append(sum(len(v["top"]) + len(v["quantile"]) for v in d["contexts"].values()))
     med = statistics.median(times)

@@ -68,11 +68,11 @@ def cmd_analyze(args, lab) -> int:
     cfg = _analysis_config(args)
     ids = list(args.run_ids)
     if args.all:
-        ensure_schema(lab.root)
+        ensure_schema(lab)
         sql = "SELECT run_id FROM runs WHERE status = 'FINISHED'"
         if not args.redo:
             sql += " AND run_id NOT IN (SELECT run_id FROM analysis_runs)"
-        ids += [r for r in query(lab.root, sql + " ORDER BY created_at")["run_id"] if r not in ids]
+        ids += [r for r in query(lab, sql + " ORDER BY created_at")["run_id"] if r not in ids]
     if not ids and args.all:
         print("every finished run already has a feature analysis (add --redo to analyse them again)")
         return 0
@@ -110,7 +110,7 @@ def cmd_probe(args, lab) -> int:
 def cmd_top_texts(args, lab) -> int:
     from engine.analysis.queries import render_tokens, top_texts
 
-    rows = top_texts(lab.root, args.run, args.feature, args.domain, args.n)
+    rows = top_texts(lab, args.run, args.feature, args.domain, args.n)
     if not rows:
         print(f"feature {args.feature} never fires on {'domain ' + args.domain if args.domain else 'any domain'}")
     for r in rows:
@@ -123,7 +123,7 @@ def cmd_top_texts(args, lab) -> int:
 def cmd_feature(args, lab) -> int:
     from engine.analysis.queries import feature_detail
 
-    d = feature_detail(lab.root, args.run, args.feature)
+    d = feature_detail(lab, args.run, args.feature)
     f = d["feature"]
     score = f"{f['label_score']:.2f}" if f.get("label_score") is not None else "n/a"
     print(f"feature {args.feature} of run {args.run}: {f.get('class')}, label \"{f.get('label') or '-'}\" (detection {score}), "

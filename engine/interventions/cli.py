@@ -127,9 +127,9 @@ def cmd_interventions(args, lab) -> int:
     if args.feature is not None:
         if not args.run:
             raise LabError("--feature needs --run: interventions --run RUN --feature F")
-        df = interventions_for_feature(lab.root, args.run, args.feature, args.n)
+        df = interventions_for_feature(lab, args.run, args.feature, args.n)
     else:
-        df = list_interventions(lab.root, args.run, args.n)
+        df = list_interventions(lab, args.run, args.n)
     if df.empty:
         print("no interventions stored yet: run python -m engine intervene --run RUN --feature F --zero --text \"...\"")
         return 0

@@ -7,13 +7,13 @@ A lab whose database predates the interventions tables reads as holding none.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from db import connect
 from core.errors import LabError
+from core.lab import Lab
 
 _LIST_COLUMNS = """intervention_id, run_id, features, edits, model_kind, input_kind, input_text, domain, sequences,
                    n_tokens, n_edited_positions, kl_mean, kl_max, cosine_shift, delta_ce, neighbour_overlap,
@@ -36,10 +36,10 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def interventions_for_feature(lab_dir: str | Path, run_id: str, feature: int, limit: int = 100) -> pd.DataFrame:
+def interventions_for_feature(lab: Lab, run_id: str, feature: int, limit: int = 100) -> pd.DataFrame:
     """Stored interventions of a run that edited ``feature``, newest first (one row each; the
     JSON columns edits and delta_ce as text)."""
-    with connect(lab_dir, read_only=True) as con:
+    with connect(lab, read_only=True) as con:
         if not _has_table(con, "interventions"):
             return pd.DataFrame()
         return con.execute(
@@ -47,9 +47,9 @@ def interventions_for_feature(lab_dir: str | Path, run_id: str, feature: int, li
             "ORDER BY created_at DESC, intervention_id DESC LIMIT ?", [run_id, int(feature), int(limit)]).df()
 
 
-def list_interventions(lab_dir: str | Path, run_id: str | None = None, limit: int = 100) -> pd.DataFrame:
+def list_interventions(lab: Lab, run_id: str | None = None, limit: int = 100) -> pd.DataFrame:
     """Stored interventions (of one run, or all), newest first."""
-    with connect(lab_dir, read_only=True) as con:
+    with connect(lab, read_only=True) as con:
         if not _has_table(con, "interventions"):
             return pd.DataFrame()
         where, params = ("WHERE run_id = ?", [run_id]) if run_id else ("", [])
@@ -57,11 +57,11 @@ def list_interventions(lab_dir: str | Path, run_id: str | None = None, limit: in
                            params + [int(limit)]).df()
 
 
-def intervention_detail(lab_dir: str | Path, intervention_id: str) -> dict[str, Any]:
+def intervention_detail(lab: Lab, intervention_id: str) -> dict[str, Any]:
     """Everything stored about one intervention: the interventions row (JSON decoded) plus
     ``token_movers`` ({"up": [...], "down": [...]}), ``generation`` (dict or None) and
     ``neighbours`` ({kind: [...]})."""
-    with connect(lab_dir, read_only=True) as con:
+    with connect(lab, read_only=True) as con:
         rows = _records(con.execute("SELECT * FROM interventions WHERE intervention_id = ?", [intervention_id])) \
             if _has_table(con, "interventions") else []
         if not rows:
@@ -83,12 +83,12 @@ def intervention_detail(lab_dir: str | Path, intervention_id: str) -> dict[str, 
     return out
 
 
-def intervention_evidence(lab_dir: str | Path, intervention_id: str) -> dict[str, Any]:
+def intervention_evidence(lab: Lab, intervention_id: str) -> dict[str, Any]:
     """The stored intervention as the plain dict a findings card attaches (the same keys as
     ``InterventionResult.evidence()``)."""
     from engine.interventions.run import evidence_record
 
-    d = intervention_detail(lab_dir, intervention_id)
+    d = intervention_detail(lab, intervention_id)
     g = d["generation"]
     created = d["created_at"]
     return evidence_record(
@@ -100,16 +100,16 @@ def intervention_evidence(lab_dir: str | Path, intervention_id: str) -> dict[str
         generation=None if not g else {"clean": g["clean_text"], "edited": g["edited_text"], "sampled": g["sampled"], "seed": g["seed"]})
 
 
-def specificity_studies(lab_dir: str | Path, run_id: str | None = None) -> pd.DataFrame:
-    with connect(lab_dir, read_only=True) as con:
+def specificity_studies(lab: Lab, run_id: str | None = None) -> pd.DataFrame:
+    with connect(lab, read_only=True) as con:
         if not _has_table(con, "specificity_studies"):
             return pd.DataFrame()
         where, params = ("WHERE run_id = ?", [run_id]) if run_id else ("", [])
         return con.execute(f"SELECT * FROM specificity_studies {where} ORDER BY created_at DESC", params).df()
 
 
-def specificity_detail(lab_dir: str | Path, study_id: str) -> dict[str, Any]:
-    with connect(lab_dir, read_only=True) as con:
+def specificity_detail(lab: Lab, study_id: str) -> dict[str, Any]:
+    with connect(lab, read_only=True) as con:
         rows = _records(con.execute("SELECT * FROM specificity_studies WHERE study_id = ?", [study_id])) \
             if _has_table(con, "specificity_studies") else []
         if not rows:

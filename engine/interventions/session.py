@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -160,7 +159,7 @@ class RunSession:
             from db import query_rows
 
             try:
-                rows = query_rows(self.lab.root, "SELECT feature FROM features WHERE run_id = ? AND dead", [self.run_id])
+                rows = query_rows(self.lab, "SELECT feature FROM features WHERE run_id = ? AND dead", [self.run_id])
             except Exception:  # no database or no analysis tables: nothing known
                 rows = []
             self._dead = {int(r[0]) for r in rows}
@@ -251,7 +250,7 @@ _SESSIONS_LOCK = threading.Lock()
 
 def get_session(lab: Lab, run_id: str, device: str | torch.device | None = None) -> RunSession:
     """The run's session, created once per process (model, SAE and clean caches stay loaded)."""
-    key = (str(Path(lab.root).resolve()), str(run_id), str(device))
+    key = (str(lab.root.resolve()), str(run_id), str(device))
     with _SESSIONS_LOCK:
         if key not in _SESSIONS:
             _SESSIONS[key] = RunSession(lab, run_id, device)

@@ -187,7 +187,7 @@ def _analysis(lab: Lab, session: RunSession, n_contexts: int) -> tuple[np.ndarra
     from db import connect
 
     d_sae = session.sae.d_sae
-    with connect(lab.root, read_only=True) as con:
+    with connect(lab, read_only=True) as con:
         has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'analysis_runs'").fetchall()[0][0]
         feats = con.execute("SELECT feature, freq, dead FROM features WHERE run_id = ?", [session.run_id]).fetchall() if has else []
         if not feats:

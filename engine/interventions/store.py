@@ -55,7 +55,7 @@ def result_ops(r: "InterventionResult") -> list[Op]:
 
 
 def save_result(lab: Lab, result: "InterventionResult") -> None:
-    with transaction(lab.root) as con:
+    with transaction(lab) as con:
         apply_ops(con, result_ops(result))
 
 
@@ -72,6 +72,6 @@ def save_specificity(lab: Lab, s: "SpecificityResult") -> None:
     cols = ["study_id", "feature", "freq", "control_feature", "control_freq", "own_effect", "random_effect", "control_effect",
             "own_sequences", "random_fired", "control_fired"]
     rows = [[s.study_id] + [f[c] for c in cols[1:]] for f in s.features]
-    with transaction(lab.root) as con:
+    with transaction(lab) as con:
         apply_ops(con, [Op("insert", "specificity_studies", list(study), [list(study.values())], "error"),
                         Op("insert", "specificity_features", cols, rows, "error")])

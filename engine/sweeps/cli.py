@@ -51,11 +51,11 @@ def cmd_status(args, lab) -> int:
         raise LabError(f"no lab database at {lab.db}: launch a sweep first")
     sweep_id = args.sweep_id
     if not sweep_id:
-        latest = query(lab.root, "SELECT sweep_id FROM sweeps ORDER BY created_at DESC LIMIT 1")
+        latest = query(lab, "SELECT sweep_id FROM sweeps ORDER BY created_at DESC LIMIT 1")
         if latest.empty:
             raise LabError("no sweeps in this lab yet: launch one with python -m engine sweep everything")
         sweep_id = latest.iloc[0, 0]
-    sw = query(lab.root, "SELECT * FROM sweeps WHERE sweep_id = ?", [sweep_id])
+    sw = query(lab, "SELECT * FROM sweeps WHERE sweep_id = ?", [sweep_id])
     if sw.empty:
         raise LabError(f"unknown sweep '{sweep_id}': list sweeps with python -m engine sql \"select * from sweeps\"")
     s = sw.iloc[0]

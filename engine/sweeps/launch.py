@@ -24,7 +24,7 @@ _SPAWNED: list[subprocess.Popen] = []
 def live_workers(lab: Lab) -> list[str]:
     if not lab.db.exists():
         return []
-    df = query(lab.root, "SELECT worker_id, host, pid, proc_started FROM workers WHERE stopped_at IS NULL")
+    df = query(lab, "SELECT worker_id, host, pid, proc_started FROM workers WHERE stopped_at IS NULL")
     return [r.worker_id for r in df.itertuples() if worker_alive(r.host, r.pid, r.proc_started)]
 
 

@@ -59,7 +59,7 @@ def enqueue_sweep(lab: Lab, spec: SweepSpec) -> tuple[str, list[RunSpec]]:
     """Validate, then write the sweep and all its jobs in one transaction."""
     sweep_id, runs = plan_sweep(spec)
     now = utcnow()
-    with transaction(lab.root) as con:
+    with transaction(lab) as con:
         seq0 = con.execute("SELECT coalesce(max(seq), 0) FROM jobs").fetchall()[0][0]
         con.execute(
             "INSERT INTO sweeps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -84,7 +84,7 @@ def job_label(run: RunSpec, spec: SweepSpec | None = None) -> str:
 def enqueue_runs(lab: Lab, runs: list[RunSpec]) -> None:
     """Queue single runs (e.g. the app's 'run this config') without a sweep."""
     now = utcnow()
-    with transaction(lab.root) as con:
+    with transaction(lab) as con:
         seq0 = con.execute("SELECT coalesce(max(seq), 0) FROM jobs").fetchall()[0][0]
         for i, r in enumerate(runs):
             con.execute(
@@ -109,7 +109,7 @@ class WorkerIdentity:
 
 def register_worker(lab: Lab, me: WorkerIdentity) -> None:
     now = utcnow()
-    write_now(lab.root, [Op("insert", "workers", ["worker_id", "host", "pid", "proc_started", "started_at", "heartbeat_at"],
+    write_now(lab, [Op("insert", "workers", ["worker_id", "host", "pid", "proc_started", "started_at", "heartbeat_at"],
                             [[me.worker_id, me.host, me.pid, me.proc_started, now, now]], on_conflict="replace")])
 
 
@@ -127,7 +127,7 @@ def worker_alive(host: str, pid: int, proc_started: float | None) -> bool:
 def interrupted_jobs(lab: Lab, stale_seconds: float = STALE_SECONDS) -> list[str]:
     """RUNNING jobs whose worker is gone."""
     df = query(
-        lab.root,
+        lab,
         """SELECT j.job_id, w.host, w.pid, w.proc_started, w.heartbeat_at, w.stopped_at
            FROM jobs j LEFT JOIN workers w ON j.worker_id = w.worker_id WHERE j.status = 'RUNNING'""",
     )
@@ -148,7 +148,7 @@ def requeue_interrupted(lab: Lab, stale_seconds: float = STALE_SECONDS) -> list[
     """Put interrupted jobs back at the head of the queue; their runs resume from the last checkpoint."""
     ids = interrupted_jobs(lab, stale_seconds)
     if ids:
-        with transaction(lab.root) as con:
+        with transaction(lab) as con:
             for jid in ids:
                 con.execute(
                     "UPDATE jobs SET status = 'QUEUED', worker_id = NULL, phase = 'interrupted' WHERE job_id = ? AND status = 'RUNNING'",
@@ -158,7 +158,7 @@ def requeue_interrupted(lab: Lab, stale_seconds: float = STALE_SECONDS) -> list[
 
 
 def claim_next(lab: Lab, me: WorkerIdentity) -> RunSpec | None:
-    with transaction(lab.root) as con:
+    with transaction(lab) as con:
         row = con.execute(
             "SELECT job_id, spec FROM jobs WHERE status = 'QUEUED' AND NOT cancel_requested ORDER BY seq LIMIT 1"
         ).fetchall()
@@ -178,7 +178,7 @@ def cancel_queued_and_flag_running(lab: Lab, job_ids: list[str] | None = None, s
     """Queued jobs are marked KILLED at once; running ones get a cancel request (stopped at the next step)."""
     cond, params = ("job_id IN (SELECT unnest(?))", [job_ids]) if job_ids else ("sweep_id = ?", [sweep_id])
     now = utcnow()
-    with transaction(lab.root) as con:
+    with transaction(lab) as con:
         n = con.execute(f"SELECT count(*) FROM jobs WHERE {cond} AND status IN ('QUEUED', 'RUNNING')", params).fetchall()[0][0]
         con.execute(f"UPDATE jobs SET status = 'KILLED', cancel_requested = true, finished_at = ?, error = 'cancelled before start' WHERE {cond} AND status = 'QUEUED'", [now, *params])
         con.execute(f"UPDATE jobs SET cancel_requested = true WHERE {cond} AND status = 'RUNNING'", params)
@@ -186,14 +186,14 @@ def cancel_queued_and_flag_running(lab: Lab, job_ids: list[str] | None = None, s
 
 
 def queue_counts(lab: Lab) -> dict[str, int]:
-    df = query(lab.root, "SELECT status, count(*) AS n FROM jobs GROUP BY status")
+    df = query(lab, "SELECT status, count(*) AS n FROM jobs GROUP BY status")
     return {r.status: int(r.n) for r in df.itertuples()}
 
 
 def job_statuses(lab: Lab, sweep_id: str | None = None, stale_seconds: float = STALE_SECONDS) -> Any:
     """Jobs with INTERRUPTED shown for RUNNING jobs whose worker is gone."""
     df = query(
-        lab.root,
+        lab,
         "SELECT * FROM jobs" + (" WHERE sweep_id = ?" if sweep_id else "") + " ORDER BY seq",
         [sweep_id] if sweep_id else None,
     )

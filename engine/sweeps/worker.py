@@ -34,7 +34,7 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self.stopping.wait(self.every):
             try:
-                with transaction(self.lab.root, wait_seconds=self.every) as con:
+                with transaction(self.lab, wait_seconds=self.every) as con:
                     con.execute("UPDATE workers SET heartbeat_at = ? WHERE worker_id = ?", [utcnow(), self.me.worker_id])
             except (LabBusyError, LabError):
                 continue  # the database is busy; liveness is also checked by pid
@@ -54,7 +54,7 @@ class JobReporter:
     def _write(self, sets: dict, wait: float) -> None:
         cols = ", ".join(f"{k} = ?" for k in sets)
         try:
-            with transaction(self.lab.root, wait_seconds=wait) as con:
+            with transaction(self.lab, wait_seconds=wait) as con:
                 con.execute(f"UPDATE jobs SET {cols}, progress_at = ? WHERE job_id = ?", [*sets.values(), utcnow(), self.job_id])
         except LabBusyError:
             pass  # live state is ephemeral: the next update carries fresher values
@@ -83,7 +83,7 @@ class JobReporter:
         if not self.cancelled and now - self.last_cancel_check >= self.every:
             self.last_cancel_check = now
             try:
-                rows = query(self.lab.root, "SELECT cancel_requested FROM jobs WHERE job_id = ?", [self.job_id], wait_seconds=0.5)
+                rows = query(self.lab, "SELECT cancel_requested FROM jobs WHERE job_id = ?", [self.job_id], wait_seconds=0.5)
                 self.cancelled = bool(len(rows) and rows.iloc[0, 0])
             except LabBusyError:
                 pass
@@ -91,7 +91,7 @@ class JobReporter:
 
 
 def finish_job(lab: Lab, job_id: str, status: str, error: str | None = None) -> None:
-    with transaction(lab.root, wait_seconds=60) as con:
+    with transaction(lab, wait_seconds=60) as con:
         con.execute(
             "UPDATE jobs SET status = ?, finished_at = ?, error = ?, phase = ?, eta_seconds = NULL WHERE job_id = ?",
             [status, utcnow(), error, "done" if status == "FINISHED" else status.lower(), job_id],
@@ -100,7 +100,7 @@ def finish_job(lab: Lab, job_id: str, status: str, error: str | None = None) -> 
 
 
 def run_is_finished(lab: Lab, run_id: str) -> bool:
-    rows = query(lab.root, "SELECT status FROM runs WHERE run_id = ?", [run_id])
+    rows = query(lab, "SELECT status FROM runs WHERE run_id = ?", [run_id])
     return bool(len(rows)) and rows.iloc[0, 0] == "FINISHED"
 
 
@@ -141,13 +141,13 @@ class Worker:
         """Work until the queue is empty (or forever with ``wait``); returns the number of jobs run."""
         from db import ensure_schema
 
-        ensure_schema(self.lab.root)
+        ensure_schema(self.lab)
         register_worker(self.lab, self.me)
         beat = Heartbeat(self.lab, self.me, self.heartbeat_seconds)
         beat.start()
         done = 0
         try:
-            replay_spools(self.lab.root)
+            replay_spools(self.lab)
             for jid in requeue_interrupted(self.lab, self.stale_seconds):
                 self.log(f"job {jid} was interrupted: requeued, it resumes from its last checkpoint")
             while max_jobs is None or done < max_jobs:
@@ -179,7 +179,7 @@ class Worker:
             beat.stopping.set()
             beat.join(timeout=5)
             try:
-                with transaction(self.lab.root, wait_seconds=30) as con:
+                with transaction(self.lab, wait_seconds=30) as con:
                     con.execute("UPDATE workers SET stopped_at = ?, current_job = NULL WHERE worker_id = ?", [utcnow(), self.me.worker_id])
             except LabError:
                 pass

@@ -15,9 +15,9 @@ from lab_app.run_picker import pick_analysed_run
 
 st.title("Concept map")
 run_id, info = pick_analysed_run("map")
-lab_dir = str(data.lab().root)
+lab = data.lab()
 try:
-    df = data.concept_map(lab_dir, run_id, info["created_at"])
+    df = data.concept_map(lab, run_id, info["created_at"])
 except LabError as e:
     st.error(str(e))
     st.stop()
@@ -46,7 +46,7 @@ keep = f1.multiselect("Show", sorted(set(cls)), default=sorted(set(cls)), key="m
 search = f2.text_input("Search labels and contexts", key="map_search", placeholder="e.g. import, return, history")
 view = df[df["feature_class"].isin(keep) & ~df["dead"]]
 if search.strip():
-    hits = data.search_features(lab_dir, run_id, search.strip())
+    hits = data.search_features(lab, run_id, search.strip())
     view = view[view["feature"].isin(hits["feature"])]
     st.caption(f"{len(view)} features match '{search}' (by label or by the tokens of their top contexts)")
 colour = {"class": "feature_class"}.get(color_by, color_by)
@@ -76,7 +76,7 @@ with c1:
     data.inspector_link(run_id, choice, label=f"Open feature {choice} in the inspector")
 with c2:
     st.markdown("**Clusters**")
-    cs = data.cluster_summaries(lab_dir, run_id, info["created_at"])
+    cs = data.cluster_summaries(lab, run_id, info["created_at"])
     if len(cs):
         cs = cs.assign(top_tokens=cs["top_tokens"].map(lambda t: ", ".join(list(t)[:8])),
                        central_features=cs["central_features"].map(lambda t: ", ".join(str(x) for x in list(t)[:5])))

@@ -17,21 +17,21 @@ from lab_app.run_picker import pick_analysed_run
 
 st.title("Feature inspector")
 run_id, info = pick_analysed_run("insp")
-lab_dir = str(data.lab().root)
+lab = data.lab()
 d_sae = int(info["d_sae"])
 
 if "insp_feature" not in st.session_state or st.session_state.get("_insp_qp") != st.query_params.get("feature"):
     try:
-        wanted = int(st.query_params["feature"]) if "feature" in st.query_params else data.best_feature(lab_dir, run_id, info["created_at"])
+        wanted = int(st.query_params["feature"]) if "feature" in st.query_params else data.best_feature(lab, run_id, info["created_at"])
     except ValueError:
-        wanted = data.best_feature(lab_dir, run_id, info["created_at"])
+        wanted = data.best_feature(lab, run_id, info["created_at"])
     st.session_state["insp_feature"] = min(max(wanted, 0), d_sae - 1)
     st.session_state["_insp_qp"] = st.query_params.get("feature")
 feature = int(st.number_input("Feature", 0, d_sae - 1, key="insp_feature", width=220))
 st.query_params.update({"run": run_id, "feature": str(feature)})
 
 try:
-    detail = data.feature_detail(lab_dir, run_id, feature, info["created_at"])
+    detail = data.feature_detail(lab, run_id, feature, info["created_at"])
 except LabError as e:
     st.error(str(e))
     st.stop()
@@ -69,7 +69,7 @@ with right:
             st.altair_chart(charts.domain_histograms(edges, {dd["domain"]: dd["hist_counts"] for dd in domains}), width="stretch")
     te = detail.get("token_effects") or {}
     if te.get("up"):
-        causal = data.run_config(lab_dir, run_id).get("model", {}).get("is_causal", False)
+        causal = data.run_config(lab, run_id).get("model", {}).get("is_causal", False)
         st.markdown("**Token effects** (decoder direction through the " + ("unembedding" if causal else "token embeddings") + ")")
         eff = pd.DataFrame([{"token": t["token"], "score": t["effect"]} for t in te["up"][:10]] + [{"token": t["token"], "score": t["effect"]} for t in te["down"][:10]])
         st.altair_chart(charts.token_effects(eff), width="stretch")
@@ -104,7 +104,7 @@ for col, kind, title in ((n1, "decoder", "Nearest by decoder cosine"), (n2, "act
             data.inspector_link(run_id, n["neighbour"], label=f"{n['neighbour']} · {n['label'] or '—'} · {n['score']:.2f}")
 with n3:
     st.markdown("**The same feature in other runs** (best decoder-cosine match)")
-    others = data.analysed_runs(lab_dir)
+    others = data.analysed_runs(lab)
     others = others[others["run_id"] != run_id]
     if others.empty:
         st.caption("No other analysed run to compare with.")
@@ -115,7 +115,7 @@ with n3:
             st.caption("Matching loads both SAEs and compares every decoder direction (cached after).")
         else:
             try:
-                m = data.match_in_other_run(lab_dir, run_id, other, feature)
+                m = data.match_in_other_run(lab, run_id, other, feature)
                 st.markdown(f"feature **{m['feature_b']}** (cosine {m['cosine']:.3f})")
                 data.inspector_link(other, m["feature_b"], label=f"open feature {m['feature_b']} of that run")
             except LabError as e:

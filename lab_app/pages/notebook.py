@@ -16,14 +16,14 @@ if not data.lab_ready():
             "experiment, or launch a sweep from the sidebar.")
     st.stop()
 
-lab_dir = str(data.lab().root)
-runs = data.runs(lab_dir)
+lab = data.lab()
+runs = data.runs(lab)
 finished = runs[runs["status"] == "FINISHED"]
 c = st.columns(4)
 c[0].metric("Runs", len(runs), help="One run = one SAE trained on one domain.")
 c[1].metric("Finished", len(finished))
 c[2].metric("Running", int((runs["status"] == "RUNNING").sum()))
-c[3].metric("Sweeps", len(data.sweeps(lab_dir)))
+c[3].metric("Sweeps", len(data.sweeps(lab)))
 
 if finished.empty:
     st.info("No finished runs yet: watch the queue in the sidebar.")
@@ -56,7 +56,7 @@ with left:
     )
 with right:
     st.subheader("Best configuration so far")
-    configs = data.configurations(lab_dir, None)
+    configs = data.configurations(lab, None)
     if configs.empty:
         st.caption("Needs finished, evaluated runs.")
     else:

@@ -7,30 +7,29 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import LabError
+from core.lab import Lab
 from lab_app import data
 from lab_app.render import token_sequence_html
 from lab_app.run_picker import pick_analysed_run
 
 
 @st.cache_resource(show_spinner="Loading the model and the SAE…", max_entries=2)
-def prober(lab_dir: str, run_id: str):
+def prober(lab: Lab, run_id: str):
     from engine.analysis.probe import Prober
 
-    from core.lab import Lab
-
-    return Prober(Lab.at(lab_dir), run_id)
+    return Prober(lab, run_id)
 
 
 st.title("Text probe")
 run_id, info = pick_analysed_run("probe")
-lab_dir = str(data.lab().root)
+lab = data.lab()
 text = st.text_area("Text", "import numpy as np\nThe history of the city begins in the twelfth century.", key="probe_text", height=100)
 top_n = st.slider("Features per token", 1, 10, 5, key="probe_top")
 if not text.strip():
     st.info("Type some text to probe.")
     st.stop()
 try:
-    result = prober(lab_dir, run_id).probe(text, top_n)
+    result = prober(lab, run_id).probe(text, top_n)
 except LabError as e:
     st.error(str(e))
     st.stop()
@@ -46,7 +45,7 @@ for t in result.tokens:
                  "top feature": t.features[0][0] if t.features else None,
                  "activation": t.features[0][1] if t.features else 0.0})
 table = pd.DataFrame(rows)
-labels = data.concept_map(lab_dir, run_id, info["created_at"]).set_index("feature")["label"].to_dict()
+labels = data.concept_map(lab, run_id, info["created_at"]).set_index("feature")["label"].to_dict()
 table["label"] = table["top feature"].map(lambda j: labels.get(j) if j == j and j is not None else None)
 left, right = st.columns([3, 2])
 with left:
@@ -76,6 +75,6 @@ if feature_ids:
 
         from lab_app.render import context_html
 
-        for r in top_texts(lab_dir, run_id, int(pick), n=10):
+        for r in top_texts(lab, run_id, int(pick), n=10):
             st.markdown(f"<code>{r['activation']:.2f}</code> <small>{r['domain']}</small> "
                         + context_html(r["tokens"], r["acts"], r["center"], r["activation"] or 1.0), unsafe_allow_html=True)

@@ -30,7 +30,7 @@ def test_reported_metrics_match_numpy(finished_lab):
 
     stores = collect_for(config, lab)
     for o in outcomes:
-        rows = db.query(lab.root, "SELECT * FROM eval_results WHERE run_id = ?", [o.run_id]).set_index("eval_domain")
+        rows = db.query(lab, "SELECT * FROM eval_results WHERE run_id = ?", [o.run_id]).set_index("eval_domain")
         assert set(rows.index) == {"prose", "code"}
         for domain, store in stores.items():
             x = np.asarray(store.acts(config.hook, config.layer)[store.val_start :], dtype=np.float64)

@@ -53,22 +53,22 @@ def wait_for(predicate, timeout: float = 120, every: float = 0.2):
 
 
 def jobs(lab: Lab) -> pd.DataFrame:
-    return db.query(lab.root, "SELECT * FROM jobs ORDER BY seq")
+    return db.query(lab, "SELECT * FROM jobs ORDER BY seq")
 
 
 def training_step(lab: Lab) -> int:
-    v = db.query_rows(lab.root, "SELECT max(step) FROM jobs WHERE status = 'RUNNING' AND phase = 'train'")[0][0]
+    v = db.query_rows(lab, "SELECT max(step) FROM jobs WHERE status = 'RUNNING' AND phase = 'train'")[0][0]
     return int(v or 0)
 
 
 def assert_complete_and_unique(lab: Lab, n_runs: int) -> None:
     j = jobs(lab)
     assert len(j) == n_runs and set(j["status"]) == {"FINISHED"}, j[["job_id", "status", "error"]]
-    runs = db.query(lab.root, "SELECT run_id, status, config FROM runs")
+    runs = db.query(lab, "SELECT run_id, status, config FROM runs")
     assert len(runs) == n_runs and set(runs["status"]) == {"FINISHED"}
     assert set(runs["run_id"]) == set(j["job_id"])
     # No metric row doubled (the key forbids it) and none missing: every logged step is there once.
-    m = db.query(lab.root, "SELECT run_id, step, name, count(*) AS n FROM step_metrics GROUP BY ALL")
+    m = db.query(lab, "SELECT run_id, step, name, count(*) AS n FROM step_metrics GROUP BY ALL")
     assert (m["n"] == 1).all()
     import json
 
@@ -76,7 +76,7 @@ def assert_complete_and_unique(lab: Lab, n_runs: int) -> None:
         total = json.loads(r.config)["training"]["total_steps"]
         steps = set(m[(m.run_id == r.run_id) & (m.name == "loss")]["step"])
         assert steps == set(range(5, total + 1, 5)) | {total}, (r.run_id, sorted(set(range(5, total + 1, 5)) - steps))
-    e = db.query(lab.root, "SELECT run_id, count(*) AS n FROM eval_results GROUP BY run_id")
+    e = db.query(lab, "SELECT run_id, count(*) AS n FROM eval_results GROUP BY run_id")
     assert len(e) == n_runs and (e["n"] == 2).all()
 
 
@@ -93,11 +93,11 @@ def assert_complete_and_unique(lab: Lab, n_runs: int) -> None:
     ],
 )
 def test_invalid_sweeps_enqueue_nothing(lab, bad, message):
-    db.ensure_schema(lab.root)
+    db.ensure_schema(lab)
     with pytest.raises(LabError, match=message):
         enqueue_sweep(lab, spec(**bad))
-    assert db.query_rows(lab.root, "SELECT count(*) FROM jobs")[0][0] == 0
-    assert db.query_rows(lab.root, "SELECT count(*) FROM sweeps")[0][0] == 0
+    assert db.query_rows(lab, "SELECT count(*) FROM jobs")[0][0] == 0
+    assert db.query_rows(lab, "SELECT count(*) FROM sweeps")[0][0] == 0
 
 
 def test_presets_expand_as_the_seeds_describe():
@@ -122,7 +122,7 @@ def uninterrupted(tmp_path_factory):
 
 
 def in_domain_fvu(lab: Lab) -> dict[tuple[int, str], float]:
-    df = db.query(lab.root, "SELECT r.layer, r.train_domain, e.fvu FROM runs r JOIN eval_results e "
+    df = db.query(lab, "SELECT r.layer, r.train_domain, e.fvu FROM runs r JOIN eval_results e "
                             "ON e.run_id = r.run_id AND e.eval_domain = r.train_domain")
     return {(int(r.layer), r.train_domain): float(r.fvu) for r in df.itertuples()}
 
@@ -141,7 +141,7 @@ def test_sigkill_during_training_and_during_a_write_then_resume(lab, tmp_path, u
     wait_for(lambda: training_step(lab) >= 60 and list(lab.runs.glob("*/checkpoint.pt")))
     w.send_signal(signal.SIGKILL)
     w.wait()
-    assert set(db.query(lab.root, "SELECT status FROM jobs")["status"]) <= {"QUEUED", "RUNNING"}
+    assert set(db.query(lab, "SELECT status FROM jobs")["status"]) <= {"QUEUED", "RUNNING"}
     # 2. SIGKILL inside an open write transaction (the fault point pauses before COMMIT).
     marker = tmp_path / "in-write"
     w = start_worker(lab, env={"SAE_LAB_FAULT_PAUSE_IN_WRITE": str(marker)})
@@ -149,7 +149,7 @@ def test_sigkill_during_training_and_during_a_write_then_resume(lab, tmp_path, u
     w.send_signal(signal.SIGKILL)
     w.wait()
     # The database is readable and consistent after both kills.
-    assert db.query_rows(lab.root, "SELECT count(*) FROM runs")[0][0] >= 1
+    assert db.query_rows(lab, "SELECT count(*) FROM runs")[0][0] >= 1
     # 3. A fresh worker requeues the interrupted job, resumes it from its checkpoint, finishes the sweep.
     w = start_worker(lab)
     out, _ = w.communicate(timeout=600)
@@ -188,18 +188,18 @@ def test_cancel_and_sigterm_mark_runs_killed(lab):
     _, runs = enqueue_sweep(lab, spec(parameters={"layer": [1, 2]}, base={**BASE, "train": {**BASE["train"], "epochs": 40}}))
     w = start_worker(lab)
     wait_for(lambda: training_step(lab) >= 10)
-    running = db.query(lab.root, "SELECT job_id FROM jobs WHERE status = 'RUNNING'").iloc[0, 0]
+    running = db.query(lab, "SELECT job_id FROM jobs WHERE status = 'RUNNING'").iloc[0, 0]
     from engine.sweeps.queue import cancel_queued_and_flag_running
 
     cancel_queued_and_flag_running(lab, job_ids=[running])
-    wait_for(lambda: db.query(lab.root, "SELECT status FROM jobs WHERE job_id = ?", [running]).iloc[0, 0] == "KILLED")
-    assert db.query(lab.root, "SELECT status FROM runs WHERE run_id = ?", [running]).iloc[0, 0] == "KILLED"
+    wait_for(lambda: db.query(lab, "SELECT status FROM jobs WHERE job_id = ?", [running]).iloc[0, 0] == "KILLED")
+    assert db.query(lab, "SELECT status FROM runs WHERE run_id = ?", [running]).iloc[0, 0] == "KILLED"
     wait_for(lambda: training_step(lab) >= 10)  # the worker moved on to the next job
     w.send_signal(signal.SIGTERM)
     assert w.wait(timeout=120) != 0 or True
-    statuses = db.query(lab.root, "SELECT status FROM runs")["status"]
+    statuses = db.query(lab, "SELECT status FROM runs")["status"]
     assert (statuses == "KILLED").sum() == 2 and not (statuses == "RUNNING").any()
-    killed_jobs = db.query(lab.root, "SELECT count(*) FROM jobs WHERE status = 'KILLED'").iloc[0, 0]
+    killed_jobs = db.query(lab, "SELECT count(*) FROM jobs WHERE status = 'KILLED'").iloc[0, 0]
     assert killed_jobs == 2
 
 
