@@ -90,22 +90,6 @@ def connect(
         _PROCESS_LOCK.release()
 
 
-@contextmanager
-def transaction(lab: Lab, *, wait_seconds: float = 30.0) -> Iterator[duckdb.DuckDBPyConnection]:
-    """One write transaction: all of it lands or none of it does."""
-    from db.migrations import ensure_schema
-
-    ensure_schema(lab)
-    with connect(lab, wait_seconds=wait_seconds) as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            yield con
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
-
-
 def query(lab: Lab, sql: str, params: list[Any] | tuple[Any, ...] | None = None, *, wait_seconds: float = 30.0):
     """Run one read query and return a pandas DataFrame."""
     with connect(lab, read_only=True, wait_seconds=wait_seconds) as con:

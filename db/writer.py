@@ -20,7 +20,7 @@ from typing import Any, Iterable, Literal
 
 import pyarrow as pa
 
-from db.connection import transaction
+from db.transactions import transaction
 from core.errors import LabBusyError
 from core.lab import Lab
 

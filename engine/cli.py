@@ -9,10 +9,14 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from engine.cli_args import float_arg, int_arg
+from engine.tables import format_table
 from core.errors import LabError
+
+# A layer above the engine adds its command group to the parser: add(subparsers).
+AddCommands = Callable[[Any], None]
 
 # Flag -> config key, for the common settings; anything else goes through --set key=value.
 SHORTCUTS: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -85,38 +89,6 @@ def _json(v: Any) -> str:
     import json
 
     return json.dumps(v)
-
-
-def format_table(df, max_rows: int = 200, float_digits: int = 4) -> str:
-    """A plain text table (what `sql` prints)."""
-    if df is None or len(df.columns) == 0:
-        return "(no result)"
-    shown = df.head(max_rows)
-
-    def cell(v: Any) -> str:
-        if v is None:
-            return "NULL"
-        if isinstance(v, float):
-            return "NaN" if v != v else f"{v:.{float_digits + 2}g}"
-        text = str(v).replace("\n", " ")
-        return text if len(text) <= 60 else text[:57] + "..."
-
-    rows = [[cell(v) for v in r] for r in shown.itertuples(index=False)]
-    head = [str(c) for c in shown.columns]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
-    line = "  ".join(h.ljust(w) for h, w in zip(head, widths))
-    sep = "  ".join("-" * w for w in widths)
-    body = "\n".join("  ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths)) for r in rows)
-    more = f"\n({len(df)} rows, {max_rows} shown)" if len(df) > max_rows else f"\n({len(df)} row{'s' if len(df) != 1 else ''})"
-    return f"{line}\n{sep}\n{body}{more}" if rows else f"{line}\n{sep}\n(0 rows)"
-
-
-def _numeric(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 # -- commands ---------------------------------------------------------------------------------------
@@ -211,7 +183,9 @@ def cmd_bench(args, lab) -> int:
     return run_bench(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra_commands: Sequence[AddCommands] = ()) -> argparse.ArgumentParser:
+    """The engine's parser; ``extra_commands`` add the command groups of the layers above the engine
+    (``python -m engine`` adds the findings commands: see engine/__main__.py)."""
     p = argparse.ArgumentParser(prog="python -m engine", description="SAE interpretability lab engine")
     p.add_argument("--lab", help="lab folder (default ./lab_data or $SAE_LAB_DIR)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -251,12 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.sweeps.cli import add_sweep_commands
 
     from engine.interventions.cli import add_intervention_commands
-    from findings.cli import add_findings_commands
 
     add_sweep_commands(sub)
     add_analysis_commands(sub)
     add_intervention_commands(sub)
-    add_findings_commands(sub)
+    for add in extra_commands:
+        add(sub)
 
     s = sub.add_parser("bench", help="speed and memory figures, measured side by side in one run")
     from engine.bench.cli import add_bench_args
@@ -270,10 +244,10 @@ def _lab_is_empty(root: Path) -> bool:
     return root.is_dir() and all(p.is_dir() or p.suffix == ".lock" for p in root.rglob("*"))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, extra_commands: Sequence[AddCommands] = ()) -> int:
     from core.lab import Lab
 
-    parser = build_parser()
+    parser = build_parser(extra_commands)
     args = parser.parse_args(argv)
     lab = Lab.at(args.lab)
     existed = lab.root.exists()

@@ -1,9 +1,9 @@
 """``python -m engine findings ...``: cards from the command line.
 
-Registered on the engine's parser by ``add_findings_commands(subparsers)``; each action is a
+Added to the engine's parser by ``add_findings_commands(subparsers)``; each action is a
 ``fn(args, lab) -> int`` like the engine's own commands, and every mistake is a LabError (one
-line, non-zero exit). ``python -m findings.cli ...`` runs the engine's CLI with these commands
-added, for use before engine/cli.py registers them.
+line, non-zero exit). ``main`` is the engine's command line with these commands added: what
+``python -m engine`` runs (engine/__main__.py), since the engine never imports the findings.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import LabError
+from engine.cli import main as engine_main
+from engine.tables import format_table
 
 TEXT_FIELDS = ("title", "claim", "label", "description", "confidence", "status", "notes")
 LIST_FIELDS = ("tags", "examples")
@@ -35,6 +37,11 @@ def default_author() -> str:
         return os.environ.get("SAE_LAB_AUTHOR") or getpass.getuser()
     except Exception:  # noqa: BLE001 - no login name in some containers
         return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m engine``: the engine's commands and the findings commands."""
+    return engine_main(argv, extra_commands=[add_findings_commands])
 
 
 def add_findings_commands(sub) -> None:
@@ -146,7 +153,6 @@ def _features_text(card) -> str:
 def cmd_list(args, lab) -> int:
     import pandas as pd
 
-    from engine.cli import format_table
     from findings.search import search_cards
 
     cards = search_cards(lab, text=args.text, tag=args.tag, status=args.status, run_id=args.run, feature=args.feature,

@@ -10,6 +10,7 @@ import json
 
 from engine.cli_args import float_arg, int_arg
 from core.errors import LabError
+from engine.tables import format_table
 
 
 
@@ -121,7 +122,6 @@ def cmd_intervene(args, lab) -> int:
 
 
 def cmd_interventions(args, lab) -> int:
-    from engine.cli import format_table
     from engine.interventions.queries import interventions_for_feature, list_interventions
 
     if args.feature is not None:

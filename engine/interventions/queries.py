@@ -14,6 +14,7 @@ import pandas as pd
 from db import connect
 from core.errors import LabError
 from core.lab import Lab
+from engine.interventions.results import evidence_record
 
 _LIST_COLUMNS = """intervention_id, run_id, features, edits, model_kind, input_kind, input_text, domain, sequences,
                    n_tokens, n_edited_positions, kl_mean, kl_max, cosine_shift, delta_ce, neighbour_overlap,
@@ -86,8 +87,6 @@ def intervention_detail(lab: Lab, intervention_id: str) -> dict[str, Any]:
 def intervention_evidence(lab: Lab, intervention_id: str) -> dict[str, Any]:
     """The stored intervention as the plain dict a findings card attaches (the same keys as
     ``InterventionResult.evidence()``)."""
-    from engine.interventions.run import evidence_record
-
     d = intervention_detail(lab, intervention_id)
     g = d["generation"]
     created = d["created_at"]

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TYPE_CHECKING
 
 from db import Op, transaction
 from db.writer import apply_ops
 from core.lab import Lab, code_version
-
-if TYPE_CHECKING:
-    from engine.interventions.run import InterventionResult
-    from engine.interventions.specificity import SpecificityResult
+from engine.interventions.results import InterventionResult, SpecificityResult
 
 
 def _ts(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
 
 
-def result_ops(r: "InterventionResult") -> list[Op]:
+def result_ops(r: InterventionResult) -> list[Op]:
     spec = r.spec
     edits = spec.get("edits", [])
     nb = r.neighbours or {}
@@ -54,12 +50,12 @@ def result_ops(r: "InterventionResult") -> list[Op]:
     return ops
 
 
-def save_result(lab: Lab, result: "InterventionResult") -> None:
+def save_result(lab: Lab, result: InterventionResult) -> None:
     with transaction(lab) as con:
         apply_ops(con, result_ops(result))
 
 
-def save_specificity(lab: Lab, s: "SpecificityResult") -> None:
+def save_specificity(lab: Lab, s: SpecificityResult) -> None:
     study = {
         "study_id": s.study_id, "run_id": s.run_id, "model_kind": s.model_kind, "metric": s.metric, "n_features": len(s.features),
         "n_contexts": s.n_contexts, "n_candidates": s.n_candidates, "seed": s.seed, "n_eligible": s.n_eligible,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from core.errors import LabError
+from engine.tables import format_table
 
 
 def cmd_sweep(args, lab) -> int:
@@ -43,7 +44,6 @@ def cmd_worker(args, lab) -> int:
 
 def cmd_status(args, lab) -> int:
     from db import query
-    from engine.cli import format_table
     from engine.sweeps.leaderboard import leaderboard, pareto_front
     from engine.sweeps.queue import job_statuses
 

@@ -1,12 +1,12 @@
 """``python -m engine findings ...``: every action, in process (the engine's parser with the findings
-commands added, exactly as engine/cli.py will register them)."""
+commands added, exactly as ``python -m engine`` runs it: ``findings.cli.main``)."""
 
 from __future__ import annotations
 
 import json
 
 from findings import card_history, get_card, search_cards
-from engine.cli import main
+from findings.cli import main
 
 
 def run(capsys, lab, *args: str) -> tuple[int, str, str]:

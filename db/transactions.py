@@ -1,0 +1,30 @@
+"""One write transaction on an up-to-date schema: how every write reaches the lab database.
+
+Apart from ``db.connection`` (which opens the file) and ``db.migrations`` (which uses it), so the
+schema is brought up to date before the first write without the two importing each other.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import duckdb
+
+from core.lab import Lab
+from db.connection import connect
+from db.migrations import ensure_schema
+
+
+@contextmanager
+def transaction(lab: Lab, *, wait_seconds: float = 30.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One write transaction: all of it lands or none of it does."""
+    ensure_schema(lab)
+    with connect(lab, wait_seconds=wait_seconds) as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
