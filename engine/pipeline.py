@@ -14,7 +14,8 @@ from engine.device import pick_device
 from core.errors import LabError
 from core.lab import Lab
 from engine.recording import RunRecorder
-from engine.runs import RunOutcome, RunSpec, collect_for, evaluate_sae, execute_run, load_run_config, load_run_sae, plan_runs, stores_for_run
+from engine.artifacts import collect_for, load_run_config, load_run_sae, stores_for_run
+from engine.runs import RunOutcome, RunSpec, evaluate_sae, execute_run, plan_runs
 from engine.training.trainer import TrainHooks, TrainingCancelled
 
 

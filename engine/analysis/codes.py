@@ -18,7 +18,7 @@ from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
 from core.errors import LabError
 from core.lab import Lab
-from engine.runs import load_run_config, load_run_sae, stores_for_run
+from engine.artifacts import load_run_config, load_run_sae, stores_for_run
 from engine.training.sae import SparseAutoencoder
 
 

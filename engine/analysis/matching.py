@@ -17,7 +17,7 @@ import torch
 from db import transaction, utcnow
 from core.errors import LabError
 from core.lab import Lab
-from engine.runs import load_run_sae
+from engine.artifacts import load_run_sae
 
 BLOCK = 2048
 

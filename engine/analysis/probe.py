@@ -20,7 +20,7 @@ from engine.collection.models import LoadedModel, load_model, resolve_model
 from engine.config import ExperimentConfig
 from core.errors import LabError
 from core.lab import Lab
-from engine.runs import load_run_config, load_run_sae
+from engine.artifacts import load_run_config, load_run_sae
 from engine.training.sae import SparseAutoencoder
 
 

@@ -41,7 +41,7 @@ def _default_lab(args):
 
 def _prose_store(lab, progress: bool):
     from engine.config import ExperimentConfig
-    from engine.runs import collect_for
+    from engine.artifacts import collect_for
 
     config = ExperimentConfig().validate()
     stores = collect_for(config, lab, progress)

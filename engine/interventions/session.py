@@ -29,7 +29,7 @@ from engine.evaluation.splice import mean_pool
 from engine.interventions.edit import EditTrace, edited
 from engine.interventions.spec import Edit
 from core.lab import Lab
-from engine.runs import load_run_config, load_run_sae, stores_for_run
+from engine.artifacts import load_run_config, load_run_sae, stores_for_run
 from engine.training.sae import SparseAutoencoder
 
 

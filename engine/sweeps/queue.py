@@ -22,7 +22,8 @@ from db import Op, query, transaction, utcnow, write_now
 from engine.collection.models import resolve_model
 from core.errors import LabError
 from core.lab import Lab
-from engine.runs import RunSpec, check_against_model, plan_runs
+from engine.artifacts import check_against_model
+from engine.runs import RunSpec, plan_runs
 from engine.sweeps.spec import PARAMETERS, SweepSpec, expand
 
 STALE_SECONDS = 30.0

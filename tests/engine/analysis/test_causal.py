@@ -28,7 +28,7 @@ def test_causal_model_run_is_analysed_through_the_unembedding(lab, tiny_neox):
                             "ORDER BY rank", [outcome.run_id, f])
     # the independent reading: decoder direction @ centred unembedding (GPT-NeoX's embed_out)
     W_U = AutoModelForCausalLM.from_pretrained(tiny_neox).get_output_embeddings().weight.detach()
-    from engine.runs import load_run_sae
+    from engine.artifacts import load_run_sae
 
     d = torch.nn.functional.normalize(load_run_sae(lab, outcome.run_id).W_dec.detach()[f], dim=0)
     keep = torch.ones(W_U.shape[0], dtype=torch.bool)

@@ -21,7 +21,7 @@ def test_a_run_matched_against_itself_is_the_identity(analyzed):
 
 def test_matching_two_runs_against_brute_force(analyzed):
     from engine.analysis.matching import match_runs
-    from engine.runs import load_run_sae
+    from engine.artifacts import load_run_sae
 
     a, b = analyzed.run_ids
     m = match_runs(analyzed.lab, a, b)

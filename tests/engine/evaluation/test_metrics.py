@@ -26,7 +26,7 @@ def numpy_topk_sae(folder, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def test_reported_metrics_match_numpy(finished_lab):
     lab, config, outcomes = finished_lab
-    from engine.runs import collect_for
+    from engine.artifacts import collect_for
 
     stores = collect_for(config, lab)
     for o in outcomes:
