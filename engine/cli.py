@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from engine.bench.cli import add_bench_args, run_bench
 from engine.cli_args import float_arg, int_arg
 from engine.tables import format_table
 from core.errors import LabError
@@ -177,9 +178,6 @@ def cmd_init(args, lab) -> int:
 
 
 def cmd_bench(args, lab) -> int:
-    import engine.analysis.bench  # noqa: F401  (registers "bench analysis")
-    from engine.bench.cli import run_bench
-
     return run_bench(args)
 
 
@@ -233,8 +231,6 @@ def build_parser(extra_commands: Sequence[AddCommands] = ()) -> argparse.Argumen
         add(sub)
 
     s = sub.add_parser("bench", help="speed and memory figures, measured side by side in one run")
-    from engine.bench.cli import add_bench_args
-
     add_bench_args(s)
     s.set_defaults(fn=cmd_bench)
     return p

@@ -1,4 +1,5 @@
-"""`python -m engine bench app --lab LAB`: how long each page takes to render on a real lab.
+"""`python -m lab_app.bench --lab LAB [--json FILE]` (what `python -m engine bench app --lab LAB` runs,
+in its own process): how long each page takes to render on a real lab.
 
 Two measurements per page: the page script headless (AppTest: every query and chart built, cold
 with caches cleared and warm), and, where Debian's chromium is installed, the browser's time from
@@ -9,6 +10,8 @@ holding a finished 36-run sweep.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import socket
 import statistics
@@ -18,6 +21,8 @@ import time
 from pathlib import Path
 
 from core.errors import LabError
+from core.lab import Lab
+from db import query
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = [("home", None, "Lab notebook"), ("runs", "pages/runs.py", "Runs"), ("map", "pages/concept_map.py", "Concept map"),
@@ -26,11 +31,11 @@ PAGES = [("home", None, "Lab notebook"), ("runs", "pages/runs.py", "Runs"), ("ma
 TARGET = 2.0
 
 
-def _apptest_seconds(lab_dir: Path, page: str | None, query: dict, repeats: int) -> tuple[float, float]:
+def _apptest_seconds(lab: Lab, page: str | None, query: dict, repeats: int) -> tuple[float, float]:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    os.environ["SAE_LAB_DIR"] = str(lab_dir)
+    os.environ["SAE_LAB_DIR"] = str(lab.root)
     times = []
     for i in range(repeats + 1):
         if i == 0:
@@ -48,7 +53,7 @@ def _apptest_seconds(lab_dir: Path, page: str | None, query: dict, repeats: int)
     return times[0], statistics.median(times[1:])
 
 
-def _browser_seconds(lab_dir: Path, paths: list[tuple[str, str]]) -> dict[str, float]:
+def _browser_seconds(lab: Lab, paths: list[tuple[str, str]]) -> dict[str, float]:
     if not Path("/usr/bin/chromium").exists():
         return {}
     try:
@@ -58,7 +63,7 @@ def _browser_seconds(lab_dir: Path, paths: list[tuple[str, str]]) -> dict[str, f
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "SAE_LAB_DIR": str(lab_dir), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "SAE_LAB_DIR": str(lab.root), "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "lab_app" / "app.py"), "--server.port", str(port),
                              "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -88,9 +93,8 @@ def _browser_seconds(lab_dir: Path, paths: list[tuple[str, str]]) -> dict[str, f
     return out
 
 
-def bench_app(args, lab, out: dict) -> None:
-    from db import query
-
+def bench_app(lab: Lab) -> list[dict]:
+    """Each page's time (script cold and warm, browser first and repeat visit), printed and returned."""
     if not lab.db.exists():
         raise LabError(f"no lab at {lab.root}: pass --lab with a lab holding a finished sweep")
     n_runs = int(query(lab, "SELECT count(*) FROM runs WHERE status = 'FINISHED'").iloc[0, 0])
@@ -99,10 +103,10 @@ def bench_app(args, lab, out: dict) -> None:
     print(f"\nApp pages on {lab.root} ({n_runs} finished runs); target: each page within {TARGET:.0f} s")
     rows = []
     for name, page, path in PAGES:
-        cold, warm = _apptest_seconds(lab.root, page, q if name == "inspector" else {}, repeats=2)
+        cold, warm = _apptest_seconds(lab, page, q if name == "inspector" else {}, repeats=2)
         rows.append({"page": name, "script_cold_s": cold, "script_warm_s": warm})
     titles = [(t, t) for _, _, t in PAGES]
-    browser = _browser_seconds(lab.root, titles[1:] + titles[:1])  # start on home, come back to it last
+    browser = _browser_seconds(lab, titles[1:] + titles[:1])  # start on home, come back to it last
     for r, (title, _) in zip(rows, titles):
         r["browser_first_s"], r["browser_s"] = browser.get(f"first:{title}"), browser.get(f"again:{title}")
         worst = max(v for v in (r["script_cold_s"], r["browser_s"]) if v is not None)
@@ -110,4 +114,23 @@ def bench_app(args, lab, out: dict) -> None:
         f = "   —  " if r["browser_first_s"] is None else f"{r['browser_first_s']:5.2f}"
         print(f"  {r['page']:10s} script cold {r['script_cold_s']:5.2f} s · warm {r['script_warm_s']:5.2f} s · "
               f"browser {b} s (first visit {f} s)  {'ok' if worst <= TARGET else 'SLOW'}")
-    out["app"] = rows
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lab_app.bench", description="render time of every app page on a lab")
+    p.add_argument("--lab", required=True, help="a lab holding a finished sweep")
+    p.add_argument("--json", help="also write the rows to this JSON file")
+    args = p.parse_args(argv)
+    try:
+        rows = bench_app(Lab.at(args.lab))
+    except LabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

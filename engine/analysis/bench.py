@@ -1,7 +1,7 @@
 """``python -m engine bench analysis``: the analysis of a default-sized run (2048 features, 2 x 100k
 tokens) against its 20 s target, and the inspector's query against its 100 ms target.
 
-Importing this module registers the benchmark in ``engine.bench.extra.REGISTRY``.
+Named in the bench CLI's list of benchmarks (``engine.bench.cli.run_bench``).
 """
 
 from __future__ import annotations
@@ -11,19 +11,20 @@ import time
 
 import numpy as np
 
-from engine.bench import extra
+from core.lab import Lab
+from db import ensure_schema, query
+from engine.analysis.analyze import analyze_run
+from engine.analysis.queries import feature_detail
+from engine.config import ExperimentConfig
+from engine.pipeline import run_experiment
+from engine.runs import group_id_of
 
 ANALYSIS_TARGET_S = 20.0
 INSPECTOR_TARGET_MS = 100.0
 
 
-def default_run(lab, progress: bool) -> str:
+def default_run(lab: Lab, progress: bool) -> str:
     """A finished run of the default experiment in the bench lab, trained now if there is none."""
-    from db import ensure_schema, query
-    from engine.config import ExperimentConfig
-    from engine.pipeline import run_experiment
-    from engine.runs import group_id_of
-
     config = ExperimentConfig().validate()
     ensure_schema(lab)
     sql = "SELECT run_id FROM runs WHERE status = 'FINISHED' AND group_id = ? ORDER BY train_domain DESC, ended_at DESC LIMIT 1"
@@ -35,10 +36,7 @@ def default_run(lab, progress: bool) -> str:
     return str(rows.iloc[0, 0])
 
 
-def bench_analysis(args, lab, out: dict) -> None:
-    from engine.analysis.analyze import analyze_run
-    from engine.analysis.queries import feature_detail
-
+def bench_analysis(args, lab: Lab, out: dict) -> None:
     run_id = default_run(lab, not args.quiet)
     t0 = time.perf_counter()
     summary = analyze_run(lab, run_id, progress=not args.quiet)
@@ -47,8 +45,6 @@ def bench_analysis(args, lab, out: dict) -> None:
     t0 = time.perf_counter()
     warm = analyze_run(lab, run_id)
     warm_seconds = time.perf_counter() - t0
-    from db import query
-
     live = query(lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead", [run_id])["feature"].to_numpy()
     feats = np.random.default_rng(0).choice(live, size=min(20, len(live)), replace=False)
     times, sizes = [], []
@@ -72,5 +68,3 @@ def bench_analysis(args, lab, out: dict) -> None:
         "inspector_ms": times, "n_contexts": summary["n_contexts"],
     }
 
-
-extra.REGISTRY["analysis"] = bench_analysis
