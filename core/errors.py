@@ -18,3 +18,11 @@ class LabBusyError(LabError):
     """Another process held the lab database for longer than we were willing to wait."""
 
     exit_code = 3
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's message on one line: its first line, or its type's name when it has no message.
+
+    For a one-line error, log entry or error row that quotes a lower layer's (often multi-line) error."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

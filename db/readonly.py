@@ -13,7 +13,7 @@ import duckdb
 import pandas as pd
 
 from db.connection import connect, interrupt_after
-from core.errors import LabError
+from core.errors import LabError, first_line
 from core.lab import Lab
 
 ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.PRAGMA}
@@ -55,5 +55,5 @@ def run_readonly(lab: Lab, sql: str, timeout_seconds: float = 20.0, max_rows: in
         except duckdb.InterruptException:
             raise LabError(f"the query ran longer than {timeout_seconds:.0f} s and was stopped: add a LIMIT or a WHERE") from None
         except duckdb.Error as e:
-            first = str(e).strip().splitlines()[0]
+            first = first_line(e)
             raise LabError(f"the query failed: {first}") from None

@@ -11,7 +11,7 @@ from db import Op, query, utcnow, write_now
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
 from engine.device import pick_device
-from core.errors import LabError
+from core.errors import LabError, first_line
 from core.lab import Lab
 from engine.recording import RunRecorder
 from engine.artifacts import collect_for, load_run_config, load_run_sae, stores_for_run
@@ -98,7 +98,7 @@ def run_locally(
         raise
     except Exception as e:
         if rec.started:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            msg = first_line(e)
             rec.end("FAILED", f"{type(e).__name__}: {msg}"[:500])
         raise
     finally:

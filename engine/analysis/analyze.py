@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from core.errors import first_line
 from db import utcnow
 from engine.analysis.codes import RunData, load_run_data
 from engine.analysis.concept_map import ConceptMap, cluster_tokens, compute_map
@@ -138,7 +139,7 @@ def analyze_after_training(lab: Lab, run_id: str, progress: bool = False) -> dic
     try:
         return analyze_run(lab, run_id, progress=progress)
     except Exception as e:  # noqa: BLE001 - reported, not raised: the run itself succeeded
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         print(f"warning: run {run_id} finished but its feature analysis failed ({first}): "
               f"run `python -m engine analyze {run_id}` to retry", file=sys.stderr)
         return None

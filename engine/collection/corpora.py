@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from engine.config import DomainSpec
-from core.errors import LabError
+from core.errors import LabError, first_line
 
 CORPUS_VERSION = 1  # bump when the text a source yields changes: cached activations are keyed by it
 TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".json", ".csv", ".html", ".tex", ".c", ".h", ".js", ".ts", ".java", ".go", ".rs", ""}
@@ -231,7 +231,7 @@ def hf_docs(source: str, seed: int) -> Iterator[str]:
         ds = datasets.load_dataset(name, config, split=split, streaming=True)
         ds = ds.shuffle(seed=seed, buffer_size=10_000)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise LabError(f"cannot load dataset '{name}' ({first[:160]}): check the dataset name, config and split") from None
     for record in ds:
         text = record.get(column)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from core.errors import LabError
+from core.errors import LabError, first_line
 
 BUNDLED_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm"}
 CAUSAL_TYPES = {"gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gpt_neo", "gptj", "phi", "phi3", "olmo", "opt", "bloom", "falcon", "stablelm"}
@@ -103,7 +103,7 @@ def resolve_model(name: str) -> ModelInfo:
                 f"model '{name}' is not a local folder and the Hugging Face Hub cannot be reached (offline): "
                 "pass a local model folder, or use the default all-MiniLM-L6-v2"
             ) from None
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise LabError(f"unknown model '{name}' ({first[:160]}): check the name or pass a local model folder") from None
     model_type = getattr(cfg, "model_type", "") or ""
     archs = getattr(cfg, "architectures", None) or []
@@ -154,7 +154,7 @@ def load_model(info: ModelInfo, device: torch.device) -> LoadedModel:
     try:
         model = cls.from_pretrained(info.path, local_files_only=info.local_files_only, dtype=torch.float32)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise LabError(f"cannot load the weights of model '{info.name}' ({first[:160]}): check the model folder") from None
     model.eval().to(device)
     for p in model.parameters():

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from db import query, replay_spools, transaction, utcnow
-from core.errors import LabBusyError, LabError
+from core.errors import LabBusyError, LabError, first_line
 from core.lab import Lab
 from engine.runs import RunSpec
 from engine.sweeps.queue import STALE_SECONDS, WorkerIdentity, claim_next, register_worker, requeue_interrupted
@@ -171,7 +171,7 @@ class Worker:
                     finish_job(self.lab, spec.run_id, "KILLED", "worker stopped (SIGTERM / Ctrl-C)")
                     raise
                 except Exception as e:  # one failed job does not stop the queue
-                    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    msg = first_line(e)
                     finish_job(self.lab, spec.run_id, "FAILED", f"{type(e).__name__}: {msg}"[:500])
                     self.log(f"job {spec.run_id}: FAILED: {msg}")
                 done += 1
