@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 import pyarrow as pa
 
@@ -26,6 +26,11 @@ from core.lab import Lab
 
 SPOOL_NAME = "spool.jsonl"
 Conflict = Literal["ignore", "replace", "error"]
+
+# Crash tests only: called with a flush's operations inside its open transaction, after they are
+# applied and before COMMIT (tests/fault_worker.py installs one that pauses there, so a test can
+# SIGKILL a worker in the middle of a real database write). Nothing in the lab sets it.
+in_transaction_hook: Callable[[list["Op"]], None] | None = None
 
 
 def utcnow() -> dt.datetime:
@@ -250,7 +255,8 @@ class BufferedWriter:
         try:
             with transaction(self.lab, wait_seconds=self.wait_seconds if wait_seconds is None else wait_seconds) as con:
                 apply_ops(con, spooled + ops)
-                _fault_point(spooled + ops)
+                if in_transaction_hook is not None:
+                    in_transaction_hook(spooled + ops)
         except LabBusyError:
             if ops:
                 append_spool(self.spool_path, ops)
@@ -266,17 +272,6 @@ class BufferedWriter:
             return self.flush(wait_seconds=wait_seconds)
         finally:
             self.owner.release()
-
-
-def _fault_point(ops: list[Op]) -> None:
-    """Crash tests only: with SAE_LAB_FAULT_PAUSE_IN_WRITE=<marker file> set, the first flush that
-    writes step metrics stops inside its open transaction (before COMMIT), creates the marker and
-    sleeps, so a test can SIGKILL the process in the middle of a real database write."""
-    marker = os.environ.get("SAE_LAB_FAULT_PAUSE_IN_WRITE")
-    if marker and not os.path.exists(marker) and any(op.table == "step_metrics" for op in ops):
-        with open(marker, "w") as f:
-            f.write(str(os.getpid()))
-        time.sleep(600)
 
 
 def replay_spools(lab: Lab, wait_seconds: float = 30.0) -> int:

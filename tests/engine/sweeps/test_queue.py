@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -36,8 +37,10 @@ def spec(**kw) -> SweepSpec:
     return SweepSpec.from_dict(d)
 
 
-def start_worker(lab: Lab, *extra: str, env: dict | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "engine", "--lab", str(lab.root), "-q", "worker", "--no-analysis", "--stale-seconds", "3", *extra]
+def start_worker(lab: Lab, *extra: str, env: dict | None = None, pause_in_write: Path | None = None) -> subprocess.Popen:
+    """``python -m engine worker``; with ``pause_in_write``, through tests/fault_worker.py (pauses inside a write)."""
+    program = ["-m", "engine"] if pause_in_write is None else ["-m", "tests.fault_worker", str(pause_in_write)]
+    cmd = [sys.executable, *program, "--lab", str(lab.root), "-q", "worker", "--no-analysis", "--stale-seconds", "3", *extra]
     return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -144,7 +147,7 @@ def test_sigkill_during_training_and_during_a_write_then_resume(lab, tmp_path, u
     assert set(db.query(lab, "SELECT status FROM jobs")["status"]) <= {"QUEUED", "RUNNING"}
     # 2. SIGKILL inside an open write transaction (the fault point pauses before COMMIT).
     marker = tmp_path / "in-write"
-    w = start_worker(lab, env={"SAE_LAB_FAULT_PAUSE_IN_WRITE": str(marker)})
+    w = start_worker(lab, pause_in_write=marker)
     wait_for(lambda: marker.exists(), timeout=180)
     w.send_signal(signal.SIGKILL)
     w.wait()
