@@ -6,16 +6,9 @@ on every page and keeps its state across pages. Jobs run in worker processes, ne
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import streamlit as st  # noqa: E402
-
-from lab_app import data, nav, sidebar  # noqa: E402
+from lab_app import data, nav, sidebar
 
 st.set_page_config(page_title="SAE lab", page_icon=":material/biotech:", layout="wide")
 

@@ -63,7 +63,7 @@ def _browser_seconds(lab: Lab, paths: list[tuple[str, str]]) -> dict[str, float]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "SAE_LAB_DIR": str(lab.root), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "SAE_LAB_DIR": str(lab.root)}
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "lab_app" / "app.py"), "--server.port", str(port),
                              "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

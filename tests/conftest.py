@@ -7,19 +7,14 @@ Nothing here is a mock: the tiny causal models are genuine transformers models b
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import small_overrides
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from tests.helpers import small_overrides  # noqa: E402
 
 
 @pytest.fixture(scope="session")

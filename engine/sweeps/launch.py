@@ -37,7 +37,7 @@ def spawn_worker(lab: Lab, threads: int | None = None, analysis: bool = True, ex
     if not analysis:
         cmd.append("--no-analysis")
     log = open(logs / f"worker-{os.getpid()}-{len(list(logs.glob('worker-*.log')))}.log", "ab")
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(extra_env or {})}
+    env = {**os.environ, **(extra_env or {})}
     return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, env=env)
 

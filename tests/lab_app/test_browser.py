@@ -45,7 +45,7 @@ def browser():
 def app_server(finished_lab, tmp_path_factory):
     lab = copy_lab(finished_lab[0].root, tmp_path_factory.mktemp("browser") / "lab")
     port = _free_port()
-    env = {**os.environ, "SAE_LAB_DIR": str(lab.root), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "SAE_LAB_DIR": str(lab.root), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "lab_app" / "app.py"), "--server.port", str(port),
          "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
