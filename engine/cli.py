@@ -15,6 +15,16 @@ from engine.bench.cli import add_bench_args, run_bench
 from engine.cli_args import float_arg, int_arg
 from engine.tables import format_table
 from core.errors import LabError
+from engine.config import build_config
+import json
+from db import query
+from db.readonly import run_readonly
+from db import ensure_schema
+from engine.config import ExperimentConfig
+from engine.analysis.cli import add_analysis_commands
+from engine.sweeps.cli import add_sweep_commands
+from engine.interventions.cli import add_intervention_commands
+from core.lab import Lab
 
 # A layer above the engine adds its command group to the parser: add(subparsers).
 AddCommands = Callable[[Any], None]
@@ -64,8 +74,6 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from engine.config import build_config
-
     overrides = []
     for flag, (key, _) in SHORTCUTS.items():
         value = getattr(args, flag, None)
@@ -87,13 +95,12 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _json(v: Any) -> str:
-    import json
-
     return json.dumps(v)
 
 
 # -- commands ---------------------------------------------------------------------------------------
 def cmd_collect(args, lab) -> int:
+    # deferred: the pipeline loads the model code, scipy and the analysis
     from engine.pipeline import collect
 
     config = config_from_args(args)
@@ -104,6 +111,7 @@ def cmd_collect(args, lab) -> int:
 
 
 def _print_outcomes(lab, outcomes) -> None:
+    # deferred: the pipeline loads the model code, scipy and the analysis
     from engine.pipeline import transfer_matrix
 
     if not outcomes or not outcomes[0].evals:
@@ -118,6 +126,7 @@ def _print_outcomes(lab, outcomes) -> None:
 
 
 def cmd_train(args, lab, evaluate: bool = False) -> int:
+    # deferred: the pipeline loads the model code, scipy and the analysis
     from engine.pipeline import run_experiment
 
     config = config_from_args(args)
@@ -132,7 +141,7 @@ def cmd_run(args, lab) -> int:
 
 
 def cmd_eval(args, lab) -> int:
-    from db import query
+    # deferred: the pipeline loads the model code, scipy and the analysis
     from engine.pipeline import evaluate_existing
 
     ids = list(args.run_ids)
@@ -149,8 +158,6 @@ def cmd_eval(args, lab) -> int:
 
 
 def cmd_sql(args, lab) -> int:
-    from db.readonly import run_readonly
-
     df = run_readonly(lab, args.query, timeout_seconds=args.timeout)
     if args.csv:
         df.to_csv(sys.stdout, index=False)
@@ -161,8 +168,7 @@ def cmd_sql(args, lab) -> int:
 
 def cmd_init(args, lab) -> int:
     """Fill an empty lab with the default experiment (what `make lab` runs); a filled lab is left alone."""
-    from db import ensure_schema, query
-    from engine.config import ExperimentConfig
+    # deferred: the pipeline loads the model code, scipy and the analysis
     from engine.pipeline import run_experiment, transfer_matrix
 
     ensure_schema(lab)
@@ -219,11 +225,6 @@ def build_parser(extra_commands: Sequence[AddCommands] = ()) -> argparse.Argumen
     s.add_argument("--timeout", type=float_arg, default=60.0)
     s.set_defaults(fn=cmd_sql)
 
-    from engine.analysis.cli import add_analysis_commands
-    from engine.sweeps.cli import add_sweep_commands
-
-    from engine.interventions.cli import add_intervention_commands
-
     add_sweep_commands(sub)
     add_analysis_commands(sub)
     add_intervention_commands(sub)
@@ -241,16 +242,12 @@ def _lab_is_empty(root: Path) -> bool:
 
 
 def main(argv: list[str] | None = None, extra_commands: Sequence[AddCommands] = ()) -> int:
-    from core.lab import Lab
-
     parser = build_parser(extra_commands)
     args = parser.parse_args(argv)
     lab = Lab.at(args.lab)
     existed = lab.root.exists()
     try:
         if lab.db.exists():  # a lab made by an older version reads with the current schema (new views)
-            from db import ensure_schema
-
             ensure_schema(lab)
         return int(args.fn(args, lab) or 0)
     except LabError as e:

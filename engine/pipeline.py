@@ -17,6 +17,7 @@ from engine.recording import RunRecorder
 from engine.artifacts import collect_for, load_run_config, load_run_sae, stores_for_run
 from engine.runs import RunOutcome, RunSpec, evaluate_sae, execute_run, plan_runs
 from engine.training.trainer import TrainHooks, TrainingCancelled
+from engine.analysis.analyze import analyze_after_training
 
 
 def record_activation_set(lab: Lab, store: ActivationStore) -> None:
@@ -109,8 +110,6 @@ def run_experiment(config: ExperimentConfig, lab: Lab, progress: bool = True, ev
                    tags: list[str] | None = None, analyze: bool = True) -> list[RunOutcome]:
     """Collect every domain (one pass each, all layers), then train, evaluate and analyse one SAE per
     training domain (a failed analysis warns and leaves the run FINISHED)."""
-    from engine.analysis.analyze import analyze_after_training
-
     collect(config, lab, progress)
     outcomes = []
     for spec in plan_runs(config, tags=tags):

@@ -13,6 +13,8 @@ from typing import Any
 from db import BufferedWriter, utcnow
 from core.lab import Lab, code_version
 from engine.runs import RunOutcome, RunSpec
+from db import Op, write_now
+from core.errors import LabError
 
 STEP_METRICS = ("loss", "mse", "fvu", "l0", "l1", "aux_loss", "dead_frac", "lr", "tokens_per_s")
 EVAL_COLUMNS = ("n_tokens", "mse", "fvu", "r2", "cosine", "l0", "l1", "dead_frac", "l2_ratio", "transfer_ratio")
@@ -117,9 +119,6 @@ def _folder_bytes(path) -> int:
 
 def annotate_run(lab: Lab, run_id: str, tags: list[str] | None = None, notes: str | None = None) -> None:
     """A researcher's tags and notes on a run (the app's editable run table)."""
-    from db import Op, write_now
-    from core.errors import LabError
-
     values: dict[str, Any] = {}
     if tags is not None:
         clean = sorted({t.strip() for t in tags if t and t.strip()})

@@ -19,6 +19,18 @@ from typing import Any
 from core.errors import LabError
 from engine.cli import main as engine_main
 from engine.tables import format_table
+from findings.prefill import card_from_feature
+import pandas as pd
+from findings.search import search_cards
+from findings.evidence import card_evidence, live_status
+from findings.render import card_markdown
+from findings.store import card_history, get_card
+from findings.model import FeatureRef
+from findings.store import update_card
+from findings.store import delete_card, purge_card
+from findings.store import restore_card
+from findings.export import export_json, export_markdown, export_registry
+from findings.export import import_json, import_registry
 
 TEXT_FIELDS = ("title", "claim", "label", "description", "confidence", "status", "notes")
 LIST_FIELDS = ("tags", "examples")
@@ -132,8 +144,6 @@ def _author(args) -> str:
 
 # -- handlers --------------------------------------------------------------------------------------
 def cmd_new(args, lab) -> int:
-    from findings.prefill import card_from_feature
-
     overrides: dict[str, Any] = {n: getattr(args, n) for n in TEXT_FIELDS if getattr(args, n) is not None}
     if args.tag is not None:
         overrides["tags"] = args.tag
@@ -151,10 +161,6 @@ def _features_text(card) -> str:
 
 
 def cmd_list(args, lab) -> int:
-    import pandas as pd
-
-    from findings.search import search_cards
-
     cards = search_cards(lab, text=args.text, tag=args.tag, status=args.status, run_id=args.run, feature=args.feature,
                          include_deleted=args.deleted)
     if args.json:
@@ -172,10 +178,6 @@ def cmd_list(args, lab) -> int:
 
 
 def cmd_show(args, lab) -> int:
-    from findings.evidence import card_evidence, live_status
-    from findings.render import card_markdown
-    from findings.store import card_history, get_card
-
     card = get_card(lab, args.card, args.revision)
     if args.json:
         print(json.dumps(card.to_dict(), indent=2, ensure_ascii=False))
@@ -210,8 +212,6 @@ def cmd_show(args, lab) -> int:
 
 
 def cmd_history(args, lab) -> int:
-    from findings.store import card_history
-
     for r in card_history(lab, args.card):
         changed = ", ".join(r.changed) or "-"
         print(f"revision {r.revision}  {r.edited_at[:19]}  {r.author or '-':<12}  {r.action:<8}  changed: {changed}"
@@ -240,9 +240,6 @@ def _list_value(value: str) -> list[str]:
 
 
 def cmd_edit(args, lab) -> int:
-    from findings.model import FeatureRef
-    from findings.store import get_card, update_card
-
     changes: dict[str, Any] = {}
     for text in args.set:
         name, value = _split_assignment(text, "--set")
@@ -273,8 +270,6 @@ def cmd_edit(args, lab) -> int:
 
 
 def cmd_delete(args, lab) -> int:
-    from findings.store import delete_card, purge_card
-
     if args.purge:
         res = purge_card(lab, args.card, args.version)
         print(f"{args.card} purged; {len(res['snapshots_removed'])} evidence snapshots removed, "
@@ -286,8 +281,6 @@ def cmd_delete(args, lab) -> int:
 
 
 def cmd_restore(args, lab) -> int:
-    from findings.store import restore_card
-
     card = restore_card(lab, args.card, args.version, author=_author(args), note=args.note)
     print(f"{card.card_id} restored (revision {card.revision})")
     return 0
@@ -307,8 +300,6 @@ def _write_text(out: str, text: str) -> None:
 
 
 def cmd_export(args, lab) -> int:
-    from findings.export import export_json, export_markdown, export_registry
-
     ids = list(args.cards) or None
     if args.run and args.format != "registry":
         raise LabError("--run applies to --format registry only: pick the cards to export by id, or use findings list --run")
@@ -327,8 +318,6 @@ def cmd_export(args, lab) -> int:
 
 
 def cmd_import(args, lab) -> int:
-    from findings.export import import_json, import_registry
-
     try:
         data = json.loads(Path(args.path).read_text(encoding="utf-8"))
     except OSError as e:

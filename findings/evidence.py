@@ -23,6 +23,7 @@ from db import connect
 from core.errors import LabError
 from core.lab import Lab
 from findings.model import Card, FeatureRef, check_feature_index
+from engine.analysis.queries import analysis_info, feature_detail
 
 FEATURE_KIND = "feature"
 # runs columns frozen with every feature snapshot: enough to say what the SAE was without the run.
@@ -115,8 +116,6 @@ def feature_evidence(lab: Lab, run_id: str, feature: int, run: dict[str, Any] | 
 
     A run without a feature analysis still gets a snapshot (its settings, and a note saying the
     analysis was missing), so a card can be written before the analysis has run."""
-    from engine.analysis.queries import analysis_info, feature_detail
-
     run = run if run is not None else run_rows(lab, [run_id]).get(run_id)
     if run is None:
         raise LabError(f"unknown run '{run_id}': list runs with python -m engine sql \"SELECT run_id, name FROM runs\"")
@@ -171,8 +170,6 @@ def live_status(lab: Lab, card: Card) -> list[dict[str, Any]]:
     """For each feature of the card, what the live lab still holds, so a page can link back to the
     live feature or say why it cannot: ``state`` is ``live`` (same analysis as the snapshot),
     ``reanalysed`` (the run was analysed again since), ``no-analysis`` or ``run-deleted``."""
-    from engine.analysis.queries import analysis_info
-
     snaps = card_evidence(lab, card)
     runs = run_rows(lab, sorted({f.run_id for f in card.features}))
     out = []

@@ -32,6 +32,7 @@ TARGET = 2.0
 
 
 def _apptest_seconds(lab: Lab, page: str | None, query: dict, repeats: int) -> tuple[float, float]:
+    # deferred: streamlit is heavy, and only this measurement needs it
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
@@ -57,6 +58,7 @@ def _browser_seconds(lab: Lab, paths: list[tuple[str, str]]) -> dict[str, float]
     if not Path("/usr/bin/chromium").exists():
         return {}
     try:
+        # deferred: playwright is optional: without it there are no browser figures
         from playwright.sync_api import sync_playwright
     except ImportError:
         return {}

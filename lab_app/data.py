@@ -15,6 +15,12 @@ import streamlit as st
 
 from db import query
 from core.lab import Lab
+import json
+from engine.sweeps.leaderboard import configurations as configs
+from engine.analysis import queries
+from db import ensure_schema
+from lab_app.nav import pages
+import threading
 
 
 def lab() -> Lab:
@@ -81,8 +87,6 @@ def quality(lab: Lab, run_id: str) -> dict[str, Any] | None:
 
 @st.cache_data(ttl=10, show_spinner=False)
 def run_config(lab: Lab, run_id: str) -> dict[str, Any]:
-    import json
-
     df = query(lab, "SELECT config FROM runs WHERE run_id = ?", [run_id])
     return {} if df.empty else json.loads(df.iloc[0, 0])
 
@@ -99,13 +103,12 @@ def sweeps(lab: Lab) -> pd.DataFrame:
 
 @st.cache_data(ttl=10, show_spinner=False)
 def configurations(lab: Lab, sweep_id: str | None) -> pd.DataFrame:
-    from engine.sweeps.leaderboard import configurations as configs
-
     return configs(lab, sweep_id)
 
 
 def jobs_live(lab: Lab) -> pd.DataFrame:
     """Not cached: the live panel wants the latest state every refresh."""
+    # deferred: loads torch, which the app's pages start without
     from engine.sweeps.queue import job_statuses
 
     return job_statuses(lab)
@@ -113,46 +116,34 @@ def jobs_live(lab: Lab) -> pd.DataFrame:
 
 @st.cache_data(ttl=30, show_spinner=False)
 def analysed_runs(lab: Lab) -> pd.DataFrame:
-    from engine.analysis.queries import analyzed_runs
-
-    return analyzed_runs(lab)
+    return queries.analyzed_runs(lab)
 
 
 @st.cache_data(ttl=60, show_spinner=False)
 def feature_detail(lab: Lab, run_id: str, feature: int, _stamp: Any = None) -> dict[str, Any]:
-    from engine.analysis.queries import feature_detail as detail
-
-    return detail(lab, run_id, int(feature))
+    return queries.feature_detail(lab, run_id, int(feature))
 
 
 @st.cache_data(ttl=60, show_spinner=False)
 def best_feature(lab: Lab, run_id: str, _stamp: Any = None) -> int:
     """The feature the inspector opens on without a deep link: the best-labelled one, not feature 0."""
-    from engine.analysis.queries import list_features
-
-    top = list_features(lab, run_id, limit=1)
+    top = queries.list_features(lab, run_id, limit=1)
     return int(top.iloc[0]["feature"]) if len(top) else 0
 
 
 @st.cache_data(ttl=60, show_spinner=False)
 def concept_map(lab: Lab, run_id: str, _stamp: Any = None) -> pd.DataFrame:
-    from engine.analysis.queries import concept_map as cmap
-
-    return cmap(lab, run_id)
+    return queries.concept_map(lab, run_id)
 
 
 @st.cache_data(ttl=60, show_spinner=False)
 def cluster_summaries(lab: Lab, run_id: str, _stamp: Any = None) -> pd.DataFrame:
-    from engine.analysis.queries import cluster_summaries as cs
-
-    return cs(lab, run_id)
+    return queries.cluster_summaries(lab, run_id)
 
 
 @st.cache_data(ttl=30, show_spinner=False)
 def search_features(lab: Lab, run_id: str, text: str) -> pd.DataFrame:
-    from engine.analysis.queries import search_features as sf
-
-    return sf(lab, run_id, text)
+    return queries.search_features(lab, run_id, text)
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -174,8 +165,6 @@ def lab_path_label() -> str:
 @st.cache_resource(show_spinner=False)
 def _schema_checked(lab: Lab) -> bool:
     """Bring an older lab's schema up to date once per app process (a brief write)."""
-    from db import ensure_schema
-
     ensure_schema(lab)
     return True
 
@@ -186,8 +175,6 @@ def ensure_schema_once() -> None:
 
 def page(name: str):
     """The st.Page object for page links."""
-    from lab_app.nav import pages
-
     return pages()[name]
 
 
@@ -199,6 +186,7 @@ def inspector_link(run_id: str, feature: int, label: str | None = None, key: str
 @st.cache_data(ttl=600, show_spinner="Matching decoder directions…")
 def _matches(lab: Lab, run_a: str, run_b: str) -> tuple[list[int], list[float]]:
     """All of run_a's best counterparts in run_b (one decoder-cosine product; read-only)."""
+    # deferred: loads torch, which the app's pages start without
     from engine.analysis.matching import match_runs
 
     m = match_runs(lab, run_a, run_b, store=False)
@@ -214,13 +202,12 @@ def match_in_other_run(lab: Lab, run_a: str, run_b: str, feature: int) -> dict[s
 def _warm_started() -> bool:
     """Import the heavy modules and load the latest run's model in a plain thread (no st.* calls), so the
     first inspector, probe or intervention does not wait for them."""
-    import threading
 
     def warm() -> None:
         try:
+            # deferred: these load torch: importing them in this background thread is the point
             import engine.analysis.probe  # noqa: F401  (the inspector's and probe's imports, paid once here)
             import engine.interventions  # noqa: F401
-            import findings  # noqa: F401
             from engine.collection.models import load_model, resolve_model
             from engine.device import pick_device
 

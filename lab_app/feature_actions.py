@@ -11,14 +11,15 @@ import streamlit as st
 
 from core.errors import LabError
 from lab_app import data
+from findings import card_from_feature, cards_for_feature
+from findings.evidence import run_rows
+from findings.prefill import prefill
+from findings.render import escape_markdown
+from engine.analysis.queries import render_tokens
+from findings import attach_evidence
 
 
 def _cards_section(run_id: str, feature: int, detail: dict[str, Any]) -> list:
-    from findings import card_from_feature, cards_for_feature
-    from findings.evidence import run_rows
-    from findings.prefill import prefill
-    from findings.render import escape_markdown
-
     lab = data.lab()
     cards = cards_for_feature(lab, run_id, feature)
     st.markdown(f"**Findings cards about this feature** ({len(cards)})")
@@ -47,8 +48,6 @@ def _cards_section(run_id: str, feature: int, detail: dict[str, Any]) -> list:
 
 
 def _default_text(detail: dict[str, Any]) -> str:
-    from engine.analysis.queries import render_tokens
-
     for cset in (detail.get("contexts") or {}).values():
         if cset.get("top"):
             toks = [t for t in cset["top"][0]["tokens"] if t not in ("[CLS]", "[SEP]", "[PAD]")]
@@ -61,6 +60,7 @@ def _fmt(v: Any, f: str = ".2e") -> str:
 
 
 def _interventions_section(run_id: str, feature: int, detail: dict[str, Any], cards: list) -> None:
+    # deferred: loads torch, which the inspector starts without
     from engine.interventions import intervene
     from engine.interventions.queries import interventions_for_feature
 
@@ -113,8 +113,6 @@ def _interventions_section(run_id: str, feature: int, detail: dict[str, Any], ca
             c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
             target = c1.selectbox("Attach as evidence to", [c.card_id for c in cards], format_func=lambda i: next(c.title for c in cards if c.card_id == i))
             if c2.button("Attach", icon=":material/attach_file:"):
-                from findings import attach_evidence
-
                 try:
                     attach_evidence(data.lab(), target, "intervention", res.evidence(), note=res.summary_line(), author=st.session_state.get("author", ""))
                     st.success("Attached to the card.")

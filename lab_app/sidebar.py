@@ -13,6 +13,7 @@ import streamlit as st
 
 from core.errors import LabError
 from lab_app import data
+from engine.sweeps.spec import PRESETS, SweepSpec
 
 PRESET_HELP = {
     "topk-sweep": "Seed experiment 2: k = 48, 24, 16 at d_sae 2048, layer 2",
@@ -33,9 +34,9 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def launcher() -> None:
+    # deferred: loads torch, which the app's pages start without
     from engine.sweeps.launch import ensure_workers
     from engine.sweeps.queue import enqueue_sweep
-    from engine.sweeps.spec import PRESETS, SweepSpec
 
     with st.expander("Launch a sweep", icon=":material/rocket_launch:", expanded=False):
         choice = st.selectbox("Sweep", list(PRESET_HELP), key="sw_preset", help="\n".join(f"{k}: {v}" for k, v in PRESET_HELP.items()))
@@ -97,6 +98,7 @@ def _eta(seconds) -> str:
 
 @st.fragment(run_every="2s")
 def live_panel() -> None:
+    # deferred: loads torch, which the app's pages start without
     from engine.sweeps.launch import ensure_workers, live_workers
     from engine.sweeps.queue import cancel_queued_and_flag_running
 

@@ -56,6 +56,7 @@ def _prepare_model(name: str) -> tuple[ModelInfo, Vocab, torch.Tensor | None, st
     The matrix is read from the weights file when it can be: building the transformers model only
     to take one tensor from it costs ~3 s of imports on a cold start (measured). (Running this on
     a thread beside the encoding pass gained nothing: the imports hold the GIL.)"""
+    # deferred: transformers is heavy
     from transformers import AutoTokenizer
 
     info = resolve_model(name)

@@ -10,6 +10,12 @@ import json
 
 from engine.cli_args import int_arg
 from core.errors import LabError
+from engine.analysis.config import AnalysisConfig
+from core.config_base import apply_override, parse_override
+from db import ensure_schema, query
+from engine.analysis.queries import render_tokens, top_texts
+from engine.analysis.queries import feature_detail
+import numpy as np
 
 
 
@@ -51,9 +57,6 @@ def add_analysis_commands(sub) -> None:
 
 
 def _analysis_config(args):
-    from engine.analysis.config import AnalysisConfig
-    from core.config_base import apply_override, parse_override
-
     data = {"seed": args.seed, "tsne": bool(args.tsne)}
     for text in args.set:
         path, value = parse_override(text)
@@ -62,7 +65,7 @@ def _analysis_config(args):
 
 
 def cmd_analyze(args, lab) -> int:
-    from db import ensure_schema, query
+    # deferred: loads torch, and the parser is built for every command
     from engine.analysis.analyze import analyze_run
 
     cfg = _analysis_config(args)
@@ -94,6 +97,7 @@ def cmd_analyze(args, lab) -> int:
 
 
 def cmd_probe(args, lab) -> int:
+    # deferred: loads torch, and the parser is built for every command
     from engine.analysis.probe import probe_text
 
     res = probe_text(lab, args.run, args.text, args.top)
@@ -108,8 +112,6 @@ def cmd_probe(args, lab) -> int:
 
 
 def cmd_top_texts(args, lab) -> int:
-    from engine.analysis.queries import render_tokens, top_texts
-
     rows = top_texts(lab, args.run, args.feature, args.domain, args.n)
     if not rows:
         print(f"feature {args.feature} never fires on {'domain ' + args.domain if args.domain else 'any domain'}")
@@ -121,8 +123,6 @@ def cmd_top_texts(args, lab) -> int:
 
 
 def cmd_feature(args, lab) -> int:
-    from engine.analysis.queries import feature_detail
-
     d = feature_detail(lab, args.run, args.feature)
     f = d["feature"]
     score = f"{f['label_score']:.2f}" if f.get("label_score") is not None else "n/a"
@@ -139,8 +139,7 @@ def cmd_feature(args, lab) -> int:
 
 
 def cmd_match(args, lab) -> int:
-    import numpy as np
-
+    # deferred: loads torch, and the parser is built for every command
     from engine.analysis.matching import match_runs
 
     m = match_runs(lab, args.run_a, args.run_b)

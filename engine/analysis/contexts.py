@@ -19,6 +19,7 @@ import pyarrow as pa
 from engine.analysis.codes import DomainCodes, stable_group_order
 from engine.analysis.config import AnalysisConfig
 from engine.analysis.vocab import Vocab
+import pyarrow.compute as pc
 
 KIND_TOP, KIND_QUANTILE = 0, 1
 
@@ -157,8 +158,6 @@ TOKEN_SEPARATOR = "\x1f"  # joins a sequence's tokens in token_sequences; displa
 
 def sequence_table(dc: DomainCodes, vocab: Vocab) -> pa.Table:
     """``token_sequences`` rows of a domain's activation set: every sequence's tokens, joined."""
-    import pyarrow.compute as pc
-
     n_seq, seq_len = dc.tokens.shape
     offsets = np.arange(n_seq + 1, dtype=np.int32) * seq_len
     lists = pa.ListArray.from_arrays(pa.array(offsets), vocab.take(dc.tokens.reshape(-1)))

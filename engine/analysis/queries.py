@@ -16,6 +16,7 @@ import pandas as pd
 from db import connect
 from core.errors import LabError
 from core.lab import Lab
+import duckdb
 
 
 def _records(cur) -> list[dict[str, Any]]:
@@ -89,8 +90,6 @@ def feature_detail(lab: Lab, run_id: str, feature: int) -> dict[str, Any]:
     ``contexts`` ({domain: {"top": [...], "quantile": [...]}}, each with tokens, per-token acts and
     the centre index), ``neighbours`` ({"decoder": [...], "activation": [...]}, with the
     neighbours' labels), ``token_effects`` ({"up": [...], "down": [...]}) and ``analysis``."""
-    import duckdb
-
     feature = int(feature)
     with connect(lab, read_only=True) as con:
         try:

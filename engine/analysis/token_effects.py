@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from engine.analysis.vocab import Vocab
+from safetensors import safe_open
 
 BLOCK = 1024
 
@@ -43,7 +44,6 @@ def read_effect_matrix(folder: str | Path, is_causal: bool, d_model: int, min_ro
     folder = Path(folder)
     if not folder.is_dir():
         return None, ""
-    from safetensors import safe_open
 
     found: dict[str, tuple[Path, str]] = {}
     for f in sorted(folder.glob("*.safetensors")):

@@ -19,12 +19,20 @@ import numpy as np
 import torch
 
 from core.errors import LabError
+from engine.config import ExperimentConfig
+from engine.artifacts import collect_for
+from engine.bench.reference import ReferenceTopKSAE
+from engine.config import TrainConfig
+from engine.training.data import ShuffledBatches
+from engine.training.trainer import Trainer, init_sae_from_store_stats
+from tqdm.auto import tqdm
+from engine.collection.collect import build_sequences, collect_timed_one_pass, collect_timed_per_layer
+from engine.collection.models import load_model, resolve_model
+from engine.config import DataConfig
+import platform
 
 
 def _prose_store(lab, progress: bool):
-    from engine.config import ExperimentConfig
-    from engine.artifacts import collect_for
-
     config = ExperimentConfig().validate()
     stores = collect_for(config, lab, progress)
     return config, stores["prose"]
@@ -40,11 +48,6 @@ def val_fvu(forward, val: torch.Tensor) -> float:
 
 
 def bench_train(args, lab, out: dict) -> None:
-    from engine.bench.reference import ReferenceTopKSAE
-    from engine.config import TrainConfig
-    from engine.training.data import ShuffledBatches
-    from engine.training.trainer import Trainer, init_sae_from_store_stats
-
     config, store = _prose_store(lab, not args.quiet)
     acts = store.acts(config.hook, config.layer)
     vs = store.val_start
@@ -95,7 +98,6 @@ def bench_train(args, lab, out: dict) -> None:
         contenders["lab trainer (bf16 matmul)"] = ours("bfloat16")
     tokens = {k: 0 for k in contenders}
     seconds = {k: 0.0 for k in contenders}
-    from tqdm.auto import tqdm
 
     bar = tqdm(total=sum(c["total"] for c in contenders.values()), desc="bench train", unit="tok", disable=args.quiet, leave=False)
     while True:
@@ -131,10 +133,6 @@ def bench_train(args, lab, out: dict) -> None:
 
 
 def bench_collect(args, lab, out: dict) -> None:
-    from engine.collection.collect import build_sequences, collect_timed_one_pass, collect_timed_per_layer
-    from engine.collection.models import load_model, resolve_model
-    from engine.config import DataConfig, ExperimentConfig
-
     config = ExperimentConfig().validate()
     info = resolve_model(config.model)
     loaded = load_model(info, torch.device("cpu"))
@@ -169,8 +167,6 @@ def bench_memory(args, lab, out: dict) -> None:
 
 
 def machine_description() -> str:
-    import platform
-
     cpu = "unknown CPU"
     try:
         for line in open("/proc/cpuinfo"):

@@ -217,6 +217,7 @@ def parse_hf_source(source: str) -> tuple[str, str | None, str, str]:
 
 
 def hf_docs(source: str, seed: int) -> Iterator[str]:
+    # deferred: engine.collection.models loads torch, and every config parse imports this module
     from engine.collection.models import hub_reachable
 
     name, config, split, column = parse_hf_source(source)
@@ -226,6 +227,7 @@ def hf_docs(source: str, seed: int) -> Iterator[str]:
             "use the offline domains prose/code or a local folder (name=path)"
         )
     try:
+        # deferred: datasets is heavy
         import datasets
 
         ds = datasets.load_dataset(name, config, split=split, streaming=True)

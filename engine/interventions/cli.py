@@ -11,6 +11,10 @@ import json
 from engine.cli_args import float_arg, int_arg
 from core.errors import LabError
 from engine.tables import format_table
+from engine.interventions.spec import Edit, InterventionOptions, InterventionSpec
+from engine.interventions.run import run_intervention
+from engine.interventions.queries import interventions_for_feature, list_interventions
+from engine.interventions.specificity import ablation_specificity
 
 
 
@@ -54,8 +58,6 @@ def add_intervention_commands(sub) -> None:
 
 
 def _spec_from_args(args):
-    from engine.interventions.spec import Edit, InterventionOptions, InterventionSpec
-
     if args.zero:
         edit = Edit(args.feature, "zero")
     elif args.scale is not None:
@@ -75,8 +77,6 @@ def _spec_from_args(args):
 
 
 def cmd_intervene(args, lab) -> int:
-    from engine.interventions.run import run_intervention
-
     res = run_intervention(lab, _spec_from_args(args), store=not args.no_store)
     if args.json:
         print(json.dumps(res.to_dict(), default=str))
@@ -122,8 +122,6 @@ def cmd_intervene(args, lab) -> int:
 
 
 def cmd_interventions(args, lab) -> int:
-    from engine.interventions.queries import interventions_for_feature, list_interventions
-
     if args.feature is not None:
         if not args.run:
             raise LabError("--feature needs --run: interventions --run RUN --feature F")
@@ -139,8 +137,6 @@ def cmd_interventions(args, lab) -> int:
 
 
 def cmd_ablation_specificity(args, lab) -> int:
-    from engine.interventions.specificity import ablation_specificity
-
     res = ablation_specificity(lab, args.run, args.features, args.contexts, args.seed, n_candidates=args.candidates,
                                store=not args.no_store, progress=not args.quiet and not args.json, threads=args.threads)
     if args.json:

@@ -205,6 +205,7 @@ def _p(p: float | None) -> str:
 
 def wilcoxon_greater(a: np.ndarray, b: np.ndarray) -> float | None:
     """One-sided Wilcoxon signed-rank p-value for H1: a − b > 0 (None when every pair ties)."""
+    # deferred: scipy is heavy
     from scipy.stats import wilcoxon
 
     d = np.asarray(a, float) - np.asarray(b, float)

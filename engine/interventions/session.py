@@ -31,6 +31,7 @@ from engine.interventions.spec import Edit
 from core.lab import Lab
 from engine.artifacts import load_run_config, load_run_sae, stores_for_run
 from engine.training.sae import SparseAutoencoder
+from db import query_rows
 
 
 @dataclass
@@ -156,8 +157,6 @@ class RunSession:
     def dead_features(self) -> set[int]:
         """Features the run's analysis found dead (empty when the run has no analysis)."""
         if self._dead is None:
-            from db import query_rows
-
             try:
                 rows = query_rows(self.lab, "SELECT feature FROM features WHERE run_id = ? AND dead", [self.run_id])
             except Exception:  # no database or no analysis tables: nothing known

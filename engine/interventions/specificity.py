@@ -44,6 +44,7 @@ from engine.interventions.session import Batch, RunSession, get_session, torch_t
 from engine.interventions.spec import Edit
 from engine.interventions.store import save_specificity
 from core.lab import Lab
+from db import connect
 
 def ablation_specificity(lab: Lab, run_id: str, n_features: int = 50, n_contexts: int = 8, seed: int = 0, *,
                          n_candidates: int = 10, store: bool = True, progress: bool = False,
@@ -109,8 +110,6 @@ def ablation_specificity(lab: Lab, run_id: str, n_features: int = 50, n_contexts
 
 def _analysis(lab: Lab, session: RunSession, n_contexts: int) -> tuple[np.ndarray, np.ndarray, dict[int, list[tuple[str, int]]]]:
     """Per feature: firing frequency, live flag, and its distinct top-context sequences (strongest first)."""
-    from db import connect
-
     d_sae = session.sae.d_sae
     with connect(lab, read_only=True) as con:
         has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'analysis_runs'").fetchall()[0][0]

@@ -6,19 +6,21 @@ import argparse
 
 from core.errors import LabError
 from engine.tables import format_table
+from engine.sweeps.spec import load_spec
+from core.config_base import apply_override, parse_override
+from db import query
+from engine.sweeps.leaderboard import leaderboard, pareto_front
 
 
 def cmd_sweep(args, lab) -> int:
+    # deferred: loads torch, and the parser is built for every command
     from engine.sweeps.launch import ensure_workers
     from engine.sweeps.queue import enqueue_sweep
-    from engine.sweeps.spec import load_spec
 
     spec = load_spec(args.spec)
     if args.run_cap is not None:
         spec = spec.replace(run_cap=args.run_cap)
     for text in args.set:
-        from core.config_base import apply_override, parse_override
-
         path, value = parse_override(text)
         base = dict(spec.base)
         apply_override(base, path, value)
@@ -34,6 +36,7 @@ def cmd_sweep(args, lab) -> int:
 
 
 def cmd_worker(args, lab) -> int:
+    # deferred: loads torch, and the parser is built for every command
     from engine.sweeps.worker import Worker
 
     n = Worker(lab, threads=args.threads, progress=not args.quiet, analysis=not args.no_analysis,
@@ -43,8 +46,7 @@ def cmd_worker(args, lab) -> int:
 
 
 def cmd_status(args, lab) -> int:
-    from db import query
-    from engine.sweeps.leaderboard import leaderboard, pareto_front
+    # deferred: loads torch, and the parser is built for every command
     from engine.sweeps.queue import job_statuses
 
     if not lab.db.exists():
@@ -83,6 +85,7 @@ def cmd_status(args, lab) -> int:
 
 
 def cmd_cancel(args, lab) -> int:
+    # deferred: loads torch, and the parser is built for every command
     from engine.sweeps.queue import cancel_queued_and_flag_running
 
     if not args.job_ids and not args.sweep:

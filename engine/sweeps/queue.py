@@ -25,6 +25,7 @@ from core.lab import Lab
 from engine.artifacts import check_against_model
 from engine.runs import RunSpec, plan_runs
 from engine.sweeps.spec import PARAMETERS, SweepSpec, expand
+import pyarrow as pa
 
 STALE_SECONDS = 30.0
 
@@ -67,7 +68,6 @@ def enqueue_sweep(lab: Lab, spec: SweepSpec) -> tuple[str, list[RunSpec]]:
             [sweep_id, spec.name, spec.method, spec.metric_name(), spec.goal(), spec.run_cap, spec.to_json(), len(runs), now],
         )
         rows = [[r.run_id, sweep_id, seq0 + i + 1, "QUEUED", json.dumps(r.to_dict()), job_label(r, spec), now] for i, r in enumerate(runs)]
-        import pyarrow as pa
 
         table = pa.table({k: [row[i] for row in rows] for i, k in enumerate(["job_id", "sweep_id", "seq", "status", "spec", "label", "enqueued_at"])})
         con.register("new_jobs", table)

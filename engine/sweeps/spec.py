@@ -16,6 +16,9 @@ from typing import Any, Literal
 from engine.config import ExperimentConfig, build_config
 from core.config_base import ConfigBase, apply_override
 from core.errors import LabError
+import json
+from pathlib import Path
+from engine.config import load_config_file
 
 # Sweep parameter -> config key (the names researchers use, as in the seeds).
 PARAMETERS: dict[str, str] = {
@@ -149,8 +152,6 @@ def _short(v: Any) -> str:
 
 
 def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
-    import json
-
     return json.loads(json.dumps(d))
 
 
@@ -168,10 +169,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def load_spec(source: str | dict[str, Any]) -> SweepSpec:
     """A preset name, a JSON/TOML file path, or a dict."""
-    from pathlib import Path
-
-    from engine.config import load_config_file
-
     if isinstance(source, dict):
         data = source
     elif source in PRESETS:

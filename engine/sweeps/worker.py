@@ -21,6 +21,9 @@ from core.lab import Lab
 from engine.runs import RunSpec
 from engine.sweeps.queue import STALE_SECONDS, WorkerIdentity, claim_next, register_worker, requeue_interrupted
 from engine.training.trainer import TrainingCancelled
+from engine.analysis.analyze import analyze_after_training
+from engine.pipeline import run_locally
+from db import ensure_schema
 
 
 class Heartbeat(threading.Thread):
@@ -106,15 +109,11 @@ def run_is_finished(lab: Lab, run_id: str) -> bool:
 
 def analyze(lab: Lab, run_id: str) -> None:
     """A failed analysis warns (and can be redone with `engine analyze`); it does not fail the job."""
-    from engine.analysis.analyze import analyze_after_training
-
     analyze_after_training(lab, run_id)
 
 
 def execute_job(lab: Lab, spec: RunSpec, reporter: JobReporter, progress: bool = False, analysis: bool = True) -> None:
     """One job: train + evaluate (resuming from a checkpoint if one exists), then analyse."""
-    from engine.pipeline import run_locally
-
     if not run_is_finished(lab, spec.run_id):
         run_locally(spec, lab, progress=progress, should_stop=reporter.should_stop, extra_log=reporter.on_log,
                     on_start=reporter.on_start, on_phase=reporter.phase)
@@ -139,8 +138,6 @@ class Worker:
 
     def run(self, wait: bool = False, poll_seconds: float = 2.0, max_jobs: int | None = None) -> int:
         """Work until the queue is empty (or forever with ``wait``); returns the number of jobs run."""
-        from db import ensure_schema
-
         ensure_schema(self.lab)
         register_worker(self.lab, self.me)
         beat = Heartbeat(self.lab, self.me, self.heartbeat_seconds)

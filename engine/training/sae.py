@@ -21,6 +21,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from core.errors import LabError
+from engine.training.sparse_ops import select_relu, select_topk
+import torch.nn.functional as F
+from engine.training.sparse_ops import row_offsets
+import shutil
 
 
 @dataclass
@@ -78,8 +82,6 @@ class SparseAutoencoder(nn.Module):
         return torch.addmm(self.b_enc, xs - self.b_dec, self.W_enc_rows.t())
 
     def encode_sparse(self, x: torch.Tensor) -> SparseCode:
-        from engine.training.sparse_ops import select_relu, select_topk
-
         pre = self.pre_acts(x)
         if self.architecture == "topk":
             rows, cols, vals = select_topk(pre, self.k)
@@ -96,10 +98,6 @@ class SparseAutoencoder(nn.Module):
         return self.encode_sparse(x).dense(self.d_sae)
 
     def decode_sparse(self, code: SparseCode) -> torch.Tensor:
-        import torch.nn.functional as F
-
-        from engine.training.sparse_ops import row_offsets
-
         offsets = row_offsets(code.rows, code.batch)
         out = F.embedding_bag(code.cols, self.W_dec, offsets[:-1], mode="sum", per_sample_weights=code.vals)
         return (out + self.b_dec) / self.input_scale
@@ -152,8 +150,6 @@ class SparseAutoencoder(nn.Module):
         lab_meta = {**metadata, "lab_architecture": self.architecture, "k": self.k}
         (tmp / "cfg.json").write_text(json.dumps(self.saelens_cfg(lab_meta), indent=2))
         if folder.exists():
-            import shutil
-
             shutil.rmtree(folder)
         tmp.rename(folder)
 

@@ -15,6 +15,7 @@ from lab_app.run_picker import pick_analysed_run
 
 @st.cache_resource(show_spinner="Loading the model and the SAE…", max_entries=2)
 def prober(lab: Lab, run_id: str):
+    # deferred: loads torch, paid when the probe first runs
     from engine.analysis.probe import Prober
 
     return Prober(lab, run_id)
