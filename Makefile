@@ -45,6 +45,7 @@ lab: install
 	fi
 
 test: dev-install chromium
+	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 # Regenerate the exact pins from requirements*.in in a throwaway venv.

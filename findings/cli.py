@@ -47,7 +47,7 @@ def default_author() -> str:
     """Who is typing: $SAE_LAB_AUTHOR, else the login name."""
     try:
         return os.environ.get("SAE_LAB_AUTHOR") or getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name in some containers
+    except Exception:  # no login name in some containers
         return ""
 
 

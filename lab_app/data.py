@@ -206,15 +206,15 @@ def _warm_started() -> bool:
     def warm() -> None:
         try:
             # deferred: these load torch: importing them in this background thread is the point
-            import engine.analysis.probe  # noqa: F401  (the inspector's and probe's imports, paid once here)
-            import engine.interventions  # noqa: F401
+            import engine.analysis.probe  # the inspector's and probe's imports, paid once here
+            import engine.interventions  # noqa: F401  (imported to pay its cost here, not for its names)
             from engine.collection.models import load_model, resolve_model
             from engine.device import pick_device
 
             df = query(lab(), "SELECT model FROM runs WHERE status = 'FINISHED' ORDER BY ended_at DESC LIMIT 1")
             if len(df):
                 load_model(resolve_model(df.iloc[0, 0]), pick_device("cpu"))
-        except Exception:  # noqa: BLE001 - a warm-up is best effort
+        except Exception:  # a warm-up is best effort
             pass
 
     threading.Thread(target=warm, daemon=True, name="warm-model").start()

@@ -139,7 +139,7 @@ def analyze_after_training(lab: Lab, run_id: str, progress: bool = False) -> dic
     catches up later."""
     try:
         return analyze_run(lab, run_id, progress=progress)
-    except Exception as e:  # noqa: BLE001 - reported, not raised: the run itself succeeded
+    except Exception as e:  # reported, not raised: the run itself succeeded
         first = first_line(e)
         print(f"warning: run {run_id} finished but its feature analysis failed ({first}): "
               f"run `python -m engine analyze {run_id}` to retry", file=sys.stderr)

@@ -76,7 +76,7 @@ class SparseEncodeGrad(torch.autograd.Function):
     autograd), evaluated only at the selected (b, j)."""
 
     @staticmethod
-    def forward(ctx, pre_vals, xc, W_enc_rows, b_enc, b_dec, pattern: Pattern):  # noqa: D401
+    def forward(ctx, pre_vals, xc, W_enc_rows, b_enc, b_dec, pattern: Pattern):
         ctx.pattern = pattern
         ctx.save_for_backward(xc, W_enc_rows)
         return pre_vals.clone()

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import LabError
-from lab_app import charts, data
+from lab_app import charts, data, feature_actions
 from lab_app.formulas import help_for
 from lab_app.render import context_html
 from lab_app.run_picker import pick_analysed_run
@@ -121,6 +121,4 @@ with n3:
             except LabError as e:
                 st.caption(str(e))
 
-from lab_app import feature_actions  # noqa: E402  (findings cards and interventions for this feature)
-
-feature_actions.render(run_id, feature, detail, info)
+feature_actions.render(run_id, feature, detail, info)  # findings cards and interventions for this feature
