@@ -4,6 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 LAB    ?= lab_data
 PORT   ?= 8501
+# Where the app listens. Anything but loopback needs SAE_LAB_TOKEN (see README, Security).
+ADDRESS ?= 127.0.0.1
+SERVE   = $(BIN)/python -m lab_app.serve --lab $(LAB) --port $(PORT) --address $(ADDRESS)
 
 .PHONY: lab test install dev-install chromium freeze clean-lab
 
@@ -37,12 +40,12 @@ chromium:
 	      || echo "chromium could not be installed: the browser test will skip"; \
 	  else echo "no root/apt-get: the browser test will skip"; fi; }
 
-# Fill an empty lab with the default experiment, then start the app.
+# Fill an empty lab with the default experiment, then start the app (on 127.0.0.1 unless ADDRESS=...).
+# The address and token are checked first, so a refused exposure does not wait for the experiment.
 lab: install
+	@$(SERVE) --check
 	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(BIN)/python -m engine --lab $(LAB) init
-	@if [ -f lab_app/app.py ]; then \
-	  SAE_LAB_DIR=$(LAB) $(BIN)/streamlit run lab_app/app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false; \
-	fi
+	$(SERVE)
 
 test: dev-install chromium
 	$(BIN)/ruff check .

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import duckdb
 
-from core.errors import LabBusyError, LabError
+from core.errors import LabBusyError, LabError, disk_full_error, first_line, is_disk_full
 from core.lab import Lab
 
 # One connection at a time per process: DuckDB refuses a second in-process connection with a
@@ -74,7 +74,7 @@ def connect(
                 break
             except duckdb.IOException as e:
                 if not _is_lock_error(e):
-                    raise LabError(f"cannot open the lab database {path}: {e}") from None
+                    raise _open_error(path, read_only, e) from None
                 if time.monotonic() >= deadline:
                     raise LabBusyError(
                         f"the lab database {path} stayed locked by another process for {wait_seconds:.0f} s: "
@@ -85,9 +85,31 @@ def connect(
         try:
             yield con
         finally:
-            con.close()
+            _close(con)
     finally:
         _PROCESS_LOCK.release()
+
+
+def _open_error(path: Path, read_only: bool, e: Exception) -> LabError:
+    """One line for a database file that cannot be opened (not for a lock held elsewhere)."""
+    text = first_line(e)
+    if is_disk_full(e):
+        return disk_full_error(path)
+    if "permission denied" in text.lower():
+        if read_only:
+            return LabError(f"cannot read the lab database {path}: permission denied; ask its owner for read access (chmod a+r)")
+        return LabError(f"cannot write the lab database {path}: permission denied for this user; make it and its folder "
+                        "writable (chmod / chown), or use a read-only command (sql, sweep-status, findings list/show/export)")
+    return LabError(f"cannot open the lab database {path}: {text}")
+
+
+def _close(con: duckdb.DuckDBPyConnection) -> None:
+    """Close, ignoring a failed checkpoint on close: what was committed is in the WAL already and
+    is replayed on the next open (a full disk must not turn one error into three)."""
+    try:
+        con.close()
+    except duckdb.Error:
+        pass
 
 
 def query(lab: Lab, sql: str, params: list[Any] | tuple[Any, ...] | None = None, *, wait_seconds: float = 30.0):

@@ -11,6 +11,7 @@ from typing import Iterator
 
 import duckdb
 
+from core.errors import disk_full_error, is_disk_full
 from core.lab import Lab
 from db.connection import connect
 from db.migrations import ensure_schema
@@ -24,7 +25,17 @@ def transaction(lab: Lab, *, wait_seconds: float = 30.0) -> Iterator[duckdb.Duck
         con.execute("BEGIN TRANSACTION")
         try:
             yield con
-        except BaseException:
-            con.execute("ROLLBACK")
+            con.execute("COMMIT")
+        except BaseException as e:
+            _rollback(con)
+            if isinstance(e, duckdb.Error) and is_disk_full(e):
+                raise disk_full_error(lab.db) from None
             raise
-        con.execute("COMMIT")
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back what is left of a transaction (nothing, when COMMIT itself failed)."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass

@@ -20,9 +20,9 @@ from typing import Any, Callable, Iterable, Literal
 
 import pyarrow as pa
 
-from db.transactions import transaction
-from core.errors import LabBusyError
+from core.errors import LabBusyError, LabError
 from core.lab import Lab
+from db.transactions import transaction
 
 SPOOL_NAME = "spool.jsonl"
 Conflict = Literal["ignore", "replace", "error"]
@@ -262,14 +262,27 @@ class BufferedWriter:
                 append_spool(self.spool_path, ops)
                 self.spooled_batches += 1
             return False
+        except LabError:
+            # Disk full, permissions: keep the rows for a later replay if the spool can still be
+            # written (on a full disk it usually cannot), then let the caller fail the run.
+            if ops:
+                try:
+                    append_spool(self.spool_path, ops)
+                    self.spooled_batches += 1
+                except OSError:
+                    pass
+            raise
         for f in claimed:
             f.unlink(missing_ok=True)
         return True
 
     def close(self, wait_seconds: float = 30.0) -> bool:
-        """Final flush with a longer wait; whatever still cannot be written stays in the spool."""
+        """Final flush with a longer wait; whatever still cannot be written stays in the spool
+        (returns False then, and never raises: it runs while another error may be on its way out)."""
         try:
             return self.flush(wait_seconds=wait_seconds)
+        except LabError:
+            return False
         finally:
             self.owner.release()
 

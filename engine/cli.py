@@ -11,20 +11,21 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from engine.bench.cli import add_bench_args, run_bench
-from engine.cli_args import float_arg, int_arg
-from engine.tables import format_table
-from core.errors import LabError
-from engine.config import build_config
 import json
-from db import query
-from db.readonly import run_readonly
-from db import ensure_schema
-from engine.config import ExperimentConfig
-from engine.analysis.cli import add_analysis_commands
-from engine.sweeps.cli import add_sweep_commands
-from engine.interventions.cli import add_intervention_commands
+
+from core.errors import LabError, os_error
 from core.lab import Lab
+from db import ensure_schema, query
+from db.readonly import run_readonly
+from engine.analysis.cli import add_analysis_commands
+from engine.bench.cli import add_bench_args, run_bench
+from engine.cli_args import comma_list, float_arg, int_arg
+from engine.config import ExperimentConfig, build_config
+from engine.interventions.cli import add_intervention_commands
+from engine.lab_open import open_lab
+from engine.runs_cli import add_run_commands
+from engine.sweeps.cli import add_sweep_commands
+from engine.tables import format_table
 
 # A layer above the engine adds its command group to the parser: add(subparsers).
 AddCommands = Callable[[Any], None]
@@ -79,16 +80,16 @@ def config_from_args(args: argparse.Namespace):
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={_json(value)}")
-    if getattr(args, "domains", None):
-        overrides.append(f"data.domains={_json([d for d in args.domains.split(',') if d.strip()])}")
-    if getattr(args, "train_domains", None):
-        overrides.append(f"train_domains={_json([d.strip() for d in args.train_domains.split(',') if d.strip()])}")
-    if getattr(args, "layers", None):
+    if getattr(args, "domains", None) is not None:
+        overrides.append(f"data.domains={_json(comma_list('--domains', args.domains, 'prose,code'))}")
+    if getattr(args, "train_domains", None) is not None:
+        overrides.append(f"train_domains={_json(comma_list('--train-domains', args.train_domains, 'prose'))}")
+    if getattr(args, "layers", None) is not None:
         if args.layers.strip().lower() == "all":
             overrides.append("data.layers=null")
         else:
             try:
-                overrides.append(f"data.layers={_json([int(x) for x in args.layers.split(',') if x.strip()])}")
+                overrides.append(f"data.layers={_json([int(x) for x in comma_list('--layers', args.layers, '0,2,4')])}")
             except ValueError:
                 raise LabError(f"--layers '{args.layers}' must be 'all' or comma-separated numbers like 0,2,4") from None
     return build_config(args.config, list(args.set) + overrides)
@@ -223,8 +224,9 @@ def build_parser(extra_commands: Sequence[AddCommands] = ()) -> argparse.Argumen
     s.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     s.add_argument("--max-rows", type=int_arg, default=200)
     s.add_argument("--timeout", type=float_arg, default=60.0)
-    s.set_defaults(fn=cmd_sql)
+    s.set_defaults(fn=cmd_sql, read_only=True)
 
+    add_run_commands(sub)
     add_sweep_commands(sub)
     add_analysis_commands(sub)
     add_intervention_commands(sub)
@@ -247,9 +249,17 @@ def main(argv: list[str] | None = None, extra_commands: Sequence[AddCommands] = 
     lab = Lab.at(args.lab)
     existed = lab.root.exists()
     try:
-        if lab.db.exists():  # a lab made by an older version reads with the current schema (new views)
-            ensure_schema(lab)
-        return int(args.fn(args, lab) or 0)
+        try:
+            # Read-only commands only read (an older schema is upgraded when it can be); the others
+            # check they can write and clean up after processes that died.
+            for note in open_lab(lab, read_only=getattr(args, "read_only", False), recover=getattr(args, "recover", True)):
+                print(f"note: {note}", file=sys.stderr)
+            return int(args.fn(args, lab) or 0)
+        except OSError as e:  # the environment (permissions, a file for a folder, a full disk): one line
+            err = os_error(e)
+            if err is None:
+                raise
+            raise err from None
     except LabError as e:
         # Bad input writes nothing: drop a lab folder this command created and left empty.
         if not existed and _lab_is_empty(lab.root):

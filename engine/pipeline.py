@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 from typing import Any, Callable
 
 import torch
 
-from db import Op, query, utcnow, write_now
+from db import Op, query, query_rows, utcnow, write_now
+from engine.artifacts import load_run
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
 from engine.device import pick_device
-from core.errors import LabError, first_line
+from core.errors import DiskFullError, LabError, first_line
 from core.lab import Lab
+from engine.artifacts import collect_for, stores_for_run
 from engine.recording import RunRecorder
-from engine.artifacts import collect_for, load_run_config, load_run_sae, stores_for_run
+from engine.run_owner import remove_temporary_files
 from engine.runs import RunOutcome, RunSpec, evaluate_sae, execute_run, plan_runs
 from engine.training.trainer import TrainHooks, TrainingCancelled
 from engine.analysis.analyze import analyze_after_training
@@ -84,6 +87,7 @@ def run_locally(
 
     # Everything logged before a checkpoint is made durable first, so a resumed run has no gaps.
     hooks = TrainHooks(on_log=on_log, should_stop=should_stop, before_checkpoint=lambda step: rec.writer.flush())
+    folder = lab.run_dir(spec.run_id)
     try:
         with _TermAsInterrupt():
             outcome = execute_run(spec, lab, hooks, on_start=started, progress=progress, device=device,
@@ -91,19 +95,37 @@ def run_locally(
             rec.finish(outcome)
         return outcome
     except TrainingCancelled:
+        remove_temporary_files(folder)  # the checkpoint stays: a cancelled job may be resumed
         rec.end("KILLED", "cancelled")
         raise
     except KeyboardInterrupt:
+        remove_temporary_files(folder)
         if rec.started:
             rec.end("KILLED", "interrupted")
         raise
     except Exception as e:
-        if rec.started:
-            msg = first_line(e)
-            rec.end("FAILED", f"{type(e).__name__}: {msg}"[:500])
+        # Half-written files go first: on a full disk that frees the space the status write needs.
+        remove_temporary_files(folder, checkpoint=True)
+        msg = first_line(e)
+        recorded = rec.end("FAILED", f"{type(e).__name__}: {msg}"[:500]) if rec.started or _row_exists(lab, spec.run_id) else True
+        if isinstance(e, DiskFullError):
+            later = "" if recorded else " (the next command that writes to the lab records that)"
+            raise DiskFullError(f"run {spec.run_id} FAILED{later}: {e}") from None
         raise
     finally:
         rec.close()
+        if not rec.started and not _row_exists(lab, spec.run_id):
+            shutil.rmtree(folder, ignore_errors=True)  # never started: nothing refers to its folder (lock, config)
+
+
+def _row_exists(lab: Lab, run_id: str) -> bool:
+    """Whether the run has a row (a resumed job's run has one before this process starts it again)."""
+    if not lab.db.exists():
+        return False
+    try:
+        return bool(query_rows(lab, "SELECT 1 FROM runs WHERE run_id = ?", [run_id]))
+    except LabError:
+        return False
 
 
 def run_experiment(config: ExperimentConfig, lab: Lab, progress: bool = True, evaluate: bool = True,
@@ -121,12 +143,11 @@ def run_experiment(config: ExperimentConfig, lab: Lab, progress: bool = True, ev
 
 def evaluate_existing(lab: Lab, run_id: str, progress: bool = False) -> dict[str, Any]:
     """Re-evaluate a finished run (e.g. after `train`, or with new eval settings) and record it."""
-    resolved = load_run_config(lab, run_id)
-    config = ExperimentConfig.from_dict(resolved["experiment"], "config")
-    spec = RunSpec(run_id, resolved["group_id"], resolved["train_domain"], config)
-    device = pick_device(config.device)
+    run = load_run(lab, run_id)  # unknown or damaged run -> one LabError
+    resolved, config, sae = run.resolved, run.config, run.sae
+    spec = RunSpec(run_id, resolved.get("group_id", ""), resolved.get("train_domain", ""), config)
+    device = pick_device(config.device)  # the device load_run put the SAE on
     stores, _notes = stores_for_run(lab, resolved, config)  # the very text the run saw, by key
-    sae = load_run_sae(lab, run_id, device)
     evals, splices, quality, _ = evaluate_sae(sae, config, spec.train_domain, stores, device)
     rec = RunRecorder(lab, spec)
     try:

@@ -12,6 +12,7 @@ from typing import Any
 
 from db import BufferedWriter, utcnow
 from core.lab import Lab, code_version
+from engine.run_owner import Owner
 from engine.runs import RunOutcome, RunSpec
 from db import Op, write_now
 from core.errors import LabError
@@ -29,6 +30,7 @@ class RunRecorder:
         self.heartbeat_seconds = heartbeat_seconds
         self.last_heartbeat = 0.0
         self.started = False
+        self.owner = Owner.current()
 
     def run_row(self, resolved: dict[str, Any] | None) -> dict[str, Any]:
         c = self.spec.config
@@ -58,6 +60,7 @@ class RunRecorder:
             "artifact_dir": self.lab.relative(self.lab.run_dir(self.spec.run_id)),
             "tags": list(self.spec.tags),
             "sweep_id": self.spec.sweep_id,
+            **self.owner.columns(),
         }
 
     def start(self, resolved: dict[str, Any]) -> None:
@@ -66,7 +69,7 @@ class RunRecorder:
         self.writer.insert("runs", row, on_conflict="ignore")
         self.writer.update("runs", {"run_id": self.spec.run_id},
                            {"status": "RUNNING", "heartbeat_at": row["heartbeat_at"], "ended_at": None, "error": None,
-                            "config": row["config"], "d_in": row["d_in"], "device": row["device"]})
+                            "config": row["config"], "d_in": row["d_in"], "device": row["device"], **self.owner.columns()})
         self.writer.flush(wait_seconds=30)
         self.started = True
 
@@ -104,10 +107,15 @@ class RunRecorder:
             self.writer.insert("quality_scores", {"run_id": rid, **{k: quality[k] for k in ("reconstruction_points", "sparsity_points", "interpretability_points", "score", "rating")},
                                                   "details": json.dumps(quality["details"]), "scored_at": now}, on_conflict="replace")
 
-    def end(self, status: str, error: str | None = None) -> None:
+    def end(self, status: str, error: str | None = None) -> bool:
+        """Record how the run ended; False when that could not be written (a full disk): the run then
+        stays RUNNING with a dead owner until the next command that writes to the lab marks it FAILED."""
         now = utcnow()
         self.writer.update("runs", {"run_id": self.spec.run_id}, {"status": status, "ended_at": now, "error": error})
-        self.writer.flush(wait_seconds=30)
+        try:
+            return self.writer.flush(wait_seconds=30)
+        except LabError:
+            return False
 
     def close(self) -> None:
         self.writer.close()

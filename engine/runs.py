@@ -25,6 +25,7 @@ from engine.artifacts import check_against_model, collect_for
 from engine.config import ExperimentConfig
 from core.config_base import ConfigBase
 from engine.device import pick_device
+from core.errors import writing_to
 from engine.evaluation.metrics import evaluate_reconstruction
 from engine.evaluation.quality import interpretable_features, quality_score
 from engine.evaluation.splice import splice_fidelity
@@ -166,7 +167,8 @@ def execute_run(
     trainer = Trainer(sae, config.sae, config.train, batches, device, config.seed, run_dir / "checkpoint.pt", hooks, progress)
     resolved = resolve_run(spec, info, device, stores)
     resolved["training"] = describe_training(trainer)
-    (run_dir / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True))
+    with writing_to(run_dir / "config.json"):
+        (run_dir / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True))
     if on_start:
         on_start(resolved)
     phase("train")

@@ -78,7 +78,7 @@ def add_findings_commands(sub) -> None:
     s.add_argument("--feature", type=_int_arg, help="cards about this feature index")
     s.add_argument("--deleted", action="store_true", help="include deleted cards")
     s.add_argument("--json", action="store_true", help="print the cards as JSON")
-    s.set_defaults(fn=cmd_list)
+    s.set_defaults(fn=cmd_list, read_only=True)
 
     s = actions.add_parser("show", help="one card, with its evidence and the live state of its features")
     s.add_argument("card")
@@ -86,11 +86,11 @@ def add_findings_commands(sub) -> None:
     g = s.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true", help="print the card as JSON")
     g.add_argument("--markdown", action="store_true", help="print the card as its Markdown export")
-    s.set_defaults(fn=cmd_show)
+    s.set_defaults(fn=cmd_show, read_only=True)
 
     s = actions.add_parser("history", help="every revision of a card: who, when, what changed")
     s.add_argument("card")
-    s.set_defaults(fn=cmd_history)
+    s.set_defaults(fn=cmd_history, read_only=True)
 
     s = actions.add_parser("edit", help="save an edit as the next revision (refused if the card changed since VERSION)")
     s.add_argument("card")
@@ -123,7 +123,7 @@ def add_findings_commands(sub) -> None:
     s.add_argument("--out", required=True, help="a folder for md; a file (or - for stdout) for json and registry")
     s.add_argument("--run", help="registry: only this run's features, keyed by feature index as in seed 004")
     s.add_argument("--deleted", action="store_true", help="include deleted cards")
-    s.set_defaults(fn=cmd_export)
+    s.set_defaults(fn=cmd_export, read_only=True)
 
     s = actions.add_parser("import", help="import a findings JSON export, or (--registry) a seed-004 feature registry")
     s.add_argument("path")

@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from db import query
+from core.errors import LabError
 from core.lab import Lab
 import json
 from engine.sweeps.leaderboard import configurations as configs
@@ -164,13 +165,21 @@ def lab_path_label() -> str:
 
 @st.cache_resource(show_spinner=False)
 def _schema_checked(lab: Lab) -> bool:
-    """Bring an older lab's schema up to date once per app process (a brief write)."""
+    """Check the lab's schema once per app process: a read when it is current (the app then works
+    on a lab the user cannot write); an older schema is brought up to date (a brief write)."""
     ensure_schema(lab)
     return True
 
 
 def ensure_schema_once() -> None:
-    _schema_checked(lab())
+    """An older schema on a lab this user cannot write stops the app with that one line."""
+    if not lab_ready():
+        return
+    try:
+        _schema_checked(lab())
+    except LabError as e:
+        st.error(str(e))
+        st.stop()
 
 
 def page(name: str):

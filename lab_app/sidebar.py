@@ -13,6 +13,7 @@ import streamlit as st
 
 from core.errors import LabError
 from lab_app import data
+from engine.cli_args import comma_list
 from engine.sweeps.spec import PRESETS, SweepSpec
 
 PRESET_HELP = {
@@ -59,7 +60,7 @@ def launcher() -> None:
                     params = {"layer": layers or [2], "k": _ints(ks, "k"), "d_sae": _ints(d_saes, "d_sae")}
                     if archs:
                         params["architecture"] = archs
-                    base["data"] = {"domains": [d.strip() for d in domains.split(",") if d.strip()]}
+                    base["data"] = {"domains": comma_list("Domains", domains, "prose, code")}
                     spec = SweepSpec.from_dict({"name": "custom", "parameters": params, "base": base})
                 else:
                     spec = SweepSpec.from_dict(PRESETS[choice])

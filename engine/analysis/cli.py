@@ -35,19 +35,19 @@ def add_analysis_commands(sub) -> None:
     s.add_argument("--run", required=True, help="run id")
     s.add_argument("text")
     s.add_argument("--top", type=int_arg, default=5, help="features shown per token")
-    s.set_defaults(fn=cmd_probe)
+    s.set_defaults(fn=cmd_probe, read_only=True)
 
     s = sub.add_parser("top-texts", help="a feature's top activating contexts from the corpora")
     s.add_argument("--run", required=True, help="run id")
     s.add_argument("--feature", required=True, type=int_arg)
     s.add_argument("--domain", help="only this domain")
     s.add_argument("-n", type=int_arg, default=10, help="how many")
-    s.set_defaults(fn=cmd_top_texts)
+    s.set_defaults(fn=cmd_top_texts, read_only=True)
 
     s = sub.add_parser("feature", help="what the analysis knows about one feature (label, stats, neighbours, effects)")
     s.add_argument("--run", required=True, help="run id")
     s.add_argument("feature", type=int_arg)
-    s.set_defaults(fn=cmd_feature)
+    s.set_defaults(fn=cmd_feature, read_only=True)
 
     s = sub.add_parser("match", help="match each feature of RUN_A to its best counterpart in RUN_B by decoder cosine")
     s.add_argument("run_a")

@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from engine.artifacts import load_run
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
 from core.errors import LabError
 from core.lab import Lab
-from engine.artifacts import load_run_config, load_run_sae, stores_for_run
+from engine.artifacts import stores_for_run
 from engine.training.sae import SparseAutoencoder
 
 
@@ -116,9 +117,8 @@ def encode_store(sae: SparseAutoencoder, store: ActivationStore, name: str, hook
 
 
 def load_run_data(lab: Lab, run_id: str, chunk_rows: int = 16384) -> RunData:
-    resolved = load_run_config(lab, run_id)
-    config = ExperimentConfig.from_dict(resolved["experiment"], "config")
-    sae = load_run_sae(lab, run_id, "cpu")
+    run = load_run(lab, run_id, "cpu")
+    resolved, config, sae = run.resolved, run.config, run.sae
     stores, notes = stores_for_run(lab, resolved, config)
     domains = [encode_store(sae, s, name, config.hook, config.layer, chunk_rows) for name, s in stores.items()]
     return RunData(run_id, resolved, config, sae, domains, notes)

@@ -41,7 +41,7 @@ def add_intervention_commands(sub) -> None:
     s.add_argument("--run", help="run id")
     s.add_argument("--feature", type=int_arg, help="only interventions that edited this feature (needs --run)")
     s.add_argument("-n", type=int_arg, default=20, help="how many, newest first")
-    s.set_defaults(fn=cmd_interventions)
+    s.set_defaults(fn=cmd_interventions, read_only=True)
 
     s = sub.add_parser("ablation-specificity",
                        help="does ablating a feature change the output more on its own top contexts than on random ones, "

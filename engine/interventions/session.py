@@ -18,18 +18,18 @@ import torch
 import torch.nn.functional as F
 
 from engine.analysis.vocab import Vocab, load_vocab
+from engine.artifacts import load_run
 from engine.collection.collect import special_wrapping
 from engine.collection.hooks import hook_module
 from engine.collection.models import LoadedModel, load_model, resolve_model
 from engine.collection.store import ActivationStore
-from engine.config import ExperimentConfig
 from engine.device import pick_device
 from core.errors import LabError
 from engine.evaluation.splice import mean_pool
 from engine.interventions.edit import EditTrace, edited
 from engine.interventions.spec import Edit
 from core.lab import Lab
-from engine.artifacts import load_run_config, load_run_sae, stores_for_run
+from engine.artifacts import stores_for_run
 from engine.training.sae import SparseAutoencoder
 from db import query_rows
 
@@ -45,11 +45,11 @@ class Batch:
 
 class RunSession:
     def __init__(self, lab: Lab, run_id: str, device: str | torch.device | None = None):
-        resolved = load_run_config(lab, run_id)  # unknown run -> LabError naming the fix
-        self.lab, self.run_id, self.resolved = lab, run_id, resolved
-        self.config = ExperimentConfig.from_dict(resolved["experiment"], "config")
+        run = load_run(lab, run_id, torch.device(device) if device is not None else None)  # unknown or damaged run -> one LabError
+        self.lab, self.run_id, self.resolved = lab, run_id, run.resolved
+        self.config = run.config
+        self.sae: SparseAutoencoder = run.sae
         self.device = torch.device(device) if device is not None else pick_device(self.config.device)
-        self.sae: SparseAutoencoder = load_run_sae(lab, run_id, self.device)
         self.info = resolve_model(self.config.model)
         self.loaded: LoadedModel = load_model(self.info, self.device)
         self.is_causal = self.info.is_causal

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from core.config_base import ConfigBase
+from core.config_bounds import bounded, seed_field
 from core.errors import LabError
 
 OPS = ("zero", "scale", "clamp")
@@ -63,26 +64,19 @@ class Edit(ConfigBase):
 
 @dataclass
 class InterventionOptions(ConfigBase):
-    generate_tokens: int = 16  # causal LMs, text input: new tokens generated with and without the edit (0: none)
+    generate_tokens: int = bounded(16, ge=0, le=512)  # causal LMs, text input: new tokens generated with and without the edit (0: none)
     sample: bool = False  # greedy (default) or sampled with a torch.Generator seeded by ``seed``
-    seed: int = 0
-    temperature: float = 1.0  # sampling only
-    top_tokens: int = 10  # token movers reported in each direction
-    ce_sequences: int = 8  # causal LMs: held-out sequences per domain for the change in CE (0: skip)
-    neighbour_corpus: int = 64  # encoders, text input: held-out sequences per domain ranked as neighbours (0: skip)
-    neighbour_top: int = 10  # the top-k compared for the neighbour overlap
-    neighbour_moves: int = 5  # biggest rank moves reported in each direction
+    seed: int = seed_field(0)
+    temperature: float = bounded(1.0, gt=0.0, le=100.0)  # sampling only
+    top_tokens: int = bounded(10, ge=0, le=10_000)  # token movers reported in each direction
+    ce_sequences: int = bounded(8, ge=0, le=10_000)  # causal LMs: held-out sequences per domain for the change in CE (0: skip)
+    neighbour_corpus: int = bounded(64, ge=0, le=100_000)  # encoders, text input: held-out sequences per domain ranked as neighbours (0: skip)
+    neighbour_top: int = bounded(10, ge=0, le=10_000)  # the top-k compared for the neighbour overlap
+    neighbour_moves: int = bounded(5, ge=0, le=10_000)  # biggest rank moves reported in each direction
 
     def validate(self) -> "InterventionOptions":
-        for name in ("generate_tokens", "top_tokens", "ce_sequences", "neighbour_corpus", "neighbour_top", "neighbour_moves"):
-            v = getattr(self, name)
-            if v < 0:
-                raise LabError(f"intervention option {name} = {v} must be 0 or more")
-        if self.generate_tokens > 512:
-            raise LabError(f"generate_tokens = {self.generate_tokens} is too many for a side-by-side: use 512 or fewer")
-        if not math.isfinite(self.temperature) or self.temperature <= 0:
-            raise LabError(f"temperature = {self.temperature} must be a positive number (default 1.0)")
-        return self
+        """Every option's range is declared on its field (512 generated tokens at most: a side-by-side)."""
+        return self.check_bounds("options")
 
 
 @dataclass

@@ -1,9 +1,13 @@
 """The job queue in DuckDB: enqueue a sweep, claim jobs, report progress, cancel, recover.
 
 Exactly-once claiming needs no extra machinery: a claim is one write transaction, and DuckDB lets
-one process write at a time. A job is "interrupted" when its worker's heartbeat is stale *and*,
-on the same host, that worker's process is gone (pid + start time), so a live worker that merely
-waited on a busy database is never mistaken for a dead one.
+one process write at a time. A RUNNING job is "interrupted" when its worker is gone:
+- on this host, the OS answers at once (pid + process start time, so a reused pid is not mistaken
+  for the worker): no staleness wait, so a worker started a second after a crash recovers the job;
+- on another host we cannot ask the OS, so the worker's heartbeat decides (stale after
+  ``stale_seconds``); a live worker that merely waits on a busy database keeps beating.
+A requeue is conditioned on the job still belonging to the worker found gone, so two workers that
+both saw the same dead owner cannot requeue a job that one of them has already claimed again.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from db import Op, query, transaction, utcnow, write_now
+from db import Op, query, query_rows, transaction, utcnow, write_now
 from engine.collection.models import resolve_model
 from core.errors import LabError
 from core.lab import Lab
@@ -120,42 +124,76 @@ def worker_alive(host: str, pid: int, proc_started: float | None) -> bool:
         return True
     try:
         p = psutil.Process(int(pid))
+        if p.status() == psutil.STATUS_ZOMBIE:  # killed, not yet reaped by its parent (e.g. the app)
+            return False
         return proc_started is None or abs(p.create_time() - float(proc_started)) < 1.0
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError, TypeError):
         return False
 
 
-def interrupted_jobs(lab: Lab, stale_seconds: float = STALE_SECONDS) -> list[str]:
-    """RUNNING jobs whose worker is gone."""
-    df = query(
+@dataclass(frozen=True)
+class OwnedJob:
+    """A RUNNING job and the worker that claimed it (None when the worker row is missing)."""
+
+    job_id: str
+    worker_id: str | None
+    host: str | None
+    heartbeat_age: float | None  # seconds since the owner's last heartbeat
+
+
+def _running_jobs(lab: Lab) -> tuple[list[OwnedJob], set[str]]:
+    """RUNNING jobs with their owners, and the ids of those whose owner is gone."""
+    rows = query_rows(
         lab,
-        """SELECT j.job_id, w.host, w.pid, w.proc_started, w.heartbeat_at, w.stopped_at
+        """SELECT j.job_id, j.worker_id, w.host, w.pid, w.proc_started, w.heartbeat_at, w.stopped_at IS NOT NULL
            FROM jobs j LEFT JOIN workers w ON j.worker_id = w.worker_id WHERE j.status = 'RUNNING'""",
     )
-    out = []
     now = utcnow()
-    for r in df.itertuples():
-        if r.host is None or (isinstance(r.host, float)):
-            out.append(r.job_id)
-            continue
-        stale = r.heartbeat_at is None or (now - r.heartbeat_at.to_pydatetime()).total_seconds() > stale_seconds
-        stopped = r.stopped_at is not None and str(r.stopped_at) != "NaT"
-        if stopped or (stale and not worker_alive(r.host, r.pid, r.proc_started)):
-            out.append(r.job_id)
-    return out
+    jobs, gone = [], set()
+    for job_id, worker_id, host, pid, proc_started, heartbeat_at, stopped in rows:
+        age = None if heartbeat_at is None else (now - heartbeat_at).total_seconds()
+        jobs.append(OwnedJob(job_id, worker_id, host, age))
+        if host is None or stopped or (host == socket.gethostname() and not worker_alive(host, pid, proc_started)):
+            gone.add(job_id)
+    return jobs, gone
 
 
-def requeue_interrupted(lab: Lab, stale_seconds: float = STALE_SECONDS) -> list[str]:
-    """Put interrupted jobs back at the head of the queue; their runs resume from the last checkpoint."""
-    ids = interrupted_jobs(lab, stale_seconds)
-    if ids:
+def interrupted_jobs(lab: Lab, stale_seconds: float = STALE_SECONDS) -> list[OwnedJob]:
+    """RUNNING jobs whose worker is gone: at once on this host, after ``stale_seconds`` elsewhere."""
+    jobs, gone = _running_jobs(lab)
+    return [j for j in jobs if j.job_id in gone or (j.host != socket.gethostname()
+                                                     and (j.heartbeat_age is None or j.heartbeat_age > stale_seconds))]
+
+
+def jobs_awaiting_verdict(lab: Lab, stale_seconds: float = STALE_SECONDS, beat_seconds: float = 2.0) -> list[OwnedJob]:
+    """RUNNING jobs on other hosts whose owner has missed heartbeats but is not yet stale.
+
+    Such an owner may have died; a worker about to exit waits for the verdict (a fresh beat, or
+    staleness and a requeue) instead of leaving a job that nobody will recover."""
+    jobs, gone = _running_jobs(lab)
+    return [j for j in jobs if j.job_id not in gone and j.host != socket.gethostname()
+            and j.heartbeat_age is not None and 3 * beat_seconds < j.heartbeat_age <= stale_seconds]
+
+
+def requeue_interrupted(lab: Lab, stale_seconds: float = STALE_SECONDS, found: list[OwnedJob] | None = None) -> list[str]:
+    """Put interrupted jobs back at the head of the queue; their runs resume from the last checkpoint.
+
+    ``found`` is what a look at the queue saw (by default, a look now); it may be out of date by the
+    time the write runs, which the write allows for."""
+    found = interrupted_jobs(lab, stale_seconds) if found is None else found
+    requeued: list[str] = []
+    if found:
         with transaction(lab) as con:
-            for jid in ids:
-                con.execute(
-                    "UPDATE jobs SET status = 'QUEUED', worker_id = NULL, phase = 'interrupted' WHERE job_id = ? AND status = 'RUNNING'",
-                    [jid],
-                )
-    return ids
+            for job in found:
+                # Only if it still belongs to the owner found gone: another worker may have requeued and
+                # claimed it since we looked.
+                hit = con.execute(
+                    "UPDATE jobs SET status = 'QUEUED', worker_id = NULL, phase = 'interrupted' "
+                    "WHERE job_id = ? AND status = 'RUNNING' AND worker_id IS NOT DISTINCT FROM ? RETURNING job_id",
+                    [job.job_id, job.worker_id],
+                ).fetchall()
+                requeued.extend(r[0] for r in hit)
+    return requeued
 
 
 def claim_next(lab: Lab, me: WorkerIdentity) -> RunSpec | None:
@@ -198,7 +236,7 @@ def job_statuses(lab: Lab, sweep_id: str | None = None, stale_seconds: float = S
         "SELECT * FROM jobs" + (" WHERE sweep_id = ?" if sweep_id else "") + " ORDER BY seq",
         [sweep_id] if sweep_id else None,
     )
-    gone = set(interrupted_jobs(lab, stale_seconds)) if (df["status"] == "RUNNING").any() else set()
+    gone = {j.job_id for j in interrupted_jobs(lab, stale_seconds)} if (df["status"] == "RUNNING").any() else set()
     df["shown_status"] = [("INTERRUPTED" if j in gone else s) for j, s in zip(df["job_id"], df["status"])]
     return df
 

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from engine.config import ExperimentConfig, build_config
-from core.config_base import ConfigBase, apply_override
-from core.errors import LabError
 import json
 from pathlib import Path
+
+from core.config_base import ConfigBase, apply_override
+from core.config_bounds import bounded, check_value, field_check, seed_field
+from core.errors import LabError
 from engine.config import load_config_file
 
 # Sweep parameter -> config key (the names researchers use, as in the seeds).
@@ -57,8 +59,8 @@ class SweepSpec(ConfigBase):
     method: Literal["grid", "random"] = "grid"
     parameters: dict[str, Any] = field(default_factory=dict)
     metric: dict[str, Any] = field(default_factory=lambda: {"name": "overall", "goal": "maximize"})
-    run_cap: int | None = None
-    seed: int = 0
+    run_cap: int | None = bounded(None, ge=1, le=100_000)  # most jobs; None: the whole grid (random: 10)
+    seed: int = seed_field(0)
     base: dict[str, Any] = field(default_factory=dict)  # experiment settings shared by every job
 
     def metric_name(self) -> str:
@@ -85,10 +87,28 @@ def _values(name: str, spec: Any) -> list[Any] | dict[str, Any]:
     return spec
 
 
+def check_range(name: str, r: dict[str, Any]) -> None:
+    """A random range's min and max must themselves be allowed values of the setting they sample,
+    so a sweep is refused as written, not only when an unlucky draw lands out of range."""
+    lo, hi = r["min"], r["max"]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi))
+    if not numeric or not lo <= hi:  # NaN fails lo <= hi too
+        raise LabError(f"sweep parameter '{name}' range must have numeric min <= max, got min {lo!r}, max {hi!r}")
+    found = field_check(ExperimentConfig, PARAMETERS[name].split("."))
+    if found is None:
+        raise LabError(f"sweep parameter '{name}' is not numeric: give it a list of values, not a range")
+    checked, field_name = found
+    for end, v in (("min", lo), ("max", hi)):
+        if checked.integer and isinstance(v, float) and not v.is_integer():
+            raise LabError(f"sweep parameter '{name}' range {end} = {v!r} must be a whole number: {field_name} takes whole numbers")
+        try:
+            check_value("config", PARAMETERS[name], int(v) if checked.integer else v, checked, field_name)
+        except LabError as e:
+            raise LabError(f"sweep parameter '{name}' range {end} is invalid: {e}") from None
+
+
 def _sample_range(name: str, r: dict[str, Any], rng: random.Random) -> Any:
     lo, hi = r["min"], r["max"]
-    if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float))) or lo > hi:
-        raise LabError(f"sweep parameter '{name}' range must have numeric min <= max")
     if r.get("distribution") == "log_uniform":
         if lo <= 0:
             raise LabError(f"sweep parameter '{name}': log_uniform needs min > 0")
@@ -100,8 +120,7 @@ def _sample_range(name: str, r: dict[str, Any], rng: random.Random) -> Any:
 
 def expand(spec: SweepSpec) -> list[ExperimentConfig]:
     """All experiment configurations of the sweep (validated), in queue order."""
-    if spec.run_cap is not None and spec.run_cap < 1:
-        raise LabError(f"run_cap = {spec.run_cap} must be at least 1 (or omitted for the whole grid)")
+    spec.check_bounds("sweep")
     if spec.metric_name() not in METRICS:
         raise LabError(f"unknown sweep metric '{spec.metric_name()}': use one of {', '.join(METRICS)}")
     if spec.goal() not in ("minimize", "maximize"):
@@ -120,6 +139,9 @@ def expand(spec: SweepSpec) -> list[ExperimentConfig]:
         names = list(values)
         combos = [dict(zip(names, c)) for c in itertools.product(*(values[n] for n in names))]
     else:
+        for name, v in values.items():
+            if isinstance(v, dict):
+                check_range(name, v)
         n = spec.run_cap or 10
         combos = []
         for _ in range(n):

@@ -19,7 +19,14 @@ from db import query, replay_spools, transaction, utcnow
 from core.errors import LabBusyError, LabError, first_line
 from core.lab import Lab
 from engine.runs import RunSpec
-from engine.sweeps.queue import STALE_SECONDS, WorkerIdentity, claim_next, register_worker, requeue_interrupted
+from engine.sweeps.queue import (
+    STALE_SECONDS,
+    WorkerIdentity,
+    claim_next,
+    jobs_awaiting_verdict,
+    register_worker,
+    requeue_interrupted,
+)
 from engine.training.trainer import TrainingCancelled
 from engine.analysis.analyze import analyze_after_training
 from engine.pipeline import run_locally
@@ -125,13 +132,13 @@ def execute_job(lab: Lab, spec: RunSpec, reporter: JobReporter, progress: bool =
 class Worker:
     def __init__(self, lab: Lab, threads: int | None = None, stale_seconds: float = STALE_SECONDS,
                  heartbeat_seconds: float = 2.0, progress: bool = False, analysis: bool = True,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, niceness: int = 10):
         self.lab, self.stale_seconds = lab, stale_seconds
         self.heartbeat_seconds, self.progress, self.analysis, self.log = heartbeat_seconds, progress, analysis, log
         if threads:
             torch.set_num_threads(threads)
         try:
-            os.nice(10)  # batch work: the app (and the researcher's terminal) keep the CPU when they need it
+            os.nice(niceness)  # batch work: the app (and the researcher's terminal) keep the CPU when they need it
         except OSError:
             pass
         self.me = WorkerIdentity.current()
@@ -145,16 +152,15 @@ class Worker:
         done = 0
         try:
             replay_spools(self.lab)
-            for jid in requeue_interrupted(self.lab, self.stale_seconds):
-                self.log(f"job {jid} was interrupted: requeued, it resumes from its last checkpoint")
             while max_jobs is None or done < max_jobs:
+                self.recover()  # whenever it looks for work: a crashed worker's job comes first again
                 spec = claim_next(self.lab, self.me)
                 if spec is None:
+                    if self.recover() or self.awaiting_verdict():
+                        continue  # a job it could recover remains: it does not exit before that is settled
                     if not wait:
                         break
                     time.sleep(poll_seconds)
-                    for jid in requeue_interrupted(self.lab, self.stale_seconds):
-                        self.log(f"job {jid} was interrupted: requeued")
                     continue
                 self.log(f"{self.me.worker_id}: running job {spec.run_id} ({spec.name})")
                 reporter = JobReporter(self.lab, spec.run_id)
@@ -181,3 +187,17 @@ class Worker:
             except LabError:
                 pass
         return done
+
+    def recover(self) -> list[str]:
+        """Requeue the jobs of workers that are gone; they resume from their last checkpoint."""
+        ids = requeue_interrupted(self.lab, self.stale_seconds)
+        for jid in ids:
+            self.log(f"job {jid} was interrupted: requeued, it resumes from its last checkpoint")
+        return ids
+
+    def awaiting_verdict(self) -> bool:
+        """True (after a pause) while a job on another host has an owner that missed its heartbeats."""
+        if not jobs_awaiting_verdict(self.lab, self.stale_seconds, self.heartbeat_seconds):
+            return False
+        time.sleep(self.heartbeat_seconds)
+        return True

@@ -20,11 +20,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from core.errors import LabError
-from engine.training.sparse_ops import select_relu, select_topk
-import torch.nn.functional as F
-from engine.training.sparse_ops import row_offsets
 import shutil
+
+import torch.nn.functional as F
+
+from core.errors import LabError, writing_to
+from engine.training.sparse_ops import row_offsets, select_relu, select_topk
 
 
 @dataclass
@@ -146,9 +147,14 @@ class SparseAutoencoder(nn.Module):
         folder = Path(folder)
         tmp = folder.with_name(folder.name + ".partial")
         tmp.mkdir(parents=True, exist_ok=True)
-        save_file(self.folded_tensors(), str(tmp / "sae_weights.safetensors"))
-        lab_meta = {**metadata, "lab_architecture": self.architecture, "k": self.k}
-        (tmp / "cfg.json").write_text(json.dumps(self.saelens_cfg(lab_meta), indent=2))
+        try:
+            with writing_to(tmp):  # a full disk: one DiskFullError, not safetensors' serializing error
+                save_file(self.folded_tensors(), str(tmp / "sae_weights.safetensors"))
+                lab_meta = {**metadata, "lab_architecture": self.architecture, "k": self.k}
+                (tmp / "cfg.json").write_text(json.dumps(self.saelens_cfg(lab_meta), indent=2))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if folder.exists():
             shutil.rmtree(folder)
         tmp.rename(folder)
@@ -159,15 +165,30 @@ class SparseAutoencoder(nn.Module):
         folder = Path(folder)
         try:
             cfg = json.loads((folder / "cfg.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise LabError(f"cannot read {folder / 'cfg.json'} ({_first_line(e)}): it needs cfg.json and sae_weights.safetensors") from None
+        try:
             tensors = load_file(str(folder / "sae_weights.safetensors"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise LabError(f"cannot read the SAE in {folder} ({e}): it needs cfg.json and sae_weights.safetensors") from None
+        except Exception as e:  # OSError, or safetensors' own error for a truncated or garbled file
+            raise LabError(f"cannot read {folder / 'sae_weights.safetensors'} ({_first_line(e)}): the file is missing, truncated or not safetensors") from None
+        if not isinstance(cfg, dict):
+            raise LabError(f"{folder / 'cfg.json'} is not a JSON object: it holds the SAE's d_in, d_sae and architecture")
         meta = cfg.get("metadata") or {}
         arch = meta.get("lab_architecture") or {"topk": "topk", "standard": "relu", "jumprelu": "batchtopk"}.get(cfg.get("architecture", ""), "")
         if not arch:
             raise LabError(f"SAE architecture '{cfg.get('architecture')}' in {folder} is not supported: use topk, standard or jumprelu")
-        k = int(cfg.get("k") or meta.get("k") or 1)
-        sae = cls(int(cfg["d_in"]), int(cfg["d_sae"]), arch, k)
+        try:
+            d_in, d_sae, k = int(cfg["d_in"]), int(cfg["d_sae"]), int(cfg.get("k") or meta.get("k") or 1)
+        except (KeyError, TypeError, ValueError) as e:
+            raise LabError(f"{folder / 'cfg.json'} lacks a valid {_first_line(e)}: it needs whole numbers d_in and d_sae") from None
+        expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
+        for name, shape in expected.items():
+            got = tuple(tensors[name].shape) if name in tensors else None
+            if got != shape:
+                held = "no " + name if got is None else f"{name} of shape {list(got)}"
+                raise LabError(f"{folder / 'cfg.json'} says d_in = {d_in}, d_sae = {d_sae}, but sae_weights.safetensors holds {held} "
+                               f"(expected {list(shape)}): the two files do not belong together")
+        sae = cls(d_in, d_sae, arch, k)
         with torch.no_grad():
             sae.W_enc_rows.copy_(tensors["W_enc"].t())
             for name in ("b_enc", "W_dec", "b_dec"):
@@ -181,3 +202,8 @@ def auto_lr(d_sae: int, base: float = 2e-4) -> float:
     """dictionary_learning / sparsify's 2e-4 / sqrt(d_sae / 2^14), times 8 for the lab's small budgets
     (hundreds, not tens of thousands, of steps: 4.5e-3 at d_sae 2048, tuned on held-out FVU, README)."""
     return 8 * base / math.sqrt(d_sae / 2**14)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from engine.config import SAEConfig, TrainConfig
 from engine.device import cpu_has_fast_bf16
+from core.errors import writing_to
 from engine.training.data import ShuffledBatches
 from engine.training.sae import SparseAutoencoder, auto_lr
 from engine.training.sparse_ops import (
@@ -160,9 +161,14 @@ class Trainer:
             "total_steps": self.total_steps,
         }
         tmp = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        try:
+            with writing_to(tmp):  # a full disk: one DiskFullError, not torch's "unexpected pos"
+                torch.save(state, tmp)
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, self.checkpoint_path)
         if self.hooks.on_checkpoint:
             self.hooks.on_checkpoint(self.step)

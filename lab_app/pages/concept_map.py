@@ -10,8 +10,10 @@ import numpy as np
 import streamlit as st
 
 from core.errors import LabError
-from lab_app import charts, data
+from lab_app import access, charts, data
 from lab_app.run_picker import pick_analysed_run
+
+access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
 
 st.title("Concept map")
 run_id, info = pick_analysed_run("map")

@@ -36,7 +36,9 @@ from findings import (
     update_card,
 )
 from findings.render import context_html
-from lab_app import data
+from lab_app import access, data
+
+access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
 
 st.title("Findings")
 if not data.lab_ready():

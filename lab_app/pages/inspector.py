@@ -10,10 +10,12 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import LabError
-from lab_app import charts, data, feature_actions
+from lab_app import access, charts, data, feature_actions
 from lab_app.formulas import help_for
 from lab_app.render import context_html
 from lab_app.run_picker import pick_analysed_run
+
+access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
 
 st.title("Feature inspector")
 run_id, info = pick_analysed_run("insp")

@@ -6,8 +6,10 @@ import streamlit as st
 
 from core.errors import LabError
 
-from lab_app import data
+from lab_app import access, data
 from lab_app.formulas import help_for
+
+access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
 
 st.title("Lab notebook")
 

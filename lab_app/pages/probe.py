@@ -8,9 +8,11 @@ import streamlit as st
 
 from core.errors import LabError
 from core.lab import Lab
-from lab_app import data
+from lab_app import access, data
 from lab_app.render import token_sequence_html
 from lab_app.run_picker import pick_analysed_run
+
+access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
 
 
 @st.cache_resource(show_spinner="Loading the model and the SAE…", max_entries=2)

@@ -1,4 +1,4 @@
-"""Runs over time: the run table (tags and notes editable), curves, the seed's figures, sweeps, diffs."""
+"""Runs over time: the run table (tags and notes editable), run administration, curves, the seed's figures, sweeps, diffs."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import LabError
-from lab_app import charts, data
+from lab_app import access, charts, data, run_admin
 from lab_app.formulas import help_for
+
+access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
 
 st.title("Runs")
 if not data.lab_ready():
@@ -65,6 +67,8 @@ if len(changed) and st.button(f"Save tags and notes of {len(changed)} run(s)", t
         st.rerun()
     except LabError as e:
         st.error(str(e))
+
+run_admin.render(runs)  # mark a stuck run failed, delete a run (with a confirmation)
 
 finished = view[view["status"] == "FINISHED"]
 if finished.empty:

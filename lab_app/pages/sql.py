@@ -6,7 +6,9 @@ import streamlit as st
 
 from db.readonly import run_readonly
 from core.errors import LabError
-from lab_app import data
+from lab_app import access, data
+
+access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
 
 EXAMPLES = {
     "Transfer matrix of the latest experiment (MSE)": """PIVOT (
