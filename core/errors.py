@@ -130,7 +130,7 @@ def os_error(e: OSError) -> LabError | None:
 def _user() -> str:
     try:
         return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name in some containers
+    except Exception:  # no login name in some containers
         return f"uid {os.getuid()}"
 
 

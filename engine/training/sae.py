@@ -24,7 +24,7 @@ import shutil
 
 import torch.nn.functional as F
 
-from core.errors import LabError, writing_to
+from core.errors import LabError, first_line, writing_to
 from engine.training.sparse_ops import row_offsets, select_relu, select_topk
 
 
@@ -166,11 +166,11 @@ class SparseAutoencoder(nn.Module):
         try:
             cfg = json.loads((folder / "cfg.json").read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise LabError(f"cannot read {folder / 'cfg.json'} ({_first_line(e)}): it needs cfg.json and sae_weights.safetensors") from None
+            raise LabError(f"cannot read {folder / 'cfg.json'} ({first_line(e)}): it needs cfg.json and sae_weights.safetensors") from None
         try:
             tensors = load_file(str(folder / "sae_weights.safetensors"))
         except Exception as e:  # OSError, or safetensors' own error for a truncated or garbled file
-            raise LabError(f"cannot read {folder / 'sae_weights.safetensors'} ({_first_line(e)}): the file is missing, truncated or not safetensors") from None
+            raise LabError(f"cannot read {folder / 'sae_weights.safetensors'} ({first_line(e)}): the file is missing, truncated or not safetensors") from None
         if not isinstance(cfg, dict):
             raise LabError(f"{folder / 'cfg.json'} is not a JSON object: it holds the SAE's d_in, d_sae and architecture")
         meta = cfg.get("metadata") or {}
@@ -180,7 +180,7 @@ class SparseAutoencoder(nn.Module):
         try:
             d_in, d_sae, k = int(cfg["d_in"]), int(cfg["d_sae"]), int(cfg.get("k") or meta.get("k") or 1)
         except (KeyError, TypeError, ValueError) as e:
-            raise LabError(f"{folder / 'cfg.json'} lacks a valid {_first_line(e)}: it needs whole numbers d_in and d_sae") from None
+            raise LabError(f"{folder / 'cfg.json'} lacks a valid {first_line(e)}: it needs whole numbers d_in and d_sae") from None
         expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
         for name, shape in expected.items():
             got = tuple(tensors[name].shape) if name in tensors else None
@@ -203,7 +203,3 @@ def auto_lr(d_sae: int, base: float = 2e-4) -> float:
     (hundreds, not tens of thousands, of steps: 4.5e-3 at d_sae 2048, tuned on held-out FVU, README)."""
     return 8 * base / math.sqrt(d_sae / 2**14)
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
