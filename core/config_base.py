@@ -141,7 +141,8 @@ def _load(tp: Any, value: Any, where: str) -> Any:
         try:
             return float(value)
         except OverflowError:  # an int beyond the float range
-            raise LabError(f"config key '{where}' is a number too large to hold (a {value.bit_length()}-bit integer): fix the value in the config") from None
+            raise LabError(f"config key '{where}' is a number too large to hold (a {value.bit_length()}-bit integer): fix the "
+                           "value in the config") from None
     if tp is int:
         if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
             raise LabError(f"config key '{where}' must be a whole number, got {value!r}: fix the value in the config")

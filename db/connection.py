@@ -41,7 +41,8 @@ def _is_lock_error(err: Exception) -> bool:
 def _open(path: Path, read_only: bool, config: dict[str, Any] | None) -> duckdb.DuckDBPyConnection:
     config = dict(config or {})
     lock = config.pop("lock_configuration", False)
-    con = duckdb.connect(str(path), read_only=read_only, config=config) if config else duckdb.connect(str(path), read_only=read_only)
+    con = (duckdb.connect(str(path), read_only=read_only, config=config) if config
+           else duckdb.connect(str(path), read_only=read_only))
     # DuckDB draws a progress bar on stdout for statements over 2 s, even into redirected logs.
     con.execute("SET enable_progress_bar = false")
     if lock:
@@ -118,7 +119,8 @@ def query(lab: Lab, sql: str, params: list[Any] | tuple[Any, ...] | None = None,
         return con.execute(sql, params or []).df()
 
 
-def query_rows(lab: Lab, sql: str, params: list[Any] | tuple[Any, ...] | None = None, *, wait_seconds: float = 30.0) -> list[tuple]:
+def query_rows(lab: Lab, sql: str, params: list[Any] | tuple[Any, ...] | None = None, *,
+               wait_seconds: float = 30.0) -> list[tuple]:
     with connect(lab, read_only=True, wait_seconds=wait_seconds) as con:
         return con.execute(sql, params or []).fetchall()
 

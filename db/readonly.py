@@ -12,9 +12,9 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
-from db.connection import connect, interrupt_after
 from core.errors import LabError, first_line
 from core.lab import Lab
+from db.connection import connect, interrupt_after
 
 ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.PRAGMA}
 

@@ -95,7 +95,8 @@ def apply_ops(con, ops: Iterable[Op]) -> None:
             if not op.rows:
                 continue
             cols = list(zip(*[[_revive(v) for v in row] for row in op.rows]))
-            table = pa.table({c: pa.array(list(vals)) if not _all_none(vals) else pa.nulls(len(vals)) for c, vals in zip(op.columns, cols)})
+            table = pa.table({c: pa.array(list(vals)) if not _all_none(vals) else pa.nulls(len(vals))
+                              for c, vals in zip(op.columns, cols)})
             view = f"_buf_{n}"
             con.register(view, table)
             verb = {"ignore": "INSERT OR IGNORE", "replace": "INSERT OR REPLACE", "error": "INSERT"}[op.on_conflict]

@@ -77,12 +77,14 @@ def collection_sites(config: ExperimentConfig, info: ModelInfo) -> list[Site]:
     return [(h, layer) for h in hooks for layer in layers]
 
 
-def collect_for(config: ExperimentConfig, lab: Lab, progress: bool = False, device: torch.device | None = None) -> dict[str, ActivationStore]:
+def collect_for(config: ExperimentConfig, lab: Lab, progress: bool = False,
+                device: torch.device | None = None) -> dict[str, ActivationStore]:
     """Activation stores for every domain of the config (collected once, all or nothing, reused after)."""
     info = resolve_model(config.model)
     check_against_model(config, info)
     device = device or pick_device(config.device)
-    return collect_domains(lab, info, device, config.data.domains, config.data, config.seed, collection_sites(config, info), progress)
+    return collect_domains(lab, info, device, config.data.domains, config.data, config.seed,
+                           collection_sites(config, info), progress)
 
 
 def stores_for_run(lab: Lab, resolved: dict[str, Any], config: ExperimentConfig) -> tuple[dict[str, ActivationStore], list[str]]:
@@ -137,7 +139,8 @@ def _in_database(lab: Lab, run_id: str) -> bool:
 def _missing(lab: Lab, run_id: str, what: str) -> LabError:
     """A file that is not there: a run the database knows lost its files; otherwise the id is wrong."""
     if _in_database(lab, run_id):
-        return damaged(run_id, f"{what} is missing (the database knows the run, its folder {lab.run_dir(run_id)} does not hold it)")
+        return damaged(run_id, f"{what} is missing (the database knows the run, its folder {lab.run_dir(run_id)} does not hold "
+                               "it)")
     return LabError(f"unknown run '{run_id}': no {what}; {LIST_RUNS}")
 
 

@@ -6,12 +6,11 @@ Every user mistake ends as one line on stderr naming the fix, and a non-zero exi
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
-
-import json
 
 from core.errors import LabError, os_error
 from core.lab import Lab
@@ -52,9 +51,11 @@ SHORTCUTS: dict[str, tuple[str, Callable[[str], Any]]] = {
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("experiment (defaults: all-MiniLM-L6-v2, mlp_out layer 2, TopK k=16, d_sae=2048, prose+code, 100k tokens)")
+    g = p.add_argument_group("experiment (defaults: all-MiniLM-L6-v2, mlp_out layer 2, TopK k=16, d_sae=2048, prose+code, 100k "
+                             "tokens)")
     g.add_argument("--config", help="JSON or TOML file with experiment settings")
-    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any setting, e.g. --set train.epochs=4")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any setting, e.g. --set train.epochs=4")
     g.add_argument("--model", help="model name, local folder, or hub id")
     g.add_argument("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
     g.add_argument("--hook", help="mlp_out, resid_post or attn_out")
@@ -107,7 +108,8 @@ def cmd_collect(args, lab) -> int:
     config = config_from_args(args)
     stores = collect(config, lab, progress=not args.quiet)
     for name, s in stores.items():
-        print(f"{name}: {s.meta['n_rows']:,} tokens, {s.meta['n_sequences']} sequences, sites {', '.join(sorted(s.meta['sites']))} -> {lab.relative(s.path)}")
+        print(f"{name}: {s.meta['n_rows']:,} tokens, {s.meta['n_sequences']} sequences, sites "
+              f"{', '.join(sorted(s.meta['sites']))} -> {lab.relative(s.path)}")
     return 0
 
 
@@ -117,7 +119,8 @@ def _print_outcomes(lab, outcomes) -> None:
 
     if not outcomes or not outcomes[0].evals:
         for o in outcomes:
-            print(f"run {o.run_id}: trained ({o.train['steps']} steps, {o.train['tokens_per_second']:,.0f} tokens/s) -> {o.sae_dir}")
+            print(f"run {o.run_id}: trained ({o.train['steps']} steps, {o.train['tokens_per_second']:,.0f} tokens/s) -> "
+                  f"{o.sae_dir}")
         return
     print(format_table(transfer_matrix(lab, outcomes[0].resolved["group_id"])))
     for o in outcomes:
@@ -147,13 +150,15 @@ def cmd_eval(args, lab) -> int:
 
     ids = list(args.run_ids)
     if args.all:
-        ids = list(query(lab, "SELECT run_id FROM runs WHERE status = 'FINISHED' AND run_id NOT IN (SELECT run_id FROM eval_results)")["run_id"])
+        ids = list(query(lab, "SELECT run_id FROM runs WHERE status = 'FINISHED' AND run_id NOT IN (SELECT run_id FROM "
+                              "eval_results)")["run_id"])
     if not ids:
         raise LabError("no runs to evaluate: pass run ids, or --all for finished runs without evaluation")
     for rid in ids:
         res = evaluate_existing(lab, rid, progress=not args.quiet)
         q = res["quality"]
-        print(f"run {rid}: " + ", ".join(f"{e['eval_domain']} FVU {e['fvu']:.4f} (x{e['transfer_ratio']:.2f})" for e in res["evals"])
+        print(f"run {rid}: "
+              + ", ".join(f"{e['eval_domain']} FVU {e['fvu']:.4f} (x{e['transfer_ratio']:.2f})" for e in res["evals"])
               + f"; quality {q['score']:.2f}/5 ({q['rating']})")
     return 0
 
@@ -175,7 +180,8 @@ def cmd_init(args, lab) -> int:
     ensure_schema(lab)
     finished = query(lab, "SELECT count(*) AS n FROM runs WHERE status = 'FINISHED'").iloc[0, 0]
     if finished == 0:
-        print(f"empty lab at {lab.root}: running the default experiment (layer 2 mlp_out, TopK k=16, d_sae=2048, prose + code, 100k tokens each)")
+        print(f"empty lab at {lab.root}: running the default experiment (layer 2 mlp_out, TopK k=16, d_sae=2048, prose + code, "
+              "100k tokens each)")
         outcomes = run_experiment(ExperimentConfig().validate(), lab, progress=not args.quiet)
         _print_outcomes(lab, outcomes)
     else:

@@ -34,7 +34,8 @@ def check_lab_path(lab: Lab) -> None:
     """--lab must be a folder, or a path whose nearest existing part is a folder."""
     root = lab.root
     if root.exists() and not root.is_dir():
-        raise LabError(f"--lab {root} is a file, not a folder: point --lab at a lab folder (or at a new folder name to create one)")
+        raise LabError(f"--lab {root} is a file, not a folder: point --lab at a lab folder (or at a new folder name to create "
+                       "one)")
     p = nearest_existing(root)
     if p.exists() and not p.is_dir():
         raise LabError(f"--lab {root} lies inside {p}, which is a file: point --lab at a folder")
@@ -49,7 +50,8 @@ def check_writable(lab: Lab) -> None:
             raise LabError(f"the lab folder {path} is not writable by this user: make it writable (chmod u+w / chown), "
                            f"or point --lab at a lab you can write; {READ_ONLY_HINT}")
     if lab.db.exists() and not os.access(lab.db, os.W_OK):
-        raise LabError(f"the lab database {lab.db} is not writable by this user: make it writable (chmod u+w / chown); {READ_ONLY_HINT}")
+        raise LabError(f"the lab database {lab.db} is not writable by this user: make it writable (chmod u+w / chown); "
+                       f"{READ_ONLY_HINT}")
 
 
 def open_lab(lab: Lab, read_only: bool, recover: bool = True) -> list[str]:

@@ -8,19 +8,18 @@ from typing import Any, Callable
 
 import torch
 
+from core.errors import DiskFullError, LabError, first_line
+from core.lab import Lab
 from db import Op, query, query_rows, utcnow, write_now
-from engine.artifacts import load_run
+from engine.analysis.analyze import analyze_after_training
+from engine.artifacts import collect_for, load_run, stores_for_run
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
 from engine.device import pick_device
-from core.errors import DiskFullError, LabError, first_line
-from core.lab import Lab
-from engine.artifacts import collect_for, stores_for_run
 from engine.recording import RunRecorder
 from engine.run_owner import remove_temporary_files
 from engine.runs import RunOutcome, RunSpec, evaluate_sae, execute_run, plan_runs
 from engine.training.trainer import TrainHooks, TrainingCancelled
-from engine.analysis.analyze import analyze_after_training
 
 
 def record_activation_set(lab: Lab, store: ActivationStore) -> None:

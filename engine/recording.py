@@ -10,12 +10,11 @@ import json
 import time
 from typing import Any
 
-from db import BufferedWriter, utcnow
+from core.errors import LabError
 from core.lab import Lab, code_version
+from db import BufferedWriter, Op, utcnow, write_now
 from engine.run_owner import Owner
 from engine.runs import RunOutcome, RunSpec
-from db import Op, write_now
-from core.errors import LabError
 
 STEP_METRICS = ("loss", "mse", "fvu", "l0", "l1", "aux_loss", "dead_frac", "lr", "tokens_per_s")
 EVAL_COLUMNS = ("n_tokens", "mse", "fvu", "r2", "cosine", "l0", "l1", "dead_frac", "l2_ratio", "transfer_ratio")
@@ -90,7 +89,8 @@ class RunRecorder:
         rid = self.spec.run_id
         self.record_evaluation(outcome.evals, outcome.splices, outcome.quality, now)
         self.writer.insert("artifacts", {"run_id": rid, "name": "sae", "kind": "saelens", "path": outcome.sae_dir,
-                                         "bytes": _folder_bytes(self.lab.root / outcome.sae_dir), "created_at": now}, on_conflict="replace")
+                                         "bytes": _folder_bytes(self.lab.root / outcome.sae_dir), "created_at": now},
+                           on_conflict="replace")
         self.writer.update("runs", {"run_id": rid}, {"status": "FINISHED", "ended_at": now, "heartbeat_at": now})
         self.writer.flush(wait_seconds=30)
 
@@ -99,13 +99,17 @@ class RunRecorder:
         rid, train_domain = self.spec.run_id, self.spec.train_domain
         for e in evals:
             self.writer.insert("eval_results", {"run_id": rid, "eval_domain": e["eval_domain"], "train_domain": train_domain,
-                                                **{c: e.get(c) for c in EVAL_COLUMNS}, "evaluated_at": now}, on_conflict="replace")
+                                                **{c: e.get(c) for c in EVAL_COLUMNS}, "evaluated_at": now},
+                               on_conflict="replace")
         for s in splices:
             self.writer.insert("splice_results", {"run_id": rid, "eval_domain": s["eval_domain"],
-                                                  **{c: s.get(c) for c in SPLICE_COLUMNS}, "evaluated_at": now}, on_conflict="replace")
+                                                  **{c: s.get(c) for c in SPLICE_COLUMNS}, "evaluated_at": now},
+                               on_conflict="replace")
         if quality:
-            self.writer.insert("quality_scores", {"run_id": rid, **{k: quality[k] for k in ("reconstruction_points", "sparsity_points", "interpretability_points", "score", "rating")},
-                                                  "details": json.dumps(quality["details"]), "scored_at": now}, on_conflict="replace")
+            points = ("reconstruction_points", "sparsity_points", "interpretability_points", "score", "rating")
+            self.writer.insert("quality_scores", {"run_id": rid, **{k: quality[k] for k in points},
+                                                  "details": json.dumps(quality["details"]), "scored_at": now},
+                               on_conflict="replace")
 
     def end(self, status: str, error: str | None = None) -> bool:
         """Record how the run ended; False when that could not be written (a full disk): the run then

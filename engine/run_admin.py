@@ -97,7 +97,8 @@ def _check_id(run_id: str) -> None:
 
 def run_info(lab: Lab, run_id: str) -> dict[str, Any] | None:
     """The run's status and owner, and the status of the job that produced it (if any)."""
-    df = query(lab, """SELECT r.run_id, r.status, r.owner_host, r.owner_pid, r.owner_started, r.heartbeat_at, j.status AS job_status
+    df = query(lab, """SELECT r.run_id, r.status, r.owner_host, r.owner_pid, r.owner_started, r.heartbeat_at,
+                                 j.status AS job_status
                             FROM runs r LEFT JOIN jobs j ON j.job_id = r.run_id WHERE r.run_id = ?""", [run_id])
     return None if df.empty else {k: (None if _missing(v) else v) for k, v in df.iloc[0].to_dict().items()}
 

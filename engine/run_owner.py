@@ -19,8 +19,8 @@ from typing import Any
 
 import psutil
 
-from db.writer import OwnerLock
 from core.lab import Lab
+from db.writer import OwnerLock
 
 
 @dataclass(frozen=True)

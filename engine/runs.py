@@ -19,17 +19,17 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from core.config_base import ConfigBase
+from core.errors import writing_to
+from core.lab import Lab, code_version
+from engine.artifacts import check_against_model, collect_for
 from engine.collection.models import ModelInfo, load_model, resolve_model
 from engine.collection.store import ActivationStore
-from engine.artifacts import check_against_model, collect_for
 from engine.config import ExperimentConfig
-from core.config_base import ConfigBase
 from engine.device import pick_device
-from core.errors import writing_to
 from engine.evaluation.metrics import evaluate_reconstruction
 from engine.evaluation.quality import interpretable_features, quality_score
 from engine.evaluation.splice import splice_fidelity
-from core.lab import Lab, code_version
 from engine.training.data import ShuffledBatches
 from engine.training.sae import SparseAutoencoder
 from engine.training.trainer import Trainer, TrainHooks, describe_training, init_sae_from_store_stats
@@ -115,7 +115,8 @@ def evaluate_sae(
     for name, store in stores.items():
         own = name == train_domain
         acts = store.acts(config.hook, config.layer)
-        m, tops = evaluate_reconstruction(sae, acts, store.val_start, store.n_rows, device, top_n=config.eval.interpretable_top_n if own else 0)
+        m, tops = evaluate_reconstruction(sae, acts, store.val_start, store.n_rows, device,
+                                          top_n=config.eval.interpretable_top_n if own else 0)
         if own:
             train_metrics = m
             val_tokens = store.tokens()[store.rows()[store.val_start :, 0], store.rows()[store.val_start :, 1]]
@@ -160,7 +161,8 @@ def execute_run(
     store = stores[spec.train_domain]
     stats = store.site_stats(config.hook, config.layer)
     torch.manual_seed(config.seed)
-    sae = init_sae_from_store_stats(info.d_model, config.sae, np.asarray(stats["train_mean"]), stats["train_mean_sq_norm"], config.seed)
+    sae = init_sae_from_store_stats(info.d_model, config.sae, np.asarray(stats["train_mean"]),
+                                    stats["train_mean_sq_norm"], config.seed)
     batches = ShuffledBatches(store.acts(config.hook, config.layer), 0, store.val_start, config.train.batch_size, config.seed)
     run_dir = lab.run_dir(spec.run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -185,6 +187,7 @@ def execute_run(
     })
     if evaluate:
         phase("eval")
-    evals, splices, quality, interp = evaluate_sae(sae, config, spec.train_domain, stores, device) if evaluate else ([], [], {}, {})
+    evals, splices, quality, interp = evaluate_sae(sae, config, spec.train_domain, stores,
+                                                   device) if evaluate else ([], [], {}, {})
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
     return RunOutcome(spec.run_id, resolved, asdict(result), evals, splices, quality, lab.relative(sae_dir), interp)

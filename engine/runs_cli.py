@@ -8,8 +8,8 @@ it keep their frozen evidence). Both are one-line answers, like every command.
 from __future__ import annotations
 
 import argparse
-from engine.run_admin import mark_failed
-from engine.run_admin import delete_run
+
+from engine.run_admin import delete_run, mark_failed
 
 
 def cmd_mark_failed(args, lab) -> int:

@@ -16,21 +16,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from core.errors import LabError
 from engine.cli import main as engine_main
 from engine.tables import format_table
-from findings.prefill import card_from_feature
-import pandas as pd
-from findings.search import search_cards
 from findings.evidence import card_evidence, live_status
-from findings.render import card_markdown
-from findings.store import card_history, get_card
+from findings.export import export_json, export_markdown, export_registry, import_json, import_registry
 from findings.model import FeatureRef
-from findings.store import update_card
-from findings.store import delete_card, purge_card
-from findings.store import restore_card
-from findings.export import export_json, export_markdown, export_registry
-from findings.export import import_json, import_registry
+from findings.prefill import card_from_feature
+from findings.render import card_markdown
+from findings.search import search_cards
+from findings.store import card_history, delete_card, get_card, purge_card, restore_card, update_card
 
 TEXT_FIELDS = ("title", "claim", "label", "description", "confidence", "status", "notes")
 LIST_FIELDS = ("tags", "examples")
@@ -71,7 +68,8 @@ def add_findings_commands(sub) -> None:
     s.set_defaults(fn=cmd_new)
 
     s = actions.add_parser("list", help="cards, most recently updated first, filtered by text, tag, status, run, feature")
-    s.add_argument("--text", help="words that must all occur in the card (id, title, claim, label, description, notes, tags, examples)")
+    s.add_argument("--text", help="words that must all occur in the card (id, title, claim, label, description, notes, tags, "
+                                  "examples)")
     s.add_argument("--tag")
     s.add_argument("--status", help="draft, supported or refuted")
     s.add_argument("--run", help="cards about this run")
@@ -98,7 +96,8 @@ def add_findings_commands(sub) -> None:
     s.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help=f"set a field: {', '.join(TEXT_FIELDS + LIST_FIELDS)} (tags/examples: comma-separated or a JSON list)")
     s.add_argument("--set-file", action="append", default=[], metavar="FIELD=PATH", help="set a text field to a file's contents")
-    s.add_argument("--add-feature", action="append", default=[], metavar="RUN:FEATURE", help="add a feature (with a fresh snapshot)")
+    s.add_argument("--add-feature", action="append", default=[], metavar="RUN:FEATURE",
+                   help="add a feature (with a fresh snapshot)")
     s.add_argument("--remove-feature", action="append", default=[], metavar="RUN:FEATURE")
     s.add_argument("--refresh-evidence", action="store_true", help="re-freeze the evidence of features whose run still exists")
     _who(s)
@@ -186,9 +185,11 @@ def cmd_show(args, lab) -> int:
     if args.markdown:
         print(card_markdown(card, snaps, card_history(lab, card.card_id)))
         return 0
-    print(f"{card.card_id} revision {card.revision}{' (DELETED ' + card.deleted_at[:19] + ')' if card.deleted else ''}: {card.title}")
+    print(f"{card.card_id} revision {card.revision}{' (DELETED ' + card.deleted_at[:19] + ')' if card.deleted else ''}: "
+          f"{card.title}")
     print(f"  status {card.status}, confidence {card.confidence}, label: {card.label or '-'}")
-    print(f"  tags: {', '.join(card.tags) or '-'}; author {card.author or '-'}; saved {card.updated_at[:19].replace('T', ' ')} by {card.updated_by or '-'}")
+    print(f"  tags: {', '.join(card.tags) or '-'}; author {card.author or '-'}; saved {card.updated_at[:19].replace('T', ' ')} "
+          f"by {card.updated_by or '-'}")
     for name in ("claim", "description", "notes"):
         text = getattr(card, name)
         if text.strip():
@@ -204,7 +205,8 @@ def cmd_show(args, lab) -> int:
         data = (snaps.get(f.snapshot_id or "") or {}).get("data") or {}
         row = (data.get("detail") or {}).get("feature") or {}
         score = row.get("label_score")
-        frozen = f"frozen label \"{row.get('label') or '-'}\" (detection {score:.2f})" if score is not None else data.get("note") or "no label frozen"
+        frozen = (f"frozen label \"{row.get('label') or '-'}\" (detection {score:.2f})" if score is not None
+                  else data.get("note") or "no label frozen")
         print(f"  feature {f.feature} of run {f.run_id} ({f.hook}@{f.layer}): {frozen}; live: {states.get(f.key, '?')}")
     for e in card.evidence:
         print(f"  evidence {e.evidence_no}: {e.kind} ({e.snapshot_id}) {e.note}")
@@ -261,7 +263,8 @@ def cmd_edit(args, lab) -> int:
         changes["features"] = [f for f in current.features if f.key not in remove] + list(args.add_feature)
     if not changes and not args.refresh_evidence:
         raise LabError("nothing to change: give --set FIELD=VALUE, --add-feature, --remove-feature or --refresh-evidence")
-    card = update_card(lab, args.card, args.version, changes, author=_author(args), note=args.note, refresh_evidence=args.refresh_evidence)
+    card = update_card(lab, args.card, args.version, changes, author=_author(args), note=args.note,
+                       refresh_evidence=args.refresh_evidence)
     if card.revision == args.version:
         print(f"{card.card_id}: nothing changed, still revision {card.revision}")
     else:
@@ -276,7 +279,8 @@ def cmd_delete(args, lab) -> int:
               f"{len(res['snapshots_kept'])} kept (other cards refer to them)")
         return 0
     card = delete_card(lab, args.card, args.version, author=_author(args), note=args.note)
-    print(f"{card.card_id} deleted (revision {card.revision}); bring it back with: python -m engine findings restore {card.card_id}")
+    print(f"{card.card_id} deleted (revision {card.revision}); bring it back with: python -m engine findings restore "
+          f"{card.card_id}")
     return 0
 
 
@@ -309,7 +313,8 @@ def cmd_export(args, lab) -> int:
         paths = export_markdown(lab, ids, args.out, include_deleted=args.deleted)
         print(f"{len(paths)} card{'s' if len(paths) != 1 else ''} written to {args.out}")
         return 0
-    data = export_json(lab, ids, include_deleted=args.deleted) if args.format == "json" else export_registry(lab, ids, run_id=args.run)
+    data = (export_json(lab, ids, include_deleted=args.deleted) if args.format == "json"
+            else export_registry(lab, ids, run_id=args.run))
     _write_text(args.out, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     if args.out != "-":
         n = len(data["cards"]) if args.format == "json" else len(data)

@@ -19,11 +19,11 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from db import connect
 from core.errors import LabError
 from core.lab import Lab
-from findings.model import Card, FeatureRef, check_feature_index
+from db import connect
 from engine.analysis.queries import analysis_info, feature_detail
+from findings.model import Card, FeatureRef, check_feature_index
 
 FEATURE_KIND = "feature"
 # runs columns frozen with every feature snapshot: enough to say what the SAE was without the run.

@@ -22,9 +22,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from db import transaction, utcnow
 from core.errors import LabError
 from core.lab import Lab
+from db import transaction, utcnow
 from findings.evidence import (
     FEATURE_KIND,
     PendingSnapshot,
@@ -90,7 +90,8 @@ def export_json(lab: Lab, card_ids: list[str] | None = None, include_deleted: bo
     snaps = load_snapshots(lab, wanted)
     missing = [sid for sid in dict.fromkeys(wanted) if sid not in snaps]
     if missing:
-        raise LabError(f"evidence snapshot {missing[0]} is missing from this lab: the database was edited by hand; export the other cards")
+        raise LabError(f"evidence snapshot {missing[0]} is missing from this lab: the database was edited by hand; export the "
+                       "other cards")
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "exported_at": timestamp(utcnow()), "cards": cards,
             "snapshots": {sid: {k: v for k, v in snaps[sid].items() if k != "snapshot_id"} for sid in dict.fromkeys(wanted)}}
 
@@ -105,10 +106,12 @@ def _normalise_card(card: Card) -> Card:
 
 def _parse_file(data: Any) -> tuple[list[tuple[str, list[Revision]]], dict[str, PendingSnapshot], dict[str, str]]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise LabError(f"not a findings export (no \"format\": \"{FORMAT}\"): export cards with `python -m engine findings export --format json`"
+        raise LabError(f"not a findings export (no \"format\": \"{FORMAT}\"): export cards with `python -m engine findings "
+                       "export --format json`"
                        " (for a seed-004 feature registry use --registry)")
     if data.get("format_version") != FORMAT_VERSION:
-        raise LabError(f"findings export format version {data.get('format_version')!r} is not {FORMAT_VERSION}: export it again with this lab")
+        raise LabError(f"findings export format version {data.get('format_version')!r} is not {FORMAT_VERSION}: export it again "
+                       "with this lab")
     if not isinstance(data.get("cards"), list) or not isinstance(data.get("snapshots"), dict):
         raise LabError("findings export is missing its 'cards' list or 'snapshots' object: the file is damaged")
     snaps, created = {}, {}
@@ -140,7 +143,8 @@ def _parse_file(data: Any) -> tuple[list[tuple[str, list[Revision]]], dict[str, 
             check_author(rev.author), check_note(rev.note)
             for sid in card.snapshot_ids:
                 if sid not in snaps:
-                    raise LabError(f"card {card.card_id} revision {n} refers to snapshot {sid}, which the file lacks: export it again")
+                    raise LabError(f"card {card.card_id} revision {n} refers to snapshot {sid}, which the file lacks: export it "
+                                   "again")
             revs.append(replace(rev, card=card, edited_at=timestamp(parse_timestamp(rev.edited_at))))
         cards.append((c["card_id"], revs))
     if len({cid for cid, _ in cards}) != len(cards):
@@ -162,11 +166,13 @@ def import_json(lab: Lab, data: dict[str, Any]) -> dict[str, Any]:
                 insert_snapshots(con, [snap], parse_timestamp(created_at[sid]))
                 summary["snapshots_added"] += 1
         for card_id, revs in cards:
-            rows = con.execute(f"SELECT {REVISION_COLUMNS} FROM finding_revisions WHERE card_id = ? ORDER BY revision", [card_id]).fetchall()
+            rows = con.execute(f"SELECT {REVISION_COLUMNS} FROM finding_revisions WHERE card_id = ? ORDER BY revision",
+                               [card_id]).fetchall()
             mine = [revision_from_row(card_id, r).to_dict() for r in rows]
             incoming = [r.to_dict() for r in revs]
             if len(mine) > len(incoming) or mine != incoming[: len(mine)]:
-                raise LabError(f"card {card_id} in this lab differs from the file's (here {len(mine)} revisions, there {len(incoming)}): "
+                raise LabError(f"card {card_id} in this lab differs from the file's (here {len(mine)} revisions, there "
+                               f"{len(incoming)}): "
                                "nothing was imported; export this lab's card, or purge it, before importing")
             if len(mine) == len(incoming):
                 summary["unchanged"].append(card_id)
@@ -260,7 +266,8 @@ def import_registry(lab: Lab, data: Any, run_id: str | None = None, author: str 
     skipped, so importing a registry twice, or into the lab it came from, creates nothing twice."""
     author = check_author(author)
     if not isinstance(data, dict) or not data:
-        raise LabError("a feature registry is a JSON object {feature_id: {name, description, examples, confidence}}, and this one is empty or not an object")
+        raise LabError("a feature registry is a JSON object {feature_id: {name, description, examples, confidence}}, and this "
+                       "one is empty or not an object")
     planned = []
     for key, entry in data.items():
         where = f"registry entry '{key}'"

@@ -52,7 +52,8 @@ def prefill(run: dict[str, Any], feature: int, detail: dict[str, Any] | None) ->
         what = " / ".join(tokens) if tokens else label
         verb = "fires on the token right after" if f.get("label_kind") == "previous token" else "fires on"
         claim = f"Feature {feature} ({where}) {verb} {what}"
-        claim += f" (detection score {score:.2f} on held-out text)." if score is not None else " (too few held-out firings to score the label)."
+        claim += (f" (detection score {score:.2f} on held-out text)." if score is not None
+                  else " (too few held-out firings to score the label).")
     elif f.get("dead"):
         claim = f"Feature {feature} ({where}) never fires on the analysed text."
     else:

@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Iterator
 
-from db import connect, transaction, utcnow
 from core.errors import LabError
 from core.lab import Lab
+from db import connect, transaction, utcnow
 from findings.evidence import (
     PendingSnapshot,
     canonical_json,
@@ -76,7 +76,8 @@ def insert_snapshots(con, snaps: list[PendingSnapshot], created_at: dt.datetime)
 def write_revision(con, card: Card, action: str, author: str, note: str, changed: list[str], edited_at: str) -> None:
     """Record ``card`` as its revision and make it the card's current state."""
     con.execute("INSERT INTO finding_revisions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [card.card_id, card.revision, action, author, note, parse_timestamp(edited_at), changed, canonical_json(card.to_dict())])
+                [card.card_id, card.revision, action, author, note, parse_timestamp(edited_at), changed,
+                 canonical_json(card.to_dict())])
     for i, f in enumerate(card.features):
         con.execute("INSERT INTO finding_features VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [card.card_id, card.revision, i, f.run_id, f.layer, f.hook, f.feature, f.snapshot_id])
@@ -84,7 +85,8 @@ def write_revision(con, card: Card, action: str, author: str, note: str, changed
     for i, c in enumerate(FINDINGS_COLUMNS):
         if c.endswith("_at"):
             values[i] = parse_timestamp(values[i])
-    con.execute(f"INSERT OR REPLACE INTO findings ({', '.join(FINDINGS_COLUMNS)}) VALUES ({', '.join('?' * len(values))})", values)
+    con.execute(f"INSERT OR REPLACE INTO findings ({', '.join(FINDINGS_COLUMNS)}) VALUES ({', '.join('?' * len(values))})",
+                values)
 
 
 def _require_db(lab: Lab, card_id: str) -> None:
@@ -95,7 +97,8 @@ def _require_db(lab: Lab, card_id: str) -> None:
 
 def _stored_card(con, card_id: str) -> Card:
     """The current card, read inside a write transaction."""
-    rows = con.execute("SELECT r.card FROM findings f JOIN finding_revisions r ON r.card_id = f.card_id AND r.revision = f.revision "
+    rows = con.execute("SELECT r.card FROM findings f JOIN finding_revisions r ON r.card_id = f.card_id AND r.revision = "
+                       "f.revision "
                        "WHERE f.card_id = ?", [card_id]).fetchall()
     if not rows:
         raise CardNotFoundError(f"no card '{card_id}' in this lab: {LIST_HINT}")
@@ -108,11 +111,13 @@ def check_version(card: Card, expected_version: int | None) -> None:
         return
     expected_version = integral(expected_version)
     if isinstance(expected_version, bool) or not isinstance(expected_version, int):
-        raise LabError(f"expected version '{expected_version}' must be a revision number (the card's revision when you opened it)")
+        raise LabError(f"expected version '{expected_version}' must be a revision number "
+                       "(the card's revision when you opened it)")
     if card.revision != expected_version:
         when = card.updated_at.replace("T", " ")[:19] + " UTC"
         raise CardChangedError(
-            f"card {card.card_id} changed since you opened it (now revision {card.revision} by {card.updated_by or 'an unnamed author'} "
+            f"card {card.card_id} changed since you opened it (now revision {card.revision} by "
+            f"{card.updated_by or 'an unnamed author'} "
             f"at {when}; you opened revision {expected_version}): reload it and reapply your edit")
 
 
@@ -152,7 +157,8 @@ def create_card(lab: Lab, title: str, features: Any, *, claim: str = "", label: 
     run must exist and the index be one of its features. A run without a feature analysis is
     accepted: its snapshot holds the run's settings and a note saying the analysis was missing."""
     values = check_fields({"title": title, "claim": claim, "label": label, "description": description, "confidence": confidence,
-                           "status": status, "tags": list(tags), "notes": notes, "examples": list(examples), "features": features})
+                           "status": status, "tags": list(tags), "notes": notes, "examples": list(examples),
+                           "features": features})
     author, note = check_author(author), check_note(note)
     refs = [replace(r, snapshot_id=None) for r in values.pop("features")]  # snapshots are always taken here, never trusted
     refs, snaps = feature_snapshots(lab, resolve_refs(lab, refs))
@@ -164,7 +170,8 @@ def insert_new_card(lab: Lab, values: dict[str, Any], refs: list, snaps: list[Pe
     return insert_new_cards(lab, [(values, refs, snaps)], author, note)[0]
 
 
-def insert_new_cards(lab: Lab, items: list[tuple[dict[str, Any], list, list[PendingSnapshot]]], author: str, note: str) -> list[Card]:
+def insert_new_cards(lab: Lab, items: list[tuple[dict[str, Any], list, list[PendingSnapshot]]], author: str,
+                     note: str) -> list[Card]:
     """Write several new cards in one transaction (all or none): (fields, refs, snapshots) each."""
     now = utcnow()
     cards = [Card(card_id=new_card_id(), revision=1, author=author, created_at=timestamp(now), updated_at=timestamp(now),
@@ -185,7 +192,8 @@ def get_card(lab: Lab, card_id: str, revision: int | None = None) -> Card:
     with reader(lab) as con:
         rows = [] if con is None else con.execute(
             "SELECT f.revision, r.card FROM findings f LEFT JOIN finding_revisions r "
-            "ON r.card_id = f.card_id AND r.revision = coalesce(?, f.revision) WHERE f.card_id = ?", [revision, card_id]).fetchall()
+            "ON r.card_id = f.card_id AND r.revision = coalesce(?, f.revision) WHERE f.card_id = ?",
+            [revision, card_id]).fetchall()
     if not rows:
         raise CardNotFoundError(f"no card '{card_id}' in this lab: {LIST_HINT}")
     latest, text = rows[0]
@@ -211,7 +219,8 @@ REVISION_COLUMNS = "revision, action, author, note, edited_at, changed, card"
 
 def revision_from_row(card_id: str, row: tuple) -> Revision:
     """A Revision from a finding_revisions row selected as ``REVISION_COLUMNS``."""
-    return Revision(card_id, row[0], row[1], row[2], row[3], timestamp(row[4]), list(row[5]), Card.from_dict(json.loads(row[6]), "card"))
+    return Revision(card_id, row[0], row[1], row[2], row[3], timestamp(row[4]), list(row[5]),
+                    Card.from_dict(json.loads(row[6]), "card"))
 
 
 def update_card(lab: Lab, card_id: str, expected_version: int, changes: dict[str, Any] | None = None, *, author: str = "",
@@ -271,7 +280,8 @@ def purge_card(lab: Lab, card_id: str, expected_version: int | None = None) -> d
     with transaction(lab) as con:
         check_version(_stored_card(con, card_id), expected_version)
         mine = [r[0] for r in con.execute(
-            "SELECT snapshot_id FROM finding_features WHERE card_id = ? UNION SELECT snapshot_id FROM finding_evidence WHERE card_id = ?",
+            "SELECT snapshot_id FROM finding_features WHERE card_id = ? UNION SELECT snapshot_id FROM finding_evidence WHERE "
+            "card_id = ?",
             [card_id, card_id]).fetchall()]
         for table in ("finding_features", "finding_evidence", "finding_revisions", "findings"):
             con.execute(f"DELETE FROM {table} WHERE card_id = ?", [card_id])
@@ -299,7 +309,8 @@ def attach_evidence(lab: Lab, card_id: str, kind: str, data: dict[str, Any], not
     snap = make_snapshot(kind, data, run_id, feature)
     size = len(snap.text.encode("utf-8"))
     if size > EVIDENCE_BYTES_MAX:
-        raise LabError(f"evidence is {size:,} bytes as JSON, over the limit of {EVIDENCE_BYTES_MAX:,}: keep the results, drop raw tensors")
+        raise LabError(f"evidence is {size:,} bytes as JSON, over the limit of {EVIDENCE_BYTES_MAX:,}: keep the results, drop "
+                       "raw tensors")
     ts = timestamp(utcnow())
 
     def build(con, c: Card) -> Card:

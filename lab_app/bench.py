@@ -4,8 +4,8 @@ in its own process): how long each page takes to render on a real lab.
 Two measurements per page: the page script headless (AppTest: every query and chart built, cold
 with caches cleared and warm), and, where Debian's chromium is installed, the browser's time from
 in-app navigation (a sidebar click) until Streamlit reports the run finished — measured on a
-repeat visit, and shown for the first visit too (which also downloads the chart libraries once). Target: every page within 2 s on a lab
-holding a finished 36-run sweep.
+repeat visit, and shown for the first visit too (which also downloads the chart libraries once).
+Target: every page within 2 s on a lab holding a finished 36-run sweep.
 """
 
 from __future__ import annotations
@@ -66,8 +66,10 @@ def _browser_seconds(lab: Lab, paths: list[tuple[str, str]]) -> dict[str, float]
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "SAE_LAB_DIR": str(lab.root)}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "lab_app" / "app.py"), "--server.port", str(port),
-                             "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "lab_app" / "app.py"),
+                             "--server.port", str(port),
+                             "--server.headless", "true", "--browser.gatherUsageStats", "false",
+                             "--server.fileWatcherType", "none"],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out: dict[str, float] = {}
     try:

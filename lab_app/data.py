@@ -7,21 +7,20 @@ between pages does not hit the database again. Writes (tags, notes, sweeps, card
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from db import query
 from core.errors import LabError
 from core.lab import Lab
-import json
-from engine.sweeps.leaderboard import configurations as configs
+from db import ensure_schema, query
 from engine.analysis import queries
-from db import ensure_schema
+from engine.sweeps.leaderboard import configurations as configs
 from lab_app.nav import pages
-import threading
 
 
 def lab() -> Lab:
@@ -60,7 +59,8 @@ def step_metrics(lab: Lab, run_ids: tuple[str, ...], names: tuple[str, ...]) -> 
         return pd.DataFrame(columns=["run_id", "step", "tokens", "name", "value"])
     return query(
         lab,
-        "SELECT run_id, step, tokens, name, value FROM step_metrics WHERE run_id IN (SELECT unnest(?)) AND name IN (SELECT unnest(?)) ORDER BY run_id, step",
+        "SELECT run_id, step, tokens, name, value FROM step_metrics WHERE run_id IN (SELECT unnest(?)) AND name IN (SELECT "
+        "unnest(?)) ORDER BY run_id, step",
         [list(run_ids), list(names)],
     )
 
@@ -188,7 +188,8 @@ def page(name: str):
 
 
 def inspector_link(run_id: str, feature: int, label: str | None = None, key: str | None = None) -> None:
-    st.page_link(page("inspector"), label=label or f"feature {feature}", query_params={"run": run_id, "feature": str(int(feature))},
+    st.page_link(page("inspector"), label=label or f"feature {feature}",
+                 query_params={"run": run_id, "feature": str(int(feature))},
                  icon=":material/open_in_new:")
 
 

@@ -10,13 +10,12 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import LabError
-from lab_app import data
-from findings import card_from_feature, cards_for_feature
+from engine.analysis.queries import render_tokens
+from findings import attach_evidence, card_from_feature, cards_for_feature
 from findings.evidence import run_rows
 from findings.prefill import prefill
 from findings.render import escape_markdown
-from engine.analysis.queries import render_tokens
-from findings import attach_evidence
+from lab_app import data
 
 
 def _cards_section(run_id: str, feature: int, detail: dict[str, Any]) -> list:
@@ -32,7 +31,8 @@ def _cards_section(run_id: str, feature: int, detail: dict[str, Any]) -> list:
         title = st.text_input("Title", pre.get("title", ""), max_chars=200)
         claim = st.text_area("Claim (the hypothesis in a sentence)", pre.get("claim", ""), height=70)
         c1, c2, c3 = st.columns(3)
-        confidence = c1.selectbox("Confidence", ["low", "medium", "high"], index=["low", "medium", "high"].index(pre.get("confidence", "low")))
+        confidence = c1.selectbox("Confidence", ["low", "medium", "high"],
+                                  index=["low", "medium", "high"].index(pre.get("confidence", "low")))
         tags = c2.text_input("Tags (comma-separated)", ", ".join(pre.get("tags", [])))
         author = c3.text_input("Author", st.session_state.get("author", ""))
         if st.form_submit_button("Save card", type="primary", icon=":material/bookmark_add:"):
@@ -41,7 +41,8 @@ def _cards_section(run_id: str, feature: int, detail: dict[str, Any]) -> list:
                                          tags=[t.strip() for t in tags.split(",") if t.strip()])
                 st.session_state["author"] = author
                 st.success(f"Saved card {card.card_id}: {escape_markdown(card.title, one_line=True)}")
-                st.page_link(data.page("findings"), label="Open it to refine", query_params={"card": card.card_id}, icon=":material/edit:")
+                st.page_link(data.page("findings"), label="Open it to refine", query_params={"card": card.card_id},
+                             icon=":material/edit:")
             except LabError as e:
                 st.error(str(e))
     return cards
@@ -69,7 +70,8 @@ def _interventions_section(run_id: str, feature: int, detail: dict[str, Any], ca
     with st.form(f"iv_{run_id}_{feature}"):
         c1, c2 = st.columns([1, 1])
         op = c1.segmented_control("Edit", ["zero", "scale", "clamp"], default="zero")
-        value = c2.number_input("Factor / value", value=4.0, step=0.5, help="scale: multiply the feature's activation; clamp: set it (also where it did not fire)")
+        value = c2.number_input("Factor / value", value=4.0, step=0.5,
+                                help="scale: multiply the feature's activation; clamp: set it (also where it did not fire)")
         text = st.text_area("Text", _default_text(detail), height=80)
         go = st.form_submit_button("Run intervention", icon=":material/science:")
     if go:
@@ -87,7 +89,8 @@ def _interventions_section(run_id: str, feature: int, detail: dict[str, Any], ca
             m[0].metric("mean KL", _fmt(res.kl_mean), help="Mean over positions of KL(clean ‖ edited) next-token distributions.")
             m[1].metric("max KL", _fmt(res.kl_max))
         else:
-            m[0].metric("embedding shift", _fmt(res.cosine_shift), help="1 − cos(pooled clean, pooled edited) sentence embedding.")
+            m[0].metric("embedding shift", _fmt(res.cosine_shift),
+                        help="1 − cos(pooled clean, pooled edited) sentence embedding.")
         m[2].metric("edited positions", res.n_edited_positions)
         m[3].metric("seconds", f"{res.seconds:.2f}")
         up, down = res.token_movers.get("up", []), res.token_movers.get("down", [])
@@ -95,9 +98,13 @@ def _interventions_section(run_id: str, feature: int, detail: dict[str, Any], ca
             a, b = st.columns(2)
             src = "next-token logits" if res.token_source == "logits" else "the tied word embeddings"
             a.caption(f"Pushed up (through {src})")
-            a.dataframe(pd.DataFrame(up)[[c for c in ("token", "delta", "score") if c in pd.DataFrame(up).columns]] if up else pd.DataFrame(), hide_index=True)
+            a.dataframe(pd.DataFrame(up)[[c for c in ("token", "delta",
+                                                      "score") if c in pd.DataFrame(up).columns]] if up else pd.DataFrame(),
+                        hide_index=True)
             b.caption("Pushed down")
-            b.dataframe(pd.DataFrame(down)[[c for c in ("token", "delta", "score") if c in pd.DataFrame(down).columns]] if down else pd.DataFrame(), hide_index=True)
+            b.dataframe(pd.DataFrame(down)[[c for c in ("token", "delta",
+                                                        "score") if c in pd.DataFrame(down).columns]] if down else pd.DataFrame(),
+                        hide_index=True)
         if res.generation is not None:
             g = res.generation
             a, b = st.columns(2)
@@ -105,16 +112,19 @@ def _interventions_section(run_id: str, feature: int, detail: dict[str, Any], ca
             a.code(g.clean_text or "", language=None)
             b.caption("With the edit (same seed)")
             b.code(g.edited_text or "", language=None)
-            st.caption("identical continuations" if g.first_divergence is None else f"they part at generated token {g.first_divergence + 1}")
+            st.caption("identical continuations" if g.first_divergence is None else "they part at generated token "
+                                                                                    f"{g.first_divergence + 1}")
         if res.neighbours:
             with st.expander("Nearest-neighbour ranks among corpus sentences"):
                 st.json(res.neighbours, expanded=False)
         if cards:
             c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-            target = c1.selectbox("Attach as evidence to", [c.card_id for c in cards], format_func=lambda i: next(c.title for c in cards if c.card_id == i))
+            target = c1.selectbox("Attach as evidence to", [c.card_id for c in cards],
+                                  format_func=lambda i: next(c.title for c in cards if c.card_id == i))
             if c2.button("Attach", icon=":material/attach_file:"):
                 try:
-                    attach_evidence(data.lab(), target, "intervention", res.evidence(), note=res.summary_line(), author=st.session_state.get("author", ""))
+                    attach_evidence(data.lab(), target, "intervention", res.evidence(), note=res.summary_line(),
+                                    author=st.session_state.get("author", ""))
                     st.success("Attached to the card.")
                 except LabError as e:
                     st.error(str(e))

@@ -11,11 +11,9 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import LabError
-from lab_app import data
-from engine.run_admin import run_info
+from engine.run_admin import delete_run, mark_failed, run_info
 from engine.run_owner import owner_alive, owner_of
-from engine.run_admin import mark_failed
-from engine.run_admin import delete_run
+from lab_app import data
 
 FLASH = "run_admin_flash"
 

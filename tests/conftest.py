@@ -38,7 +38,8 @@ def _tiny_model(folder: Path, kind: str, tokenizer_dir: Path, n_layers: int = 3)
         cfg = GPTNeoXConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=n_layers, num_attention_heads=4,
                             intermediate_size=128, max_position_embeddings=256, bos_token_id=101, eos_token_id=102)
     elif kind == "gpt2":
-        cfg = GPT2Config(vocab_size=vocab, n_embd=64, n_layer=n_layers, n_head=4, n_positions=256, bos_token_id=101, eos_token_id=102)
+        cfg = GPT2Config(vocab_size=vocab, n_embd=64, n_layer=n_layers, n_head=4, n_positions=256,
+                         bos_token_id=101, eos_token_id=102)
     else:
         cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=n_layers, num_attention_heads=4,
                           intermediate_size=128, max_position_embeddings=256, bos_token_id=101, eos_token_id=102)
@@ -69,8 +70,8 @@ def lab(tmp_path):
 @pytest.fixture(scope="session")
 def finished_lab(tmp_path_factory):
     """A lab holding one finished small experiment on the bundled model (prose + code), shared by read-only tests."""
-    from engine.config import build_config
     from core.lab import Lab
+    from engine.config import build_config
     from engine.pipeline import run_experiment
 
     lab = Lab.at(tmp_path_factory.mktemp("finished") / "lab")

@@ -103,7 +103,8 @@ class Tmpfs:
             reason = "mounting a tmpfs needs root: the disk-full test cannot fill a real disk here"
             print(reason)
             pytest.skip(reason)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size}", "tmpfs", str(self.where)], capture_output=True, text=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size}", "tmpfs", str(self.where)],
+                           capture_output=True, text=True)
         if r.returncode != 0:
             reason = f"mounting a tmpfs is not allowed here ({r.stderr.strip() or r.returncode}): skipping the disk-full test"
             print(reason)

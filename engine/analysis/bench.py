@@ -56,7 +56,8 @@ def bench_analysis(args, lab: Lab, out: dict) -> None:
     med = statistics.median(times)
     print(f"\nFeature analysis of run {run_id} ({summary['d_sae']} features, {', '.join(summary['domains'])}):")
     stages = ", ".join(f"{k} {v:.2f}" for k, v in summary["timings"].items())
-    print(f"  first analysis in the process {seconds:6.2f} s   target <= {ANALYSIS_TARGET_S:.0f} s: {'met' if seconds <= ANALYSIS_TARGET_S else 'NOT met'}")
+    print(f"  first analysis in the process {seconds:6.2f} s   target <= {ANALYSIS_TARGET_S:.0f} s: "
+          f"{'met' if seconds <= ANALYSIS_TARGET_S else 'NOT met'}")
     print(f"    stages (s): {stages}")
     print(f"  again, warm (replaces it)     {warm_seconds:6.2f} s")
     print(f"  inspector query (feature_detail, own connection each, 20 features): median {med:.1f} ms, "

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 
-from engine.cli_args import int_arg
-from core.errors import LabError
-from engine.analysis.config import AnalysisConfig
-from core.config_base import apply_override, parse_override
-from db import ensure_schema, query
-from engine.analysis.queries import render_tokens, top_texts
-from engine.analysis.queries import feature_detail
 import numpy as np
 
+from core.config_base import apply_override, parse_override
+from core.errors import LabError
+from db import ensure_schema, query
+from engine.analysis.config import AnalysisConfig
+from engine.analysis.queries import feature_detail, render_tokens, top_texts
+from engine.cli_args import int_arg
 
 
 def add_analysis_commands(sub) -> None:

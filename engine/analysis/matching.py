@@ -14,9 +14,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from db import transaction, utcnow
 from core.errors import LabError
 from core.lab import Lab
+from db import transaction, utcnow
 from engine.artifacts import load_run_sae
 
 BLOCK = 2048

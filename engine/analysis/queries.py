@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import duckdb
 import pandas as pd
 
-from db import connect
 from core.errors import LabError
 from core.lab import Lab
-import duckdb
+from db import connect
 
 
 def _records(cur) -> list[dict[str, Any]]:
@@ -93,7 +93,8 @@ def feature_detail(lab: Lab, run_id: str, feature: int) -> dict[str, Any]:
     feature = int(feature)
     with connect(lab, read_only=True) as con:
         try:
-            info, row, domains, contexts, neighbours, effects = con.execute(_DETAIL_SQL, {"run": run_id, "feature": feature}).fetchall()[0]
+            info, row, domains, contexts, neighbours, effects = con.execute(_DETAIL_SQL,
+                                                                            {"run": run_id, "feature": feature}).fetchall()[0]
         except duckdb.CatalogException:  # a lab last written by code older than the analysis
             info = None
     if not info:
@@ -138,7 +139,8 @@ def concept_map(lab: Lab, run_id: str, include_dead: bool = False) -> pd.DataFra
             f"""SELECT feature, map_x, map_y, map_z, tsne_x, tsne_y, tsne3_x, tsne3_y, tsne3_z, cluster, class,
                        leaning_domain, label, label_score, freq, max_act, dead
                 FROM features WHERE run_id = ? {'' if include_dead else 'AND NOT dead'} ORDER BY feature""", [run_id]).df()
-        st = con.execute("SELECT feature, domain, freq, mean_act, freq_sel FROM feature_domain_stats WHERE run_id = ?", [run_id]).df()
+        st = con.execute("SELECT feature, domain, freq, mean_act, freq_sel FROM feature_domain_stats WHERE run_id = ?",
+                         [run_id]).df()
     if len(st):
         wide = st.pivot(index="feature", columns="domain", values=["freq", "mean_act", "freq_sel"])
         wide.columns = [f"{stat}_{dom}" for stat, dom in wide.columns]
@@ -193,7 +195,8 @@ def search_features(lab: Lab, run_id: str, text: str, limit: int = 50) -> pd.Dat
         return con.execute(
             """WITH hits AS (
                    SELECT feature, 'label' AS matched_by, 0 AS pri FROM features
-                   WHERE run_id = ? AND (list_contains(list_transform(label_tokens, lambda t: lower(trim(t))), ?) OR lower(label) LIKE ?)
+                   WHERE run_id = ?
+                     AND (list_contains(list_transform(label_tokens, lambda t: lower(trim(t))), ?) OR lower(label) LIKE ?)
                    UNION ALL
                    SELECT feature, 'token effect' AS matched_by, 1 AS pri FROM feature_token_effects
                    WHERE run_id = ? AND direction = 'up' AND lower(trim(token)) = ?)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from engine.analysis.vocab import Vocab
-from safetensors import safe_open
 
 BLOCK = 1024
 

@@ -23,7 +23,8 @@ DEFAULT = ["train", "collect", "memory"]
 def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", nargs="*", default=DEFAULT,
                    help="train, collect, memory (default: all three), analysis, app")
-    p.add_argument("--epochs", type=float, default=None, help="training budget for the side-by-side (default: the default config's epochs)")
+    p.add_argument("--epochs", type=float, default=None,
+                   help="training budget for the side-by-side (default: the default config's epochs)")
     p.add_argument("--collect-sequences", type=int, default=192, help="sequences per round in the collection comparison")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds for the collection comparison")
     p.add_argument("--no-bf16", action="store_true", help="skip the bf16-matmul contender in the training comparison")
@@ -51,7 +52,8 @@ def run_bench(args) -> int:
     from engine.analysis.bench import bench_analysis
     from engine.bench.measure import bench_collect, bench_memory, bench_train, machine_description
 
-    benchmarks = {"train": bench_train, "collect": bench_collect, "memory": bench_memory, "analysis": bench_analysis, "app": bench_app}
+    benchmarks = {"train": bench_train, "collect": bench_collect, "memory": bench_memory,
+                  "analysis": bench_analysis, "app": bench_app}
     lab = _default_lab(args)
     out: dict = {"machine": machine_description()}
     print(f"machine: {out['machine']}")

@@ -9,6 +9,7 @@ seen fewer tokens takes the next step, and each side's own step times are summed
 from __future__ import annotations
 
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -17,19 +18,16 @@ import time
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from core.errors import LabError
-from engine.config import ExperimentConfig
 from engine.artifacts import collect_for
 from engine.bench.reference import ReferenceTopKSAE
-from engine.config import TrainConfig
-from engine.training.data import ShuffledBatches
-from engine.training.trainer import Trainer, init_sae_from_store_stats
-from tqdm.auto import tqdm
 from engine.collection.collect import build_sequences, collect_timed_one_pass, collect_timed_per_layer
 from engine.collection.models import load_model, resolve_model
-from engine.config import DataConfig
-import platform
+from engine.config import DataConfig, ExperimentConfig, TrainConfig
+from engine.training.data import ShuffledBatches
+from engine.training.trainer import Trainer, init_sae_from_store_stats
 
 
 def _prose_store(lab, progress: bool):
@@ -56,7 +54,8 @@ def bench_train(args, lab, out: dict) -> None:
 
     def ours(dtype: str):
         cfg = TrainConfig(**{**config.train.to_dict(), "epochs": args.epochs or config.train.epochs, "matmul_dtype": dtype})
-        sae = init_sae_from_store_stats(store.d_model, config.sae, np.asarray(stats["train_mean"]), stats["train_mean_sq_norm"], 0)
+        sae = init_sae_from_store_stats(store.d_model, config.sae, np.asarray(stats["train_mean"]),
+                                        stats["train_mean_sq_norm"], 0)
         batches = ShuffledBatches(acts, 0, vs, cfg.batch_size, 0)
         tr = Trainer(sae, config.sae, cfg, batches, torch.device("cpu"), 0)
         it = batches.iterate(0, tr.total_steps, torch.device("cpu"), scale=float(sae.input_scale))
@@ -99,7 +98,8 @@ def bench_train(args, lab, out: dict) -> None:
     tokens = {k: 0 for k in contenders}
     seconds = {k: 0.0 for k in contenders}
 
-    bar = tqdm(total=sum(c["total"] for c in contenders.values()), desc="bench train", unit="tok", disable=args.quiet, leave=False)
+    bar = tqdm(total=sum(c["total"] for c in contenders.values()), desc="bench train", unit="tok",
+               disable=args.quiet, leave=False)
     while True:
         pending = [k for k in contenders if tokens[k] < contenders[k]["total"]]
         if not pending:
@@ -118,8 +118,9 @@ def bench_train(args, lab, out: dict) -> None:
                      "tokens_per_s": tokens[k] / seconds[k], "val_fvu": contenders[k]["fvu"]()})
     ref_tps = next(r["tokens_per_s"] for r in rows if r["contender"] == ref)
     ref_fvu = next(r["val_fvu"] for r in rows if r["contender"] == ref)
-    print(f"\nTraining, side by side on the same activations (prose, {config.hook} layer {config.layer}, d_sae {config.sae.d_sae}, "
-          f"k {config.sae.k}, L0 = {config.sae.k} for all, {budget:,} tokens each = {args.epochs or config.train.epochs:g} epochs):")
+    print(f"\nTraining, side by side on the same activations (prose, {config.hook} layer {config.layer}, "
+          f"d_sae {config.sae.d_sae}, k {config.sae.k}, L0 = {config.sae.k} for all, "
+          f"{budget:,} tokens each = {args.epochs or config.train.epochs:g} epochs):")
     for r in rows:
         r["speedup_vs_reference"] = r["tokens_per_s"] / ref_tps
         r["fvu_vs_reference"] = r["val_fvu"] - ref_fvu
@@ -136,7 +137,8 @@ def bench_collect(args, lab, out: dict) -> None:
     config = ExperimentConfig().validate()
     info = resolve_model(config.model)
     loaded = load_model(info, torch.device("cpu"))
-    data = DataConfig(**{**config.data.to_dict(), "domains": config.data.domains, "tokens_per_domain": args.collect_sequences * 126})
+    data = DataConfig(**{**config.data.to_dict(), "domains": config.data.domains,
+                         "tokens_per_domain": args.collect_sequences * 126})
     seqs = build_sequences(loaded, config.data.domains[0], data, config.seed)
     sites = [(config.hook, layer) for layer in range(info.n_layers)]
     one, per = 0.0, 0.0
@@ -148,7 +150,8 @@ def bench_collect(args, lab, out: dict) -> None:
     print(f"  one pass for all layers     {n / one:>9,.0f} tokens/s")
     print(f"  one pass per layer          {n / per:>9,.0f} tokens/s   (each pass stops after its layer)")
     print(f"  ratio                       x{per / one:.2f}")
-    out["collect"] = {"one_pass_tokens_per_s": n / one, "per_layer_tokens_per_s": n / per, "ratio": per / one, "layers": len(sites)}
+    out["collect"] = {"one_pass_tokens_per_s": n / one, "per_layer_tokens_per_s": n / per, "ratio": per / one,
+                      "layers": len(sites)}
 
 
 def bench_memory(args, lab, out: dict) -> None:
@@ -159,10 +162,12 @@ def bench_memory(args, lab, out: dict) -> None:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         secs = time.perf_counter() - t0
         if proc.returncode != 0:
-            raise LabError(f"the default experiment failed in the memory benchmark: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+            raise LabError("the default experiment failed in the memory benchmark: "
+                           f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print("\nDefault experiment (collect 2 x 100k tokens, all 6 layers; train 2 SAEs; evaluate; analyse), fresh lab:")
-    print(f"  wall time {secs:.0f} s, peak memory {peak_mb:,.0f} MB (target < 4,096 MB: {'met' if peak_mb < 4096 else 'NOT met'})")
+    print(f"  wall time {secs:.0f} s, peak memory {peak_mb:,.0f} MB "
+          f"(target < 4,096 MB: {'met' if peak_mb < 4096 else 'NOT met'})")
     out["memory"] = {"peak_rss_mb": peak_mb, "seconds": secs}
 
 
@@ -176,4 +181,5 @@ def machine_description() -> str:
     except OSError:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}"
+    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"Python {platform.python_version()}")

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from core.errors import LabError, writing_to
+from core.lab import Lab
 from engine.collection import corpora
 from engine.collection.hooks import StopForward, hook_module, layer_list, record, stop_after
 from engine.collection.models import LoadedModel, ModelInfo, load_model
@@ -32,8 +34,6 @@ from engine.collection.store import (
     write_json_atomic,
 )
 from engine.config import DataConfig, DomainSpec
-from core.errors import LabError, writing_to
-from core.lab import Lab
 
 Site = tuple[str, int]  # (hook, layer)
 
@@ -202,12 +202,14 @@ def _forward_batches(
                 a = sink[site_name(h, layer)][keep].float()
                 if not torch.isfinite(a).all():
                     raise LabError(
-                        f"the model produced NaN or infinite activations at {h} layer {layer} (sequences {start}-{start + len(ids) - 1}): "
+                        f"the model produced NaN or infinite activations at {h} layer {layer} (sequences "
+                        f"{start}-{start + len(ids) - 1}): "
                         "check the model's weights or use another model"
                     )
                 a16 = a.to(torch.float16)
                 if not torch.isfinite(a16).all():
-                    raise LabError(f"activations at {h} layer {layer} exceed the float16 range (|x| > 65504): use another hook point")
+                    raise LabError(f"activations at {h} layer {layer} exceed the float16 range (|x| > 65504): use another hook "
+                                   "point")
                 out[(h, layer)] = a16.cpu().numpy()
             on_batch(start, len(ids), out)
             bar.update(len(ids))

@@ -20,7 +20,8 @@ import torch
 from core.errors import LabError, first_line
 
 BUNDLED_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm"}
-CAUSAL_TYPES = {"gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gpt_neo", "gptj", "phi", "phi3", "olmo", "opt", "bloom", "falcon", "stablelm"}
+CAUSAL_TYPES = {"gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gpt_neo", "gptj", "phi", "phi3",
+                "olmo", "opt", "bloom", "falcon", "stablelm"}
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 
-from engine.cli_args import float_arg, int_arg
 from core.errors import LabError
-from engine.tables import format_table
-from engine.interventions.spec import Edit, InterventionOptions, InterventionSpec
-from engine.interventions.run import run_intervention
+from engine.cli_args import float_arg, int_arg
 from engine.interventions.queries import interventions_for_feature, list_interventions
+from engine.interventions.run import run_intervention
+from engine.interventions.spec import Edit, InterventionOptions, InterventionSpec
 from engine.interventions.specificity import ablation_specificity
-
-
+from engine.tables import format_table
 
 
 def add_intervention_commands(sub) -> None:
@@ -30,7 +28,8 @@ def add_intervention_commands(sub) -> None:
     s.add_argument("--text", help="the text to run (or --domain and --seqs for stored corpus sequences)")
     s.add_argument("--domain", help="corpus input: a domain of the run")
     s.add_argument("--seqs", help="corpus input: comma-separated sequence indices, e.g. 3,17")
-    s.add_argument("--generate", type=int_arg, default=16, metavar="N", help="causal LMs: tokens generated with and without the edit (0: none)")
+    s.add_argument("--generate", type=int_arg, default=16, metavar="N",
+                   help="causal LMs: tokens generated with and without the edit (0: none)")
     s.add_argument("--sample", action="store_true", help="sample the generations (same seed both sides) instead of greedy")
     s.add_argument("--seed", type=int_arg, default=0, help="seed of sampled generation")
     s.add_argument("--no-store", action="store_true", help="do not record the result in the lab database")
@@ -51,7 +50,8 @@ def add_intervention_commands(sub) -> None:
     s.add_argument("--contexts", type=int_arg, default=8, help="sequences per condition and feature")
     s.add_argument("--candidates", type=int_arg, default=10, help="the control is drawn among this many frequency neighbours")
     s.add_argument("--seed", type=int_arg, default=0)
-    s.add_argument("--threads", type=int_arg, help="torch threads for the study (default: torch's; 1 is faster on a busy small machine)")
+    s.add_argument("--threads", type=int_arg,
+                   help="torch threads for the study (default: torch's; 1 is faster on a busy small machine)")
     s.add_argument("--no-store", action="store_true", help="do not record the study in the lab database")
     s.add_argument("--json", action="store_true", help="print the whole result as JSON")
     s.set_defaults(fn=cmd_ablation_specificity)
@@ -84,7 +84,8 @@ def cmd_intervene(args, lab) -> int:
     print(res.summary_line())
     for j, a in res.feature_acts.items():
         mean = f"{a['mean_act_when_fired']:.3f}" if a["mean_act_when_fired"] is not None else "-"
-        print(f"  feature {j} fires on {a['fired_positions']} of {res.n_edited_positions} edited positions (max {a['max_act']:.3f}, mean {mean})")
+        print(f"  feature {j} fires on {a['fired_positions']} of {res.n_edited_positions} edited positions (max "
+              f"{a['max_act']:.3f}, mean {mean})")
     if res.tokens:
         per = res.kl_per_position if res.model_kind == "causal" else res.shift_per_position
         label = "KL(next token)" if res.model_kind == "causal" else "1 - cos(token state)"
@@ -113,7 +114,8 @@ def cmd_intervene(args, lab) -> int:
               f"Spearman of similarities {nb['spearman']:.4f}")
         for kind in ("moved_closer", "moved_away"):
             for r in [r for r in nb["rows"] if r["kind"] == kind][:3]:
-                print(f"    {kind.replace('_', ' ')}: rank {r['rank_clean']} -> {r['rank_edited']}  [{r['domain']}:{r['seq']}] {r['text'][:70]!r}")
+                print(f"    {kind.replace('_', ' ')}: rank {r['rank_clean']} -> {r['rank_edited']}  [{r['domain']}:{r['seq']}] "
+                      f"{r['text'][:70]!r}")
     for note in res.notes:
         print(f"  note: {note}")
     if res.stored:

@@ -11,9 +11,9 @@ from typing import Any
 
 import pandas as pd
 
-from db import connect
 from core.errors import LabError
 from core.lab import Lab
+from db import connect
 from engine.interventions.results import evidence_record
 
 _LIST_COLUMNS = """intervention_id, run_id, features, edits, model_kind, input_kind, input_text, domain, sequences,
@@ -54,7 +54,8 @@ def list_interventions(lab: Lab, run_id: str | None = None, limit: int = 100) ->
         if not _has_table(con, "interventions"):
             return pd.DataFrame()
         where, params = ("WHERE run_id = ?", [run_id]) if run_id else ("", [])
-        return con.execute(f"SELECT {_LIST_COLUMNS} FROM interventions {where} ORDER BY created_at DESC, intervention_id DESC LIMIT ?",
+        return con.execute(f"SELECT {_LIST_COLUMNS} FROM interventions {where} ORDER BY created_at DESC, intervention_id DESC "
+                           "LIMIT ?",
                            params + [int(limit)]).df()
 
 
@@ -66,7 +67,8 @@ def intervention_detail(lab: Lab, intervention_id: str) -> dict[str, Any]:
         rows = _records(con.execute("SELECT * FROM interventions WHERE intervention_id = ?", [intervention_id])) \
             if _has_table(con, "interventions") else []
         if not rows:
-            raise LabError(f"unknown intervention '{intervention_id}': list them with python -m engine sql \"select intervention_id from interventions\"")
+            raise LabError(f"unknown intervention '{intervention_id}': list them with python -m engine sql \"select "
+                           "intervention_id from interventions\"")
         out = _decode(rows[0])
         movers = _records(con.execute("SELECT direction, rank, token_id, token, delta FROM intervention_token_movers "
                                       "WHERE intervention_id = ? ORDER BY direction DESC, rank", [intervention_id]))
@@ -91,12 +93,14 @@ def intervention_evidence(lab: Lab, intervention_id: str) -> dict[str, Any]:
     g = d["generation"]
     created = d["created_at"]
     return evidence_record(
-        intervention_id=intervention_id, run_id=d["run_id"], spec=d["spec"], model_kind=d["model_kind"], input_kind=d["input_kind"],
+        intervention_id=intervention_id, run_id=d["run_id"], spec=d["spec"], model_kind=d["model_kind"],
+        input_kind=d["input_kind"],
         n_edited_positions=d["n_edited_positions"], kl_mean=d["kl_mean"], kl_max=d["kl_max"], cosine_shift=d["cosine_shift"],
         delta_ce=d["delta_ce"], neighbour_overlap=d["neighbour_overlap"], neighbour_spearman=d["neighbour_spearman"],
         feature_acts=d["feature_acts"], token_source=d["token_source"] or "", token_movers=d["token_movers"],
         created_at=created.isoformat(timespec="seconds") if hasattr(created, "isoformat") else str(created),
-        generation=None if not g else {"clean": g["clean_text"], "edited": g["edited_text"], "sampled": g["sampled"], "seed": g["seed"]})
+        generation=None if not g else {"clean": g["clean_text"], "edited": g["edited_text"],
+                                       "sampled": g["sampled"], "seed": g["seed"]})
 
 
 def specificity_studies(lab: Lab, run_id: str | None = None) -> pd.DataFrame:
@@ -112,6 +116,8 @@ def specificity_detail(lab: Lab, study_id: str) -> dict[str, Any]:
         rows = _records(con.execute("SELECT * FROM specificity_studies WHERE study_id = ?", [study_id])) \
             if _has_table(con, "specificity_studies") else []
         if not rows:
-            raise LabError(f"unknown specificity study '{study_id}': list them with python -m engine sql \"select * from specificity_studies\"")
-        feats = _records(con.execute("SELECT * EXCLUDE (study_id) FROM specificity_features WHERE study_id = ? ORDER BY feature", [study_id]))
+            raise LabError(f"unknown specificity study '{study_id}': list them with python -m engine sql \"select * from "
+                           "specificity_studies\"")
+        feats = _records(con.execute("SELECT * EXCLUDE (study_id) FROM specificity_features WHERE study_id = ? ORDER BY feature",
+                                     [study_id]))
     return {**rows[0], "features": feats}

@@ -87,7 +87,8 @@ class InterventionResult:
             cosine_shift=self.cosine_shift, delta_ce=self.delta_ce, neighbour_overlap=nb.get("overlap"),
             neighbour_spearman=nb.get("spearman"), feature_acts=self.feature_acts, token_source=self.token_source,
             token_movers=self.token_movers, created_at=self.created_at,
-            generation=None if g is None else {"clean": g.clean_text, "edited": g.edited_text, "sampled": g.sampled, "seed": g.seed})
+            generation=None if g is None else {"clean": g.clean_text, "edited": g.edited_text,
+                                               "sampled": g.sampled, "seed": g.seed})
 
 
 def summary_line(spec: dict[str, Any], model_kind: str, input_kind: str, n_edited: int, kl_mean: float | None,
@@ -114,7 +115,8 @@ def evidence_record(*, intervention_id: str, run_id: str, spec: dict[str, Any], 
         "kind": "intervention", "intervention_id": intervention_id, "run_id": run_id,
         "feature": int(spec["edits"][0]["feature"]) if len(spec.get("edits", [])) == 1 else None,  # the card links one feature
         "edits": list(spec.get("edits", [])),
-        "input": spec.get("text") if input_kind == "text" else {"domain": spec.get("domain"), "sequences": list(spec.get("sequences") or [])},
+        "input": spec.get("text") if input_kind == "text" else {"domain": spec.get("domain"),
+                                                                "sequences": list(spec.get("sequences") or [])},
         "summary": summary_line(spec, model_kind, input_kind, n_edited_positions, kl_mean, kl_max, cosine_shift),
         "model_kind": model_kind,
         "metrics": {"kl_mean": kl_mean, "kl_max": kl_max, "cosine_shift": cosine_shift,
@@ -187,7 +189,8 @@ class SpecificityResult:
             sub = [f for f in self.features if f[fired] > 0]
             if sub:
                 wins = sum(f["own_effect"] > f[key] for f in sub)
-                p = wilcoxon_greater(np.array([f["own_effect"] for f in sub]), np.array([f[key] for f in sub])) if len(sub) >= 5 else None
+                own, other = np.array([f["own_effect"] for f in sub]), np.array([f[key] for f in sub])
+                p = wilcoxon_greater(own, other) if len(sub) >= 5 else None
                 out.append(f"  where the {name} condition was not null by construction ({len(sub)} features): own > {name} for "
                            f"{wins}/{len(sub)} (p = {_p(p)})")
         return out

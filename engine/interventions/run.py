@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from core.lab import Lab
 from engine.interventions.edit import EditTrace, edited
 from engine.interventions.effects import (
     cosine_shift,
@@ -27,14 +28,14 @@ from engine.interventions.results import Generation, InterventionResult
 from engine.interventions.session import Batch, RunSession, get_session, torch_threads
 from engine.interventions.spec import Edit, InterventionOptions, InterventionSpec
 from engine.interventions.store import save_result
-from core.lab import Lab
 
 
 def new_intervention_id() -> str:
     return f"iv-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-def run_intervention(lab: Lab, spec: InterventionSpec, store: bool = True, device: str | torch.device | None = None) -> InterventionResult:
+def run_intervention(lab: Lab, spec: InterventionSpec, store: bool = True,
+                     device: str | torch.device | None = None) -> InterventionResult:
     """Run ``spec`` on its run's model (loaded once per process), measure, store (unless
     ``store=False``) and return the result. Bad input raises ``LabError`` before any forward pass."""
     t0 = time.perf_counter()
@@ -151,7 +152,8 @@ def _encoder_effects(session: RunSession, spec: InterventionSpec, batch: Batch, 
     else:
         res.per_sequence = [float(v) for v in shift.tolist()]
     res.token_source = "embedding"
-    res.token_movers = token_movers(embedding_delta(clean, new, batch.keep, session.embedding_matrix()), session.vocab, opts.top_tokens)
+    res.token_movers = token_movers(embedding_delta(clean, new, batch.keep, session.embedding_matrix()),
+                                    session.vocab, opts.top_tokens)
     if spec.text is not None and opts.neighbour_corpus > 0:
         corpus = session.corpus_embeddings(opts.neighbour_corpus)
         res.neighbours = neighbour_ranks(pc[0], pe[0], corpus["emb"], corpus["meta"], opts.neighbour_top, opts.neighbour_moves)

@@ -37,14 +37,15 @@ import numpy as np
 import torch
 
 from core.errors import LabError
+from core.lab import Lab
+from db import connect
 from engine.interventions.edit import EditTrace
 from engine.interventions.effects import cosine_shift
 from engine.interventions.results import SpecificityResult, wilcoxon_greater
 from engine.interventions.session import Batch, RunSession, get_session, torch_threads
 from engine.interventions.spec import Edit
 from engine.interventions.store import save_specificity
-from core.lab import Lab
-from db import connect
+
 
 def ablation_specificity(lab: Lab, run_id: str, n_features: int = 50, n_contexts: int = 8, seed: int = 0, *,
                          n_candidates: int = 10, store: bool = True, progress: bool = False,
@@ -113,12 +114,14 @@ def _analysis(lab: Lab, session: RunSession, n_contexts: int) -> tuple[np.ndarra
     d_sae = session.sae.d_sae
     with connect(lab, read_only=True) as con:
         has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'analysis_runs'").fetchall()[0][0]
-        feats = con.execute("SELECT feature, freq, dead FROM features WHERE run_id = ?", [session.run_id]).fetchall() if has else []
+        feats = con.execute("SELECT feature, freq, dead FROM features WHERE run_id = ?",
+                            [session.run_id]).fetchall() if has else []
         if not feats:
             raise LabError(f"run '{session.run_id}' has no feature analysis: run `python -m engine analyze {session.run_id}`")
         tops = con.execute(
             """SELECT feature, domain, activation_set, seq, max(activation) AS a FROM feature_context_rows
-               WHERE run_id = ? AND kind = 'top' GROUP BY ALL ORDER BY feature, a DESC, domain, seq""", [session.run_id]).fetchall()
+               WHERE run_id = ? AND kind = 'top' GROUP BY ALL ORDER BY feature, a DESC, domain, seq""",
+            [session.run_id]).fetchall()
     freq = np.zeros(d_sae)
     live = np.zeros(d_sae, dtype=bool)
     for f, fr, dead in feats:

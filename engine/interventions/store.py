@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from core.lab import Lab, code_version
 from db import Op, transaction
 from db.writer import apply_ops
-from core.lab import Lab, code_version
 from engine.interventions.results import InterventionResult, SpecificityResult
 
 
@@ -35,18 +35,21 @@ def result_ops(r: InterventionResult) -> list[Op]:
     ops = [Op("insert", "interventions", list(row), [list(row.values())], "error")]
     movers = [[r.intervention_id, d, m["rank"], m["token_id"], m["token"], m["delta"]]
               for d in ("up", "down") for m in r.token_movers.get(d, [])]
-    ops.append(Op("insert", "intervention_token_movers", ["intervention_id", "direction", "rank", "token_id", "token", "delta"], movers))
+    ops.append(Op("insert", "intervention_token_movers",
+                  ["intervention_id", "direction", "rank", "token_id", "token", "delta"], movers))
     g = r.generation
     if g is not None:
         ops.append(Op("insert", "intervention_generations",
                       ["intervention_id", "prompt", "n_new_tokens", "sampled", "seed", "temperature", "clean_text", "edited_text",
                        "clean_tokens", "edited_tokens", "first_divergence"],
-                      [[r.intervention_id, g.prompt, g.n_new_tokens, g.sampled, g.seed, g.temperature, g.clean_text, g.edited_text,
+                      [[r.intervention_id, g.prompt, g.n_new_tokens, g.sampled, g.seed, g.temperature,
+                        g.clean_text, g.edited_text,
                         g.clean_tokens, g.edited_tokens, g.first_divergence]]))
     rows = [[r.intervention_id, x["kind"], x["rank"], x["domain"], x["seq"], x["text"], x["rank_clean"], x["rank_edited"],
              x["sim_clean"], x["sim_edited"]] for x in nb.get("rows", [])]
     ops.append(Op("insert", "intervention_neighbours",
-                  ["intervention_id", "kind", "rank", "domain", "seq", "text", "rank_clean", "rank_edited", "sim_clean", "sim_edited"], rows))
+                  ["intervention_id", "kind", "rank", "domain", "seq", "text", "rank_clean", "rank_edited", "sim_clean",
+                   "sim_edited"], rows))
     return ops
 
 

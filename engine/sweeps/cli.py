@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from core.errors import LabError
-from engine.tables import format_table
-from engine.sweeps.spec import load_spec
 from core.config_base import apply_override, parse_override
+from core.errors import LabError
 from db import query
-from engine.sweeps.leaderboard import leaderboard, pareto_front
 from engine.run_admin import run_info
 from engine.run_owner import owner_alive, owner_of
+from engine.sweeps.leaderboard import leaderboard, pareto_front
+from engine.sweeps.spec import load_spec
+from engine.tables import format_table
 
 
 def cmd_sweep(args, lab) -> int:
@@ -74,7 +74,8 @@ def cmd_status(args, lab) -> int:
     if board.empty:
         print("no finished configurations yet")
         return 0
-    cols = ["rank", "layer", "hook", "k", "d_sae", "architecture", "fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score", "overall"]
+    cols = ["rank", "layer", "hook", "k", "d_sae", "architecture", "fvu", "r2", "transfer_ratio", "l0",
+            "dead_frac", "score", "overall"]
     print(f"\nleaderboard by {s['metric']} ({s['goal']}); overall = (R2_in + 1/transfer + (1 - L0/d_in)) / 3:")
     print(format_table(board[cols].head(args.top)))
     best = board.sort_values("overall", ascending=False).iloc[0]
@@ -98,13 +99,15 @@ def cmd_cancel(args, lab) -> int:
         raise LabError(f"no lab database at {lab.db}: there is nothing to cancel (check --lab)")
     if args.sweep:
         n = cancel_queued_and_flag_running(lab, sweep_id=args.sweep)
-        print(f"cancel requested for {n} job(s) of sweep {args.sweep}: queued ones are KILLED now, running ones stop at their next step")
+        print(f"cancel requested for {n} job(s) of sweep {args.sweep}: queued ones are KILLED now, running ones stop at their "
+              "next step")
         return 0
     ids = list(dict.fromkeys(args.job_ids))
     plans = [_cancel_plan(lab, i) for i in ids]  # decided for every id before anything is changed
     unknown = [i for i, (kind, _) in zip(ids, plans) if kind == "unknown"]
     if unknown:
-        raise LabError(f"unknown job or run '{unknown[0]}': list them with python -m engine sql \"SELECT job_id, status FROM jobs\" "
+        raise LabError(f"unknown job or run '{unknown[0]}': list them with python -m engine sql \"SELECT job_id, status FROM "
+                       "jobs\" "
                        "(or SELECT run_id, status FROM runs)")
     to_cancel = [i for i, (kind, _) in zip(ids, plans) if kind == "cancel"]
     if to_cancel:

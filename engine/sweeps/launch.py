@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from db import query
 from core.lab import Lab
+from db import query
 from engine.sweeps.queue import worker_alive
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from db import query
 from core.lab import Lab
+from db import query
 
 CONFIG_SQL = """
 WITH spl AS (

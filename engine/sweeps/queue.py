@@ -21,15 +21,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import psutil
+import pyarrow as pa
 
-from db import Op, query, query_rows, transaction, utcnow, write_now
-from engine.collection.models import resolve_model
 from core.errors import LabError
 from core.lab import Lab
+from db import Op, query, query_rows, transaction, utcnow, write_now
 from engine.artifacts import check_against_model
+from engine.collection.models import resolve_model
 from engine.runs import RunSpec, plan_runs
 from engine.sweeps.spec import PARAMETERS, SweepSpec, expand
-import pyarrow as pa
 
 STALE_SECONDS = 30.0
 
@@ -71,9 +71,11 @@ def enqueue_sweep(lab: Lab, spec: SweepSpec) -> tuple[str, list[RunSpec]]:
             "INSERT INTO sweeps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [sweep_id, spec.name, spec.method, spec.metric_name(), spec.goal(), spec.run_cap, spec.to_json(), len(runs), now],
         )
-        rows = [[r.run_id, sweep_id, seq0 + i + 1, "QUEUED", json.dumps(r.to_dict()), job_label(r, spec), now] for i, r in enumerate(runs)]
+        rows = [[r.run_id, sweep_id, seq0 + i + 1, "QUEUED", json.dumps(r.to_dict()), job_label(r, spec), now]
+                for i, r in enumerate(runs)]
 
-        table = pa.table({k: [row[i] for row in rows] for i, k in enumerate(["job_id", "sweep_id", "seq", "status", "spec", "label", "enqueued_at"])})
+        table = pa.table({k: [row[i] for row in rows] for i, k in enumerate(["job_id", "sweep_id", "seq", "status", "spec",
+                                                                             "label", "enqueued_at"])})
         con.register("new_jobs", table)
         con.execute("INSERT INTO jobs (job_id, sweep_id, seq, status, spec, label, enqueued_at) SELECT * FROM new_jobs")
         con.unregister("new_jobs")
@@ -109,7 +111,8 @@ class WorkerIdentity:
     @classmethod
     def current(cls) -> "WorkerIdentity":
         pid = os.getpid()
-        return cls(f"w-{socket.gethostname()}-{pid}-{secrets.token_hex(2)}", socket.gethostname(), pid, psutil.Process(pid).create_time())
+        return cls(f"w-{socket.gethostname()}-{pid}-{secrets.token_hex(2)}", socket.gethostname(), pid,
+                   psutil.Process(pid).create_time())
 
 
 def register_worker(lab: Lab, me: WorkerIdentity) -> None:
@@ -206,7 +209,8 @@ def claim_next(lab: Lab, me: WorkerIdentity) -> RunSpec | None:
         row = row[0]
         now = utcnow()
         con.execute(
-            "UPDATE jobs SET status = 'RUNNING', worker_id = ?, claimed_at = ?, attempts = attempts + 1, phase = 'collect', progress_at = ? WHERE job_id = ?",
+            "UPDATE jobs SET status = 'RUNNING', worker_id = ?, claimed_at = ?, attempts = attempts + 1, phase = 'collect', "
+            "progress_at = ? WHERE job_id = ?",
             [me.worker_id, now, now, row[0]],
         )
         con.execute("UPDATE workers SET current_job = ?, heartbeat_at = ? WHERE worker_id = ?", [row[0], now, me.worker_id])
@@ -219,7 +223,8 @@ def cancel_queued_and_flag_running(lab: Lab, job_ids: list[str] | None = None, s
     now = utcnow()
     with transaction(lab) as con:
         n = con.execute(f"SELECT count(*) FROM jobs WHERE {cond} AND status IN ('QUEUED', 'RUNNING')", params).fetchall()[0][0]
-        con.execute(f"UPDATE jobs SET status = 'KILLED', cancel_requested = true, finished_at = ?, error = 'cancelled before start' WHERE {cond} AND status = 'QUEUED'", [now, *params])
+        con.execute("UPDATE jobs SET status = 'KILLED', cancel_requested = true, finished_at = ?, error = 'cancelled before "
+                    f"start' WHERE {cond} AND status = 'QUEUED'", [now, *params])
         con.execute(f"UPDATE jobs SET cancel_requested = true WHERE {cond} AND status = 'RUNNING'", params)
     return int(n)
 

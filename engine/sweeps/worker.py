@@ -15,9 +15,11 @@ from typing import Callable
 
 import torch
 
-from db import query, replay_spools, transaction, utcnow
 from core.errors import LabBusyError, LabError, first_line
 from core.lab import Lab
+from db import ensure_schema, query, replay_spools, transaction, utcnow
+from engine.analysis.analyze import analyze_after_training
+from engine.pipeline import run_locally
 from engine.runs import RunSpec
 from engine.sweeps.queue import (
     STALE_SECONDS,
@@ -28,9 +30,6 @@ from engine.sweeps.queue import (
     requeue_interrupted,
 )
 from engine.training.trainer import TrainingCancelled
-from engine.analysis.analyze import analyze_after_training
-from engine.pipeline import run_locally
-from db import ensure_schema
 
 
 class Heartbeat(threading.Thread):
@@ -183,7 +182,8 @@ class Worker:
             beat.join(timeout=5)
             try:
                 with transaction(self.lab, wait_seconds=30) as con:
-                    con.execute("UPDATE workers SET stopped_at = ?, current_job = NULL WHERE worker_id = ?", [utcnow(), self.me.worker_id])
+                    con.execute("UPDATE workers SET stopped_at = ?, current_job = NULL WHERE worker_id = ?",
+                                [utcnow(), self.me.worker_id])
             except LabError:
                 pass
         return done

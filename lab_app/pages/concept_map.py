@@ -40,7 +40,8 @@ for i, d in enumerate(domains):
     rest = (freqs.sum(1) - freqs[:, i]) / max(len(domains) - 1, 1)
     ratio = (freqs[:, i] - rest) / np.clip(freqs[:, i] + rest, 1e-12, None)
     cls[ratio >= threshold] = f"{d}-leaning"
-df = df.assign(feature_class=cls, selectivity=df[f"freq_sel_{ref}"], **{"|selectivity|": df[f"freq_sel_{ref}"].abs(), "label score": df["label_score"]})
+df = df.assign(feature_class=cls, selectivity=df[f"freq_sel_{ref}"],
+               **{"|selectivity|": df[f"freq_sel_{ref}"].abs(), "label score": df["label_score"]})
 df = df.assign(x2=df["map_x"], y2=df["map_y"], x3=df["map_x"], y3=df["map_y"], z3=df["map_z"], cluster=df["cluster"].astype(str))
 
 f1, f2 = st.columns([2, 3])
@@ -62,7 +63,8 @@ if points:
         st.session_state["map_feature"] = int(cd[0])  # before the picker below exists in this run
         st.rerun()
 n_dead = int(info["d_sae"]) - len(df)  # the map's query leaves dead features out: they have no statistics to place
-st.caption(f"{len(view)} of {int(info['d_sae'])} features shown ({n_dead} dead, not mapped). Map input per feature: decoder row ⊕ "
+st.caption(f"{len(view)} of {int(info['d_sae'])} features shown ({n_dead} dead, not mapped). Map input per feature: decoder row "
+           "⊕ "
            f"[freqA − freqB, magA − magB, freqA, freqB], PCA to 2D/3D, k-means clusters.")
 
 c1, c2 = st.columns([1, 2])
@@ -74,7 +76,8 @@ with c1:
     if len(row):
         r = row.iloc[0]
         st.markdown(f"**feature {choice}** · {r['feature_class']} · cluster {r['cluster']}  \nlabel **{r['label'] or '—'}** "
-                    f"(detection {r['label_score']:.2f})" if r["label_score"] == r["label_score"] else f"**feature {choice}** · label **{r['label'] or '—'}**")
+                    f"(detection {r['label_score']:.2f})" if r["label_score"] == r["label_score"]
+                    else f"**feature {choice}** · label **{r['label'] or '—'}**")
     data.inspector_link(run_id, choice, label=f"Open feature {choice} in the inspector")
 with c2:
     st.markdown("**Clusters**")
@@ -82,5 +85,6 @@ with c2:
     if len(cs):
         cs = cs.assign(top_tokens=cs["top_tokens"].map(lambda t: ", ".join(list(t)[:8])),
                        central_features=cs["central_features"].map(lambda t: ", ".join(str(x) for x in list(t)[:5])))
-        st.dataframe(cs[["cluster", "size", "label", "top_tokens", "central_features", "mean_label_score"]], hide_index=True, key="map_clusters",
+        st.dataframe(cs[["cluster", "size", "label", "top_tokens", "central_features", "mean_label_score"]],
+                     hide_index=True, key="map_clusters",
                      column_config={"mean_label_score": st.column_config.NumberColumn("mean detection", format="%.2f")})

@@ -26,7 +26,8 @@ def prober(lab: Lab, run_id: str):
 st.title("Text probe")
 run_id, info = pick_analysed_run("probe")
 lab = data.lab()
-text = st.text_area("Text", "import numpy as np\nThe history of the city begins in the twelfth century.", key="probe_text", height=100)
+text = st.text_area("Text", "import numpy as np\nThe history of the city begins in the twelfth century.",
+                    key="probe_text", height=100)
 top_n = st.slider("Features per token", 1, 10, 5, key="probe_top")
 if not text.strip():
     st.info("Type some text to probe.")
@@ -60,14 +61,17 @@ with right:
     st.markdown("**Strongest over the whole text** (summed activation)")
     totals = pd.DataFrame(result.totals, columns=["feature", "summed"])
     totals["label"] = totals["feature"].map(labels)
-    st.dataframe(totals, hide_index=True, key="probe_totals", height=420, column_config={"summed": st.column_config.NumberColumn(format="%.2f")})
+    st.dataframe(totals, hide_index=True, key="probe_totals", height=420,
+                 column_config={"summed": st.column_config.NumberColumn(format="%.2f")})
 selected_rows = event.selection.rows if hasattr(event, "selection") else []
 chosen = None
 if selected_rows:
     chosen = table.iloc[selected_rows[0]]["top feature"]
 feature_ids = sorted({j for t in result.tokens for j, _ in t.features})
 if feature_ids:
-    pick = st.selectbox("Feature", feature_ids, index=feature_ids.index(int(chosen)) if chosen is not None and int(chosen) in feature_ids else 0, key="probe_feature")
+    pick = st.selectbox("Feature", feature_ids,
+                        index=feature_ids.index(int(chosen)) if chosen is not None and int(chosen) in feature_ids else 0,
+                        key="probe_feature")
     acts = [dict(t.features).get(pick, 0.0) for t in result.tokens if not t.special]
     toks = [t.token for t in result.tokens if not t.special]
     st.markdown(f"**Feature {pick} on this text**")
@@ -75,7 +79,6 @@ if feature_ids:
     data.inspector_link(run_id, pick, label=f"Inspect feature {pick}")
     with st.expander(f"Top texts for feature {pick} from the corpora"):
         from engine.analysis.queries import top_texts
-
         from lab_app.render import context_html
 
         for r in top_texts(lab, run_id, int(pick), n=10):

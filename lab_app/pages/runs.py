@@ -29,7 +29,8 @@ f1, f2, f3 = st.columns(3)
 status = f1.multiselect("Status", sorted(runs["status"].unique()), key="runs_status")
 sweeps = data.sweeps(lab)
 sweep_names = {r.sweep_id: f"{r.name} ({r.sweep_id})" for r in sweeps.itertuples()}
-sweep = f2.selectbox("Sweep", [None, *sweep_names], format_func=lambda s: "all runs" if s is None else sweep_names[s], key="runs_sweep")
+sweep = f2.selectbox("Sweep", [None, *sweep_names],
+                     format_func=lambda s: "all runs" if s is None else sweep_names[s], key="runs_sweep")
 tag = f3.text_input("Tag contains", key="runs_tag")
 view = runs
 if status:
@@ -82,13 +83,16 @@ section = st.segmented_control("Show", SECTIONS, default="Over time", key="runs_
 
 label = {r.run_id: f"{r.name or r.run_id} [{r.run_id[-6:]}]" for r in runs.itertuples()}
 if section == "Over time":
-    metric = st.selectbox("Metric", ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score"], key="time_metric", help=help_for("fvu"))
+    metric = st.selectbox("Metric", ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score"], key="time_metric",
+                          help=help_for("fvu"))
     st.altair_chart(charts.metric_over_time(finished, metric), width="stretch")
     st.caption(help_for(metric))
 
 if section == "Training curves":
-    chosen = st.multiselect("Runs", list(finished["run_id"]), default=list(finished["run_id"][:2]), format_func=lambda r: label[r], key="curve_runs")
-    names = st.multiselect("Metrics", ["loss", "fvu", "mse", "l0", "dead_frac", "aux_loss", "lr", "tokens_per_s"], default=["fvu", "dead_frac", "aux_loss"], key="curve_names")
+    chosen = st.multiselect("Runs", list(finished["run_id"]), default=list(finished["run_id"][:2]),
+                            format_func=lambda r: label[r], key="curve_runs")
+    names = st.multiselect("Metrics", ["loss", "fvu", "mse", "l0", "dead_frac", "aux_loss", "lr", "tokens_per_s"],
+                           default=["fvu", "dead_frac", "aux_loss"], key="curve_names")
     sm = data.step_metrics(lab, tuple(chosen), tuple(names))
     if sm.empty:
         st.caption("No step metrics for this choice.")
@@ -125,16 +129,19 @@ if section == "A run's figures":
             st.altair_chart(charts.histogram_bars(edges.tolist(), counts.tolist(), "log10 frequency"), width="stretch")
         else:
             st.caption("Frequency vs magnitude needs the run's feature analysis (`python -m engine analyze RUN`).")
-        st.markdown(f"**L0**: exactly {row['l0']:.1f} active latents per token" if row["architecture"] == "topk" else f"**L0**: {row['l0']:.1f}")
+        st.markdown(f"**L0**: exactly {row['l0']:.1f} active latents per token" if row["architecture"] == "topk"
+                    else f"**L0**: {row['l0']:.1f}")
         sp = data.splice_rows(lab, rid)
         if len(sp):
             st.markdown("**Splice fidelity** (the model run with the SAE's reconstruction in place of the activation)")
-            cols = ["eval_domain", "kind", "ce_clean", "ce_sae", "ce_zero", "ce_recovered", "kl_sae", "emb_cos_sae", "emb_cos_zero", "emb_cos_recovered"]
+            cols = ["eval_domain", "kind", "ce_clean", "ce_sae", "ce_zero", "ce_recovered", "kl_sae", "emb_cos_sae",
+                    "emb_cos_zero", "emb_cos_recovered"]
             st.dataframe(sp[[c for c in cols if sp[c].notna().any() or c in ("eval_domain", "kind")]], hide_index=True)
         q = data.quality(lab, rid)
         if q:
             st.markdown(f"**Quality** {q['score']:.2f}/5 ({q['rating']}): reconstruction {q['reconstruction_points']:.2f}/2, "
-                        f"sparsity {q['sparsity_points']:.2f}/2, interpretability {q['interpretability_points']:.1f}/1", help=help_for("score"))
+                        f"sparsity {q['sparsity_points']:.2f}/2, interpretability {q['interpretability_points']:.1f}/1",
+                        help=help_for("score"))
             st.json(json.loads(q["details"]) if isinstance(q["details"], str) else q["details"], expanded=False)
 
 if section == "Sweep":
@@ -150,7 +157,8 @@ if section == "Sweep":
         else:
             board = configs.sort_values(s["metric"], ascending=s["goal"] == "minimize").reset_index(drop=True)
             board.insert(0, "rank", range(1, len(board) + 1))
-            st.dataframe(board[["rank", "layer", "hook", "architecture", "k", "d_sae", "fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score", "overall"]],
+            st.dataframe(board[["rank", "layer", "hook", "architecture", "k", "d_sae", "fvu", "r2", "transfer_ratio", "l0",
+                                "dead_frac", "score", "overall"]],
                          hide_index=True, key="sweep_board")
             from engine.sweeps.leaderboard import pareto_front
 
@@ -158,7 +166,8 @@ if section == "Sweep":
             st.altair_chart(charts.pareto(configs, pareto_front(configs)), width="stretch")
             if len(configs) > 1:
                 st.markdown("**Parallel coordinates**")
-                dims = [c for c in ["layer", "k", "d_sae", "fvu", "transfer_ratio", "l0", "dead_frac", "overall"] if configs[c].nunique() > 1 or c in ("fvu", "overall")]
+                dims = [c for c in ["layer", "k", "d_sae", "fvu", "transfer_ratio", "l0", "dead_frac",
+                                    "overall"] if configs[c].nunique() > 1 or c in ("fvu", "overall")]
                 st.plotly_chart(charts.parallel_coordinates(configs, dims, "overall"), key="parcoords")
 
 if section == "Diff two runs":
@@ -185,4 +194,5 @@ if section == "Diff two runs":
     st.dataframe(diff[diff["A"] != diff["B"]] if only else diff, hide_index=True, key="diff_table")
     mcols = ["fvu", "r2", "mse", "cosine", "transfer_ratio", "l0", "dead_frac", "score"]
     ra, rb = finished.set_index("run_id").loc[a_id, mcols], finished.set_index("run_id").loc[b_id, mcols]
-    st.dataframe(pd.DataFrame({"metric": mcols, "A": ra.values, "B": rb.values, "B − A": (rb - ra).values}), hide_index=True, key="diff_metrics")
+    st.dataframe(pd.DataFrame({"metric": mcols, "A": ra.values, "B": rb.values, "B − A": (rb - ra).values}),
+                 hide_index=True, key="diff_metrics")

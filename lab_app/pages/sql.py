@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from db.readonly import run_readonly
 from core.errors import LabError
+from db.readonly import run_readonly
 from lab_app import access, data
 
 access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
@@ -63,7 +63,8 @@ with left:
         else:
             st.caption(f"{len(df):,} row(s)")
             st.dataframe(df, hide_index=True, key="sql_table")
-            st.download_button("Download CSV", df.to_csv(index=False).encode(), "query.csv", "text/csv", key="sql_csv", icon=":material/download:")
+            st.download_button("Download CSV", df.to_csv(index=False).encode(), "query.csv", "text/csv", key="sql_csv",
+                               icon=":material/download:")
 with right:
     st.markdown("**Schema**")
     schema = data.schema(lab)

@@ -12,8 +12,8 @@ from tests.helpers import Tmpfs
 
 @pytest.mark.parametrize("what", ["transaction", "writer"])
 def test_a_full_disk_during_a_database_write_is_one_error_and_the_database_survives(tmp_path, what):
-    from db.writer import BufferedWriter
     from core.errors import DiskFullError
+    from db.writer import BufferedWriter
 
     with Tmpfs(tmp_path / "disk", "2m") as disk:
         lab = Lab.at(disk.where / "lab")
@@ -32,7 +32,8 @@ def test_a_full_disk_during_a_database_write_is_one_error_and_the_database_survi
         with pytest.raises(DiskFullError) as err:
             if what == "transaction":
                 with db.transaction(lab) as con:
-                    con.execute("INSERT INTO step_metrics SELECT 'r', i, i * 10, 'loss', 0.1, now()::TIMESTAMP FROM range(2, 20000) t(i)")
+                    con.execute("INSERT INTO step_metrics SELECT 'r', i, i * 10, 'loss', 0.1, now()::TIMESTAMP FROM range(2, "
+                                "20000) t(i)")
             else:
                 w = BufferedWriter(lab, lab.run_dir("r"))
                 w.insert_many("step_metrics", ["run_id", "step", "tokens", "name", "value", "logged_at"], rows)

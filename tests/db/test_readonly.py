@@ -7,9 +7,9 @@ import hashlib
 import pytest
 
 import db
-from db.readonly import check_read_only, run_readonly
 from core.errors import LabError
 from core.lab import Lab
+from db.readonly import check_read_only, run_readonly
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ import time
 import pytest
 
 import db
+from core.errors import LabBusyError
+from core.lab import Lab
 from db.connection import connect
 from db.migrations import available_migrations
 from db.writer import SPOOL_NAME, BufferedWriter, OwnerLock, append_spool, claim_spool, read_spool, replay_spools
-from core.errors import LabBusyError
-from core.lab import Lab
 
 
 def hold_db(lab: Lab, seconds: float, read_only: bool = False) -> subprocess.Popen:
@@ -87,7 +87,8 @@ def test_writer_spools_while_locked_and_replays_exactly_once(tmp_path):
     assert [r[0] for r in rows] == list(range(1, 10))
     assert not list(run_dir.glob("spool*"))
     # Replaying again (as after a crash between commit and delete) doubles nothing.
-    append_spool(run_dir / SPOOL_NAME, [db.Op("insert", "step_metrics", list(metric_row(1)), [list(metric_row(s).values()) for s in (1, 2)])])
+    append_spool(run_dir / SPOOL_NAME,
+                 [db.Op("insert", "step_metrics", list(metric_row(1)), [list(metric_row(s).values()) for s in (1, 2)])])
     assert replay_spools(lab) == 1
     assert db.query_rows(lab, "SELECT count(*) FROM step_metrics")[0][0] == 9
 

@@ -100,7 +100,8 @@ def test_pythia_architecture_end_to_end_offline(lab, tiny_neox):
     from engine.config import build_config
     from engine.pipeline import run_experiment
 
-    config = build_config(overrides=small_overrides(tokens=3000, layers="0,1,2", epochs=1.0) + [f'model="{tiny_neox}"', "layer=1"])
+    config = build_config(overrides=small_overrides(tokens=3000, layers="0,1,2",
+                                                    epochs=1.0) + [f'model="{tiny_neox}"', "layer=1"])
     outcomes = run_experiment(config, lab, progress=False)
     assert len(outcomes) == 2
     sp = db.query(lab, "SELECT * FROM splice_results")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from engine.config import ExperimentConfig, build_config, parse_domain
 from core.errors import LabError
+from engine.config import ExperimentConfig, build_config, parse_domain
 
 
 def test_defaults_are_the_seed_setup():

@@ -20,19 +20,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import db
+from core.config_base import ConfigBase
+from core.config_bounds import METADATA_KEY, SEED_MAX, Bounds
+from core.errors import LabError
+from core.lab import Lab
 from engine.analysis.config import AnalysisConfig
 from engine.cli import main
 from engine.cli_args import comma_list
 from engine.config import ExperimentConfig, TrainConfig, build_config
-from core.config_base import ConfigBase
-from core.config_bounds import METADATA_KEY, SEED_MAX, Bounds
-from core.errors import LabError
 from engine.interventions.spec import InterventionOptions
-from core.lab import Lab
 from engine.sweeps.spec import SweepSpec
 from tests.helpers import run_cli
 
-ROOTS: dict[str, type] = {"config": ExperimentConfig, "sweep": SweepSpec, "analysis": AnalysisConfig, "options": InterventionOptions}
+ROOTS: dict[str, type] = {"config": ExperimentConfig, "sweep": SweepSpec, "analysis": AnalysisConfig,
+                          "options": InterventionOptions}
 
 
 def _strip(tp: Any) -> tuple[Any, bool, bool]:
@@ -207,17 +208,20 @@ LISTED = {
     "d_sae 10^20": (["--set", "sae.d_sae=100000000000000000000"], r"'config.sae.d_sae' = 100000000000000000000 is out of range"),
     "log_every_steps 0": (["--set", "train.log_every_steps=0"], r"'config.train.log_every_steps' = 0 is out of range"),
     "negative warmup_steps": (["--set", "train.warmup_steps=-5"], r"'config.train.warmup_steps' = -5 is out of range"),
-    "negative checkpoint_every_seconds": (["--set", "train.checkpoint_every_seconds=-1"], r"'config.train.checkpoint_every_seconds' = -1.0 is out of range"),
+    "negative checkpoint_every_seconds": (["--set", "train.checkpoint_every_seconds=-1"],
+                                          r"'config.train.checkpoint_every_seconds' = -1.0 is out of range"),
     "seed -1": (["--seed", "-1"], r"'config.seed' = -1 is out of range: seed must be at least 0"),
     "dead_after_tokens -1": (["--set", "train.dead_after_tokens=-1"], r"'config.train.dead_after_tokens' = -1 is out of range"),
-    "aux_coefficient NaN": (["--set", "train.aux_coefficient=NaN"], r"'config.train.aux_coefficient' = nan is not a finite number"),
+    "aux_coefficient NaN": (["--set", "train.aux_coefficient=NaN"],
+                            r"'config.train.aux_coefficient' = nan is not a finite number"),
     "lr infinite": (["--set", "train.lr=1e999"], r"'config.train.lr' = inf is not a finite number"),
     "empty --domains": (["--domains", ""], r"--domains is empty"),
     "empty --domains entry": (["--domains", "prose,,code"], r"--domains 'prose,,code' has an empty entry \(entry 2\)"),
     "empty --train-domains entry": (["--train-domains", "prose,"], r"--train-domains 'prose,' has an empty entry"),
     "empty --layers": (["--layers", ""], r"--layers is empty"),
     "empty --layers entry": (["--layers", "0,,2"], r"--layers '0,,2' has an empty entry \(entry 2\)"),
-    "SAE larger than memory": (["--set", "sae.d_sae=1048576", "--set", "train.batch_size=1048576"], r"GiB .* more than this machine's"),
+    "SAE larger than memory": (["--set", "sae.d_sae=1048576", "--set", "train.batch_size=1048576"],
+                               r"GiB .* more than this machine's"),
 }
 
 

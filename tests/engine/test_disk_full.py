@@ -19,7 +19,8 @@ SMALL = ["--set", "data.tokens_per_domain=3000", "--set", "data.layers=[2]", "--
 
 def leftovers(lab: Lab) -> list[str]:
     """Temporary files anywhere in the lab (a run's *.tmp / *.partial, a collection's .tmp-* folder)."""
-    out = [str(p) for p in lab.root.rglob("*") if p.suffix == ".partial" or p.suffix.startswith(".tmp") or p.name.startswith(".tmp-")]
+    out = [str(p) for p in lab.root.rglob("*")
+           if p.suffix == ".partial" or p.suffix.startswith(".tmp") or p.name.startswith(".tmp-")]
     return out + [str(p) for p in lab.runs.glob("*/checkpoint.pt")]
 
 

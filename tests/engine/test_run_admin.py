@@ -83,8 +83,9 @@ def test_mark_failed_ends_a_run_whose_process_is_gone(admin_lab, job):
     if job:
         assert db.query_rows(lab, "SELECT status, error FROM jobs WHERE job_id = 'stuck-1'")[0] == ("FAILED", error)
     r = run_cli("runs", "mark-failed", "stuck-1", lab=lab.root)
-    assert r.returncode == 2 and error_lines(r) == ["error: run 'stuck-1' is FAILED, not RUNNING: nothing to mark; "
-                                                    "delete it with python -m engine runs delete stuck-1 if you no longer want it"]
+    assert r.returncode == 2 and error_lines(r) == [
+        "error: run 'stuck-1' is FAILED, not RUNNING: nothing to mark; "
+        "delete it with python -m engine runs delete stuck-1 if you no longer want it"]
 
 
 def test_mark_failed_refuses_a_run_whose_process_is_alive(admin_lab):
@@ -161,7 +162,8 @@ def test_a_killed_training_is_marked_failed_by_the_next_command_that_writes(admi
     sets = [a for o in small_overrides(tokens=8000, epochs=200.0, d_sae=512, k=8) + ["layer=2"] for a in ("--set", o)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "engine", "--lab", str(lab.root), "-q", "train", *sets],
-                            cwd=Path(__file__).resolve().parents[2], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=Path(__file__).resolve().parents[2], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
         run_id = None
@@ -181,7 +183,8 @@ def test_a_killed_training_is_marked_failed_by_the_next_command_that_writes(admi
     assert status_of(lab, run_id)[0] == "RUNNING"  # reading changes nothing
     r = run_cli("analyze", "--all", lab=lab.root)
     assert r.returncode == 0, r.stderr
-    assert error_lines(r) == [f"note: run {run_id} was RUNNING but its process is gone: marked FAILED (see its error in the runs table)"]
+    assert error_lines(r) == [f"note: run {run_id} was RUNNING but its process is gone: marked FAILED (see its error in the "
+                              "runs table)"]
     status, error = status_of(lab, run_id)
     assert status == "FAILED" and f"process {proc.pid}" in error and "stopped without recording" in error
     left = [p.name for p in lab.run_dir(run_id).iterdir()]

@@ -30,7 +30,8 @@ def cards_lab(finished_lab, tmp_path) -> CardsLab:
     lab = copy_lab(src.root, tmp_path / "lab")
     run_id = next(o.run_id for o in outcomes if o.resolved["train_domain"] == "prose")
     other = next(o.run_id for o in outcomes if o.run_id != run_id)
-    feats = [r[0] for r in db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead AND label_score IS NOT NULL "
+    feats = [r[0] for r in db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead AND label_score IS "
+                                              "NOT NULL "
                                               "ORDER BY label_score DESC, feature LIMIT 2", [run_id])]
     assert len(feats) == 2, "the shared lab must be analysed (run_experiment analyses after training)"
     d_sae = db.query_rows(lab, "SELECT d_sae FROM runs WHERE run_id = ?", [run_id])[0][0]

@@ -43,10 +43,12 @@ def test_bad_input_is_refused_with_a_clear_message_and_changes_nothing(cards_lab
         (lambda: create_card(c.lab, "  ", ref), "title is empty"),
         (lambda: create_card(c.lab, "t", [("no-such-run", 1)]), "unknown run 'no-such-run': list runs with python -m engine sql"),
         (lambda: create_card(c.lab, "t", [(SQL, 1)]), "unknown run"),
-        (lambda: create_card(c.lab, "t", [(c.run_id, c.d_sae)]), f"feature {c.d_sae} does not exist: run '{c.run_id}' has features 0 to {c.d_sae - 1}"),
+        (lambda: create_card(c.lab, "t", [(c.run_id, c.d_sae)]),
+         f"feature {c.d_sae} does not exist: run '{c.run_id}' has features 0 to {c.d_sae - 1}"),
         (lambda: create_card(c.lab, "t", [(c.run_id, -1)]), "must be a feature index"),
         (lambda: create_card(c.lab, "t", []), "a card needs at least one feature"),
-        (lambda: create_card(c.lab, "t", ref, description="x" * (1 << 20)), "description is 1,048,576 characters long, over the limit of 100,000"),
+        (lambda: create_card(c.lab, "t", ref, description="x" * (1 << 20)),
+         "description is 1,048,576 characters long, over the limit of 100,000"),
         (lambda: create_card(c.lab, "t", ref, confidence="sure"), "confidence 'sure' is not one of low, medium, high"),
         (lambda: create_card(c.lab, "t", [{"run_id": c.run_id, "feature": c.feature, "layer": 5}]), "is at layer 2, not 5"),
         (lambda: card_from_feature(c.lab, "no-such-run", 1), "unknown run 'no-such-run'"),
@@ -73,7 +75,8 @@ def test_bad_input_is_refused_with_a_clear_message_and_changes_nothing(cards_lab
 def test_hostile_text_is_stored_verbatim_exported_escaped_and_never_executed(cards_lab, tmp_path):
     c = cards_lab
     others = fingerprint(c.lab, exclude=FINDINGS_TABLES)
-    fields = {"claim": f"{SQL}\n{HTML}", "label": HTML, "description": f"{HEADING}\n{LINK}\n```\n| a | b |\n---\n1. x\n> q\n    code",
+    fields = {"claim": f"{SQL}\n{HTML}", "label": HTML,
+              "description": f"{HEADING}\n{LINK}\n```\n| a | b |\n---\n1. x\n> q\n    code",
               "notes": f"{SQL}\r\n{HEADING}", "tags": [SQL, "<b>", "[x](y)"], "examples": [HTML, LINK, HEADING]}
     title = f"{HTML} {SQL} {LINK} {HEADING}"
     card = create_card(c.lab, title, [(c.run_id, c.feature)], author=SQL, **fields)

@@ -39,8 +39,10 @@ def _without_time(data: dict) -> dict:
 
 def _populate(c):
     a = card_from_feature(c.lab, c.run_id, c.feature, author="alice")
-    a = update_card(c.lab, a.card_id, 1, status="supported", notes="<b>checked</b>\n# twice", tags=["syntax", "déjà vu"], author="bob")
-    a = attach_evidence(c.lab, a.card_id, "intervention", {"run_id": c.run_id, "feature": c.feature, "kl": [0.1, 0.2]}, note="ablation")
+    a = update_card(c.lab, a.card_id, 1, status="supported", notes="<b>checked</b>\n# twice",
+                    tags=["syntax", "déjà vu"], author="bob")
+    a = attach_evidence(c.lab, a.card_id, "intervention",
+                        {"run_id": c.run_id, "feature": c.feature, "kl": [0.1, 0.2]}, note="ablation")
     b = create_card(c.lab, "two features", [(c.run_id, c.feature), (c.other_run, c.feature2)], examples=["ex 1", "ex 2"])
     d = create_card(c.lab, "gone", [(c.run_id, c.feature2)])
     d = delete_card(c.lab, d.card_id)
@@ -67,7 +69,8 @@ def test_json_round_trip_reproduces_every_field_revision_and_snapshot(cards_lab,
     assert [x.card_id for x in search_cards(fresh, run_id=c.run_id)] == [b.card_id, a.card_id]
     assert db.query_rows(fresh, "SELECT card_id, evidence_no, kind, revision FROM finding_evidence") == \
         db.query_rows(c.lab, "SELECT card_id, evidence_no, kind, revision FROM finding_evidence")
-    assert db.query_rows(fresh, "SELECT * FROM findings ORDER BY card_id") == db.query_rows(c.lab, "SELECT * FROM findings ORDER BY card_id")
+    assert db.query_rows(fresh, "SELECT * FROM findings ORDER BY card_id") == db.query_rows(c.lab, "SELECT * FROM findings "
+                                                                                                   "ORDER BY card_id")
 
     # re-importing the same file duplicates nothing
     before = fingerprint(fresh)
@@ -118,7 +121,8 @@ def test_markdown_export_is_one_readable_file_per_card_with_its_evidence(cards_l
     c = cards_lab
     a, b, d = _populate(c)
     paths = export_markdown(c.lab, None, tmp_path / "md")
-    assert sorted(p.name for p in paths) == sorted([f"{b.card_id}-two-features.md", f"{a.card_id}-{_slug(a.title)}.md".replace("--", "-")])
+    assert sorted(p.name for p in paths) == sorted([f"{b.card_id}-two-features.md",
+                                                    f"{a.card_id}-{_slug(a.title)}.md".replace("--", "-")])
     text = next(p for p in paths if a.card_id in p.name).read_text(encoding="utf-8")
     snap = card_evidence(c.lab, a)[a.features[0].snapshot_id]["data"]["detail"]
     tokens = MarkdownIt("commonmark").enable("table").parse(text)

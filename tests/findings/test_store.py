@@ -56,7 +56,8 @@ def test_card_from_feature_prefills_from_the_analysis_and_freezes_the_inspector_
     assert snap["data"]["run"]["d_sae"] == c.d_sae and snap["data"]["run"]["model"] == "all-MiniLM-L6-v2"
     assert get_card(c.lab, card.card_id) == card
     overridden = card_from_feature(c.lab, c.run_id, c.feature, title="My title", tags=["mine"], status="supported")
-    assert (overridden.title, overridden.tags, overridden.status, overridden.label) == ("My title", ["mine"], "supported", f["label"])
+    assert (overridden.title, overridden.tags, overridden.status, overridden.label) == ("My title", ["mine"],
+                                                                                        "supported", f["label"])
     assert overridden.features[0].snapshot_id == ref.snapshot_id  # same evidence, one shared snapshot row
     assert db.query_rows(c.lab, "SELECT count(*) FROM evidence_snapshots")[0][0] == 1
 
@@ -145,7 +146,8 @@ def test_two_processes_saving_the_same_revision_one_wins(cards_lab):
             "try:\n    update_card(Lab.at(sys.argv[1]), sys.argv[2], 1, notes=sys.argv[4], author=sys.argv[4]); print('saved')\n"
             "except CardChangedError as e:\n    print('changed')\n")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(c.lab.root), card.card_id, str(start), who], cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
              for who in ("p1", "p2")]
     outs = [p.communicate(timeout=60) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
@@ -206,9 +208,11 @@ def test_attached_evidence_is_frozen_by_content_and_shown_at_its_revision(cards_
             "nested": {"nan_becomes_null": float("nan")}}
     r2 = attach_evidence(c.lab, card.card_id, "intervention", data, note="ablating it removes 'def'", author="ivy")
     (ev,) = r2.evidence
-    assert (ev.evidence_no, ev.kind, ev.note, ev.attached_by, r2.revision) == (1, "intervention", "ablating it removes 'def'", "ivy", 2)
+    assert (ev.evidence_no, ev.kind, ev.note, ev.attached_by, r2.revision) == (1, "intervention",
+                                                                               "ablating it removes 'def'", "ivy", 2)
     snap = load_snapshot(c.lab, ev.snapshot_id)
-    assert snap["data"] == {**data, "nested": {"nan_becomes_null": None}} and (snap["run_id"], snap["feature"]) == (c.run_id, c.feature)
+    assert snap["data"] == {**data, "nested": {"nan_becomes_null": None}} and (snap["run_id"],
+                                                                               snap["feature"]) == (c.run_id, c.feature)
     r3 = attach_evidence(c.lab, card.card_id, "intervention", data, expected_version=2)  # same data: same snapshot row
     assert [e.evidence_no for e in r3.evidence] == [1, 2] and r3.evidence[1].snapshot_id == ev.snapshot_id
     assert db.query_rows(c.lab, "SELECT count(*) FROM evidence_snapshots WHERE kind = 'intervention'")[0][0] == 1

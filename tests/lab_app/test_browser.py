@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 
 import db
-from tests.helpers import copy_lab, REPO
+from tests.helpers import REPO, copy_lab
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = REPO / "test-artifacts" / "screenshots"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]
 
 
 def _free_port() -> int:
@@ -143,7 +144,8 @@ def test_every_page_a_sweep_from_the_sidebar_and_a_deep_link(browser, app_server
 
     # A deep link straight to a feature.
     run_id = outcomes[0].run_id
-    feature = db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY freq DESC LIMIT 1", [run_id])[0][0]
+    feature = db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY freq DESC LIMIT 1",
+                            [run_id])[0][0]
     page.goto(f"{base}/?run={run_id}&feature={feature}")
     settle(page, 2)
     page.get_by_role("heading", name=f"Feature {feature}").first.wait_for(timeout=30_000)

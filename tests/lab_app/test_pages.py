@@ -6,7 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import db
-from tests.helpers import copy_lab, REPO
+from tests.helpers import REPO, copy_lab
 
 APP = str(REPO / "lab_app" / "app.py")
 
@@ -30,7 +30,8 @@ def run_page(lab, page: str | None = None, query: dict | None = None, monkeypatc
 
 
 def texts(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [t.value for t in at.title] + [s.value for s in at.subheader]
+    parts = ([m.value for m in at.markdown] + [c.value for c in at.caption] + [t.value for t in at.title]
+             + [s.value for s in at.subheader])
     return "\n".join(str(p) for p in parts)
 
 
@@ -53,7 +54,8 @@ def test_runs_page_table_and_figures(seeded, monkeypatch):
     assert at.dataframe, "the run table is missing"
     table = at.dataframe[0].value
     assert set(o.run_id for o in outcomes) <= set(table["run_id"]) and {"tags", "notes", "fvu"} <= set(table.columns)
-    assert at.segmented_control(key="runs_section").options == ["Over time", "Training curves", "A run's figures", "Sweep", "Diff two runs"]
+    assert at.segmented_control(key="runs_section").options == ["Over time", "Training curves", "A run's figures",
+                                                                "Sweep", "Diff two runs"]
     at.segmented_control(key="runs_section").set_value("A run's figures").run()
     assert len(at.get("vega_lite_chart")) >= 4  # curve, transfer heatmap and bars, freq vs magnitude
     for section in ["Over time", "Training curves", "Sweep", "Diff two runs"]:
@@ -80,7 +82,8 @@ def test_concept_map_page(seeded, monkeypatch):
     at = run_page(lab, "pages/concept_map.py", monkeypatch=monkeypatch)
     assert at.get("plotly_chart"), "the map is missing"
     run_id = at.selectbox(key="map_run").value
-    live, dead = db.query_rows(lab, "SELECT count(*) FILTER (NOT dead), count(*) FILTER (dead) FROM features WHERE run_id = ?", [run_id])[0]
+    live, dead = db.query_rows(lab, "SELECT count(*) FILTER (NOT dead), count(*) FILTER (dead) FROM features WHERE run_id = ?",
+                               [run_id])[0]
     assert f"{live} of {live + dead} features shown ({dead} dead, not mapped)" in texts(at)
     assert at.selectbox(key="map_color").options == ["cluster", "class", "selectivity", "|selectivity|", "label score"]
     at.text_input(key="map_search").input("the").run()
@@ -93,7 +96,8 @@ def test_concept_map_page(seeded, monkeypatch):
 def test_inspector_deep_link_shows_contexts(seeded, monkeypatch):
     lab, outcomes = seeded
     run_id = outcomes[0].run_id
-    live = db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY freq DESC LIMIT 1", [run_id])[0][0]
+    live = db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY freq DESC LIMIT 1",
+                         [run_id])[0][0]
     at = run_page(lab, "pages/inspector.py", query={"run": run_id, "feature": str(live)}, monkeypatch=monkeypatch)
     assert at.number_input(key="insp_feature").value == live
     html = "\n".join(m.value for m in at.markdown)
@@ -105,7 +109,8 @@ def test_inspector_deep_link_shows_contexts(seeded, monkeypatch):
 def test_inspector_without_a_link_opens_the_best_labelled_feature(seeded, monkeypatch):
     lab, outcomes = seeded
     run_id = outcomes[0].run_id
-    best = db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? ORDER BY label_score DESC NULLS LAST, feature LIMIT 1",
+    best = db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? ORDER BY label_score DESC NULLS LAST, feature "
+                              "LIMIT 1",
                          [run_id])[0][0]
     at = run_page(lab, "pages/inspector.py", query={"run": run_id}, monkeypatch=monkeypatch)
     assert at.number_input(key="insp_feature").value == best
@@ -147,7 +152,8 @@ def lab_copy(seeded, tmp_path):
 
 
 def live_feature(lab, run_id: str) -> int:
-    return db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY freq DESC LIMIT 1", [run_id])[0][0]
+    return db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY freq DESC LIMIT 1",
+                         [run_id])[0][0]
 
 
 def test_inspector_labels_a_feature_and_runs_an_intervention(lab_copy, monkeypatch):

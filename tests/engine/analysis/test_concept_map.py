@@ -56,7 +56,8 @@ def test_stored_coordinates_are_pca_of_the_balanced_vectors(analyzed, dense):
     Xc = X - X.mean(0)
     _, _, Vt = np.linalg.svd(Xc, full_matrices=False)
     expected = Xc @ Vt[:3].T
-    got = db.query(analyzed.lab, "SELECT feature, map_x, map_y, map_z FROM features WHERE run_id = ? AND NOT dead ORDER BY feature",
+    got = db.query(analyzed.lab,
+                   "SELECT feature, map_x, map_y, map_z FROM features WHERE run_id = ? AND NOT dead ORDER BY feature",
                    [analyzed.run_id])
     assert np.array_equal(got["feature"].to_numpy(), np.nonzero(live)[0])
     got = got[["map_x", "map_y", "map_z"]].to_numpy()

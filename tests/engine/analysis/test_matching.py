@@ -55,8 +55,8 @@ def test_blocked_matching_equals_one_block():
 
 
 def test_runs_of_different_widths_are_refused():
-    from engine.analysis.matching import match_decoders
     from core.errors import LabError
+    from engine.analysis.matching import match_decoders
 
     with pytest.raises(LabError, match="different widths"):
         match_decoders(torch.randn(4, 8), torch.randn(4, 6))

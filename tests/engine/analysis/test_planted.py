@@ -76,7 +76,8 @@ def build_planted_run(lab, rng: np.random.Generator) -> tuple[str, np.ndarray, n
     np.save(folder / site_file(HOOK, LAYER), acts.astype(np.float16))
     train = acts[:val_start]
     meta = {"key": key, "material": {"synthetic": True}, "model": "all-MiniLM-L6-v2", "domain": "planted", "source": "synthetic",
-            "seq_len": SEQ_LEN, "seed": 0, "n_sequences": N_SEQ, "n_val_sequences": n_val, "n_rows": n, "val_start_row": val_start,
+            "seq_len": SEQ_LEN, "seed": 0, "n_sequences": N_SEQ, "n_val_sequences": n_val, "n_rows": n,
+            "val_start_row": val_start,
             "d_model": D, "sites": {site_name(HOOK, LAYER): {"file": site_file(HOOK, LAYER), "hook": HOOK, "layer": LAYER,
                                                              "train_mean": train.mean(0).tolist(),
                                                              "train_mean_sq_norm": float((train**2).sum(1).mean())}}}
@@ -111,8 +112,8 @@ def build_planted_run(lab, rng: np.random.Generator) -> tuple[str, np.ndarray, n
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    from engine.analysis.analyze import analyze_run
     from core.lab import Lab
+    from engine.analysis.analyze import analyze_run
 
     lab = Lab.at(tmp_path_factory.mktemp("planted") / "lab")
     run_id, cos_planet, cos_control, planted_id = build_planted_run(lab, np.random.default_rng(0))

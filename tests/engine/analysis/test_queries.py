@@ -95,7 +95,8 @@ def test_concept_map_and_feature_lists(analyzed):
     lean = list_features(analyzed.lab, analyzed.run_id, feature_class="code-leaning", limit=1000)
     assert (lean["class"] == "code-leaning").all()
     f = live_feature(analyzed)
-    token = db.query(analyzed.lab, "SELECT label_tokens[1] FROM features WHERE run_id = ? AND feature = ?", [analyzed.run_id, f]).iloc[0, 0]
+    token = db.query(analyzed.lab, "SELECT label_tokens[1] FROM features WHERE run_id = ? AND feature = ?",
+                     [analyzed.run_id, f]).iloc[0, 0]
     hits = search_features(analyzed.lab, analyzed.run_id, token.strip())
     assert f in set(hits["feature"])
     assert list(search_features(analyzed.lab, analyzed.run_id, str(f))["feature"]) == [f]

@@ -14,13 +14,13 @@ import pytest
 import torch
 
 import db
+from core.errors import LabError
+from core.lab import Lab
 from engine.cli import main
 from engine.collection.collect import build_sequences
 from engine.collection.corpora import _DOC_CHARS, _split, file_docs
 from engine.collection.models import load_model, resolve_model
 from engine.config import DataConfig, DomainSpec
-from core.errors import LabError
-from core.lab import Lab
 from tests.helpers import small_overrides
 
 
@@ -32,7 +32,8 @@ def _one_line(e: pytest.ExceptionInfo) -> str:
 
 @pytest.mark.parametrize("name, content, message", [
     ("nul.txt", b"some text\x00\x01\x02 more", r"file '.*nul.txt' is binary, not text: it holds a NUL byte at offset 9"),
-    ("latin1.txt", "café au lait".encode("latin-1"), r"file '.*latin1.txt' is binary, not text: byte 0xe9 at offset 3 is not UTF-8"),
+    ("latin1.txt", "café au lait".encode("latin-1"),
+     r"file '.*latin1.txt' is binary, not text: byte 0xe9 at offset 3 is not UTF-8"),
     ("image", bytes(range(256)) * 4, r"file '.*image' is binary, not text"),
     ("same.txt", b"a" * 200_000, r"file '.*same.txt' holds only the character 'a' repeated 200,000 times"),
     ("dashes.md", b"\n" + b"-" * 5000 + b"\n", r"holds only the character '-' repeated 5,000 times"),

@@ -57,8 +57,9 @@ def test_fvu_is_mean_centred_not_around_zero():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1000, 8)) + 50.0
     x_hat = x + rng.standard_normal((1000, 8)) * 0.5
-    from engine.evaluation.metrics import MetricAccumulator
     import torch
+
+    from engine.evaluation.metrics import MetricAccumulator
     from engine.training.sae import SparseCode
 
     acc = MetricAccumulator(8, 4)

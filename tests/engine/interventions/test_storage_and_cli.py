@@ -11,8 +11,8 @@ import pytest
 
 import db
 from core.errors import LabError
-from engine.interventions import Edit, InterventionOptions, InterventionSpec, intervene, run_intervention
 from engine.cli import main as cli_main
+from engine.interventions import Edit, InterventionOptions, InterventionSpec, intervene, run_intervention
 from engine.interventions.queries import intervention_detail, intervention_evidence, interventions_for_feature, list_interventions
 from engine.interventions.session import get_session
 from tests.engine.interventions.helpers import CAUSAL_TEXT, ENCODER_TEXT, strongest_and_silent
@@ -26,7 +26,8 @@ def test_every_intervention_table_and_column_is_commented(lab):
     missing = db.query_rows(lab, "SELECT table_name, column_name FROM duckdb_columns() "
                                       "WHERE table_name IN (SELECT unnest(?)) AND coalesce(comment, '') = ''", [list(TABLES)])
     assert missing == []
-    tables = dict(db.query_rows(lab, "SELECT table_name, comment FROM duckdb_tables() WHERE table_name IN (SELECT unnest(?))", [list(TABLES)]))
+    tables = dict(db.query_rows(lab, "SELECT table_name, comment FROM duckdb_tables() WHERE table_name IN (SELECT unnest(?))",
+                                [list(TABLES)]))
     assert set(tables) == set(TABLES) and all(tables.values())
 
 
@@ -136,7 +137,8 @@ def _has(fx) -> bool:
 
 def test_bad_input_through_the_api(causal_run):
     fx = causal_run
-    with pytest.raises(LabError, match="plus 200 generated, more than the model's context of 256 tokens: shorten it or lower --generate"):
+    with pytest.raises(LabError, match="plus 200 generated, more than the model's context of 256 tokens: shorten it or lower "
+                                       "--generate"):
         intervene(fx.lab, fx.run_id, 1, "zero", None, "word " * 100, generate_tokens=200, store=False)
     with pytest.raises(LabError, match="feature 3 is edited twice"):
         run_intervention(fx.lab, InterventionSpec(fx.run_id, [Edit(3, "zero"), Edit(3, "scale", 2.0)], text="a b"), store=False)

@@ -115,7 +115,10 @@ def test_presets_expand_as_the_seeds_describe():
     assert len(everything) == 18 and sum(len(c.training_domains) for c in everything) == 36
     assert {c.sae.k for c in expand(load_spec("topk-sweep"))} == {48, 24, 16}
     assert {c.layer for c in expand(load_spec("layer-sweep"))} == set(range(6))
-    capped = SweepSpec.from_dict({"method": "random", "parameters": {"k": [4, 8, 16], "lr": {"min": 1e-4, "max": 1e-2, "distribution": "log_uniform"}}, "run_cap": 5, "seed": 3})
+    capped = SweepSpec.from_dict({"method": "random",
+                                  "parameters": {"k": [4, 8, 16],
+                                                 "lr": {"min": 1e-4, "max": 1e-2, "distribution": "log_uniform"}},
+                                  "run_cap": 5, "seed": 3})
     a, b = expand(capped), expand(capped)
     assert [c.to_dict() for c in a] == [c.to_dict() for c in b] and len(a) == 5
 

@@ -8,11 +8,11 @@ import math
 import pytest
 
 import db
-from engine.cli import main
-from engine.config import TrainConfig
 from core.config_bounds import Bounds
 from core.errors import LabError
 from core.lab import Lab
+from engine.cli import main
+from engine.config import TrainConfig
 from engine.sweeps.queue import enqueue_sweep
 from engine.sweeps.spec import SweepSpec, expand, load_spec
 
@@ -26,14 +26,21 @@ def assert_nothing_enqueued(lab: Lab) -> None:
 
 
 @pytest.mark.parametrize("spec, message", [
-    ({"parameters": {"d_sae": [256, 10**20]}}, r"sweep combination \(d_sae=100000000000000000000\) is invalid: config key 'config.sae.d_sae' = 100000000000000000000 is out of range"),
+    ({"parameters": {"d_sae": [256, 10**20]}},
+     r"sweep combination \(d_sae=100000000000000000000\) is invalid: config key 'config.sae.d_sae' = 100000000000000000000 is "
+     r"out of range"),
     ({"parameters": {"seed": [0, -1]}}, r"'config.seed' = -1 is out of range"),
     ({"parameters": {"lr": [1e-3, math.nan]}}, r"'config.train.lr' = nan is not a finite number"),
-    ({"parameters": {"k": [8]}, "base": {**BASE, "train": {"log_every_steps": 0}}}, r"'config.train.log_every_steps' = 0 is out of range"),
-    ({"method": "random", "parameters": {"seed": {"min": -5, "max": 5}}}, r"sweep parameter 'seed' range min is invalid: config key 'config.seed' = -5"),
-    ({"method": "random", "parameters": {"epochs": {"min": 1, "max": 1e9}}}, r"sweep parameter 'epochs' range max is invalid: .* epochs must be above 0 and at most 10000"),
-    ({"method": "random", "parameters": {"lr": {"min": math.nan, "max": 1e-2}}}, r"sweep parameter 'lr' range must have numeric min <= max"),
-    ({"method": "random", "parameters": {"lr": {"min": 1e-4, "max": math.inf}}}, r"range max is invalid: config key 'config.train.lr' = inf is not a finite number"),
+    ({"parameters": {"k": [8]}, "base": {**BASE, "train": {"log_every_steps": 0}}},
+     r"'config.train.log_every_steps' = 0 is out of range"),
+    ({"method": "random", "parameters": {"seed": {"min": -5, "max": 5}}},
+     r"sweep parameter 'seed' range min is invalid: config key 'config.seed' = -5"),
+    ({"method": "random", "parameters": {"epochs": {"min": 1, "max": 1e9}}},
+     r"sweep parameter 'epochs' range max is invalid: .* epochs must be above 0 and at most 10000"),
+    ({"method": "random", "parameters": {"lr": {"min": math.nan, "max": 1e-2}}},
+     r"sweep parameter 'lr' range must have numeric min <= max"),
+    ({"method": "random", "parameters": {"lr": {"min": 1e-4, "max": math.inf}}},
+     r"range max is invalid: config key 'config.train.lr' = inf is not a finite number"),
     ({"method": "random", "parameters": {"k": {"min": 4.5, "max": 16}}}, r"range min = 4.5 must be a whole number"),
     ({"method": "random", "parameters": {"hook": {"min": 1, "max": 2}}}, r"sweep parameter 'hook' is not numeric"),
     ({"run_cap": -3, "parameters": {"k": [8]}}, r"'sweep.run_cap' = -3 is out of range"),
