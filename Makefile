@@ -23,8 +23,14 @@ $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.runtime-installed
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
-install: $(VENV)/.runtime-installed
-dev-install: $(VENV)/.dev-installed
+# The lab's own packages (core, db, engine, findings, lab_app), installed in place from this folder:
+# `python -m engine`, the app and its worker processes import them from anywhere, no sys.path edits.
+$(VENV)/.lab-installed: pyproject.toml $(VENV)/.runtime-installed
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(VENV)/.lab-installed
+dev-install: $(VENV)/.dev-installed $(VENV)/.lab-installed
 
 # Debian's chromium for the real-browser app test (the test skips, saying why, where it is missing).
 chromium:
@@ -42,6 +48,7 @@ lab: install
 	$(SERVE)
 
 test: dev-install chromium
+	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 # Regenerate the exact pins from requirements*.in in a throwaway venv.

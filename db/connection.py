@@ -7,7 +7,6 @@ a process that finds it locked backs off (bounded, jittered, doubling) and tries
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -17,14 +16,13 @@ from typing import Any, Iterator
 
 import duckdb
 
-from engine.errors import LabBusyError, LabError, disk_full_error, is_disk_full
+from core.errors import LabBusyError, LabError, disk_full_error, first_line, is_disk_full
+from core.lab import Lab
 
-DB_FILENAME = "lab.duckdb"
 # One connection at a time per process: DuckDB refuses a second in-process connection with a
 # different configuration (read-only vs read-write), and concurrent transactions from a worker's
 # heartbeat thread and its main thread could conflict. Each holds the file for milliseconds.
 _PROCESS_LOCK = threading.RLock()
-DEFAULT_LAB_DIR = "lab_data"
 
 # Read-only connections for people's SQL: no file system, no extensions, settings frozen.
 SANDBOX_CONFIG = {
@@ -35,14 +33,6 @@ SANDBOX_CONFIG = {
 }
 
 
-def default_lab_dir() -> Path:
-    return Path(os.environ.get("SAE_LAB_DIR", DEFAULT_LAB_DIR))
-
-
-def db_path(lab_dir: str | Path) -> Path:
-    return Path(lab_dir) / DB_FILENAME
-
-
 def _is_lock_error(err: Exception) -> bool:
     text = str(err).lower()
     return "lock" in text and ("conflict" in text or "could not set" in text)
@@ -51,7 +41,8 @@ def _is_lock_error(err: Exception) -> bool:
 def _open(path: Path, read_only: bool, config: dict[str, Any] | None) -> duckdb.DuckDBPyConnection:
     config = dict(config or {})
     lock = config.pop("lock_configuration", False)
-    con = duckdb.connect(str(path), read_only=read_only, config=config) if config else duckdb.connect(str(path), read_only=read_only)
+    con = (duckdb.connect(str(path), read_only=read_only, config=config) if config
+           else duckdb.connect(str(path), read_only=read_only))
     # DuckDB draws a progress bar on stdout for statements over 2 s, even into redirected logs.
     con.execute("SET enable_progress_bar = false")
     if lock:
@@ -61,14 +52,14 @@ def _open(path: Path, read_only: bool, config: dict[str, Any] | None) -> duckdb.
 
 @contextmanager
 def connect(
-    lab_dir: str | Path,
+    lab: Lab,
     *,
     read_only: bool = False,
     wait_seconds: float = 30.0,
     sandbox: bool = False,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the lab database for one short unit of work, retrying while another process holds it."""
-    path = db_path(lab_dir)
+    path = lab.db
     if read_only and not path.exists():
         raise LabError(f"no lab database at {path}: run `python -m engine run` (or `make lab`) to create one")
     if not read_only:
@@ -102,7 +93,7 @@ def connect(
 
 def _open_error(path: Path, read_only: bool, e: Exception) -> LabError:
     """One line for a database file that cannot be opened (not for a lock held elsewhere)."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = first_line(e)
     if is_disk_full(e):
         return disk_full_error(path)
     if "permission denied" in text.lower():
@@ -122,40 +113,15 @@ def _close(con: duckdb.DuckDBPyConnection) -> None:
         pass
 
 
-@contextmanager
-def transaction(lab_dir: str | Path, *, wait_seconds: float = 30.0) -> Iterator[duckdb.DuckDBPyConnection]:
-    """One write transaction: all of it lands or none of it does."""
-    from db.migrations import ensure_schema
-
-    ensure_schema(lab_dir)
-    with connect(lab_dir, wait_seconds=wait_seconds) as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            yield con
-            con.execute("COMMIT")
-        except BaseException as e:
-            _rollback(con)
-            if isinstance(e, duckdb.Error) and is_disk_full(e):
-                raise disk_full_error(db_path(lab_dir)) from None
-            raise
-
-
-def _rollback(con: duckdb.DuckDBPyConnection) -> None:
-    """Roll back what is left of a transaction (nothing, when COMMIT itself failed)."""
-    try:
-        con.execute("ROLLBACK")
-    except duckdb.Error:
-        pass
-
-
-def query(lab_dir: str | Path, sql: str, params: list[Any] | tuple[Any, ...] | None = None, *, wait_seconds: float = 30.0):
+def query(lab: Lab, sql: str, params: list[Any] | tuple[Any, ...] | None = None, *, wait_seconds: float = 30.0):
     """Run one read query and return a pandas DataFrame."""
-    with connect(lab_dir, read_only=True, wait_seconds=wait_seconds) as con:
+    with connect(lab, read_only=True, wait_seconds=wait_seconds) as con:
         return con.execute(sql, params or []).df()
 
 
-def query_rows(lab_dir: str | Path, sql: str, params: list[Any] | tuple[Any, ...] | None = None, *, wait_seconds: float = 30.0) -> list[tuple]:
-    with connect(lab_dir, read_only=True, wait_seconds=wait_seconds) as con:
+def query_rows(lab: Lab, sql: str, params: list[Any] | tuple[Any, ...] | None = None, *,
+               wait_seconds: float = 30.0) -> list[tuple]:
+    with connect(lab, read_only=True, wait_seconds=wait_seconds) as con:
         return con.execute(sql, params or []).fetchall()
 
 

@@ -6,13 +6,28 @@ Every user mistake ends as one line on stderr naming the fix, and a non-zero exi
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+from core.errors import LabError, os_error
+from core.lab import Lab
+from db import ensure_schema, query
+from db.readonly import run_readonly
+from engine.analysis.cli import add_analysis_commands
+from engine.bench.cli import add_bench_args, run_bench
 from engine.cli_args import comma_list, float_arg, int_arg
-from engine.errors import LabError, os_error
+from engine.config import ExperimentConfig, build_config
+from engine.interventions.cli import add_intervention_commands
+from engine.lab_open import open_lab
+from engine.runs_cli import add_run_commands
+from engine.sweeps.cli import add_sweep_commands
+from engine.tables import format_table
+
+# A layer above the engine adds its command group to the parser: add(subparsers).
+AddCommands = Callable[[Any], None]
 
 # Flag -> config key, for the common settings; anything else goes through --set key=value.
 SHORTCUTS: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -36,9 +51,11 @@ SHORTCUTS: dict[str, tuple[str, Callable[[str], Any]]] = {
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("experiment (defaults: all-MiniLM-L6-v2, mlp_out layer 2, TopK k=16, d_sae=2048, prose+code, 100k tokens)")
+    g = p.add_argument_group("experiment (defaults: all-MiniLM-L6-v2, mlp_out layer 2, TopK k=16, d_sae=2048, prose+code, 100k "
+                             "tokens)")
     g.add_argument("--config", help="JSON or TOML file with experiment settings")
-    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any setting, e.g. --set train.epochs=4")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any setting, e.g. --set train.epochs=4")
     g.add_argument("--model", help="model name, local folder, or hub id")
     g.add_argument("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
     g.add_argument("--hook", help="mlp_out, resid_post or attn_out")
@@ -59,8 +76,6 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from engine.config import build_config
-
     overrides = []
     for flag, (key, _) in SHORTCUTS.items():
         value = getattr(args, flag, None)
@@ -82,60 +97,30 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _json(v: Any) -> str:
-    import json
-
     return json.dumps(v)
-
-
-def format_table(df, max_rows: int = 200, float_digits: int = 4) -> str:
-    """A plain text table (what `sql` prints)."""
-    if df is None or len(df.columns) == 0:
-        return "(no result)"
-    shown = df.head(max_rows)
-
-    def cell(v: Any) -> str:
-        if v is None:
-            return "NULL"
-        if isinstance(v, float):
-            return "NaN" if v != v else f"{v:.{float_digits + 2}g}"
-        text = str(v).replace("\n", " ")
-        return text if len(text) <= 60 else text[:57] + "..."
-
-    rows = [[cell(v) for v in r] for r in shown.itertuples(index=False)]
-    head = [str(c) for c in shown.columns]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
-    line = "  ".join(h.ljust(w) for h, w in zip(head, widths))
-    sep = "  ".join("-" * w for w in widths)
-    body = "\n".join("  ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths)) for r in rows)
-    more = f"\n({len(df)} rows, {max_rows} shown)" if len(df) > max_rows else f"\n({len(df)} row{'s' if len(df) != 1 else ''})"
-    return f"{line}\n{sep}\n{body}{more}" if rows else f"{line}\n{sep}\n(0 rows)"
-
-
-def _numeric(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 # -- commands ---------------------------------------------------------------------------------------
 def cmd_collect(args, lab) -> int:
+    # deferred: the pipeline loads the model code, scipy and the analysis
     from engine.pipeline import collect
 
     config = config_from_args(args)
     stores = collect(config, lab, progress=not args.quiet)
     for name, s in stores.items():
-        print(f"{name}: {s.meta['n_rows']:,} tokens, {s.meta['n_sequences']} sequences, sites {', '.join(sorted(s.meta['sites']))} -> {lab.relative(s.path)}")
+        print(f"{name}: {s.meta['n_rows']:,} tokens, {s.meta['n_sequences']} sequences, sites "
+              f"{', '.join(sorted(s.meta['sites']))} -> {lab.relative(s.path)}")
     return 0
 
 
 def _print_outcomes(lab, outcomes) -> None:
+    # deferred: the pipeline loads the model code, scipy and the analysis
     from engine.pipeline import transfer_matrix
 
     if not outcomes or not outcomes[0].evals:
         for o in outcomes:
-            print(f"run {o.run_id}: trained ({o.train['steps']} steps, {o.train['tokens_per_second']:,.0f} tokens/s) -> {o.sae_dir}")
+            print(f"run {o.run_id}: trained ({o.train['steps']} steps, {o.train['tokens_per_second']:,.0f} tokens/s) -> "
+                  f"{o.sae_dir}")
         return
     print(format_table(transfer_matrix(lab, outcomes[0].resolved["group_id"])))
     for o in outcomes:
@@ -145,6 +130,7 @@ def _print_outcomes(lab, outcomes) -> None:
 
 
 def cmd_train(args, lab, evaluate: bool = False) -> int:
+    # deferred: the pipeline loads the model code, scipy and the analysis
     from engine.pipeline import run_experiment
 
     config = config_from_args(args)
@@ -159,26 +145,26 @@ def cmd_run(args, lab) -> int:
 
 
 def cmd_eval(args, lab) -> int:
-    from db import query
+    # deferred: the pipeline loads the model code, scipy and the analysis
     from engine.pipeline import evaluate_existing
 
     ids = list(args.run_ids)
     if args.all:
-        ids = list(query(lab.root, "SELECT run_id FROM runs WHERE status = 'FINISHED' AND run_id NOT IN (SELECT run_id FROM eval_results)")["run_id"])
+        ids = list(query(lab, "SELECT run_id FROM runs WHERE status = 'FINISHED' AND run_id NOT IN (SELECT run_id FROM "
+                              "eval_results)")["run_id"])
     if not ids:
         raise LabError("no runs to evaluate: pass run ids, or --all for finished runs without evaluation")
     for rid in ids:
         res = evaluate_existing(lab, rid, progress=not args.quiet)
         q = res["quality"]
-        print(f"run {rid}: " + ", ".join(f"{e['eval_domain']} FVU {e['fvu']:.4f} (x{e['transfer_ratio']:.2f})" for e in res["evals"])
+        print(f"run {rid}: "
+              + ", ".join(f"{e['eval_domain']} FVU {e['fvu']:.4f} (x{e['transfer_ratio']:.2f})" for e in res["evals"])
               + f"; quality {q['score']:.2f}/5 ({q['rating']})")
     return 0
 
 
 def cmd_sql(args, lab) -> int:
-    from db.readonly import run_readonly
-
-    df = run_readonly(lab.root, args.query, timeout_seconds=args.timeout)
+    df = run_readonly(lab, args.query, timeout_seconds=args.timeout)
     if args.csv:
         df.to_csv(sys.stdout, index=False)
     else:
@@ -188,14 +174,14 @@ def cmd_sql(args, lab) -> int:
 
 def cmd_init(args, lab) -> int:
     """Fill an empty lab with the default experiment (what `make lab` runs); a filled lab is left alone."""
-    from db import ensure_schema, query
-    from engine.config import ExperimentConfig
+    # deferred: the pipeline loads the model code, scipy and the analysis
     from engine.pipeline import run_experiment, transfer_matrix
 
-    ensure_schema(lab.root)
-    finished = query(lab.root, "SELECT count(*) AS n FROM runs WHERE status = 'FINISHED'").iloc[0, 0]
+    ensure_schema(lab)
+    finished = query(lab, "SELECT count(*) AS n FROM runs WHERE status = 'FINISHED'").iloc[0, 0]
     if finished == 0:
-        print(f"empty lab at {lab.root}: running the default experiment (layer 2 mlp_out, TopK k=16, d_sae=2048, prose + code, 100k tokens each)")
+        print(f"empty lab at {lab.root}: running the default experiment (layer 2 mlp_out, TopK k=16, d_sae=2048, prose + code, "
+              "100k tokens each)")
         outcomes = run_experiment(ExperimentConfig().validate(), lab, progress=not args.quiet)
         _print_outcomes(lab, outcomes)
     else:
@@ -205,13 +191,12 @@ def cmd_init(args, lab) -> int:
 
 
 def cmd_bench(args, lab) -> int:
-    import engine.analysis.bench  # noqa: F401  (registers "bench analysis")
-    from engine.bench.cli import run_bench
-
     return run_bench(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra_commands: Sequence[AddCommands] = ()) -> argparse.ArgumentParser:
+    """The engine's parser; ``extra_commands`` add the command groups of the layers above the engine
+    (``python -m engine`` adds the findings commands: see engine/__main__.py)."""
     p = argparse.ArgumentParser(prog="python -m engine", description="SAE interpretability lab engine")
     p.add_argument("--lab", help="lab folder (default ./lab_data or $SAE_LAB_DIR)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -247,22 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float_arg, default=60.0)
     s.set_defaults(fn=cmd_sql, read_only=True)
 
-    from engine.analysis.cli import add_analysis_commands
-    from engine.sweeps.cli import add_sweep_commands
-
-    from engine.interventions.cli import add_intervention_commands
-    from engine.runs_cli import add_run_commands
-    from findings.cli import add_findings_commands
-
     add_run_commands(sub)
     add_sweep_commands(sub)
     add_analysis_commands(sub)
     add_intervention_commands(sub)
-    add_findings_commands(sub)
+    for add in extra_commands:
+        add(sub)
 
     s = sub.add_parser("bench", help="speed and memory figures, measured side by side in one run")
-    from engine.bench.cli import add_bench_args
-
     add_bench_args(s)
     s.set_defaults(fn=cmd_bench)
     return p
@@ -272,11 +249,8 @@ def _lab_is_empty(root: Path) -> bool:
     return root.is_dir() and all(p.is_dir() or p.suffix == ".lock" for p in root.rglob("*"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    from engine.lab import Lab
-    from engine.lab_open import open_lab
-
-    parser = build_parser()
+def main(argv: list[str] | None = None, extra_commands: Sequence[AddCommands] = ()) -> int:
+    parser = build_parser(extra_commands)
     args = parser.parse_args(argv)
     lab = Lab.at(args.lab)
     existed = lab.root.exists()

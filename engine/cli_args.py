@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from core.errors import LabError
+
 
 def int_arg(text: str) -> int:
     try:
@@ -23,8 +25,6 @@ def comma_list(flag: str, text: str, example: str) -> list[str]:
     """The entries of a comma-separated value. An empty value or an empty entry (``prose,,code``)
     is refused rather than skipped: silently training the defaults, or fewer domains than typed,
     hides the typo until the results look wrong."""
-    from engine.errors import LabError
-
     if not text.strip():
         raise LabError(f"{flag} is empty: list one or more entries separated by commas, e.g. {flag} {example}")
     items = [t.strip() for t in text.split(",")]

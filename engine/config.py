@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.config_base import ConfigBase, apply_override, parse_override
-from engine.config_bounds import bounded, seed_field
-from engine.errors import LabError
+from core.config_base import ConfigBase, apply_override, parse_override
+from core.config_bounds import bounded, seed_field
+from core.errors import LabError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 HOOK_POINTS = ("mlp_out", "resid_post", "attn_out")

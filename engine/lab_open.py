@@ -14,8 +14,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.errors import LabError
-from engine.lab import Lab
+from core.errors import LabError
+from core.lab import Lab
+from db import ensure_schema
+from engine.run_admin import recover_orphaned_runs
+from engine.run_owner import remove_dead_collection_folders
 
 READ_ONLY_HINT = "read-only commands (sql, sweep-status, findings list/show/export) still work"
 
@@ -31,7 +34,8 @@ def check_lab_path(lab: Lab) -> None:
     """--lab must be a folder, or a path whose nearest existing part is a folder."""
     root = lab.root
     if root.exists() and not root.is_dir():
-        raise LabError(f"--lab {root} is a file, not a folder: point --lab at a lab folder (or at a new folder name to create one)")
+        raise LabError(f"--lab {root} is a file, not a folder: point --lab at a lab folder (or at a new folder name to create "
+                       "one)")
     p = nearest_existing(root)
     if p.exists() and not p.is_dir():
         raise LabError(f"--lab {root} lies inside {p}, which is a file: point --lab at a folder")
@@ -46,25 +50,22 @@ def check_writable(lab: Lab) -> None:
             raise LabError(f"the lab folder {path} is not writable by this user: make it writable (chmod u+w / chown), "
                            f"or point --lab at a lab you can write; {READ_ONLY_HINT}")
     if lab.db.exists() and not os.access(lab.db, os.W_OK):
-        raise LabError(f"the lab database {lab.db} is not writable by this user: make it writable (chmod u+w / chown); {READ_ONLY_HINT}")
+        raise LabError(f"the lab database {lab.db} is not writable by this user: make it writable (chmod u+w / chown); "
+                       f"{READ_ONLY_HINT}")
 
 
 def open_lab(lab: Lab, read_only: bool, recover: bool = True) -> list[str]:
     """Prepare the lab for a command; returns notes to show (runs marked FAILED after their process died).
 
     ``recover=False`` is for the commands that report on stuck runs themselves (``cancel``, ``runs``)."""
-    from db import ensure_schema
-
     check_lab_path(lab)
     if not read_only:
         check_writable(lab)
     if not lab.db.exists():
         return []
-    ensure_schema(lab.root)  # a read when the schema is current; migrates (a write) only an older one
+    ensure_schema(lab)  # a read when the schema is current; migrates (a write) only an older one
     if read_only or not recover:
         return []
-    from engine.run_admin import recover_orphaned_runs
-    from engine.run_owner import remove_dead_collection_folders
 
     remove_dead_collection_folders(lab)
     return [f"run {rid} was RUNNING but its process is gone: marked FAILED (see its error in the runs table)"

@@ -8,16 +8,17 @@ from typing import Any, Callable
 
 import torch
 
+from core.errors import DiskFullError, LabError, first_line
+from core.lab import Lab
 from db import Op, query, query_rows, utcnow, write_now
-from engine.artifacts import load_run
+from engine.analysis.analyze import analyze_after_training
+from engine.artifacts import collect_for, load_run, stores_for_run
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
 from engine.device import pick_device
-from engine.errors import DiskFullError, LabError
-from engine.lab import Lab
 from engine.recording import RunRecorder
 from engine.run_owner import remove_temporary_files
-from engine.runs import RunOutcome, RunSpec, collect_for, evaluate_sae, execute_run, plan_runs, stores_for_run
+from engine.runs import RunOutcome, RunSpec, evaluate_sae, execute_run, plan_runs
 from engine.training.trainer import TrainHooks, TrainingCancelled
 
 
@@ -28,7 +29,7 @@ def record_activation_set(lab: Lab, store: ActivationStore) -> None:
         "n_tokens": m["n_rows"], "n_sequences": m["n_sequences"], "seq_len": m["seq_len"], "seed": m["seed"],
         "hooks": sorted(m["sites"]), "path": lab.relative(store.path), "created_at": utcnow(),
     }
-    write_now(lab.root, [Op("insert", "activation_sets", list(row), [list(row.values())], on_conflict="replace")])
+    write_now(lab, [Op("insert", "activation_sets", list(row), [list(row.values())], on_conflict="replace")])
 
 
 def collect(config: ExperimentConfig, lab: Lab, progress: bool = True) -> dict[str, ActivationStore]:
@@ -104,7 +105,7 @@ def run_locally(
     except Exception as e:
         # Half-written files go first: on a full disk that frees the space the status write needs.
         remove_temporary_files(folder, checkpoint=True)
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = first_line(e)
         recorded = rec.end("FAILED", f"{type(e).__name__}: {msg}"[:500]) if rec.started or _row_exists(lab, spec.run_id) else True
         if isinstance(e, DiskFullError):
             later = "" if recorded else " (the next command that writes to the lab records that)"
@@ -121,7 +122,7 @@ def _row_exists(lab: Lab, run_id: str) -> bool:
     if not lab.db.exists():
         return False
     try:
-        return bool(query_rows(lab.root, "SELECT 1 FROM runs WHERE run_id = ?", [run_id]))
+        return bool(query_rows(lab, "SELECT 1 FROM runs WHERE run_id = ?", [run_id]))
     except LabError:
         return False
 
@@ -130,8 +131,6 @@ def run_experiment(config: ExperimentConfig, lab: Lab, progress: bool = True, ev
                    tags: list[str] | None = None, analyze: bool = True) -> list[RunOutcome]:
     """Collect every domain (one pass each, all layers), then train, evaluate and analyse one SAE per
     training domain (a failed analysis warns and leaves the run FINISHED)."""
-    from engine.analysis.analyze import analyze_after_training
-
     collect(config, lab, progress)
     outcomes = []
     for spec in plan_runs(config, tags=tags):
@@ -161,12 +160,12 @@ def evaluate_existing(lab: Lab, run_id: str, progress: bool = False) -> dict[str
 def transfer_matrix(lab: Lab, group_id: str | None = None):
     """MSE of each (train domain → eval domain) pair for one group (default: the latest finished)."""
     if group_id is None:
-        rows = query(lab.root, "SELECT group_id FROM runs WHERE status = 'FINISHED' ORDER BY ended_at DESC LIMIT 1")
+        rows = query(lab, "SELECT group_id FROM runs WHERE status = 'FINISHED' ORDER BY ended_at DESC LIMIT 1")
         if rows.empty:
             raise LabError("no finished runs in this lab yet: run `python -m engine run` first")
         group_id = rows.iloc[0, 0]
     return query(
-        lab.root,
+        lab,
         """SELECT r.train_domain, e.eval_domain, e.mse, e.fvu, e.r2, e.transfer_ratio, q.score, q.rating
            FROM runs r JOIN eval_results e USING (run_id) LEFT JOIN quality_scores q USING (run_id)
            WHERE r.group_id = ? ORDER BY r.train_domain, e.eval_domain""",

@@ -22,9 +22,9 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
+from core.errors import LabError
+from core.lab import Lab
 from db import connect, query, replay_spools, transaction, utcnow
-from engine.errors import LabError
-from engine.lab import Lab
 from engine.run_owner import Owner, owner_alive, owner_of, remove_temporary_files
 
 # Records that must survive the run they mention (findings/: cards keep their evidence).
@@ -64,7 +64,7 @@ def delete_run(lab: Lab, run_id: str) -> dict[str, Any]:
 
     Refuses a run that is still RUNNING (its process would write again) and an unknown run."""
     _check_id(run_id)
-    with connect(lab.root, read_only=True) as con:
+    with connect(lab, read_only=True) as con:
         row = con.execute("SELECT status FROM runs WHERE run_id = ?", [run_id]).fetchall()
     if not row:
         raise LabError(f"unknown run '{run_id}': list runs with python -m engine sql \"SELECT run_id, name FROM runs\"")
@@ -75,7 +75,7 @@ def delete_run(lab: Lab, run_id: str) -> dict[str, Any]:
                            f"(python -m engine runs mark-failed {run_id}), then delete it")
         raise LabError(f"run '{run_id}' is still RUNNING: cancel it (python -m engine cancel {run_id}) and wait for it to stop")
     deleted: dict[str, int] = {}
-    with transaction(lab.root) as con:
+    with transaction(lab) as con:
         for table, column, key, child in _child_tables(con):  # children first: they find their rows through the parent
             n = con.execute(f'DELETE FROM "{child}" WHERE "{key}" IN (SELECT "{key}" FROM "{table}" WHERE "{column}" = ?)',
                             [run_id]).fetchall()[0][0]
@@ -97,7 +97,8 @@ def _check_id(run_id: str) -> None:
 
 def run_info(lab: Lab, run_id: str) -> dict[str, Any] | None:
     """The run's status and owner, and the status of the job that produced it (if any)."""
-    df = query(lab.root, """SELECT r.run_id, r.status, r.owner_host, r.owner_pid, r.owner_started, r.heartbeat_at, j.status AS job_status
+    df = query(lab, """SELECT r.run_id, r.status, r.owner_host, r.owner_pid, r.owner_started, r.heartbeat_at,
+                                 j.status AS job_status
                             FROM runs r LEFT JOIN jobs j ON j.job_id = r.run_id WHERE r.run_id = ?""", [run_id])
     return None if df.empty else {k: (None if _missing(v) else v) for k, v in df.iloc[0].to_dict().items()}
 
@@ -116,7 +117,7 @@ def _who(owner: Owner | None) -> str:
 def _end_failed(lab: Lab, run_id: str, error: str) -> bool:
     """RUNNING -> FAILED for the run and its job, in one transaction; False if it was no longer RUNNING."""
     now = utcnow()
-    with transaction(lab.root) as con:
+    with transaction(lab) as con:
         n = con.execute("UPDATE runs SET status = 'FAILED', ended_at = ?, error = ? WHERE run_id = ? AND status = 'RUNNING'",
                         [now, error, run_id]).fetchall()[0][0]
         con.execute("UPDATE jobs SET status = 'FAILED', finished_at = ?, error = ?, phase = 'failed', eta_seconds = NULL "
@@ -132,7 +133,7 @@ def mark_failed(lab: Lab, run_id: str) -> str:
     Refuses an unknown run, a run that is not RUNNING, and a run whose process is alive (or runs on
     another machine, where this one cannot tell)."""
     _check_id(run_id)
-    replay_spools(lab.root)  # rows a dead writer could not write (perhaps its own end) land first
+    replay_spools(lab)  # rows a dead writer could not write (perhaps its own end) land first
     info = run_info(lab, run_id)
     if info is None:
         raise LabError(f"unknown run '{run_id}': list runs with python -m engine sql \"SELECT run_id, name, status FROM runs\"")
@@ -162,11 +163,11 @@ def recover_orphaned_runs(lab: Lab) -> list[str]:
     Cheap when there is nothing to do (one read); called whenever a command opens the lab for writing."""
     sql = """SELECT r.run_id, r.owner_host, r.owner_pid, r.owner_started FROM runs r LEFT JOIN jobs j ON j.job_id = r.run_id
              WHERE r.status = 'RUNNING' AND coalesce(j.status, '') NOT IN ('QUEUED', 'RUNNING')"""
-    if query(lab.root, sql).empty:
+    if query(lab, sql).empty:
         return []
-    replay_spools(lab.root)
+    replay_spools(lab)
     out = []
-    for row in query(lab.root, sql).to_dict("records"):
+    for row in query(lab, sql).to_dict("records"):
         owner = owner_of({k: (None if _missing(v) else v) for k, v in row.items()})
         if owner_alive(lab, row["run_id"], owner) is False:
             error = (f"{_who(owner)} stopped without recording how the run ended (killed, crashed, or the disk was full); "

@@ -19,8 +19,8 @@ from typing import Any
 
 import psutil
 
+from core.lab import Lab
 from db.writer import OwnerLock
-from engine.lab import Lab
 
 
 @dataclass(frozen=True)

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import argparse
 
+from engine.run_admin import delete_run, mark_failed
+
 
 def cmd_mark_failed(args, lab) -> int:
-    from engine.run_admin import mark_failed
-
     error = mark_failed(lab, args.run_id)
     print(f"run {args.run_id} marked FAILED ({error}); delete it with: python -m engine runs delete {args.run_id}")
     return 0
 
 
 def cmd_delete(args, lab) -> int:
-    from engine.run_admin import delete_run
-
     deleted = delete_run(lab, args.run_id)
     rows = ", ".join(f"{t} {n}" for t, n in sorted(deleted.items()) if n)
     print(f"run {args.run_id} deleted: rows removed ({rows or 'none'}) and its folder {lab.relative(lab.run_dir(args.run_id))}; "

@@ -11,10 +11,11 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
-from engine.errors import LabError
+from core.errors import LabError
+from core.lab import Lab
 from findings.evidence import FEATURE_KIND, feature_evidence, make_snapshot, resolve_refs, run_rows
 from findings.model import EDITABLE, Card, FeatureRef, check_author, check_fields, check_note
-from findings.store import insert_new_card, lab_root
+from findings.store import insert_new_card
 
 HIGH_SCORE = 0.9  # detection score (balanced accuracy on held-out text) for a prefilled "high"
 MEDIUM_SCORE = 0.75
@@ -51,7 +52,8 @@ def prefill(run: dict[str, Any], feature: int, detail: dict[str, Any] | None) ->
         what = " / ".join(tokens) if tokens else label
         verb = "fires on the token right after" if f.get("label_kind") == "previous token" else "fires on"
         claim = f"Feature {feature} ({where}) {verb} {what}"
-        claim += f" (detection score {score:.2f} on held-out text)." if score is not None else " (too few held-out firings to score the label)."
+        claim += (f" (detection score {score:.2f} on held-out text)." if score is not None
+                  else " (too few held-out firings to score the label).")
     elif f.get("dead"):
         claim = f"Feature {feature} ({where}) never fires on the analysed text."
     else:
@@ -72,21 +74,20 @@ def prefill(run: dict[str, Any], feature: int, detail: dict[str, Any] | None) ->
             "description": "\n".join(lines), "confidence": confidence_for(score), "tags": [cls] if cls else []}
 
 
-def card_from_feature(lab: Any, run_id: str, feature: int, author: str = "", **overrides: Any) -> Card:
+def card_from_feature(lab: Lab, run_id: str, feature: int, author: str = "", **overrides: Any) -> Card:
     """Create a draft card about one feature, prefilled from its analysis, with a fresh snapshot.
 
     ``overrides`` set any card field instead of the prefilled value (title, claim, label,
     description, confidence, status, tags, notes, examples), plus ``note`` (the change note)."""
-    root = lab_root(lab)
     unknown = sorted(set(overrides) - (set(EDITABLE) - {"features"}) - {"note"})
     if unknown:
         raise LabError(f"'{unknown[0]}' is not a card field you can prefill: use one of "
                        f"{', '.join(n for n in EDITABLE if n != 'features')}")
-    (ref,) = resolve_refs(root, [FeatureRef(run_id, feature)])
-    run = run_rows(root, [run_id])[run_id]
-    data = feature_evidence(root, run_id, ref.feature, run)
+    (ref,) = resolve_refs(lab, [FeatureRef(run_id, feature)])
+    run = run_rows(lab, [run_id])[run_id]
+    data = feature_evidence(lab, run_id, ref.feature, run)
     note = check_note(overrides.pop("note", ""))
     values = check_fields({**prefill(run, ref.feature, data["detail"]), **overrides})
     # One snapshot for both the prefill and the card: what the card says and what it froze agree.
     snap = make_snapshot(FEATURE_KIND, data, run_id, ref.feature)
-    return insert_new_card(root, values, [replace(ref, snapshot_id=snap.snapshot_id)], [snap], check_author(author), note)
+    return insert_new_card(lab, values, [replace(ref, snapshot_id=snap.snapshot_id)], [snap], check_author(author), note)

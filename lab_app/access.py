@@ -24,7 +24,7 @@ import re
 
 import streamlit as st
 
-from engine.errors import LabError
+from core.errors import LabError
 
 TOKEN_ENV = "SAE_LAB_TOKEN"
 MIN_TOKEN_CHARS = 16
@@ -80,7 +80,8 @@ def require() -> None:
         if is_loopback(address):
             return
         st.markdown(f"**This lab needs its access token**, and none is set: it is served on "
-                    f"{address or 'every interface'}. Restart it with `make lab ADDRESS={address or '0.0.0.0'} SAE_LAB_TOKEN=...`.")
+                    f"{address or 'every interface'}. Restart it with `make lab ADDRESS={address or '0.0.0.0'} "
+                    "SAE_LAB_TOKEN=...`.")
         st.stop()
 
     wrong = False
@@ -99,7 +100,8 @@ def require() -> None:
     if token_matches(st.session_state.get(_SESSION_KEY), expected):
         return
 
-    st.markdown("**This lab needs its access token.** Open the address printed when it started (`…/?token=…`) or paste the token here.")
+    st.markdown("**This lab needs its access token.** Open the address printed when it started (`…/?token=…`) or paste the "
+                "token here.")
     st.text_input("Access token", type="password", key=_INPUT_KEY)
     if wrong:
         st.caption("That token is not this lab's.")

@@ -7,16 +7,9 @@ The access gate (lab_app/access.py) runs first, before any page or the sidebar d
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import streamlit as st  # noqa: E402
-
-from lab_app import access, data, nav, sidebar  # noqa: E402
+from lab_app import access, data, nav, sidebar
 
 # An emoji favicon is drawn in the browser; a :material/…: one is fetched from fonts.gstatic.com.
 st.set_page_config(page_title="SAE lab", page_icon="🔬", layout="wide")

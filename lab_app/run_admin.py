@@ -10,7 +10,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from engine.errors import LabError
+from core.errors import LabError
+from engine.run_admin import delete_run, mark_failed, run_info
+from engine.run_owner import owner_alive, owner_of
 from lab_app import data
 
 FLASH = "run_admin_flash"
@@ -18,9 +20,6 @@ FLASH = "run_admin_flash"
 
 def _state(lab, run_id: str) -> str:
     """Who runs a RUNNING run, and whether that process is alive."""
-    from engine.run_admin import run_info
-    from engine.run_owner import owner_alive, owner_of
-
     try:
         info = run_info(lab, run_id)
     except LabError as e:
@@ -59,15 +58,11 @@ def render(runs: pd.DataFrame) -> None:
 
 
 def _mark_failed(lab, rid: str) -> str:
-    from engine.run_admin import mark_failed
-
     mark_failed(lab, rid)
     return f"Run {rid} marked FAILED."
 
 
 def _delete(lab, rid: str) -> str:
-    from engine.run_admin import delete_run
-
     deleted = delete_run(lab, rid)
     return f"Run {rid} deleted ({sum(deleted.values())} rows and its folder)."
 

@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from engine.errors import LabError
+from core.errors import LabError
 from lab_app.access import check_exposure, configured_token, is_loopback
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lab_app.serve", description="Start the lab app (what `make lab` runs).")
     p.add_argument("--lab", default=os.environ.get("SAE_LAB_DIR") or "lab_data", help="the lab folder (default ./lab_data)")
     p.add_argument("--port", type=int, default=8501)
-    p.add_argument("--address", default=DEFAULT_ADDRESS, help="listen address (default 127.0.0.1; anything else needs SAE_LAB_TOKEN)")
+    p.add_argument("--address", default=DEFAULT_ADDRESS,
+                   help="listen address (default 127.0.0.1; anything else needs SAE_LAB_TOKEN)")
     p.add_argument("--check", action="store_true", help="only check the address and token, then exit")
     return p
 
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     env = {**os.environ, "SAE_LAB_DIR": str(Path(args.lab).resolve())}
     if not is_loopback(args.address):
-        print(f"The lab is served on {args.address}:{args.port}; open it at http://<this machine>:{args.port}/?token=<your SAE_LAB_TOKEN>",
+        print(f"The lab is served on {args.address}:{args.port}; open it at http://<this machine>:{args.port}/?token=<your "
+              "SAE_LAB_TOKEN>",
               flush=True)
     os.chdir(ROOT)
     os.execve(sys.executable, streamlit_argv(args.address, args.port), env)

@@ -11,7 +11,9 @@ import math
 
 import streamlit as st
 
-from engine.errors import LabError
+from core.errors import LabError
+from engine.cli_args import comma_list
+from engine.sweeps.spec import PRESETS, SweepSpec
 from lab_app import data
 
 PRESET_HELP = {
@@ -33,13 +35,13 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def launcher() -> None:
-    from engine.cli_args import comma_list
+    # deferred: loads torch, which the app's pages start without
     from engine.sweeps.launch import ensure_workers
     from engine.sweeps.queue import enqueue_sweep
-    from engine.sweeps.spec import PRESETS, SweepSpec
 
     with st.expander("Launch a sweep", icon=":material/rocket_launch:", expanded=False):
-        choice = st.selectbox("Sweep", list(PRESET_HELP), key="sw_preset", help="\n".join(f"{k}: {v}" for k, v in PRESET_HELP.items()))
+        choice = st.selectbox("Sweep", list(PRESET_HELP), key="sw_preset",
+                              help="\n".join(f"{k}: {v}" for k, v in PRESET_HELP.items()))
         params: dict = {}
         base: dict = {}
         if choice == "custom grid":
@@ -47,11 +49,13 @@ def launcher() -> None:
             ks = st.text_input("k (comma-separated)", "48, 24, 16", key="sw_k")
             d_saes = st.text_input("d_sae (comma-separated)", "2048", key="sw_dsae")
             archs = st.multiselect("Architecture", ["topk", "batchtopk", "relu"], default=["topk"], key="sw_arch")
-            domains = st.text_input("Domains", "prose, code", key="sw_domains", help="prose, code, wikitext, python-code, or name=path")
+            domains = st.text_input("Domains", "prose, code", key="sw_domains",
+                                    help="prose, code, wikitext, python-code, or name=path")
         with st.popover("Budget and workers", icon=":material/tune:"):
             tokens = st.number_input("Tokens per domain", 2_000, 10_000_000, 100_000, step=10_000, key="sw_tokens")
             epochs = st.number_input("Epochs", 0.5, 100.0, 6.0, step=0.5, key="sw_epochs")
-            workers = st.number_input("Worker processes", 1, 4, 1, key="sw_workers", help="On 2 cores, 2 workers × 1 thread train faster in total than 1 × 2.")
+            workers = st.number_input("Worker processes", 1, 4, 1, key="sw_workers",
+                                      help="On 2 cores, 2 workers × 1 thread train faster in total than 1 × 2.")
             threads = st.number_input("Threads per worker (0 = all cores)", 0, 16, 0, key="sw_threads")
         if st.button("Launch", type="primary", key="sw_launch", icon=":material/play_arrow:"):
             try:
@@ -71,7 +75,8 @@ def launcher() -> None:
                 sweep_id, runs = enqueue_sweep(data.lab(), spec)
                 started = ensure_workers(data.lab(), int(workers), int(threads) or None)
                 data.clear()
-                st.session_state["sw_message"] = f"Sweep {sweep_id}: {len(runs)} jobs queued" + (f", {started} worker(s) started" if started else "")
+                st.session_state["sw_message"] = (f"Sweep {sweep_id}: {len(runs)} jobs queued"
+                                                  + (f", {started} worker(s) started" if started else ""))
             except LabError as e:
                 st.session_state["sw_message"] = f"error: {e}"
         msg = st.session_state.get("sw_message")
@@ -98,6 +103,7 @@ def _eta(seconds) -> str:
 
 @st.fragment(run_every="2s")
 def live_panel() -> None:
+    # deferred: loads torch, which the app's pages start without
     from engine.sweeps.launch import ensure_workers, live_workers
     from engine.sweeps.queue import cancel_queued_and_flag_running
 
@@ -106,7 +112,7 @@ def live_panel() -> None:
         st.caption("No lab database yet: launch a sweep or run `make lab`.")
         return
     try:
-        jobs = data.jobs_live(str(data.lab().root))
+        jobs = data.jobs_live(data.lab())
     except LabError as e:
         st.caption(f"queue unavailable: {e}")
         return

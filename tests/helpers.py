@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def copy_lab(src: Path, dst: Path):
     """A private copy of a lab for a test that writes to it (lock and WAL files left behind)."""
-    from engine.lab import Lab
+    from core.lab import Lab
 
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.lock", "*.wal"))
     return Lab.at(dst)
@@ -103,7 +103,8 @@ class Tmpfs:
             reason = "mounting a tmpfs needs root: the disk-full test cannot fill a real disk here"
             print(reason)
             pytest.skip(reason)
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size}", "tmpfs", str(self.where)], capture_output=True, text=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size}", "tmpfs", str(self.where)],
+                           capture_output=True, text=True)
         if r.returncode != 0:
             reason = f"mounting a tmpfs is not allowed here ({r.stderr.strip() or r.returncode}): skipping the disk-full test"
             print(reason)
@@ -140,7 +141,7 @@ def add_running_run(lab, run_id: str, pid: int, started: float, host: str | None
 
     import db
 
-    with db.transaction(lab.root) as con:
+    with db.transaction(lab) as con:
         con.execute("INSERT INTO runs SELECT * REPLACE (? AS run_id, 'RUNNING' AS status, NULL::TIMESTAMP AS ended_at, "
                     "? AS owner_host, ? AS owner_pid, ? AS owner_started) FROM runs ORDER BY created_at LIMIT 1",
                     [run_id, host or socket.gethostname(), pid, started])

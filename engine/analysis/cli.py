@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import json
 
-from engine.cli_args import int_arg
-from engine.errors import LabError
+import numpy as np
 
+from core.config_base import apply_override, parse_override
+from core.errors import LabError
+from db import ensure_schema, query
+from engine.analysis.config import AnalysisConfig
+from engine.analysis.queries import feature_detail, render_tokens, top_texts
+from engine.cli_args import int_arg
 
 
 def add_analysis_commands(sub) -> None:
@@ -51,9 +56,6 @@ def add_analysis_commands(sub) -> None:
 
 
 def _analysis_config(args):
-    from engine.analysis.config import AnalysisConfig
-    from engine.config_base import apply_override, parse_override
-
     data = {"seed": args.seed, "tsne": bool(args.tsne)}
     for text in args.set:
         path, value = parse_override(text)
@@ -62,17 +64,17 @@ def _analysis_config(args):
 
 
 def cmd_analyze(args, lab) -> int:
-    from db import ensure_schema, query
+    # deferred: loads torch, and the parser is built for every command
     from engine.analysis.analyze import analyze_run
 
     cfg = _analysis_config(args)
     ids = list(args.run_ids)
     if args.all:
-        ensure_schema(lab.root)
+        ensure_schema(lab)
         sql = "SELECT run_id FROM runs WHERE status = 'FINISHED'"
         if not args.redo:
             sql += " AND run_id NOT IN (SELECT run_id FROM analysis_runs)"
-        ids += [r for r in query(lab.root, sql + " ORDER BY created_at")["run_id"] if r not in ids]
+        ids += [r for r in query(lab, sql + " ORDER BY created_at")["run_id"] if r not in ids]
     if not ids and args.all:
         print("every finished run already has a feature analysis (add --redo to analyse them again)")
         return 0
@@ -94,6 +96,7 @@ def cmd_analyze(args, lab) -> int:
 
 
 def cmd_probe(args, lab) -> int:
+    # deferred: loads torch, and the parser is built for every command
     from engine.analysis.probe import probe_text
 
     res = probe_text(lab, args.run, args.text, args.top)
@@ -108,9 +111,7 @@ def cmd_probe(args, lab) -> int:
 
 
 def cmd_top_texts(args, lab) -> int:
-    from engine.analysis.queries import render_tokens, top_texts
-
-    rows = top_texts(lab.root, args.run, args.feature, args.domain, args.n)
+    rows = top_texts(lab, args.run, args.feature, args.domain, args.n)
     if not rows:
         print(f"feature {args.feature} never fires on {'domain ' + args.domain if args.domain else 'any domain'}")
     for r in rows:
@@ -121,9 +122,7 @@ def cmd_top_texts(args, lab) -> int:
 
 
 def cmd_feature(args, lab) -> int:
-    from engine.analysis.queries import feature_detail
-
-    d = feature_detail(lab.root, args.run, args.feature)
+    d = feature_detail(lab, args.run, args.feature)
     f = d["feature"]
     score = f"{f['label_score']:.2f}" if f.get("label_score") is not None else "n/a"
     print(f"feature {args.feature} of run {args.run}: {f.get('class')}, label \"{f.get('label') or '-'}\" (detection {score}), "
@@ -139,8 +138,7 @@ def cmd_feature(args, lab) -> int:
 
 
 def cmd_match(args, lab) -> int:
-    import numpy as np
-
+    # deferred: loads torch, and the parser is built for every command
     from engine.analysis.matching import match_runs
 
     m = match_runs(lab, args.run_a, args.run_b)

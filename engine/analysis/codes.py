@@ -14,12 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.artifacts import load_run
+from core.errors import LabError
+from core.lab import Lab
+from engine.artifacts import load_run, stores_for_run
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
-from engine.errors import LabError
-from engine.lab import Lab
-from engine.runs import stores_for_run
 from engine.training.sae import SparseAutoencoder
 
 
@@ -93,11 +92,13 @@ class RunData:
 
 
 @torch.inference_mode()
-def encode_store(sae: SparseAutoencoder, store: ActivationStore, name: str, hook: str, layer: int, chunk_rows: int) -> DomainCodes:
+def encode_store(sae: SparseAutoencoder, store: ActivationStore, name: str, hook: str, layer: int,
+                 chunk_rows: int) -> DomainCodes:
     """Stream a domain's activations through the SAE chunk by chunk, keeping the active entries."""
     acts = store.acts(hook, layer)
     if acts.shape[1] != sae.d_in:
-        raise LabError(f"the SAE expects {sae.d_in}-wide activations but domain '{name}' has {acts.shape[1]}: the run and its activation set do not match")
+        raise LabError(f"the SAE expects {sae.d_in}-wide activations but domain '{name}' has {acts.shape[1]}: the run and its "
+                       "activation set do not match")
     n = store.n_rows
     parts_r, parts_c, parts_v = [], [], []
     for a in range(0, n, chunk_rows):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.config_base import ConfigBase
-from engine.config_bounds import bounded, seed_field
-from engine.errors import LabError
+from core.config_base import ConfigBase
+from core.config_bounds import bounded, seed_field
+from core.errors import LabError
 
 
 @dataclass
@@ -20,7 +20,8 @@ class AnalysisConfig(ConfigBase):
     quantile_group_size: int = bounded(5, ge=0, le=1000)
     # Statistics and classes.
     hist_bins: int = bounded(20, ge=1, le=10_000)
-    class_threshold: float = bounded(0.5, gt=0.0, lt=1.0)  # |(f_d - f_rest) / (f_d + f_rest)| >= 0.5 <=> fires >= 3x as often on d
+    class_threshold: float = bounded(0.5, gt=0.0,
+                                     lt=1.0)  # |(f_d - f_rest) / (f_d + f_rest)| >= 0.5 <=> fires >= 3x as often on d
     # Neighbours and token effects.
     n_neighbours: int = bounded(10, ge=0, le=10_000)
     n_token_effects: int = bounded(10, ge=0, le=10_000)
@@ -34,7 +35,8 @@ class AnalysisConfig(ConfigBase):
     central_features: int = bounded(5, ge=0, le=1000)
     # Labels.
     label_max_tokens: int = bounded(3, ge=1, le=64)
-    label_min_count: int = bounded(2, ge=1, le=10**9)  # a label token must co-occur with firing at least this often in training rows
+    # A label token must co-occur with firing at least this often in training rows.
+    label_min_count: int = bounded(2, ge=1, le=10**9)
     label_min_share: float = bounded(0.05, ge=0.0, le=1.0)  # tokens after the first must carry this share of the feature's firing
     label_min_val_fires: int = bounded(5, ge=0, le=10**9)  # fewer held-out firing tokens than this: no detection score
 

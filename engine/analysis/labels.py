@@ -128,7 +128,8 @@ def compute_labels(domains: list[DomainCodes], d_sae: int, vocab: Vocab, max_tok
 
     # Held-out detection, per domain and pooled.
     D = len(domains)
-    tp = np.zeros((D, d_sae)); pos = np.zeros((D, d_sae)); nf = np.zeros((D, d_sae), dtype=np.int64); nval = np.zeros(D)
+    tp, pos = np.zeros((D, d_sae)), np.zeros((D, d_sae))
+    nf, nval = np.zeros((D, d_sae), dtype=np.int64), np.zeros(D)
     for i, dc in enumerate(domains):
         m = dc.rows >= dc.val_start
         r, f = dc.rows[m], dc.cols[m].astype(np.int64)

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.errors import LabError
+from core.lab import Lab
 from engine.artifacts import load_run
 from engine.collection.collect import special_wrapping
 from engine.collection.hooks import StopForward, hook_module, layer_list, record, stop_after
 from engine.collection.models import LoadedModel, load_model, resolve_model
-from engine.errors import LabError
-from engine.lab import Lab
 from engine.training.sae import SparseAutoencoder
 
 

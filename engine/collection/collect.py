@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from core.errors import LabError, writing_to
+from core.lab import Lab
 from engine.collection import corpora
 from engine.collection.hooks import StopForward, hook_module, layer_list, record, stop_after
 from engine.collection.models import LoadedModel, ModelInfo, load_model
@@ -32,8 +34,6 @@ from engine.collection.store import (
     write_json_atomic,
 )
 from engine.config import DataConfig, DomainSpec
-from engine.errors import LabError, writing_to
-from engine.lab import Lab
 
 Site = tuple[str, int]  # (hook, layer)
 
@@ -181,9 +181,9 @@ def _forward_batches(
 ) -> None:
     """Run the model once per batch and hand the kept rows of every site to ``on_batch``."""
     info, model, device = loaded.info, loaded.model, loaded.device
-    modules = {site_name(h, l): hook_module(model, info.model_type, info.n_layers, h, l) for h, l in sites}
+    modules = {site_name(h, layer): hook_module(model, info.model_type, info.n_layers, h, layer) for h, layer in sites}
     # Nothing after the deepest requested block is needed: stop the pass there.
-    last_block = layer_list(model, info.n_layers)[max(l for _, l in sites)]
+    last_block = layer_list(model, info.n_layers)[max(layer for _, layer in sites)]
     backbone = getattr(model, "base_model", model)
     n = len(seqs.tokens)
     bar = tqdm(total=n, desc=desc, unit="seq", disable=not progress, leave=False)
@@ -198,17 +198,19 @@ def _forward_batches(
                 except StopForward:
                     pass
             out: dict[Site, np.ndarray] = {}
-            for h, l in sites:
-                a = sink[site_name(h, l)][keep].float()
+            for h, layer in sites:
+                a = sink[site_name(h, layer)][keep].float()
                 if not torch.isfinite(a).all():
                     raise LabError(
-                        f"the model produced NaN or infinite activations at {h} layer {l} (sequences {start}-{start + len(ids) - 1}): "
+                        f"the model produced NaN or infinite activations at {h} layer {layer} (sequences "
+                        f"{start}-{start + len(ids) - 1}): "
                         "check the model's weights or use another model"
                     )
                 a16 = a.to(torch.float16)
                 if not torch.isfinite(a16).all():
-                    raise LabError(f"activations at {h} layer {l} exceed the float16 range (|x| > 65504): use another hook point")
-                out[(h, l)] = a16.cpu().numpy()
+                    raise LabError(f"activations at {h} layer {layer} exceed the float16 range (|x| > 65504): use another hook "
+                                   "point")
+                out[(h, layer)] = a16.cpu().numpy()
             on_batch(start, len(ids), out)
             bar.update(len(ids))
     bar.close()

@@ -18,11 +18,12 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
+from core.errors import LabError, first_line
 from engine.config import DomainSpec
-from engine.errors import LabError
 
 CORPUS_VERSION = 1  # bump when the text a source yields changes: cached activations are keyed by it
-TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".json", ".csv", ".html", ".tex", ".c", ".h", ".js", ".ts", ".java", ".go", ".rs", ""}
+TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".json", ".csv", ".html", ".tex", ".c", ".h", ".js", ".ts",
+                 ".java", ".go", ".rs", ""}
 _SKIP_PARTS = {"test", "tests", "idle_test", "site-packages", "__pycache__", "lib2to3", "turtledemo"}
 _DOC_CHARS = 2000  # documents longer than this are split at paragraph / definition boundaries
 
@@ -100,7 +101,8 @@ class _StripDocstrings(ast.NodeTransformer):
     def _strip(self, node):
         self.generic_visit(node)
         body = node.body
-        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
+        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None),
+                                                                 ast.Constant) and isinstance(body[0].value.value, str):
             node.body = body[1:] or [ast.Pass()]
         return node
 
@@ -244,6 +246,7 @@ def parse_hf_source(source: str) -> tuple[str, str | None, str, str]:
 
 
 def hf_docs(source: str, seed: int) -> Iterator[str]:
+    # deferred: engine.collection.models loads torch, and every config parse imports this module
     from engine.collection.models import hub_reachable
 
     name, config, split, column = parse_hf_source(source)
@@ -253,12 +256,13 @@ def hf_docs(source: str, seed: int) -> Iterator[str]:
             "use the offline domains prose/code or a local folder (name=path)"
         )
     try:
+        # deferred: datasets is heavy
         import datasets
 
         ds = datasets.load_dataset(name, config, split=split, streaming=True)
         ds = ds.shuffle(seed=seed, buffer_size=10_000)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise LabError(f"cannot load dataset '{name}' ({first[:160]}): check the dataset name, config and split") from None
     for record in ds:
         text = record.get(column)
@@ -282,4 +286,5 @@ def documents(domain: DomainSpec, seed: int) -> Iterator[str]:
         return iter(docs)
     if src.startswith("hf:"):
         return hf_docs(src, seed)
-    raise LabError(f"unknown source '{src}' for domain '{domain.name}': use stdlib:prose, stdlib:code, file:<path> or hf:<dataset>")
+    raise LabError(f"unknown source '{src}' for domain '{domain.name}': use stdlib:prose, stdlib:code, file:<path> or "
+                   "hf:<dataset>")

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from engine.errors import LabError
+from core.errors import LabError, first_line
 
 STORE_VERSION = 1
 
@@ -97,7 +97,7 @@ class ActivationStore:
 
 
 def damaged_store(path: Path, name: str, e: BaseException) -> LabError:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = first_line(e)
     return LabError(f"the activation set {path} is damaged ({name}: {text}): delete that folder and run the command "
                     "again; it is collected again from the run's settings")
 

@@ -18,9 +18,9 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Literal
 
-from engine.config_base import ConfigBase
-from engine.config_bounds import bounded, seed_field
-from engine.errors import LabError
+from core.config_base import ConfigBase
+from core.config_bounds import bounded, seed_field
+from core.errors import LabError
 
 OPS = ("zero", "scale", "clamp")
 MAX_SEQUENCES = 64  # corpus input: sequences run in one forward pass
@@ -50,7 +50,8 @@ class Edit(ConfigBase):
         if isinstance(self.value, bool) or not isinstance(self.value, numbers.Real):
             raise LabError(f"the {name} {self.value!r} is not a number: give a finite number")
         if not math.isfinite(float(self.value)):
-            raise LabError(f"the {name} is {self.value}: give a finite number, e.g. --{self.op} {'4' if self.op == 'scale' else '10'}")
+            raise LabError(f"the {name} is {self.value}: give a finite number, e.g. --{self.op} "
+                           f"{'4' if self.op == 'scale' else '10'}")
         self.value = float(self.value)
         return self
 
@@ -64,13 +65,15 @@ class Edit(ConfigBase):
 
 @dataclass
 class InterventionOptions(ConfigBase):
-    generate_tokens: int = bounded(16, ge=0, le=512)  # causal LMs, text input: new tokens generated with and without the edit (0: none)
+    # Causal LMs, text input: new tokens generated with and without the edit (0: none).
+    generate_tokens: int = bounded(16, ge=0, le=512)
     sample: bool = False  # greedy (default) or sampled with a torch.Generator seeded by ``seed``
     seed: int = seed_field(0)
     temperature: float = bounded(1.0, gt=0.0, le=100.0)  # sampling only
     top_tokens: int = bounded(10, ge=0, le=10_000)  # token movers reported in each direction
     ce_sequences: int = bounded(8, ge=0, le=10_000)  # causal LMs: held-out sequences per domain for the change in CE (0: skip)
-    neighbour_corpus: int = bounded(64, ge=0, le=100_000)  # encoders, text input: held-out sequences per domain ranked as neighbours (0: skip)
+    # Encoders, text input: held-out sequences per domain ranked as neighbours (0: skip).
+    neighbour_corpus: int = bounded(64, ge=0, le=100_000)
     neighbour_top: int = bounded(10, ge=0, le=10_000)  # the top-k compared for the neighbour overlap
     neighbour_moves: int = bounded(5, ge=0, le=10_000)  # biggest rank moves reported in each direction
 

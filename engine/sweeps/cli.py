@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import argparse
 
-from engine.errors import LabError
+from core.config_base import apply_override, parse_override
+from core.errors import LabError
+from db import query
+from engine.run_admin import run_info
+from engine.run_owner import owner_alive, owner_of
+from engine.sweeps.leaderboard import leaderboard, pareto_front
+from engine.sweeps.spec import load_spec
+from engine.tables import format_table
 
 
 def cmd_sweep(args, lab) -> int:
+    # deferred: loads torch, and the parser is built for every command
     from engine.sweeps.launch import ensure_workers
     from engine.sweeps.queue import enqueue_sweep
-    from engine.sweeps.spec import load_spec
 
     spec = load_spec(args.spec)
     if args.run_cap is not None:
         spec = spec.replace(run_cap=args.run_cap)
     for text in args.set:
-        from engine.config_base import apply_override, parse_override
-
         path, value = parse_override(text)
         base = dict(spec.base)
         apply_override(base, path, value)
@@ -33,6 +38,7 @@ def cmd_sweep(args, lab) -> int:
 
 
 def cmd_worker(args, lab) -> int:
+    # deferred: loads torch, and the parser is built for every command
     from engine.sweeps.worker import Worker
 
     n = Worker(lab, threads=args.threads, progress=not args.quiet, analysis=not args.no_analysis,
@@ -42,20 +48,18 @@ def cmd_worker(args, lab) -> int:
 
 
 def cmd_status(args, lab) -> int:
-    from db import query
-    from engine.cli import format_table
-    from engine.sweeps.leaderboard import leaderboard, pareto_front
+    # deferred: loads torch, and the parser is built for every command
     from engine.sweeps.queue import job_statuses
 
     if not lab.db.exists():
         raise LabError(f"no lab database at {lab.db}: launch a sweep first")
     sweep_id = args.sweep_id
     if not sweep_id:
-        latest = query(lab.root, "SELECT sweep_id FROM sweeps ORDER BY created_at DESC LIMIT 1")
+        latest = query(lab, "SELECT sweep_id FROM sweeps ORDER BY created_at DESC LIMIT 1")
         if latest.empty:
             raise LabError("no sweeps in this lab yet: launch one with python -m engine sweep everything")
         sweep_id = latest.iloc[0, 0]
-    sw = query(lab.root, "SELECT * FROM sweeps WHERE sweep_id = ?", [sweep_id])
+    sw = query(lab, "SELECT * FROM sweeps WHERE sweep_id = ?", [sweep_id])
     if sw.empty:
         raise LabError(f"unknown sweep '{sweep_id}': list sweeps with python -m engine sql \"select * from sweeps\"")
     s = sw.iloc[0]
@@ -70,7 +74,8 @@ def cmd_status(args, lab) -> int:
     if board.empty:
         print("no finished configurations yet")
         return 0
-    cols = ["rank", "layer", "hook", "k", "d_sae", "architecture", "fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score", "overall"]
+    cols = ["rank", "layer", "hook", "k", "d_sae", "architecture", "fvu", "r2", "transfer_ratio", "l0",
+            "dead_frac", "score", "overall"]
     print(f"\nleaderboard by {s['metric']} ({s['goal']}); overall = (R2_in + 1/transfer + (1 - L0/d_in)) / 3:")
     print(format_table(board[cols].head(args.top)))
     best = board.sort_values("overall", ascending=False).iloc[0]
@@ -85,6 +90,7 @@ def cmd_status(args, lab) -> int:
 def cmd_cancel(args, lab) -> int:
     """Cancel jobs (or a sweep's), saying per id what happened; a stuck RUNNING job or run (its
     process is gone, so nothing can stop) is pointed at ``runs mark-failed`` instead."""
+    # deferred: loads torch, and the parser is built for every command
     from engine.sweeps.queue import cancel_queued_and_flag_running
 
     if not args.job_ids and not args.sweep:
@@ -93,13 +99,15 @@ def cmd_cancel(args, lab) -> int:
         raise LabError(f"no lab database at {lab.db}: there is nothing to cancel (check --lab)")
     if args.sweep:
         n = cancel_queued_and_flag_running(lab, sweep_id=args.sweep)
-        print(f"cancel requested for {n} job(s) of sweep {args.sweep}: queued ones are KILLED now, running ones stop at their next step")
+        print(f"cancel requested for {n} job(s) of sweep {args.sweep}: queued ones are KILLED now, running ones stop at their "
+              "next step")
         return 0
     ids = list(dict.fromkeys(args.job_ids))
     plans = [_cancel_plan(lab, i) for i in ids]  # decided for every id before anything is changed
     unknown = [i for i, (kind, _) in zip(ids, plans) if kind == "unknown"]
     if unknown:
-        raise LabError(f"unknown job or run '{unknown[0]}': list them with python -m engine sql \"SELECT job_id, status FROM jobs\" "
+        raise LabError(f"unknown job or run '{unknown[0]}': list them with python -m engine sql \"SELECT job_id, status FROM "
+                       "jobs\" "
                        "(or SELECT run_id, status FROM runs)")
     to_cancel = [i for i, (kind, _) in zip(ids, plans) if kind == "cancel"]
     if to_cancel:
@@ -111,13 +119,11 @@ def cmd_cancel(args, lab) -> int:
 
 def _cancel_plan(lab, item: str) -> tuple[str, str]:
     """("cancel" | "report" | "unknown", what cancel does or did with ``item``)."""
-    from db import query
-    from engine.run_admin import run_info
-    from engine.run_owner import owner_alive, owner_of
+    # deferred: loads torch, and the parser is built for every command
     from engine.sweeps.queue import interrupted_jobs
 
     mark = f"python -m engine runs mark-failed {item}"
-    job = query(lab.root, "SELECT status FROM jobs WHERE job_id = ?", [item])
+    job = query(lab, "SELECT status FROM jobs WHERE job_id = ?", [item])
     if len(job):
         status = job.iloc[0, 0]
         if status == "QUEUED":

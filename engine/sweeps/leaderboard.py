@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from core.lab import Lab
 from db import query
-from engine.lab import Lab
 
 CONFIG_SQL = """
 WITH spl AS (
@@ -39,7 +39,7 @@ GROUP BY r.group_id
 
 def configurations(lab: Lab, sweep_id: str | None = None) -> pd.DataFrame:
     where, params = ("AND r.sweep_id = ?", [sweep_id]) if sweep_id else ("", [])
-    df = query(lab.root, CONFIG_SQL.format(where=where), params)
+    df = query(lab, CONFIG_SQL.format(where=where), params)
     if df.empty:
         return df
     df["overall"] = (df["r2"] + 1 / df["transfer_ratio"].fillna(1.0) + (1 - df["l0"] / df["d_in"].clip(lower=1))) / 3

@@ -21,12 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import psutil
+import pyarrow as pa
 
+from core.errors import LabError
+from core.lab import Lab
 from db import Op, query, query_rows, transaction, utcnow, write_now
+from engine.artifacts import check_against_model
 from engine.collection.models import resolve_model
-from engine.errors import LabError
-from engine.lab import Lab
-from engine.runs import RunSpec, check_against_model, plan_runs
+from engine.runs import RunSpec, plan_runs
 from engine.sweeps.spec import PARAMETERS, SweepSpec, expand
 
 STALE_SECONDS = 30.0
@@ -63,16 +65,17 @@ def enqueue_sweep(lab: Lab, spec: SweepSpec) -> tuple[str, list[RunSpec]]:
     """Validate, then write the sweep and all its jobs in one transaction."""
     sweep_id, runs = plan_sweep(spec)
     now = utcnow()
-    with transaction(lab.root) as con:
+    with transaction(lab) as con:
         seq0 = con.execute("SELECT coalesce(max(seq), 0) FROM jobs").fetchall()[0][0]
         con.execute(
             "INSERT INTO sweeps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [sweep_id, spec.name, spec.method, spec.metric_name(), spec.goal(), spec.run_cap, spec.to_json(), len(runs), now],
         )
-        rows = [[r.run_id, sweep_id, seq0 + i + 1, "QUEUED", json.dumps(r.to_dict()), job_label(r, spec), now] for i, r in enumerate(runs)]
-        import pyarrow as pa
+        rows = [[r.run_id, sweep_id, seq0 + i + 1, "QUEUED", json.dumps(r.to_dict()), job_label(r, spec), now]
+                for i, r in enumerate(runs)]
 
-        table = pa.table({k: [row[i] for row in rows] for i, k in enumerate(["job_id", "sweep_id", "seq", "status", "spec", "label", "enqueued_at"])})
+        table = pa.table({k: [row[i] for row in rows] for i, k in enumerate(["job_id", "sweep_id", "seq", "status", "spec",
+                                                                             "label", "enqueued_at"])})
         con.register("new_jobs", table)
         con.execute("INSERT INTO jobs (job_id, sweep_id, seq, status, spec, label, enqueued_at) SELECT * FROM new_jobs")
         con.unregister("new_jobs")
@@ -88,7 +91,7 @@ def job_label(run: RunSpec, spec: SweepSpec | None = None) -> str:
 def enqueue_runs(lab: Lab, runs: list[RunSpec]) -> None:
     """Queue single runs (e.g. the app's 'run this config') without a sweep."""
     now = utcnow()
-    with transaction(lab.root) as con:
+    with transaction(lab) as con:
         seq0 = con.execute("SELECT coalesce(max(seq), 0) FROM jobs").fetchall()[0][0]
         for i, r in enumerate(runs):
             con.execute(
@@ -108,12 +111,13 @@ class WorkerIdentity:
     @classmethod
     def current(cls) -> "WorkerIdentity":
         pid = os.getpid()
-        return cls(f"w-{socket.gethostname()}-{pid}-{secrets.token_hex(2)}", socket.gethostname(), pid, psutil.Process(pid).create_time())
+        return cls(f"w-{socket.gethostname()}-{pid}-{secrets.token_hex(2)}", socket.gethostname(), pid,
+                   psutil.Process(pid).create_time())
 
 
 def register_worker(lab: Lab, me: WorkerIdentity) -> None:
     now = utcnow()
-    write_now(lab.root, [Op("insert", "workers", ["worker_id", "host", "pid", "proc_started", "started_at", "heartbeat_at"],
+    write_now(lab, [Op("insert", "workers", ["worker_id", "host", "pid", "proc_started", "started_at", "heartbeat_at"],
                             [[me.worker_id, me.host, me.pid, me.proc_started, now, now]], on_conflict="replace")])
 
 
@@ -143,7 +147,7 @@ class OwnedJob:
 def _running_jobs(lab: Lab) -> tuple[list[OwnedJob], set[str]]:
     """RUNNING jobs with their owners, and the ids of those whose owner is gone."""
     rows = query_rows(
-        lab.root,
+        lab,
         """SELECT j.job_id, j.worker_id, w.host, w.pid, w.proc_started, w.heartbeat_at, w.stopped_at IS NOT NULL
            FROM jobs j LEFT JOIN workers w ON j.worker_id = w.worker_id WHERE j.status = 'RUNNING'""",
     )
@@ -182,7 +186,7 @@ def requeue_interrupted(lab: Lab, stale_seconds: float = STALE_SECONDS, found: l
     found = interrupted_jobs(lab, stale_seconds) if found is None else found
     requeued: list[str] = []
     if found:
-        with transaction(lab.root) as con:
+        with transaction(lab) as con:
             for job in found:
                 # Only if it still belongs to the owner found gone: another worker may have requeued and
                 # claimed it since we looked.
@@ -196,7 +200,7 @@ def requeue_interrupted(lab: Lab, stale_seconds: float = STALE_SECONDS, found: l
 
 
 def claim_next(lab: Lab, me: WorkerIdentity) -> RunSpec | None:
-    with transaction(lab.root) as con:
+    with transaction(lab) as con:
         row = con.execute(
             "SELECT job_id, spec FROM jobs WHERE status = 'QUEUED' AND NOT cancel_requested ORDER BY seq LIMIT 1"
         ).fetchall()
@@ -205,7 +209,8 @@ def claim_next(lab: Lab, me: WorkerIdentity) -> RunSpec | None:
         row = row[0]
         now = utcnow()
         con.execute(
-            "UPDATE jobs SET status = 'RUNNING', worker_id = ?, claimed_at = ?, attempts = attempts + 1, phase = 'collect', progress_at = ? WHERE job_id = ?",
+            "UPDATE jobs SET status = 'RUNNING', worker_id = ?, claimed_at = ?, attempts = attempts + 1, phase = 'collect', "
+            "progress_at = ? WHERE job_id = ?",
             [me.worker_id, now, now, row[0]],
         )
         con.execute("UPDATE workers SET current_job = ?, heartbeat_at = ? WHERE worker_id = ?", [row[0], now, me.worker_id])
@@ -216,22 +221,23 @@ def cancel_queued_and_flag_running(lab: Lab, job_ids: list[str] | None = None, s
     """Queued jobs are marked KILLED at once; running ones get a cancel request (stopped at the next step)."""
     cond, params = ("job_id IN (SELECT unnest(?))", [job_ids]) if job_ids else ("sweep_id = ?", [sweep_id])
     now = utcnow()
-    with transaction(lab.root) as con:
+    with transaction(lab) as con:
         n = con.execute(f"SELECT count(*) FROM jobs WHERE {cond} AND status IN ('QUEUED', 'RUNNING')", params).fetchall()[0][0]
-        con.execute(f"UPDATE jobs SET status = 'KILLED', cancel_requested = true, finished_at = ?, error = 'cancelled before start' WHERE {cond} AND status = 'QUEUED'", [now, *params])
+        con.execute("UPDATE jobs SET status = 'KILLED', cancel_requested = true, finished_at = ?, error = 'cancelled before "
+                    f"start' WHERE {cond} AND status = 'QUEUED'", [now, *params])
         con.execute(f"UPDATE jobs SET cancel_requested = true WHERE {cond} AND status = 'RUNNING'", params)
     return int(n)
 
 
 def queue_counts(lab: Lab) -> dict[str, int]:
-    df = query(lab.root, "SELECT status, count(*) AS n FROM jobs GROUP BY status")
+    df = query(lab, "SELECT status, count(*) AS n FROM jobs GROUP BY status")
     return {r.status: int(r.n) for r in df.itertuples()}
 
 
 def job_statuses(lab: Lab, sweep_id: str | None = None, stale_seconds: float = STALE_SECONDS) -> Any:
     """Jobs with INTERRUPTED shown for RUNNING jobs whose worker is gone."""
     df = query(
-        lab.root,
+        lab,
         "SELECT * FROM jobs" + (" WHERE sweep_id = ?" if sweep_id else "") + " ORDER BY seq",
         [sweep_id] if sweep_id else None,
     )

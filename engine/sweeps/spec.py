@@ -8,15 +8,17 @@ including against the model's layer count — before anything is enqueued.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from engine.config import ExperimentConfig, build_config
-from engine.config_base import ConfigBase, apply_override
-from engine.config_bounds import bounded, check_value, field_check, seed_field
-from engine.errors import LabError
+from core.config_base import ConfigBase, apply_override
+from core.config_bounds import bounded, check_value, field_check, seed_field
+from core.errors import LabError
+from engine.config import ExperimentConfig, build_config, load_config_file
 
 # Sweep parameter -> config key (the names researchers use, as in the seeds).
 PARAMETERS: dict[str, str] = {
@@ -96,7 +98,8 @@ def check_range(name: str, r: dict[str, Any]) -> None:
     checked, field_name = found
     for end, v in (("min", lo), ("max", hi)):
         if checked.integer and isinstance(v, float) and not v.is_integer():
-            raise LabError(f"sweep parameter '{name}' range {end} = {v!r} must be a whole number: {field_name} takes whole numbers")
+            raise LabError(f"sweep parameter '{name}' range {end} = {v!r} must be a whole number: {field_name} takes whole "
+                           "numbers")
         try:
             check_value("config", PARAMETERS[name], int(v) if checked.integer else v, checked, field_name)
         except LabError as e:
@@ -141,7 +144,8 @@ def expand(spec: SweepSpec) -> list[ExperimentConfig]:
         n = spec.run_cap or 10
         combos = []
         for _ in range(n):
-            combos.append({name: (_sample_range(name, v, rng) if isinstance(v, dict) else rng.choice(v)) for name, v in values.items()})
+            combos.append({name: (_sample_range(name, v, rng) if isinstance(v, dict) else rng.choice(v))
+                           for name, v in values.items()})
     configs: list[ExperimentConfig] = []
     seen = set()
     for combo in combos:
@@ -170,14 +174,13 @@ def _short(v: Any) -> str:
 
 
 def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
-    import json
-
     return json.loads(json.dumps(d))
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Seed 000, Experiment 1: which layer gives the best reconstruction / transfer balance?
-    "layer-sweep": {"name": "layer-sweep", "parameters": {"layer": [0, 1, 2, 3, 4, 5]}, "base": {"sae": {"k": 16, "d_sae": 2048}}},
+    "layer-sweep": {"name": "layer-sweep", "parameters": {"layer": [0, 1, 2, 3, 4, 5]},
+                    "base": {"sae": {"k": 16, "d_sae": 2048}}},
     # Seed 000, Experiment 2: top-k at d_sae 2048 on layer 2.
     "topk-sweep": {"name": "topk-sweep", "parameters": {"k": [48, 24, 16]}, "base": {"layer": 2, "sae": {"d_sae": 2048}}},
     # Every layer x k in {48, 24, 16}: 6 x 3 x 2 training domains = 36 SAEs, 4 epochs each (not 6)
@@ -189,10 +192,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def load_spec(source: str | dict[str, Any]) -> SweepSpec:
     """A preset name, a JSON/TOML file path, or a dict."""
-    from pathlib import Path
-
-    from engine.config import load_config_file
-
     if isinstance(source, dict):
         data = source
     elif source in PRESETS:

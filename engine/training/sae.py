@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from engine.errors import LabError, writing_to
+from core.errors import LabError, first_line, writing_to
+from engine.training.sparse_ops import row_offsets, select_relu, select_topk
 
 
 @dataclass
@@ -78,8 +81,6 @@ class SparseAutoencoder(nn.Module):
         return torch.addmm(self.b_enc, xs - self.b_dec, self.W_enc_rows.t())
 
     def encode_sparse(self, x: torch.Tensor) -> SparseCode:
-        from engine.training.sparse_ops import select_relu, select_topk
-
         pre = self.pre_acts(x)
         if self.architecture == "topk":
             rows, cols, vals = select_topk(pre, self.k)
@@ -96,10 +97,6 @@ class SparseAutoencoder(nn.Module):
         return self.encode_sparse(x).dense(self.d_sae)
 
     def decode_sparse(self, code: SparseCode) -> torch.Tensor:
-        import torch.nn.functional as F
-
-        from engine.training.sparse_ops import row_offsets
-
         offsets = row_offsets(code.rows, code.batch)
         out = F.embedding_bag(code.cols, self.W_dec, offsets[:-1], mode="sum", per_sample_weights=code.vals)
         return (out + self.b_dec) / self.input_scale
@@ -145,8 +142,6 @@ class SparseAutoencoder(nn.Module):
 
     def save(self, folder: Path, metadata: dict[str, Any]) -> None:
         """Write ``cfg.json`` + ``sae_weights.safetensors`` (SAELens's on-disk layout) atomically."""
-        import shutil
-
         folder = Path(folder)
         tmp = folder.with_name(folder.name + ".partial")
         tmp.mkdir(parents=True, exist_ok=True)
@@ -169,27 +164,33 @@ class SparseAutoencoder(nn.Module):
         try:
             cfg = json.loads((folder / "cfg.json").read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise LabError(f"cannot read {folder / 'cfg.json'} ({_first_line(e)}): it needs cfg.json and sae_weights.safetensors") from None
+            raise LabError(f"cannot read {folder / 'cfg.json'} ({first_line(e)}): "
+                           "it needs cfg.json and sae_weights.safetensors") from None
         try:
             tensors = load_file(str(folder / "sae_weights.safetensors"))
         except Exception as e:  # OSError, or safetensors' own error for a truncated or garbled file
-            raise LabError(f"cannot read {folder / 'sae_weights.safetensors'} ({_first_line(e)}): the file is missing, truncated or not safetensors") from None
+            raise LabError(f"cannot read {folder / 'sae_weights.safetensors'} ({first_line(e)}): the file is missing, truncated "
+                           "or not safetensors") from None
         if not isinstance(cfg, dict):
             raise LabError(f"{folder / 'cfg.json'} is not a JSON object: it holds the SAE's d_in, d_sae and architecture")
         meta = cfg.get("metadata") or {}
-        arch = meta.get("lab_architecture") or {"topk": "topk", "standard": "relu", "jumprelu": "batchtopk"}.get(cfg.get("architecture", ""), "")
+        arch = meta.get("lab_architecture") or {"topk": "topk", "standard": "relu",
+                                                "jumprelu": "batchtopk"}.get(cfg.get("architecture", ""), "")
         if not arch:
-            raise LabError(f"SAE architecture '{cfg.get('architecture')}' in {folder} is not supported: use topk, standard or jumprelu")
+            raise LabError(f"SAE architecture '{cfg.get('architecture')}' in {folder} is not supported: use topk, standard or "
+                           "jumprelu")
         try:
             d_in, d_sae, k = int(cfg["d_in"]), int(cfg["d_sae"]), int(cfg.get("k") or meta.get("k") or 1)
         except (KeyError, TypeError, ValueError) as e:
-            raise LabError(f"{folder / 'cfg.json'} lacks a valid {_first_line(e)}: it needs whole numbers d_in and d_sae") from None
+            raise LabError(f"{folder / 'cfg.json'} lacks a valid {first_line(e)}: "
+                           "it needs whole numbers d_in and d_sae") from None
         expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
         for name, shape in expected.items():
             got = tuple(tensors[name].shape) if name in tensors else None
             if got != shape:
                 held = "no " + name if got is None else f"{name} of shape {list(got)}"
-                raise LabError(f"{folder / 'cfg.json'} says d_in = {d_in}, d_sae = {d_sae}, but sae_weights.safetensors holds {held} "
+                raise LabError(f"{folder / 'cfg.json'} says d_in = {d_in}, d_sae = {d_sae}, but sae_weights.safetensors holds "
+                               f"{held} "
                                f"(expected {list(shape)}): the two files do not belong together")
         sae = cls(d_in, d_sae, arch, k)
         with torch.no_grad():
@@ -206,7 +207,3 @@ def auto_lr(d_sae: int, base: float = 2e-4) -> float:
     (hundreds, not tens of thousands, of steps: 4.5e-3 at d_sae 2048, tuned on held-out FVU, README)."""
     return 8 * base / math.sqrt(d_sae / 2**14)
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

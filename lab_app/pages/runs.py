@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine.errors import LabError
+from core.errors import LabError
 from lab_app import access, charts, data, run_admin
 from lab_app.formulas import help_for
 
@@ -18,8 +18,8 @@ st.title("Runs")
 if not data.lab_ready():
     st.info("No lab database yet: run `make lab` or launch a sweep from the sidebar.")
     st.stop()
-lab_dir = str(data.lab().root)
-runs = data.runs(lab_dir)
+lab = data.lab()
+runs = data.runs(lab)
 if runs.empty:
     st.info("No runs yet.")
     st.stop()
@@ -27,9 +27,10 @@ if runs.empty:
 # -- the run table --------------------------------------------------------------------------------
 f1, f2, f3 = st.columns(3)
 status = f1.multiselect("Status", sorted(runs["status"].unique()), key="runs_status")
-sweeps = data.sweeps(lab_dir)
+sweeps = data.sweeps(lab)
 sweep_names = {r.sweep_id: f"{r.name} ({r.sweep_id})" for r in sweeps.itertuples()}
-sweep = f2.selectbox("Sweep", [None, *sweep_names], format_func=lambda s: "all runs" if s is None else sweep_names[s], key="runs_sweep")
+sweep = f2.selectbox("Sweep", [None, *sweep_names],
+                     format_func=lambda s: "all runs" if s is None else sweep_names[s], key="runs_sweep")
 tag = f3.text_input("Tag contains", key="runs_tag")
 view = runs
 if status:
@@ -82,14 +83,17 @@ section = st.segmented_control("Show", SECTIONS, default="Over time", key="runs_
 
 label = {r.run_id: f"{r.name or r.run_id} [{r.run_id[-6:]}]" for r in runs.itertuples()}
 if section == "Over time":
-    metric = st.selectbox("Metric", ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score"], key="time_metric", help=help_for("fvu"))
+    metric = st.selectbox("Metric", ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score"], key="time_metric",
+                          help=help_for("fvu"))
     st.altair_chart(charts.metric_over_time(finished, metric), width="stretch")
     st.caption(help_for(metric))
 
 if section == "Training curves":
-    chosen = st.multiselect("Runs", list(finished["run_id"]), default=list(finished["run_id"][:2]), format_func=lambda r: label[r], key="curve_runs")
-    names = st.multiselect("Metrics", ["loss", "fvu", "mse", "l0", "dead_frac", "aux_loss", "lr", "tokens_per_s"], default=["fvu", "dead_frac", "aux_loss"], key="curve_names")
-    sm = data.step_metrics(lab_dir, tuple(chosen), tuple(names))
+    chosen = st.multiselect("Runs", list(finished["run_id"]), default=list(finished["run_id"][:2]),
+                            format_func=lambda r: label[r], key="curve_runs")
+    names = st.multiselect("Metrics", ["loss", "fvu", "mse", "l0", "dead_frac", "aux_loss", "lr", "tokens_per_s"],
+                           default=["fvu", "dead_frac", "aux_loss"], key="curve_names")
+    sm = data.step_metrics(lab, tuple(chosen), tuple(names))
     if sm.empty:
         st.caption("No step metrics for this choice.")
     else:
@@ -101,17 +105,17 @@ if section == "A run's figures":
     a, b = st.columns(2)
     with a:
         st.markdown("**Reconstruction curve** (training FVU per step)")
-        curve = data.step_metrics(lab_dir, (rid,), ("fvu", "loss"))
+        curve = data.step_metrics(lab, (rid,), ("fvu", "loss"))
         if not curve.empty:
             st.altair_chart(charts.step_curves(curve, label), width="stretch")
-        ev = data.eval_rows(lab_dir, row["group_id"])
+        ev = data.eval_rows(lab, row["group_id"])
         st.markdown("**Transfer matrix** (held-out MSE; hover for the ratio)")
         st.altair_chart(charts.transfer_heatmap(ev), width="stretch")
         st.altair_chart(charts.transfer_bars(ev), width="stretch")
         st.caption(help_for("transfer_ratio"))
     with b:
         try:
-            fd = data.concept_map(lab_dir, rid)
+            fd = data.concept_map(lab, rid)
         except LabError:
             fd = None
         if fd is not None and len(fd):
@@ -125,16 +129,19 @@ if section == "A run's figures":
             st.altair_chart(charts.histogram_bars(edges.tolist(), counts.tolist(), "log10 frequency"), width="stretch")
         else:
             st.caption("Frequency vs magnitude needs the run's feature analysis (`python -m engine analyze RUN`).")
-        st.markdown(f"**L0**: exactly {row['l0']:.1f} active latents per token" if row["architecture"] == "topk" else f"**L0**: {row['l0']:.1f}")
-        sp = data.splice_rows(lab_dir, rid)
+        st.markdown(f"**L0**: exactly {row['l0']:.1f} active latents per token" if row["architecture"] == "topk"
+                    else f"**L0**: {row['l0']:.1f}")
+        sp = data.splice_rows(lab, rid)
         if len(sp):
             st.markdown("**Splice fidelity** (the model run with the SAE's reconstruction in place of the activation)")
-            cols = ["eval_domain", "kind", "ce_clean", "ce_sae", "ce_zero", "ce_recovered", "kl_sae", "emb_cos_sae", "emb_cos_zero", "emb_cos_recovered"]
+            cols = ["eval_domain", "kind", "ce_clean", "ce_sae", "ce_zero", "ce_recovered", "kl_sae", "emb_cos_sae",
+                    "emb_cos_zero", "emb_cos_recovered"]
             st.dataframe(sp[[c for c in cols if sp[c].notna().any() or c in ("eval_domain", "kind")]], hide_index=True)
-        q = data.quality(lab_dir, rid)
+        q = data.quality(lab, rid)
         if q:
             st.markdown(f"**Quality** {q['score']:.2f}/5 ({q['rating']}): reconstruction {q['reconstruction_points']:.2f}/2, "
-                        f"sparsity {q['sparsity_points']:.2f}/2, interpretability {q['interpretability_points']:.1f}/1", help=help_for("score"))
+                        f"sparsity {q['sparsity_points']:.2f}/2, interpretability {q['interpretability_points']:.1f}/1",
+                        help=help_for("score"))
             st.json(json.loads(q["details"]) if isinstance(q["details"], str) else q["details"], expanded=False)
 
 if section == "Sweep":
@@ -143,14 +150,15 @@ if section == "Sweep":
     else:
         sid = st.selectbox("Sweep", list(sweep_names), format_func=lambda s: sweep_names[s], key="sweep_pick")
         s = sweeps[sweeps["sweep_id"] == sid].iloc[0]
-        configs = data.configurations(lab_dir, sid)
+        configs = data.configurations(lab, sid)
         st.caption(f"{s['finished']}/{s['n_jobs']} jobs finished · ranked by {s['metric']} ({s['goal']}) · {help_for('overall')}")
         if configs.empty:
             st.caption("No finished configurations yet.")
         else:
             board = configs.sort_values(s["metric"], ascending=s["goal"] == "minimize").reset_index(drop=True)
             board.insert(0, "rank", range(1, len(board) + 1))
-            st.dataframe(board[["rank", "layer", "hook", "architecture", "k", "d_sae", "fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score", "overall"]],
+            st.dataframe(board[["rank", "layer", "hook", "architecture", "k", "d_sae", "fvu", "r2", "transfer_ratio", "l0",
+                                "dead_frac", "score", "overall"]],
                          hide_index=True, key="sweep_board")
             from engine.sweeps.leaderboard import pareto_front
 
@@ -158,7 +166,8 @@ if section == "Sweep":
             st.altair_chart(charts.pareto(configs, pareto_front(configs)), width="stretch")
             if len(configs) > 1:
                 st.markdown("**Parallel coordinates**")
-                dims = [c for c in ["layer", "k", "d_sae", "fvu", "transfer_ratio", "l0", "dead_frac", "overall"] if configs[c].nunique() > 1 or c in ("fvu", "overall")]
+                dims = [c for c in ["layer", "k", "d_sae", "fvu", "transfer_ratio", "l0", "dead_frac",
+                                    "overall"] if configs[c].nunique() > 1 or c in ("fvu", "overall")]
                 st.plotly_chart(charts.parallel_coordinates(configs, dims, "overall"), key="parcoords")
 
 if section == "Diff two runs":
@@ -166,7 +175,7 @@ if section == "Diff two runs":
     c1, c2 = st.columns(2)
     a_id = c1.selectbox("Run A", ids, format_func=lambda r: label[r], key="diff_a")
     b_id = c2.selectbox("Run B", ids, index=min(1, len(ids) - 1), format_func=lambda r: label[r], key="diff_b")
-    ca, cb = data.run_config(lab_dir, a_id), data.run_config(lab_dir, b_id)
+    ca, cb = data.run_config(lab, a_id), data.run_config(lab, b_id)
 
     def flat(d, prefix=""):
         out = {}
@@ -185,4 +194,5 @@ if section == "Diff two runs":
     st.dataframe(diff[diff["A"] != diff["B"]] if only else diff, hide_index=True, key="diff_table")
     mcols = ["fvu", "r2", "mse", "cosine", "transfer_ratio", "l0", "dead_frac", "score"]
     ra, rb = finished.set_index("run_id").loc[a_id, mcols], finished.set_index("run_id").loc[b_id, mcols]
-    st.dataframe(pd.DataFrame({"metric": mcols, "A": ra.values, "B": rb.values, "B − A": (rb - ra).values}), hide_index=True, key="diff_metrics")
+    st.dataframe(pd.DataFrame({"metric": mcols, "A": ra.values, "B": rb.values, "B − A": (rb - ra).values}),
+                 hide_index=True, key="diff_metrics")

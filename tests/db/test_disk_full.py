@@ -6,16 +6,17 @@ from __future__ import annotations
 import pytest
 
 import db
+from core.lab import Lab
 from tests.helpers import Tmpfs
 
 
 @pytest.mark.parametrize("what", ["transaction", "writer"])
 def test_a_full_disk_during_a_database_write_is_one_error_and_the_database_survives(tmp_path, what):
+    from core.errors import DiskFullError
     from db.writer import BufferedWriter
-    from engine.errors import DiskFullError
 
     with Tmpfs(tmp_path / "disk", "2m") as disk:
-        lab = disk.where / "lab"
+        lab = Lab.at(disk.where / "lab")
         db.ensure_schema(lab)
         with db.transaction(lab) as con:
             con.execute("INSERT INTO step_metrics VALUES ('r', 1, 10, 'loss', 0.5, now()::TIMESTAMP)")
@@ -31,15 +32,16 @@ def test_a_full_disk_during_a_database_write_is_one_error_and_the_database_survi
         with pytest.raises(DiskFullError) as err:
             if what == "transaction":
                 with db.transaction(lab) as con:
-                    con.execute("INSERT INTO step_metrics SELECT 'r', i, i * 10, 'loss', 0.1, now()::TIMESTAMP FROM range(2, 20000) t(i)")
+                    con.execute("INSERT INTO step_metrics SELECT 'r', i, i * 10, 'loss', 0.1, now()::TIMESTAMP FROM range(2, "
+                                "20000) t(i)")
             else:
-                w = BufferedWriter(lab, lab / "runs" / "r")
+                w = BufferedWriter(lab, lab.run_dir("r"))
                 w.insert_many("step_metrics", ["run_id", "step", "tokens", "name", "value", "logged_at"], rows)
                 try:
                     w.flush()
                 finally:
                     w.owner.release()
-        assert str(lab / "lab.duckdb") in str(err.value) and "\n" not in str(err.value)
+        assert str(lab.db) in str(err.value) and "\n" not in str(err.value)
         assert err.value.__suppress_context__  # one error, not three chained tracebacks
         filler.unlink()
         assert db.query_rows(lab, "SELECT count(*) FROM step_metrics")[0][0] == 1  # nothing half-written

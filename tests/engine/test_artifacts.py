@@ -16,7 +16,8 @@ from tests.helpers import copy_lab
 COMMANDS = {
     "eval": ["eval", "RUN"],
     "analyze": ["analyze", "RUN"],
-    "intervene": ["intervene", "--run", "RUN", "--feature", "1", "--zero", "--text", "a short text", "--generate", "0", "--no-store"],
+    "intervene": ["intervene", "--run", "RUN", "--feature", "1", "--zero", "--text", "a short text",
+                  "--generate", "0", "--no-store"],
     "probe": ["probe", "--run", "RUN", "a short text"],
     "match": ["match", "RUN", "OTHER"],
     "ablation-specificity": ["ablation-specificity", "--run", "RUN", "--features", "5", "--contexts", "1", "--no-store"],

@@ -20,19 +20,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import db
+from core.config_base import ConfigBase
+from core.config_bounds import METADATA_KEY, SEED_MAX, Bounds
+from core.errors import LabError
+from core.lab import Lab
 from engine.analysis.config import AnalysisConfig
 from engine.cli import main
 from engine.cli_args import comma_list
 from engine.config import ExperimentConfig, TrainConfig, build_config
-from engine.config_base import ConfigBase
-from engine.config_bounds import METADATA_KEY, SEED_MAX, Bounds
-from engine.errors import LabError
 from engine.interventions.spec import InterventionOptions
-from engine.lab import Lab
 from engine.sweeps.spec import SweepSpec
 from tests.helpers import run_cli
 
-ROOTS: dict[str, type] = {"config": ExperimentConfig, "sweep": SweepSpec, "analysis": AnalysisConfig, "options": InterventionOptions}
+ROOTS: dict[str, type] = {"config": ExperimentConfig, "sweep": SweepSpec, "analysis": AnalysisConfig,
+                          "options": InterventionOptions}
 
 
 def _strip(tp: Any) -> tuple[Any, bool, bool]:
@@ -207,22 +208,25 @@ LISTED = {
     "d_sae 10^20": (["--set", "sae.d_sae=100000000000000000000"], r"'config.sae.d_sae' = 100000000000000000000 is out of range"),
     "log_every_steps 0": (["--set", "train.log_every_steps=0"], r"'config.train.log_every_steps' = 0 is out of range"),
     "negative warmup_steps": (["--set", "train.warmup_steps=-5"], r"'config.train.warmup_steps' = -5 is out of range"),
-    "negative checkpoint_every_seconds": (["--set", "train.checkpoint_every_seconds=-1"], r"'config.train.checkpoint_every_seconds' = -1.0 is out of range"),
+    "negative checkpoint_every_seconds": (["--set", "train.checkpoint_every_seconds=-1"],
+                                          r"'config.train.checkpoint_every_seconds' = -1.0 is out of range"),
     "seed -1": (["--seed", "-1"], r"'config.seed' = -1 is out of range: seed must be at least 0"),
     "dead_after_tokens -1": (["--set", "train.dead_after_tokens=-1"], r"'config.train.dead_after_tokens' = -1 is out of range"),
-    "aux_coefficient NaN": (["--set", "train.aux_coefficient=NaN"], r"'config.train.aux_coefficient' = nan is not a finite number"),
+    "aux_coefficient NaN": (["--set", "train.aux_coefficient=NaN"],
+                            r"'config.train.aux_coefficient' = nan is not a finite number"),
     "lr infinite": (["--set", "train.lr=1e999"], r"'config.train.lr' = inf is not a finite number"),
     "empty --domains": (["--domains", ""], r"--domains is empty"),
     "empty --domains entry": (["--domains", "prose,,code"], r"--domains 'prose,,code' has an empty entry \(entry 2\)"),
     "empty --train-domains entry": (["--train-domains", "prose,"], r"--train-domains 'prose,' has an empty entry"),
     "empty --layers": (["--layers", ""], r"--layers is empty"),
     "empty --layers entry": (["--layers", "0,,2"], r"--layers '0,,2' has an empty entry \(entry 2\)"),
-    "SAE larger than memory": (["--set", "sae.d_sae=1048576", "--set", "train.batch_size=1048576"], r"GiB .* more than this machine's"),
+    "SAE larger than memory": (["--set", "sae.d_sae=1048576", "--set", "train.batch_size=1048576"],
+                               r"GiB .* more than this machine's"),
 }
 
 
 def assert_nothing_written(lab: Lab) -> None:
-    assert db.query_rows(lab.root, "SELECT count(*) FROM runs")[0][0] == 0
+    assert db.query_rows(lab, "SELECT count(*) FROM runs")[0][0] == 0
     assert not lab.runs.exists() or not any(lab.runs.iterdir())
 
 
@@ -230,7 +234,7 @@ def assert_nothing_written(lab: Lab) -> None:
 def test_listed_bad_inputs_are_refused_by_the_cli_and_write_nothing(tmp_path, capsys, case):
     args, message = LISTED[case]
     lab = Lab.at(tmp_path / "lab")
-    db.ensure_schema(lab.root)
+    db.ensure_schema(lab)
     assert main(["--lab", str(lab.root), "-q", "train", *args]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("error: "), err
@@ -254,7 +258,7 @@ def test_refused_values_in_a_real_process(tmp_path, args):
 
 def test_refused_values_leave_an_existing_lab_without_runs(tmp_path):
     lab = Lab.at(tmp_path / "lab")
-    db.ensure_schema(lab.root)
+    db.ensure_schema(lab)
     proc = run_cli("train", "--set", "train.log_every_steps=0", "--set", "seed=-1", lab=lab.root, timeout=300)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert_nothing_written(lab)

@@ -52,7 +52,8 @@ def read_only_lab(finished_lab, tmp_path_factory):
     lab = copy_lab(src.root, tmp_path_factory.mktemp("ro") / "lab")
     run_id = outcomes[0].run_id
     enqueue_sweep(lab, SweepSpec.from_dict({"name": "ro", "parameters": {"k": [4, 8]}, "base": {"sae": {"d_sae": 64}}}))
-    feature = db.query_rows(lab.root, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY feature LIMIT 1", [run_id])[0][0]
+    feature = db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY feature LIMIT 1",
+                            [run_id])[0][0]
     card = card_from_feature(lab, run_id, feature, author="t")
     make_read_only(lab.root)
     yield lab, run_id, feature, card.card_id
@@ -83,7 +84,8 @@ def test_read_only_commands_work_on_a_lab_the_user_cannot_write(read_only_lab, n
     assert snapshot(lab.root) == before
 
 
-@pytest.mark.parametrize("args", [["runs", "delete", "RUN"], ["train", "--set", "data.tokens_per_domain=2000"], ["findings", "delete", "CARD"]])
+@pytest.mark.parametrize("args", [["runs", "delete", "RUN"], ["train", "--set", "data.tokens_per_domain=2000"],
+                                  ["findings", "delete", "CARD"]])
 def test_a_write_to_a_read_only_lab_is_one_line_and_writes_nothing(read_only_lab, args):
     lab, run_id, _feature, card = read_only_lab
     before = snapshot(lab.root)
@@ -98,7 +100,7 @@ def test_an_older_schema_on_a_read_only_lab_is_one_line(finished_lab, tmp_path):
     read_only_user_or_skip()
     src, _config, _ = finished_lab
     lab = copy_lab(src.root, tmp_path / "lab")
-    with db.connect(lab.root) as con:  # as a lab last written before the run_metrics view existed
+    with db.connect(lab) as con:  # as a lab last written before the run_metrics view existed
         con.execute("DROP VIEW run_metrics")
         con.execute("DELETE FROM schema_migrations WHERE version = 6")
     make_read_only(lab.root)

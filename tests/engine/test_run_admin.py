@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 import db
-from engine.errors import LabError
+from core.errors import LabError
 from tests.helpers import add_running_run, copy_lab, dead_process, error_lines, run_cli, small_overrides
 
 
@@ -25,26 +25,26 @@ def test_delete_run_removes_the_run_everywhere_and_nothing_shared(finished_lab, 
     src, _config, outcomes = finished_lab
     lab = copy_lab(src.root, tmp_path / "lab")
     gone, kept = outcomes[0].run_id, outcomes[1].run_id
-    with db.transaction(lab.root) as con:  # a parent keyed by its own id, and its child (as interventions have)
+    with db.transaction(lab) as con:  # a parent keyed by its own id, and its child (as interventions have)
         con.execute("CREATE TABLE t_parent (parent_id VARCHAR PRIMARY KEY, run_id VARCHAR)")
         con.execute("CREATE TABLE t_child (parent_id VARCHAR, x INTEGER)")
         con.execute("INSERT INTO t_parent VALUES ('p1', ?), ('p2', ?)", [gone, kept])
         con.execute("INSERT INTO t_child VALUES ('p1', 1), ('p1', 2), ('p2', 3)")
-    tables = [r[0] for r in db.query_rows(lab.root, "SELECT DISTINCT table_name FROM duckdb_columns() WHERE column_name = 'run_id' "
+    tables = [r[0] for r in db.query_rows(lab, "SELECT DISTINCT table_name FROM duckdb_columns() WHERE column_name = 'run_id' "
                                                     "AND table_name IN (SELECT table_name FROM duckdb_tables())")]
-    before = {t: db.query_rows(lab.root, f'SELECT count(*) FILTER (run_id = ?), count(*) FROM "{t}"', [gone])[0] for t in tables}
-    shared = db.query_rows(lab.root, "SELECT (SELECT count(*) FROM token_sequences), (SELECT count(*) FROM activation_sets)")
+    before = {t: db.query_rows(lab, f'SELECT count(*) FILTER (run_id = ?), count(*) FROM "{t}"', [gone])[0] for t in tables}
+    shared = db.query_rows(lab, "SELECT (SELECT count(*) FROM token_sequences), (SELECT count(*) FROM activation_sets)")
     assert before["runs"][0] == 1 and before["features"][0] > 0 and before["step_metrics"][0] > 0
 
     deleted = delete_run(lab, gone)
     for t in tables:
         mine, total = before[t]
-        assert db.query_rows(lab.root, f'SELECT count(*) FILTER (run_id = ?), count(*) FROM "{t}"', [gone])[0] == (0, total - mine), t
+        assert db.query_rows(lab, f'SELECT count(*) FILTER (run_id = ?), count(*) FROM "{t}"', [gone])[0] == (0, total - mine), t
         assert deleted.get(t, 0) == mine
-    assert db.query_rows(lab.root, "SELECT (SELECT count(*) FROM token_sequences), (SELECT count(*) FROM activation_sets)") == shared
+    assert db.query_rows(lab, "SELECT (SELECT count(*) FROM token_sequences), (SELECT count(*) FROM activation_sets)") == shared
     assert not lab.run_dir(gone).exists() and lab.run_dir(kept).exists()
-    assert db.query_rows(lab.root, "SELECT * FROM t_child") == [("p2", 3)] and deleted["t_child"] == 2
-    assert db.query_rows(lab.root, "SELECT count(*) FROM features WHERE run_id = ?", [kept])[0][0] > 0
+    assert db.query_rows(lab, "SELECT * FROM t_child") == [("p2", 3)] and deleted["t_child"] == 2
+    assert db.query_rows(lab, "SELECT count(*) FROM features WHERE run_id = ?", [kept])[0][0] > 0
 
     with pytest.raises(LabError, match=f"unknown run '{gone}'"):
         delete_run(lab, gone)
@@ -62,7 +62,7 @@ def admin_lab(finished_lab, tmp_path):
 
 
 def status_of(lab, run_id):
-    return db.query_rows(lab.root, "SELECT status, error FROM runs WHERE run_id = ?", [run_id])[0]
+    return db.query_rows(lab, "SELECT status, error FROM runs WHERE run_id = ?", [run_id])[0]
 
 
 def files_of(lab) -> dict[str, bytes]:
@@ -81,10 +81,11 @@ def test_mark_failed_ends_a_run_whose_process_is_gone(admin_lab, job):
     assert status == "FAILED" and f"process {pid}" in error
     assert sorted(p.name for p in lab.run_dir("stuck-1").iterdir() if p.name != ".owner.lock") == []
     if job:
-        assert db.query_rows(lab.root, "SELECT status, error FROM jobs WHERE job_id = 'stuck-1'")[0] == ("FAILED", error)
+        assert db.query_rows(lab, "SELECT status, error FROM jobs WHERE job_id = 'stuck-1'")[0] == ("FAILED", error)
     r = run_cli("runs", "mark-failed", "stuck-1", lab=lab.root)
-    assert r.returncode == 2 and error_lines(r) == ["error: run 'stuck-1' is FAILED, not RUNNING: nothing to mark; "
-                                                    "delete it with python -m engine runs delete stuck-1 if you no longer want it"]
+    assert r.returncode == 2 and error_lines(r) == [
+        "error: run 'stuck-1' is FAILED, not RUNNING: nothing to mark; "
+        "delete it with python -m engine runs delete stuck-1 if you no longer want it"]
 
 
 def test_mark_failed_refuses_a_run_whose_process_is_alive(admin_lab):
@@ -130,13 +131,13 @@ def test_runs_delete_removes_the_run_and_keeps_findings_cards(admin_lab):
 
     lab, outcomes = admin_lab
     rid = outcomes[0].run_id
-    feature = db.query_rows(lab.root, "SELECT feature FROM features WHERE run_id = ? AND NOT dead LIMIT 1", [rid])[0][0]
+    feature = db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead LIMIT 1", [rid])[0][0]
     card = card_from_feature(lab, rid, feature, author="t")
     r = run_cli("runs", "delete", rid, lab=lab.root)
     assert r.returncode == 0, r.stderr
     assert f"run {rid} deleted" in r.stdout and "runs 1" in r.stdout and "findings cards" in r.stdout
     assert not lab.run_dir(rid).exists()
-    assert db.query_rows(lab.root, "SELECT count(*) FROM runs WHERE run_id = ?", [rid])[0][0] == 0
+    assert db.query_rows(lab, "SELECT count(*) FROM runs WHERE run_id = ?", [rid])[0][0] == 0
     shown = run_cli("findings", "show", card.card_id, lab=lab.root)
     assert shown.returncode == 0 and f"feature {feature} of run {rid}" in shown.stdout, shown.stderr
     r = run_cli("runs", "delete", rid, lab=lab.root)
@@ -161,17 +162,18 @@ def test_a_killed_training_is_marked_failed_by_the_next_command_that_writes(admi
     sets = [a for o in small_overrides(tokens=8000, epochs=200.0, d_sae=512, k=8) + ["layer=2"] for a in ("--set", o)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "engine", "--lab", str(lab.root), "-q", "train", *sets],
-                            cwd=Path(__file__).resolve().parents[2], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=Path(__file__).resolve().parents[2], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
         run_id = None
         while time.monotonic() < deadline and run_id is None:
             time.sleep(1)
             assert proc.poll() is None, "the training ended before it could be killed"
-            rows = db.query_rows(lab.root, "SELECT run_id FROM runs WHERE status = 'RUNNING'")
+            rows = db.query_rows(lab, "SELECT run_id FROM runs WHERE status = 'RUNNING'")
             run_id = rows[0][0] if rows else None
         assert run_id, "the training never started"
-        while not db.query_rows(lab.root, "SELECT count(*) FROM step_metrics WHERE run_id = ?", [run_id])[0][0]:
+        while not db.query_rows(lab, "SELECT count(*) FROM step_metrics WHERE run_id = ?", [run_id])[0][0]:
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(1)
     finally:
@@ -181,7 +183,8 @@ def test_a_killed_training_is_marked_failed_by_the_next_command_that_writes(admi
     assert status_of(lab, run_id)[0] == "RUNNING"  # reading changes nothing
     r = run_cli("analyze", "--all", lab=lab.root)
     assert r.returncode == 0, r.stderr
-    assert error_lines(r) == [f"note: run {run_id} was RUNNING but its process is gone: marked FAILED (see its error in the runs table)"]
+    assert error_lines(r) == [f"note: run {run_id} was RUNNING but its process is gone: marked FAILED (see its error in the "
+                              "runs table)"]
     status, error = status_of(lab, run_id)
     assert status == "FAILED" and f"process {proc.pid}" in error and "stopped without recording" in error
     left = [p.name for p in lab.run_dir(run_id).iterdir()]

@@ -20,7 +20,8 @@ import pytest
 from tests.helpers import REPO
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]
 TOKEN = "browser-token-0123456789abcdef"
 PROMPT = "This lab needs its access token"
 

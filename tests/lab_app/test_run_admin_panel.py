@@ -55,7 +55,7 @@ def test_delete_needs_a_confirmation_then_removes_the_run(lab_copy, monkeypatch)
     assert not at.button(key="admin_delete").disabled and at.button(key="admin_mark_failed").disabled  # FINISHED: nothing to mark
     at.button(key="admin_delete").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    assert db.query_rows(lab.root, "SELECT count(*) FROM runs WHERE run_id = ?", [rid])[0][0] == 0
+    assert db.query_rows(lab, "SELECT count(*) FROM runs WHERE run_id = ?", [rid])[0][0] == 0
     assert not lab.run_dir(rid).exists()
     assert any(f"Run {rid} deleted" in s.value for s in at.success)
     assert rid not in at.dataframe[0].value["run_id"].tolist()
@@ -72,7 +72,7 @@ def test_mark_failed_ends_a_stuck_run_and_refuses_a_live_one(lab_copy, monkeypat
     assert any("is gone" in c.value for c in at.caption)
     at.checkbox(key="admin_confirm").check().run()
     at.button(key="admin_mark_failed").click().run()
-    assert db.query_rows(lab.root, "SELECT status FROM runs WHERE run_id = 'stuck-1'")[0][0] == "FAILED"
+    assert db.query_rows(lab, "SELECT status FROM runs WHERE run_id = 'stuck-1'")[0][0] == "FAILED"
     assert any("Run stuck-1 marked FAILED" in s.value for s in at.success)
     assert not (lab.run_dir("stuck-1") / "checkpoint.tmp").exists()
 
@@ -81,7 +81,7 @@ def test_mark_failed_ends_a_stuck_run_and_refuses_a_live_one(lab_copy, monkeypat
     at.checkbox(key="admin_confirm").check().run()
     at.button(key="admin_mark_failed").click().run()
     assert [e.value for e in at.error] and "still being run by" in at.error[0].value
-    assert db.query_rows(lab.root, "SELECT status FROM runs WHERE run_id = 'alive-1'")[0][0] == "RUNNING"
+    assert db.query_rows(lab, "SELECT status FROM runs WHERE run_id = 'alive-1'")[0][0] == "RUNNING"
 
 
 APP_SCRIPT = """

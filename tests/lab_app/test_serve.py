@@ -61,7 +61,8 @@ def serve_and_read_sockets(cmd: list[str], port: int, log: Path, env: dict[str, 
         deadline = time.monotonic() + START_TIMEOUT
         while not listening(port):
             assert proc.poll() is None, f"the app exited ({proc.returncode}): {log.read_text()[-2000:]}"
-            assert time.monotonic() < deadline, f"nothing listened on {port} within {START_TIMEOUT:.0f}s: {log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, (f"nothing listened on {port} within {START_TIMEOUT:.0f}s: "
+                                                 f"{log.read_text()[-2000:]}")
             time.sleep(0.5)
         time.sleep(1.0)  # a second (e.g. IPv6) socket would come right after the first
         assert owned_by(proc.pid, port), "the listening socket is not the app's"

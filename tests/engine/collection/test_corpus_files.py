@@ -14,13 +14,13 @@ import pytest
 import torch
 
 import db
+from core.errors import LabError
+from core.lab import Lab
 from engine.cli import main
 from engine.collection.collect import build_sequences
 from engine.collection.corpora import _DOC_CHARS, _split, file_docs
 from engine.collection.models import load_model, resolve_model
 from engine.config import DataConfig, DomainSpec
-from engine.errors import LabError
-from engine.lab import Lab
 from tests.helpers import small_overrides
 
 
@@ -32,7 +32,8 @@ def _one_line(e: pytest.ExceptionInfo) -> str:
 
 @pytest.mark.parametrize("name, content, message", [
     ("nul.txt", b"some text\x00\x01\x02 more", r"file '.*nul.txt' is binary, not text: it holds a NUL byte at offset 9"),
-    ("latin1.txt", "café au lait".encode("latin-1"), r"file '.*latin1.txt' is binary, not text: byte 0xe9 at offset 3 is not UTF-8"),
+    ("latin1.txt", "café au lait".encode("latin-1"),
+     r"file '.*latin1.txt' is binary, not text: byte 0xe9 at offset 3 is not UTF-8"),
     ("image", bytes(range(256)) * 4, r"file '.*image' is binary, not text"),
     ("same.txt", b"a" * 200_000, r"file '.*same.txt' holds only the character 'a' repeated 200,000 times"),
     ("dashes.md", b"\n" + b"-" * 5000 + b"\n", r"holds only the character '-' repeated 5,000 times"),
@@ -83,10 +84,10 @@ def test_bad_corpus_files_through_the_cli_write_no_runs(tmp_path, capsys, conten
     bad = tmp_path / "corpus.txt"
     bad.write_bytes(content)
     lab = Lab.at(tmp_path / "lab")
-    db.ensure_schema(lab.root)
+    db.ensure_schema(lab)
     args = [a for o in small_overrides(tokens=2000, layers="0") for a in ("--set", o)]
     assert main(["--lab", str(lab.root), "-q", "train", "--domains", f"junk={bad},prose", *args]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and re.search(message, err[0]), err
-    assert db.query_rows(lab.root, "SELECT count(*) FROM runs")[0][0] == 0
+    assert db.query_rows(lab, "SELECT count(*) FROM runs")[0][0] == 0
     assert not lab.runs.exists() or not any(lab.runs.iterdir())

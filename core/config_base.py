@@ -3,7 +3,7 @@
 Configs are saved with every run and read back from JSON/TOML files a person edits by hand, so
 ``from_dict`` refuses unknown keys and wrong types with a message that names the key and the fix,
 instead of silently ignoring a typo such as ``d_sea``. Numeric fields declare their allowed range
-once (``engine.config_bounds.bounded``); every construction checks it, ``replace()`` included.
+once (``core.config_bounds.bounded``); every construction checks it, ``replace()`` included.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from engine.config_bounds import BoundsError, check_fields
-from engine.errors import LabError
+from core.config_bounds import BoundsError, check_fields
+from core.errors import LabError
 
 T = TypeVar("T", bound="ConfigBase")
 
@@ -141,7 +141,8 @@ def _load(tp: Any, value: Any, where: str) -> Any:
         try:
             return float(value)
         except OverflowError:  # an int beyond the float range
-            raise LabError(f"config key '{where}' is a number too large to hold (a {value.bit_length()}-bit integer): fix the value in the config") from None
+            raise LabError(f"config key '{where}' is a number too large to hold (a {value.bit_length()}-bit integer): fix the "
+                           "value in the config") from None
     if tp is int:
         if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
             raise LabError(f"config key '{where}' must be a whole number, got {value!r}: fix the value in the config")

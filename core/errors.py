@@ -14,6 +14,7 @@ naming the file, and ``os_error`` gives the CLI one line for the rest.
 from __future__ import annotations
 
 import errno
+import getpass
 import os
 import shutil
 from contextlib import contextmanager
@@ -128,8 +129,14 @@ def os_error(e: OSError) -> LabError | None:
 
 def _user() -> str:
     try:
-        import getpass
-
         return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name in some containers
+    except Exception:  # no login name in some containers
         return f"uid {os.getuid()}"
+
+
+def first_line(e: BaseException) -> str:
+    """An exception's message on one line: its first line, or its type's name when it has no message.
+
+    For a one-line error, log entry or error row that quotes a lower layer's (often multi-line) error."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

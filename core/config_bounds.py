@@ -17,7 +17,7 @@ import types
 from dataclasses import MISSING, dataclass, field
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from engine.errors import LabError
+from core.errors import LabError
 
 SEED_MAX = 2**32 - 1  # numpy's seed range; torch accepts it too
 METADATA_KEY = "bounds"
@@ -113,7 +113,8 @@ def check_fields(obj: Any, where: str) -> None:
             continue
         if c.is_list:
             if not isinstance(value, (list, tuple)):
-                raise BoundsError(where, c.name, f"must be a list of {'whole numbers' if c.integer else 'numbers'}, got {_show(value)}")
+                raise BoundsError(where, c.name,
+                                  f"must be a list of {'whole numbers' if c.integer else 'numbers'}, got {_show(value)}")
             for i, v in enumerate(value):
                 check_value(where, f"{c.name}[{i}]", v, c, f"each entry of {c.name}")
         else:
@@ -130,7 +131,8 @@ def check_value(where: str, relative: str, value: Any, c: _Checked, name: str) -
     if not nonfinite and c.bounds.allows(x):
         return
     problem = "is not a finite number" if nonfinite else "is out of range"
-    raise BoundsError(where, relative, f"= {_show(value)} {problem}: {name} must be {c.bounds.describe()} ({_default(c.default)})")
+    raise BoundsError(where, relative,
+                      f"= {_show(value)} {problem}: {name} must be {c.bounds.describe()} ({_default(c.default)})")
 
 
 def field_check(cls: type, path: list[str]) -> tuple[_Checked, str] | None:
