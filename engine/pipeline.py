@@ -127,7 +127,8 @@ def evaluate_existing(lab: Lab, run_id: str, progress: bool = False) -> dict[str
     device = pick_device(config.device)
     stores, _notes = stores_for_run(lab, resolved, config)  # the very text the run saw, by key
     sae = load_run_sae(lab, run_id, device)
-    evals, splices, quality, _ = evaluate_sae(sae, config, spec.train_domain, stores, device)
+    evals, splices, quality, _ = evaluate_sae(sae, config, spec.train_domain, stores, device,
+                                              train_steps=(resolved.get("training") or {}).get("total_steps"))
     rec = RunRecorder(lab, spec)
     try:
         rec.record_evaluation(evals, splices, quality)

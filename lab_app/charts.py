@@ -105,7 +105,7 @@ def parallel_coordinates(df: pd.DataFrame, cols: list[str], color: str) -> go.Fi
 
 
 def concept_map(df: pd.DataFrame, dims: int, color: str, selected: int | None = None) -> go.Figure:
-    hover = {"feature": True, "label": True, "cluster": True, "feature_class": True}
+    hover = {"feature": True, "title" if "title" in df.columns else "label": True, "cluster": True, "feature_class": True}
     if dims == 3:
         fig = px.scatter_3d(df, x="x3", y="y3", z="z3", color=color, hover_data=hover, custom_data=["feature"], opacity=0.8)
         fig.update_traces(marker=dict(size=3))

@@ -36,6 +36,8 @@ class AnalysisConfig(ConfigBase):
     label_min_count: int = 2  # a label token must co-occur with firing at least this often in training rows
     label_min_share: float = 0.05  # tokens after the first must carry this share of the feature's firing
     label_min_val_fires: int = 5  # fewer held-out firing tokens than this: no detection score
+    # Ground-truth concepts (engine/analysis/concepts): scored against the latents on held-out tokens.
+    concepts: bool = True
 
     def validate(self) -> "AnalysisConfig":
         if self.window < 0 or self.window > 64:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import streamlit as st
 
 from engine.errors import LabError
@@ -39,7 +41,13 @@ for col, key, fmt in zip(m, ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "
     col.metric({"fvu": "FVU", "r2": "R²", "transfer_ratio": "transfer ×", "l0": "L0", "dead_frac": "dead", "score": "quality /5"}[key],
                "—" if v != v or v is None else format(v, fmt), help=help_for(key))
 if latest["rating"] == latest["rating"] and latest["rating"]:
-    st.caption(f"Quality rating: **{latest['rating']}** (≥ 4.5 Excellent, ≥ 3.5 Good, ≥ 2.5 Fair, else Poor)")
+    st.caption(f"Quality rating: **{latest['rating']}** (≥ 4.5 Excellent, ≥ 3.5 Good, ≥ 2.5 Fair, else Poor)"
+               + (f" · ground-truth concepts covered **{latest['concept_coverage']:.0%}**, 1-latent probe {latest['probe_k1']:.2f} "
+                  f"vs {latest['probe_k1_baseline']:.2f} on the model's own dims" if latest["concept_coverage"] == latest["concept_coverage"]
+                  and latest["concept_coverage"] is not None else ""))
+q = data.quality(lab_dir, latest["run_id"])
+for w in (json.loads(q["details"]) if q and isinstance(q["details"], str) else (q or {}).get("details") or {}).get("warnings") or []:
+    st.warning(f"Not fit for interpretability, whatever the rating says: {w}.")
 
 left, right = st.columns([3, 2])
 with left:
