@@ -83,7 +83,8 @@ section = st.segmented_control("Show", SECTIONS, default="Over time", key="runs_
 
 label = {r.run_id: f"{r.name or r.run_id} [{r.run_id[-6:]}]" for r in runs.itertuples()}
 if section == "Over time":
-    metric = st.selectbox("Metric", ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score"], key="time_metric", help=help_for("fvu"))
+    metric = st.selectbox("Metric", ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score", "concept_coverage", "probe_k1"],
+                          key="time_metric", help=help_for("fvu"))
     st.altair_chart(charts.metric_over_time(finished, metric), width="stretch")
     st.caption(help_for(metric))
 
@@ -171,12 +172,16 @@ if section == "Sweep":
         else:
             board = configs.sort_values(s["metric"], ascending=s["goal"] == "minimize").reset_index(drop=True)
             board.insert(0, "rank", range(1, len(board) + 1))
-            st.dataframe(board[["rank", "layer", "hook", "architecture", "k", "d_sae", "fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score", "overall"]],
-                         hide_index=True, key="sweep_board")
+            st.dataframe(board[["rank", "layer", "hook", "architecture", "k", "d_sae", "fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score",
+                                "concept_coverage", "probe_k1", "overall"]],
+                         hide_index=True, key="sweep_board",
+                         column_config={"concept_coverage": st.column_config.NumberColumn("concepts", format="%.2f", help=help_for("concept_coverage")),
+                                        "probe_k1": st.column_config.NumberColumn("probe k=1", format="%.3f", help=help_for("probe_k1"))})
             from engine.sweeps.leaderboard import pareto_front
 
             st.markdown("**FVU vs L0 with the Pareto front per layer**")
-            st.altair_chart(charts.pareto(configs, pareto_front(configs)), width="stretch")
+            colour = st.radio("Colour points by", ["layer", "concept coverage"], horizontal=True, key="pareto_colour")
+            st.altair_chart(charts.pareto(configs, pareto_front(configs), colour == "concept coverage"), width="stretch")
             if len(configs) > 1:
                 st.markdown("**Parallel coordinates**")
                 dims = [c for c in ["layer", "k", "d_sae", "fvu", "transfer_ratio", "l0", "dead_frac", "overall"] if configs[c].nunique() > 1 or c in ("fvu", "overall")]
