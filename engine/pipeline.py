@@ -135,6 +135,9 @@ def evaluate_existing(lab: Lab, run_id: str, progress: bool = False) -> dict[str
         rec.writer.flush(wait_seconds=30)
     finally:
         rec.close()
+    from engine.analysis.quality_update import rescore_quality
+
+    quality = rescore_quality(lab, run_id, resolved) or quality  # an analysed run keeps the analysis-time rule
     return {"evals": evals, "splices": splices, "quality": quality}
 
 

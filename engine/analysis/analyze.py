@@ -19,14 +19,14 @@ import torch
 from db import utcnow
 from engine.analysis.codes import RunData, load_run_data
 from engine.analysis.concept_map import ConceptMap, cluster_tokens, compute_map
-from engine.analysis.config import AnalysisConfig
-from engine.analysis.contexts import context_table, domain_contexts, sequence_table
 from engine.analysis.concepts.run import ConceptReport, evaluate_run
 from engine.analysis.concepts.table import concept_table
+from engine.analysis.config import AnalysisConfig
+from engine.analysis.contexts import context_table, domain_contexts, sequence_table
 from engine.analysis.label_trust import CHANCE
 from engine.analysis.labels import Labels, compute_labels
-from engine.analysis.quality_update import rescore_quality
 from engine.analysis.neighbours import Neighbours, compute_neighbours
+from engine.analysis.quality_update import rescore_quality
 from engine.analysis.stats import FeatureStats, compute_stats
 from engine.analysis.token_effects import TokenEffects, compute_token_effects, effect_matrix, read_effect_matrix
 from engine.analysis.vocab import Vocab, load_vocab
@@ -134,7 +134,7 @@ def analyze_run(lab: Lab, run_id: str, progress: bool = False, seed: int = 0, co
     sequences = {dc.store_key: (lambda dc=dc: sequence_table(dc, vocab)) for dc in data.domains}
     replace_analysis(lab.root, run_id, tables, final_row, sequences)
     clock.lap("commit")
-    quality = rescore_quality(lab, run_id, labels, concepts, data.resolved)
+    quality = rescore_quality(lab, run_id, data.resolved)
     out = summarize(data, stats, labels, cmap, contexts.num_rows, clock, effects.source)
     out["labels_reliable"] = int(labels.reliable.sum())
     out["concepts"] = concepts.summary if concepts else None

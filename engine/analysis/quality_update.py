@@ -11,7 +11,8 @@ more, so a feature counts as interpretable only when
 "distinct" means distinct meanings: the concept's name for a concept match, the label's text
 otherwise. The reconstruction and sparsity points are kept as they were; the score, rating and
 the fitness warnings (held-out FVU, dead latents, training steps) are rewritten with an
-idempotent update through the lab's writer.
+idempotent update through the lab's writer -- after every analysis, and after a re-evaluation of
+an analysed run (which would otherwise put the evaluation-time rule back).
 """
 
 from __future__ import annotations
@@ -19,40 +20,37 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import numpy as np
-
 from db import Op, query, write_now
 from engine.analysis.concepts.evaluate import COVERAGE_F1
-from engine.analysis.concepts.run import ConceptReport
-from engine.analysis.labels import Labels
 from engine.evaluation.quality import fitness_warnings, interpretability_points, rating_of, with_warnings
 from engine.lab import Lab
 
 RULE = "reliable automatic label (95% interval clears chance by 0.1) or ground-truth concept at held-out F1 >= 0.8"
 
 
-def interpretable_meanings(labels: Labels, concepts: ConceptReport | None) -> dict[int, str]:
-    """feature -> what it means (a concept name, or its reliable label), for every interpretable feature."""
+def interpretable_meanings(lab: Lab, run_id: str) -> dict[int, str]:
+    """feature -> what it means (a concept name, or its reliable label), for every interpretable feature
+    of the run's stored analysis."""
     out: dict[int, str] = {}
-    for f in np.flatnonzero(labels.reliable):
-        out[int(f)] = f"label:{labels.text[f]}"
-    for r in concepts.results if concepts else []:
-        if r.status == "evaluated" and r.best_latent is not None and (r.f1 or 0) >= COVERAGE_F1:
-            out[int(r.best_latent)] = f"concept:{r.concept}"  # a concept match names the feature better than a label
+    for f, label in query(lab.root, "SELECT feature, label FROM features WHERE run_id = ? AND label_reliable", [run_id]).itertuples(index=False):
+        out[int(f)] = f"label:{label}"
+    concepts = query(lab.root, "SELECT best_latent, concept FROM concept_results WHERE run_id = ? AND status = 'evaluated' "
+                               "AND f1 >= ? ORDER BY f1, concept", [run_id, COVERAGE_F1])
+    for f, concept in concepts.itertuples(index=False):
+        out[int(f)] = f"concept:{concept}"  # a concept match names the feature better than a label
     return out
 
 
-def rescore_quality(lab: Lab, run_id: str, labels: Labels, concepts: ConceptReport | None,
-                    resolved: dict[str, Any]) -> dict[str, Any] | None:
-    """Rewrite the run's quality score with the analysis-time interpretability rule; returns it
-    (None when the run was never evaluated)."""
+def rescore_quality(lab: Lab, run_id: str, resolved: dict[str, Any]) -> dict[str, Any] | None:
+    """Rewrite the run's quality score with the analysis-time interpretability rule, from the stored
+    analysis; returns it (None when the run was never evaluated or never analysed)."""
     rows = query(lab.root, "SELECT * FROM quality_scores WHERE run_id = ?", [run_id])
-    if rows.empty:
+    analysed = query(lab.root, "SELECT count(*) AS n FROM analysis_runs WHERE run_id = ?", [run_id])
+    if rows.empty or not int(analysed.iloc[0, 0]):
         return None
     row = rows.iloc[0]
     details = json.loads(row["details"]) if isinstance(row["details"], str) else dict(row["details"] or {})
-    meanings = interpretable_meanings(labels, concepts)
-    distinct = sorted(set(meanings.values()))
+    distinct = sorted(set(interpretable_meanings(lab, run_id).values()))
     interp = interpretability_points(len(distinct))
     score = float(row["reconstruction_points"]) + float(row["sparsity_points"]) + interp
     fvu = query(lab.root, "SELECT fvu FROM run_metrics WHERE run_id = ?", [run_id])

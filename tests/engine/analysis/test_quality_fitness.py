@@ -30,3 +30,10 @@ def test_a_one_step_sae_is_flagged_everywhere(finished_lab, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "warning: not fit for interpretability, whatever the rating says: trained for only 1 step" in out
     assert f"ground-truth concepts of run {outcome.run_id}" in out and "found (F1 >= 0.8)" in out
+    # Re-evaluating an analysed run keeps the analysis-time rule and the warnings.
+    from engine.pipeline import evaluate_existing
+
+    again = evaluate_existing(lab, outcome.run_id)["quality"]
+    stored = json.loads(db.query(lab.root, "SELECT details FROM quality_scores WHERE run_id = ?", [outcome.run_id]).iloc[0, 0])
+    assert again["details"]["interpretable_rule"] == stored["interpretable_rule"] == details["interpretable_rule"]
+    assert stored["fit_for_interpretability"] is False
