@@ -23,6 +23,8 @@ def add_analysis_commands(sub) -> None:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an analysis setting, e.g. --set n_clusters=12 (see engine/analysis/config.py)")
     s.add_argument("--json", action="store_true", help="print each summary as JSON")
+    s.add_argument("--concepts", metavar="FILE.py", help="a Python file that adds ground-truth concepts with "
+                   "engine.analysis.concepts.register_regex(name, pattern, kind) / register_function(name, fn, kind)")
     s.set_defaults(fn=cmd_analyze)
 
     s = sub.add_parser("concepts", help="a run's ground-truth concept table: best latent, F1, k-sparse probes vs the model's dims")
@@ -71,6 +73,8 @@ def cmd_analyze(args, lab) -> int:
     from engine.analysis.analyze import analyze_run
 
     cfg = _analysis_config(args)
+    if args.concepts:
+        _load_concepts(args.concepts)
     ids = list(args.run_ids)
     if args.all:
         ensure_schema(lab.root)
@@ -104,6 +108,21 @@ def cmd_analyze(args, lab) -> int:
         for note in s["notes"]:
             print(f"  note: {note}")
     return 0
+
+
+def _load_concepts(path: str) -> None:
+    """Run a researcher's concept file (it registers concepts in engine.analysis.concepts.REGISTRY)."""
+    import runpy
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise LabError(f"concept file '{path}' does not exist: pass a .py file that calls register_regex / register_function")
+    try:
+        runpy.run_path(path, run_name="lab_concepts")
+    except LabError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the researcher's code: one line naming the file
+        raise LabError(f"concept file '{path}' failed ({type(e).__name__}: {e}): fix the file") from None
 
 
 def cmd_concepts(args, lab) -> int:

@@ -272,3 +272,26 @@ def test_concept_results_and_the_new_columns_are_commented(lab):
                                   "'probe_k1', 'probe_k1_baseline'))")
     names = {n for _, n, _ in new}
     assert {"label_chance", "label_score_low", "label_score_high", "label_reliable", "probe_k1"} <= names and all(c for *_, c in new)
+
+
+def test_a_concept_file_registers_concepts_and_bad_ones_fail_in_one_line(tmp_path):
+    from engine.analysis.cli import _load_concepts
+    from engine.analysis.concepts import REGISTRY
+
+    good = tmp_path / "mine.py"
+    good.write_text("from engine.analysis.concepts import register_regex\nregister_regex('test:dunder', r'__\\w+__', kind='code')\n")
+    try:
+        _load_concepts(str(good))
+        assert "test:dunder" in [c.name for c in REGISTRY.concepts]
+        spans, _ = REGISTRY.extract("x.__init__()", "code", REGISTRY.prepare({}))
+        assert spans["test:dunder"] == [(2, 10)]
+        with pytest.raises(LabError, match="already registered"):
+            _load_concepts(str(good))
+    finally:
+        REGISTRY.remove("test:dunder")
+    bad = tmp_path / "bad.py"
+    bad.write_text("raise RuntimeError('oops')\n")
+    with pytest.raises(LabError, match=r"concept file '.*bad.py' failed \(RuntimeError: oops\): fix the file"):
+        _load_concepts(str(bad))
+    with pytest.raises(LabError, match="does not exist"):
+        _load_concepts(str(tmp_path / "missing.py"))
