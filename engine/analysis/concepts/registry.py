@@ -218,8 +218,8 @@ def register_function(name: str, func: Callable[[str], Any], kind: str = "any", 
 def domain_kind(source: str, name: str = "") -> str:
     """``code`` for Python source domains, ``prose`` for the rest.
 
-    stdlib:code is code; so is a local folder or file of .py files, or a dataset or domain whose
-    name says python/code (the seeds' ``python-code``). Everything else is read as prose."""
+    stdlib:code is code; so is a .py file, a local folder of mostly .py files, or a dataset or
+    domain whose name says python/code (the seeds' ``python-code``). Everything else is prose."""
     s, n = source.lower(), name.lower()
     if s == "stdlib:code":
         return "code"
@@ -227,4 +227,12 @@ def domain_kind(source: str, name: str = "") -> str:
         return "prose"
     if s.endswith(".py") or "python" in s or "python" in n or re.search(r"(^|[^a-z])code($|[^a-z])", n + " " + s.split(":", 1)[-1]):
         return "code"
+    if s.startswith("file:"):
+        from pathlib import Path
+
+        folder = Path(source[5:]).expanduser()
+        if folder.is_dir():
+            files = [f for f in folder.rglob("*") if f.is_file()][:2000]
+            if files and sum(f.suffix == ".py" for f in files) > len(files) / 2:
+                return "code"
     return "prose"

@@ -137,7 +137,10 @@ def test_researcher_concepts_from_a_regex_and_a_function():
         reg.remove("kw:def")
 
 
-def test_domain_kinds():
+def test_domain_kinds(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text("x = 1\n")
+    assert domain_kind(f"file:{tmp_path / 'src'}", "mine") == "code"
     assert domain_kind("stdlib:code", "code") == "code"
     assert domain_kind("stdlib:prose", "prose") == "prose"
     assert domain_kind("hf:codeparrot/codeparrot-clean-valid@train#content", "python-code") == "code"
