@@ -124,9 +124,30 @@ def _print_outcomes(lab, outcomes) -> None:
         return
     print(format_table(transfer_matrix(lab, outcomes[0].resolved["group_id"])))
     for o in outcomes:
-        q = o.quality
+        q = _stored_quality(lab, o.run_id) or o.quality  # the analysis rescores interpretability
         print(f"run {o.run_id} [{o.resolved['train_domain']}]: quality {q['score']:.2f}/5 ({q['rating']}), "
               f"{o.train['tokens_per_second']:,.0f} training tokens/s, SAE in {o.sae_dir}")
+        for w in (q.get("details") or {}).get("warnings") or []:
+            print(f"  warning: not fit for interpretability, whatever the rating says: {w}")
+    # deferred: the concept evaluation loads scipy and the analysis
+    from engine.analysis.concepts.table import run_concept_report
+
+    for o in outcomes:
+        report = run_concept_report(lab, o.run_id)
+        if report:
+            print(f"\nground-truth concepts of run {o.run_id} [{o.resolved['train_domain']}] "
+                  "(held-out tokens; * = a latent at F1 >= 0.8; probes vs the same probes on the model's own dims):")
+            print(report)
+
+
+def _stored_quality(lab: Lab, run_id: str) -> dict | None:
+    """The run's stored quality score (the analysis rescores it after evaluation), or None."""
+    df = query(lab, "SELECT * FROM quality_scores WHERE run_id = ?", [run_id])
+    if df.empty:
+        return None
+    q = df.iloc[0].to_dict()
+    q["details"] = json.loads(q["details"]) if isinstance(q["details"], str) else q["details"]
+    return q
 
 
 def cmd_train(args, lab, evaluate: bool = False) -> int:

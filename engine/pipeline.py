@@ -12,6 +12,7 @@ from core.errors import DiskFullError, LabError, first_line
 from core.lab import Lab
 from db import Op, query, query_rows, utcnow, write_now
 from engine.analysis.analyze import analyze_after_training
+from engine.analysis.quality_update import rescore_quality
 from engine.artifacts import collect_for, load_run, stores_for_run
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
@@ -147,13 +148,15 @@ def evaluate_existing(lab: Lab, run_id: str, progress: bool = False) -> dict[str
     spec = RunSpec(run_id, resolved.get("group_id", ""), resolved.get("train_domain", ""), config)
     device = pick_device(config.device)  # the device load_run put the SAE on
     stores, _notes = stores_for_run(lab, resolved, config)  # the very text the run saw, by key
-    evals, splices, quality, _ = evaluate_sae(sae, config, spec.train_domain, stores, device)
+    evals, splices, quality, _ = evaluate_sae(sae, config, spec.train_domain, stores, device,
+                                              train_steps=(resolved.get("training") or {}).get("total_steps"))
     rec = RunRecorder(lab, spec)
     try:
         rec.record_evaluation(evals, splices, quality)
         rec.writer.flush(wait_seconds=30)
     finally:
         rec.close()
+    quality = rescore_quality(lab, run_id, resolved) or quality  # an analysed run keeps the analysis-time rule
     return {"evals": evals, "splices": splices, "quality": quality}
 
 

@@ -106,8 +106,10 @@ def evaluate_sae(
     stores: dict[str, ActivationStore],
     device: torch.device,
     splice: bool = True,
+    train_steps: int | None = None,
 ) -> tuple[list[dict], list[dict], dict, dict[int, int]]:
-    """Eval rows per domain (with transfer ratios), splice rows, the quality score."""
+    """Eval rows per domain (with transfer ratios), splice rows, the quality score (with warnings when
+    the SAE fails the lab's own checks; ``train_steps`` feeds the too-few-steps one)."""
     evals, splices = [], []
     interp: dict[int, int] = {}
     loaded = load_model(resolve_model(config.model), device) if splice and config.eval.splice_sequences > 0 else None
@@ -136,7 +138,7 @@ def evaluate_sae(
     assert train_metrics is not None
     for row in evals:
         row["transfer_ratio"] = row["mse"] / train_metrics.mse if train_metrics.mse > 0 else None
-    q = quality_score(train_metrics, config.sae.k, len(set(interp.values())))
+    q = quality_score(train_metrics, config.sae.k, len(set(interp.values())), train_steps)
     return evals, splices, q.to_dict(), interp
 
 
@@ -187,7 +189,8 @@ def execute_run(
     })
     if evaluate:
         phase("eval")
-    evals, splices, quality, interp = evaluate_sae(sae, config, spec.train_domain, stores,
-                                                   device) if evaluate else ([], [], {}, {})
+    evals, splices, quality, interp = (evaluate_sae(sae, config, spec.train_domain, stores, device,
+                                                    train_steps=trainer.total_steps)
+                                       if evaluate else ([], [], {}, {}))
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
     return RunOutcome(spec.run_id, resolved, asdict(result), evals, splices, quality, lab.relative(sae_dir), interp)

@@ -153,6 +153,14 @@ def _feature_section(ref, snap: dict[str, Any] | None, top_n: int) -> list[str]:
                    f"{_num(f.get('label_precision'), '.2f')}, "
                    f"recall {_num(f.get('label_recall'), '.2f')}; {_num(f.get('label_train_score'), '.3f')} on the training "
                    "rows).  ")
+        if f.get("label_score_low") is not None:
+            verdict = ("reliable" if f.get("label_reliable") else
+                       "**not reliable**: a best guess, its score does not clear chance (0.5) by 0.1 with 95% confidence")
+            out.append(f"95% interval of the detection score: {_num(f.get('label_score_low'), '.3f')}–"
+                       f"{_num(f.get('label_score_high'), '.3f')}; "
+                       f"{verdict}.  ")
+        elif "label_reliable" not in f:
+            out.append("(Frozen before labels carried an interval: treat the label as a guess.)  ")
     else:
         out.append("**Automatic label:** none.  ")
     out.append(f"**Class:** {markdown_cell(f.get('class'))}; fires on "

@@ -92,13 +92,18 @@ def token_effects(df: pd.DataFrame) -> alt.Chart:
     ).properties(height=max(120, 16 * len(df)))
 
 
-def pareto(df: pd.DataFrame, front: pd.DataFrame) -> alt.Chart:
+def pareto(df: pd.DataFrame, front: pd.DataFrame, by_concepts: bool = False) -> alt.Chart:
+    """FVU vs L0; points coloured by layer, or by ground-truth concept coverage (the front stays per layer)."""
+    colour = (alt.Color("concept_coverage:Q", title="concept coverage", scale=alt.Scale(scheme="viridis", domain=[0, 1]))
+              if by_concepts and "concept_coverage" in df.columns else alt.Color("layer:O"))
+    tips = ["layer", "k", "d_sae", alt.Tooltip("fvu:Q", format=".4f"), alt.Tooltip("l0:Q", format=".1f")]
+    if "concept_coverage" in df.columns:
+        tips += [alt.Tooltip("concept_coverage:Q", format=".2f"), alt.Tooltip("probe_k1:Q", format=".3f")]
     pts = alt.Chart(df).mark_circle(size=80).encode(
-        x=alt.X("l0:Q", title="L0"), y=alt.Y("fvu:Q", title="FVU (held-out, in-domain)"), color="layer:O",
-        tooltip=["layer", "k", "d_sae", alt.Tooltip("fvu:Q", format=".4f"), alt.Tooltip("l0:Q", format=".1f")],
+        x=alt.X("l0:Q", title="L0"), y=alt.Y("fvu:Q", title="FVU (held-out, in-domain)"), color=colour, tooltip=tips,
     )
     line = alt.Chart(front).mark_line(strokeDash=[4, 3]).encode(x="l0:Q", y="fvu:Q", color="layer:O")
-    return (pts + line).properties(height=300)
+    return (pts + line).resolve_scale(color="independent").properties(height=300)
 
 
 def parallel_coordinates(df: pd.DataFrame, cols: list[str], color: str) -> go.Figure:
@@ -108,7 +113,7 @@ def parallel_coordinates(df: pd.DataFrame, cols: list[str], color: str) -> go.Fi
 
 
 def concept_map(df: pd.DataFrame, dims: int, color: str, selected: int | None = None) -> go.Figure:
-    hover = {"feature": True, "label": True, "cluster": True, "feature_class": True}
+    hover = {"feature": True, "title" if "title" in df.columns else "label": True, "cluster": True, "feature_class": True}
     if dims == 3:
         fig = px.scatter_3d(df, x="x3", y="y3", z="z3", color=color, hover_data=hover, custom_data=["feature"], opacity=0.8)
         fig.update_traces(marker=dict(size=3))

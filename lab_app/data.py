@@ -45,7 +45,9 @@ def runs(lab: Lab) -> pd.DataFrame:
                r.train_domain, array_to_string(r.domains, ', ') AS domains, r.tags, r.notes, r.created_at, r.ended_at,
                date_diff('second', r.started_at, coalesce(r.ended_at, r.heartbeat_at)) AS seconds,
                m.fvu, m.r2, m.mse, m.cosine, m.l0, m.dead_frac, m.transfer_ratio,
-               q.score, q.rating, r.code_version, r.error,
+               m.concept_coverage, m.probe_k1, m.probe_k1_baseline,
+               q.score, q.rating, coalesce(json_array_length(q.details->'$.warnings'), 0) AS quality_warnings,
+               r.code_version, r.error,
                r.run_id IN (SELECT run_id FROM analysis_runs) AS analysed
         FROM runs r LEFT JOIN run_metrics m USING (run_id) LEFT JOIN quality_scores q USING (run_id)
         ORDER BY r.created_at DESC
@@ -234,3 +236,13 @@ def _warm_started() -> bool:
 def warm_model_in_background() -> None:
     if lab_ready():
         _warm_started()
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def concept_results(lab: Lab, run_id: str) -> pd.DataFrame:
+    """The run's ground-truth concept table (engine/analysis/concepts), best F1 first."""
+    return query(lab, """SELECT concept, kind, status, best_latent, f1, "precision", recall, auroc, probe_k1, probe_k2, probe_k5,
+                                    baseline_k1, baseline_k2, baseline_k5, baseline_f1, latents_to_90, n_val_pos, description
+                             FROM concept_results WHERE run_id = ?
+                             ORDER BY status = 'evaluated' DESC, f1 DESC NULLS LAST, concept""",
+                 [run_id])

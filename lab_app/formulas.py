@@ -12,7 +12,9 @@ FORMULAS: dict[str, tuple[str, str]] = {
     "transfer_ratio": ("transfer ×",
                        "MSE(train on A, eval on B) / MSE(train on A, eval on A), averaged over the other domains. 1 = no loss."),
     "score": ("quality", "Seed 004's 0–5 score: reconstruction 0–2 (MSE, cosine, explained-variance bands) + sparsity 0–2 (L0 "
-                         "vs k, dead fraction) + interpretability 0–1 (distinct one-token features)."),
+                         "vs k, dead fraction) + interpretability 0–1 (distinct features with a reliable label or a ground-truth "
+                         "concept at F1 ≥ 0.8, once analysed). Warnings flag an SAE unfit for interpretability (FVU > 0.5, "
+                         "> 50% dead, < 100 steps)."),
     "overall": ("overall", "(R²_in + 1/transfer ratio + (1 − L0/d_in)) / 3: reconstruction, transfer and sparsity together, 1 = "
                            "ideal."),
     "ce_recovered": ("CE recovered",
@@ -22,7 +24,16 @@ FORMULAS: dict[str, tuple[str, str]] = {
     "frequency": ("frequency", "Share of tokens on which the feature fires (activation > 0)."),
     "selectivity": ("selectivity", "freq on this domain − freq on the others (N domains: each against the rest)."),
     "detection": ("detection",
-                  "Balanced accuracy of the auto-label predicting where the feature fires on held-out text (0.5 = chance)."),
+                  "Balanced accuracy of the auto-label predicting where the feature fires on held-out text (0.5 = chance); "
+                  "the label is shown only when its 95% interval's lower end is ≥ 0.6."),
+    "concept_coverage": ("concepts",
+                         "Share of ground-truth token concepts (Python keywords, def-names, calls, numbers, ``code`` in "
+                         "docstrings, ...) with a latent at held-out F1 ≥ 0.8 (latent and threshold chosen on the training "
+                         "split)."),
+    "probe_k1": ("probe k=1",
+                 "Mean over concepts of the held-out balanced accuracy of a logistic probe on the 1 latent with the largest "
+                 "mean-activation difference (SAEBench k-sparse probing); compare with the same probe on 1 model dimension."),
+    "probe_k1_baseline": ("probe k=1 (model)", "The same 1-sparse probe on the model's own activation dimensions: the baseline."),
 }
 
 

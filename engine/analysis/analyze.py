@@ -16,15 +16,19 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from core.errors import first_line
+from core.errors import LabError, first_line
 from core.lab import Lab, code_version
 from db import utcnow
 from engine.analysis.codes import RunData, load_run_data
 from engine.analysis.concept_map import ConceptMap, cluster_tokens, compute_map
+from engine.analysis.concepts.run import ConceptReport, evaluate_run
+from engine.analysis.concepts.table import concept_table
 from engine.analysis.config import AnalysisConfig
 from engine.analysis.contexts import context_table, domain_contexts, sequence_table
+from engine.analysis.label_trust import CHANCE
 from engine.analysis.labels import Labels, compute_labels
 from engine.analysis.neighbours import Neighbours, compute_neighbours
+from engine.analysis.quality_update import rescore_quality
 from engine.analysis.stats import FeatureStats, compute_stats
 from engine.analysis.token_effects import TokenEffects, compute_token_effects, effect_matrix, read_effect_matrix
 from engine.analysis.vocab import Vocab, load_vocab
@@ -106,6 +110,8 @@ def analyze_run(lab: Lab, run_id: str, progress: bool = False, seed: int = 0,
                        cfg.kmeans_n_init, cfg.central_features)
     ctoks = cluster_tokens(cmap.cluster, labels.fire_tokens, labels.corpus_tokens, cfg.cluster_tokens, vocab.excluded)
     clock.lap("concept_map")
+    concepts = _concepts(lab, data, cfg, progress)
+    clock.lap("concepts")
     tables = {
         "features": features_table(run_id, stats, labels, cmap),
         "feature_domain_stats": domain_stats_table(run_id, stats, labels),
@@ -113,6 +119,7 @@ def analyze_run(lab: Lab, run_id: str, progress: bool = False, seed: int = 0,
         "feature_neighbours": neighbours_table(run_id, neighbours),
         "feature_token_effects": token_effects_table(run_id, effects, vocab),
         "clusters": clusters_table(run_id, cmap, ctoks, vocab, stats, labels),
+        "concept_results": concept_table(run_id, concepts.results) if concepts else None,
     }
     clock.lap("tables")
     settings = {**cfg.to_dict(), "token_effect_source": effects.source,
@@ -130,7 +137,26 @@ def analyze_run(lab: Lab, run_id: str, progress: bool = False, seed: int = 0,
     sequences = {dc.store_key: (lambda dc=dc: sequence_table(dc, vocab)) for dc in data.domains}
     replace_analysis(lab, run_id, tables, final_row, sequences)
     clock.lap("commit")
-    return summarize(data, stats, labels, cmap, contexts.num_rows, clock, effects.source)
+    quality = rescore_quality(lab, run_id, data.resolved)
+    out = summarize(data, stats, labels, cmap, contexts.num_rows, clock, effects.source)
+    out["labels_reliable"] = int(labels.reliable.sum())
+    out["concepts"] = concepts.summary if concepts else None
+    out["quality"] = quality
+    if concepts:
+        out["timings"].update(concepts.timings)
+        out["notes"] += concepts.notes
+    return out
+
+
+def _concepts(lab: Lab, data: RunData, cfg: AnalysisConfig, progress: bool) -> ConceptReport | None:
+    """The ground-truth concept evaluation; a run whose text cannot be rebuilt is analysed without it."""
+    if not cfg.concepts:
+        return None
+    try:
+        return evaluate_run(lab, data, seed=cfg.seed, progress=progress)
+    except LabError as e:
+        data.notes.append(f"concept evaluation skipped: {e}")
+        return None
 
 
 def analyze_after_training(lab: Lab, run_id: str, progress: bool = False) -> dict[str, Any] | None:
@@ -221,6 +247,10 @@ def features_table(run_id: str, stats: FeatureStats, labels: Labels, cmap: Conce
         "label_precision": _nullable(labels.precision),
         "label_recall": _nullable(labels.recall),
         "label_train_score": _nullable(labels.train_score),
+        "label_chance": _nullable(np.where(np.isnan(labels.score), np.nan, CHANCE)),
+        "label_score_low": _nullable(labels.score_low),
+        "label_score_high": _nullable(labels.score_high),
+        "label_reliable": pa.array(labels.reliable, mask=~keep[:, 0]),
         "map_x": _nullable(cmap.coords[:, 0]),
         "map_y": _nullable(cmap.coords[:, 1]),
         "map_z": _nullable(cmap.coords[:, 2]),

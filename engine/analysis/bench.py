@@ -1,5 +1,6 @@
 """``python -m engine bench analysis``: the analysis of a default-sized run (2048 features, 2 x 100k
-tokens) against its 20 s target, and the inspector's query against its 100 ms target.
+tokens), ground-truth concept evaluation included, against its 20 s target, and the inspector's
+query against its 100 ms target.
 
 Named in the bench CLI's list of benchmarks (``engine.bench.cli.run_bench``).
 """
@@ -60,12 +61,20 @@ def bench_analysis(args, lab: Lab, out: dict) -> None:
           f"{'met' if seconds <= ANALYSIS_TARGET_S else 'NOT met'}")
     print(f"    stages (s): {stages}")
     print(f"  again, warm (replaces it)     {warm_seconds:6.2f} s")
+    c = summary.get("concepts") or {}
+    if c.get("n_concepts"):
+        t = summary["timings"]
+        print(f"    of which ground-truth concepts {t.get('concepts', 0):.2f} s "
+              f"(memberships {t.get('concepts_members', 0):.2f} s, scores {t.get('concepts_eval', 0):.2f} s; "
+              f"warm {warm['timings'].get('concepts', 0):.2f} s): {c['n_concepts']} concepts, "
+              f"coverage {c['coverage']:.0%} (model dims {c['coverage_baseline']:.0%}), "
+              f"1-latent probe {c['probe_k1']:.3f} vs {c['probe_k1_baseline']:.3f}")
     print(f"  inspector query (feature_detail, own connection each, 20 features): median {med:.1f} ms, "
           f"max {max(times):.1f} ms, {int(np.mean(sizes))} contexts per feature   "
           f"target <= {INSPECTOR_TARGET_MS:.0f} ms: {'met' if med <= INSPECTOR_TARGET_MS else 'NOT met'}")
     out["analysis"] = {
         "run_id": run_id, "seconds": seconds, "warm_seconds": warm_seconds, "timings": summary["timings"],
         "warm_timings": warm["timings"], "inspector_ms_median": med, "inspector_ms_max": max(times),
-        "inspector_ms": times, "n_contexts": summary["n_contexts"],
+        "inspector_ms": times, "n_contexts": summary["n_contexts"], "concepts": summary.get("concepts"),
     }
 

@@ -39,6 +39,8 @@ class AnalysisConfig(ConfigBase):
     label_min_count: int = bounded(2, ge=1, le=10**9)
     label_min_share: float = bounded(0.05, ge=0.0, le=1.0)  # tokens after the first must carry this share of the feature's firing
     label_min_val_fires: int = bounded(5, ge=0, le=10**9)  # fewer held-out firing tokens than this: no detection score
+    # Ground-truth concepts (engine/analysis/concepts): scored against the latents on held-out tokens.
+    concepts: bool = True
 
     def validate(self) -> "AnalysisConfig":
         """Ranges are declared on the fields (checked on construction and again here)."""

@@ -15,7 +15,8 @@ from core.lab import Lab
 from db import transaction
 
 # Child tables first, analysis_runs last: its row is what marks an analysis as complete.
-TABLES = ("features", "feature_domain_stats", "feature_context_rows", "feature_neighbours", "feature_token_effects", "clusters")
+TABLES = ("features", "feature_domain_stats", "feature_context_rows", "feature_neighbours", "feature_token_effects", "clusters",
+          "concept_results")
 
 
 def replace_analysis(lab: Lab, run_id: str, tables: dict[str, pa.Table], final_row: Callable[[], pa.Table],

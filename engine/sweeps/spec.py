@@ -48,6 +48,8 @@ METRICS: dict[str, str] = {
     "score": "maximize",
     "ce_recovered": "maximize",
     "emb_cos_sae": "maximize",
+    "concept_coverage": "maximize",  # share of ground-truth concepts with a latent at held-out F1 >= 0.8
+    "probe_k1": "maximize",  # mean held-out accuracy of 1-latent concept probes
 }
 
 

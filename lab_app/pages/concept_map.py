@@ -75,9 +75,9 @@ with c1:
     row = df[df["feature"] == choice]
     if len(row):
         r = row.iloc[0]
-        st.markdown(f"**feature {choice}** · {r['feature_class']} · cluster {r['cluster']}  \nlabel **{r['label'] or '—'}** "
+        st.markdown(f"**feature {choice}** · {r['feature_class']} · cluster {r['cluster']}  \nlabel **{r['title'] or '—'}** "
                     f"(detection {r['label_score']:.2f})" if r["label_score"] == r["label_score"]
-                    else f"**feature {choice}** · label **{r['label'] or '—'}**")
+                    else f"**feature {choice}** · label **{r['title'] or '—'}**")
     data.inspector_link(run_id, choice, label=f"Open feature {choice} in the inspector")
 with c2:
     st.markdown("**Clusters**")

@@ -41,9 +41,9 @@ except LabError as e:
 f = detail["feature"]
 domains = detail["domains"]
 
-label = f.get("label") or "—"
+title = f.get("title") or "—"  # the label only when its score clears chance (engine.analysis.label_trust)
 score = f.get("label_score")
-st.subheader(f"Feature {feature}: {label}")
+st.subheader(f"Feature {feature}: {title}")
 st.caption(f"run `{run_id}` · {info['name']} · L{info['layer']} k={info['k']} d_sae={d_sae} · class **{f.get('class')}** · "
            f"cluster {f.get('cluster')}"
            + (f" · link: `?run={run_id}&feature={feature}`"))
@@ -56,7 +56,20 @@ c[1].metric("mean activation", f"{f['mean_act']:.3f}" if f.get("mean_act") is no
             help="Mean activation when the feature fires.")
 c[2].metric("max activation", f"{f['max_act']:.3f}" if f.get("max_act") is not None else "—")
 c[3].metric("fires on", f"{int(f.get('n_fires') or 0):,} tokens")
-c[4].metric("label detection", "—" if score is None else f"{score:.2f}", help=help_for("detection"))
+low, high = f.get("label_score_low"), f.get("label_score_high")
+c[4].metric("label detection", "—" if score is None else f"{score:.2f}",
+            delta=None if low is None else f"95% {low:.2f}–{high:.2f}", delta_color="off", help=help_for("detection"))
+if f.get("label") and not f.get("label_reliable"):
+    st.caption(f"The automatic label \"{f['label']}\" is a guess: its held-out detection score does not clear chance (0.5) "
+               "by 0.1 with 95% confidence"
+               + ("" if score is None else f" (score {score:.2f}, 95% interval from {low:.2f})") + ".")
+concepts = detail.get("concepts") or []
+if concepts:
+    best = concepts[0]
+    also = ", ".join(f"{c_['concept']} (F1 {c_['f1']:.2f})" for c_ in concepts[1:4])
+    st.info(f"Ground truth: this is the best latent for the concept **{best['concept']}** — held-out F1 {best['f1']:.2f} "
+            f"(precision {best['precision']:.2f}, recall {best['recall']:.2f}, AUROC {best['auroc']:.2f})"
+            + (f"; also for {also}" if also else "") + ".", icon=":material/verified:")
 
 left, right = st.columns([3, 2])
 with right:
@@ -110,7 +123,7 @@ for col, kind, title in ((n1, "decoder", "Nearest by decoder cosine"), (n2, "act
     with col:
         st.markdown(f"**{title}**")
         for n in (nb.get(kind) or [])[:8]:
-            data.inspector_link(run_id, n["neighbour"], label=f"{n['neighbour']} · {n['label'] or '—'} · {n['score']:.2f}")
+            data.inspector_link(run_id, n["neighbour"], label=f"{n['neighbour']} · {n.get('title') or '—'} · {n['score']:.2f}")
 with n3:
     st.markdown("**The same feature in other runs** (best decoder-cosine match)")
     others = data.analysed_runs(lab)

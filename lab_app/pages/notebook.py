@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import streamlit as st
 
 from core.errors import LabError
@@ -42,7 +44,15 @@ for col, key, fmt in zip(m, ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "
                 "score": "quality /5"}[key],
                "—" if v != v or v is None else format(v, fmt), help=help_for(key))
 if latest["rating"] == latest["rating"] and latest["rating"]:
-    st.caption(f"Quality rating: **{latest['rating']}** (≥ 4.5 Excellent, ≥ 3.5 Good, ≥ 2.5 Fair, else Poor)")
+    st.caption(f"Quality rating: **{latest['rating']}** (≥ 4.5 Excellent, ≥ 3.5 Good, ≥ 2.5 Fair, else Poor)"
+               + (f" · ground-truth concepts covered **{latest['concept_coverage']:.0%}**, "
+                  f"1-latent probe {latest['probe_k1']:.2f} vs {latest['probe_k1_baseline']:.2f} on the model's own dims"
+                  if latest["concept_coverage"] == latest["concept_coverage"] and latest["concept_coverage"] is not None
+                  else ""))
+q = data.quality(lab, latest["run_id"])
+details = json.loads(q["details"]) if q and isinstance(q["details"], str) else (q or {}).get("details") or {}
+for w in details.get("warnings") or []:
+    st.warning(f"Not fit for interpretability, whatever the rating says: {w}.")
 
 left, right = st.columns([3, 2])
 with left:

@@ -49,7 +49,7 @@ for t in result.tokens:
                  "top feature": t.features[0][0] if t.features else None,
                  "activation": t.features[0][1] if t.features else 0.0})
 table = pd.DataFrame(rows)
-labels = data.concept_map(lab, run_id, info["created_at"]).set_index("feature")["label"].to_dict()
+labels = data.concept_map(lab, run_id, info["created_at"]).set_index("feature")["title"].to_dict()  # reliable labels only
 table["label"] = table["top feature"].map(lambda j: labels.get(j) if j == j and j is not None else None)
 left, right = st.columns([3, 2])
 with left:

@@ -41,7 +41,10 @@ if tag:
     view = view[view["tags"].map(lambda t: any(tag.lower() in x.lower() for x in (list(t) if t is not None else [])))]
 
 table = view[["run_id", "status", "name", "layer", "hook", "architecture", "k", "d_sae", "train_domain", "fvu", "r2",
-              "transfer_ratio", "l0", "dead_frac", "score", "seconds", "ended_at", "tags", "notes"]].copy()
+              "transfer_ratio", "l0", "dead_frac", "concept_coverage", "probe_k1", "probe_k1_baseline", "score",
+              "seconds", "ended_at", "tags", "notes"]].copy()
+table["score"] = [f"{s_:.2f}" + (" ⚠" if w else "") if s_ == s_ else None
+                  for s_, w in zip(view["score"], view["quality_warnings"])]
 table["tags"] = table["tags"].map(lambda t: ", ".join(t) if t is not None else "")
 edited = st.data_editor(
     table, hide_index=True, key="runs_table", disabled=[c for c in table.columns if c not in ("tags", "notes")],
@@ -51,7 +54,12 @@ edited = st.data_editor(
         "transfer_ratio": st.column_config.NumberColumn("transfer ×", format="%.2f", help=help_for("transfer_ratio")),
         "l0": st.column_config.NumberColumn("L0", format="%.1f", help=help_for("l0")),
         "dead_frac": st.column_config.NumberColumn("dead", format="%.3f", help=help_for("dead_frac")),
-        "score": st.column_config.NumberColumn("quality", format="%.2f", help=help_for("score")),
+        "concept_coverage": st.column_config.NumberColumn("concepts", format="%.2f", help=help_for("concept_coverage")),
+        "probe_k1": st.column_config.NumberColumn("probe k=1", format="%.3f", help=help_for("probe_k1")),
+        "probe_k1_baseline": st.column_config.NumberColumn("probe k=1 (model)", format="%.3f",
+                                                           help=help_for("probe_k1_baseline")),
+        "score": st.column_config.TextColumn(
+            "quality", help=help_for("score") + " ⚠ = the lab's own checks disagree (see the run's figures)."),
         "seconds": st.column_config.NumberColumn("s", format="%d"),
         "tags": st.column_config.TextColumn("tags", help="comma-separated; saved when you press Save"),
         "notes": st.column_config.TextColumn("notes", width="large"),
@@ -83,8 +91,8 @@ section = st.segmented_control("Show", SECTIONS, default="Over time", key="runs_
 
 label = {r.run_id: f"{r.name or r.run_id} [{r.run_id[-6:]}]" for r in runs.itertuples()}
 if section == "Over time":
-    metric = st.selectbox("Metric", ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score"], key="time_metric",
-                          help=help_for("fvu"))
+    metric = st.selectbox("Metric", ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score", "concept_coverage", "probe_k1"],
+                          key="time_metric", help=help_for("fvu"))
     st.altair_chart(charts.metric_over_time(finished, metric), width="stretch")
     st.caption(help_for(metric))
 
@@ -139,10 +147,34 @@ if section == "A run's figures":
             st.dataframe(sp[[c for c in cols if sp[c].notna().any() or c in ("eval_domain", "kind")]], hide_index=True)
         q = data.quality(lab, rid)
         if q:
+            details = json.loads(q["details"]) if isinstance(q["details"], str) else q["details"]
             st.markdown(f"**Quality** {q['score']:.2f}/5 ({q['rating']}): reconstruction {q['reconstruction_points']:.2f}/2, "
                         f"sparsity {q['sparsity_points']:.2f}/2, interpretability {q['interpretability_points']:.1f}/1",
                         help=help_for("score"))
-            st.json(json.loads(q["details"]) if isinstance(q["details"], str) else q["details"], expanded=False)
+            for w in (details or {}).get("warnings") or []:
+                st.warning(f"Not fit for interpretability, whatever the rating says: {w}.")
+            st.json(details, expanded=False)
+    concepts = data.concept_results(lab, rid)
+    st.markdown("**Ground-truth concepts** "
+                "(held-out tokens; best latent chosen on the training split; probes vs the model's own dims)",
+                help=help_for("concept_coverage"))
+    if concepts.empty:
+        st.caption("No concept evaluation yet: it runs with the feature analysis (`python -m engine analyze RUN`).")
+    else:
+        ev = concepts[concepts["status"] == "evaluated"].copy()
+        ev["inspect"] = [f"inspector?run={rid}&feature={int(f_)}" for f_ in ev["best_latent"]]
+        st.dataframe(ev[["concept", "best_latent", "inspect", "f1", "precision", "recall", "auroc", "probe_k1", "probe_k2",
+                         "probe_k5", "baseline_k1", "baseline_k2", "baseline_k5", "latents_to_90", "n_val_pos"]],
+                     hide_index=True, key="run_concepts",
+                     column_config={"inspect": st.column_config.LinkColumn("inspector", display_text="open",
+                                                                           help="the best latent in the inspector"),
+                                    **{c: st.column_config.NumberColumn(c.replace("_", " "), format="%.2f")
+                                       for c in ("f1", "precision", "recall", "auroc", "probe_k1", "probe_k2", "probe_k5",
+                                                 "baseline_k1", "baseline_k2", "baseline_k5")}})
+        skipped = concepts[concepts["status"] != "evaluated"]
+        if len(skipped):
+            st.caption(f"Not evaluated ({len(skipped)}): "
+                       + ", ".join(f"{c} ({s_})" for c, s_ in zip(skipped["concept"], skipped["status"])))
 
 if section == "Sweep":
     if sweeps.empty:
@@ -158,12 +190,17 @@ if section == "Sweep":
             board = configs.sort_values(s["metric"], ascending=s["goal"] == "minimize").reset_index(drop=True)
             board.insert(0, "rank", range(1, len(board) + 1))
             st.dataframe(board[["rank", "layer", "hook", "architecture", "k", "d_sae", "fvu", "r2", "transfer_ratio", "l0",
-                                "dead_frac", "score", "overall"]],
-                         hide_index=True, key="sweep_board")
+                                "dead_frac", "score", "concept_coverage", "probe_k1", "overall"]],
+                         hide_index=True, key="sweep_board",
+                         column_config={"concept_coverage": st.column_config.NumberColumn(
+                                            "concepts", format="%.2f", help=help_for("concept_coverage")),
+                                        "probe_k1": st.column_config.NumberColumn(
+                                            "probe k=1", format="%.3f", help=help_for("probe_k1"))})
             from engine.sweeps.leaderboard import pareto_front
 
             st.markdown("**FVU vs L0 with the Pareto front per layer**")
-            st.altair_chart(charts.pareto(configs, pareto_front(configs)), width="stretch")
+            colour = st.radio("Colour points by", ["layer", "concept coverage"], horizontal=True, key="pareto_colour")
+            st.altair_chart(charts.pareto(configs, pareto_front(configs), colour == "concept coverage"), width="stretch")
             if len(configs) > 1:
                 st.markdown("**Parallel coordinates**")
                 dims = [c for c in ["layer", "k", "d_sae", "fvu", "transfer_ratio", "l0", "dead_frac",

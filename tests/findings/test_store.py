@@ -43,9 +43,13 @@ def test_card_from_feature_prefills_from_the_analysis_and_freezes_the_inspector_
     card = card_from_feature(c.lab, c.run_id, c.feature, author="alice")
     f = detail["feature"]
     assert (card.revision, card.status, card.author, card.updated_by) == (1, "draft", "alice", "alice")
-    assert card.label == f["label"] and card.title == f["label"]
-    assert f"Feature {c.feature}" in card.claim and f"{f['label_score']:.2f}" in card.claim
-    assert card.confidence == ("high" if f["label_score"] >= 0.9 else "medium" if f["label_score"] >= 0.75 else "low")
+    assert card.label == f["label"]
+    assert card.title == (f["label"] if f["label_reliable"] else f"no reliable label (best guess: {f['label']})")
+    assert f"Feature {c.feature}" in card.claim.replace("feature", "Feature", 1) and f"{f['label_score']:.2f}" in card.claim
+    # The prefilled confidence follows the score's interval (engine.analysis.label_trust), never high when unreliable.
+    expected = ("low" if not f["label_reliable"] else
+                "high" if f["label_score_low"] >= 0.8 and f["label_precision"] >= 0.5 else "medium")
+    assert card.confidence == expected
     assert card.tags == [f["class"]]
     assert card.description.startswith("Fires most on:")
     (ref,) = card.features

@@ -157,3 +157,24 @@ def test_only_the_planted_feature_earns_a_trusted_label(planted):
     assert len(trusted) >= 1
     assert all(lbl.startswith("planet") for lbl in trusted["label"])
     assert summary["labels_above_0_9"] == len(trusted)
+
+
+def test_the_control_label_at_chance_is_shown_as_a_guess(planted):
+    """The control feature's best label scores near chance: its interval says so, every view titles it
+    "no reliable label (best guess: ...)", and a card prefilled from it says low confidence."""
+    from engine.analysis.queries import feature_detail, list_features
+    from findings.prefill import prefill
+
+    lab, run_id, cos_planet, cos_control, _ = planted
+    control, planet = int(np.argmax(cos_control)), int(np.argmax(cos_planet))
+    row = _feature(lab, run_id, control)
+    assert row["label_chance"] == 0.5 and row["label_score_low"] < 0.6 and not row["label_reliable"]
+    detail = feature_detail(lab, run_id, control)
+    assert detail["feature"]["title"] == f"no reliable label (best guess: {row['label']})"
+    listed = list_features(lab, run_id, limit=64).set_index("feature")
+    assert listed.loc[control, "title"] == detail["feature"]["title"]
+    card = prefill({"run_id": run_id, "hook": "mlp_out", "layer": 2}, control, detail)
+    assert card["title"].startswith("no reliable label (best guess: ") and card["confidence"] == "low"
+    assert card["claim"].startswith("Unconfirmed guess:")
+    good = feature_detail(lab, run_id, planet)["feature"]
+    assert good["label_reliable"] and good["title"] == good["label"] and good["label_score_low"] >= 0.6
