@@ -127,7 +127,8 @@ def damaged(run_id: str, detail: str) -> LabError:
                     f"or delete it (python -m engine runs delete {run_id})")
 
 
-def _in_database(lab: Lab, run_id: str) -> bool:
+def run_row_exists(lab: Lab, run_id: str) -> bool:
+    """Whether the lab's database has a row for the run (False when there is no database yet)."""
     if not lab.db.exists():
         return False
     try:
@@ -138,7 +139,7 @@ def _in_database(lab: Lab, run_id: str) -> bool:
 
 def _missing(lab: Lab, run_id: str, what: str) -> LabError:
     """A file that is not there: a run the database knows lost its files; otherwise the id is wrong."""
-    if _in_database(lab, run_id):
+    if run_row_exists(lab, run_id):
         return damaged(run_id, f"{what} is missing (the database knows the run, its folder {lab.run_dir(run_id)} does not hold "
                                "it)")
     return LabError(f"unknown run '{run_id}': no {what}; {LIST_RUNS}")

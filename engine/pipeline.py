@@ -10,10 +10,10 @@ import torch
 
 from core.errors import DiskFullError, LabError, first_line
 from core.lab import Lab
-from db import Op, query, query_rows, utcnow, write_now
+from db import Op, query, utcnow, write_now
 from engine.analysis.analyze import analyze_after_training
 from engine.analysis.quality_update import rescore_quality
-from engine.artifacts import collect_for, load_run, stores_for_run
+from engine.artifacts import collect_for, load_run, run_row_exists, stores_for_run
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
 from engine.device import pick_device
@@ -107,25 +107,16 @@ def run_locally(
         # Half-written files go first: on a full disk that frees the space the status write needs.
         remove_temporary_files(folder, checkpoint=True)
         msg = first_line(e)
-        recorded = rec.end("FAILED", f"{type(e).__name__}: {msg}"[:500]) if rec.started or _row_exists(lab, spec.run_id) else True
+        has_row = rec.started or run_row_exists(lab, spec.run_id)
+        recorded = rec.end("FAILED", f"{type(e).__name__}: {msg}"[:500]) if has_row else True
         if isinstance(e, DiskFullError):
             later = "" if recorded else " (the next command that writes to the lab records that)"
             raise DiskFullError(f"run {spec.run_id} FAILED{later}: {e}") from None
         raise
     finally:
         rec.close()
-        if not rec.started and not _row_exists(lab, spec.run_id):
+        if not rec.started and not run_row_exists(lab, spec.run_id):
             shutil.rmtree(folder, ignore_errors=True)  # never started: nothing refers to its folder (lock, config)
-
-
-def _row_exists(lab: Lab, run_id: str) -> bool:
-    """Whether the run has a row (a resumed job's run has one before this process starts it again)."""
-    if not lab.db.exists():
-        return False
-    try:
-        return bool(query_rows(lab, "SELECT 1 FROM runs WHERE run_id = ?", [run_id]))
-    except LabError:
-        return False
 
 
 def run_experiment(config: ExperimentConfig, lab: Lab, progress: bool = True, evaluate: bool = True,
