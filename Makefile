@@ -4,6 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 LAB    ?= lab_data
 PORT   ?= 8501
+# Where the app listens. Anything but loopback needs SAE_LAB_TOKEN (see README, Security).
+ADDRESS ?= 127.0.0.1
+SERVE   = $(BIN)/python -m lab_app.serve --lab $(LAB) --port $(PORT) --address $(ADDRESS)
 
 .PHONY: lab test install dev-install chromium freeze clean-lab
 
@@ -20,8 +23,14 @@ $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.runtime-installed
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
-install: $(VENV)/.runtime-installed
-dev-install: $(VENV)/.dev-installed
+# The lab's own packages (core, db, engine, findings, lab_app), installed in place from this folder:
+# `python -m engine`, the app and its worker processes import them from anywhere, no sys.path edits.
+$(VENV)/.lab-installed: pyproject.toml $(VENV)/.runtime-installed
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(VENV)/.lab-installed
+dev-install: $(VENV)/.dev-installed $(VENV)/.lab-installed
 
 # Debian's chromium for the real-browser app test (the test skips, saying why, where it is missing).
 chromium:
@@ -31,14 +40,15 @@ chromium:
 	      || echo "chromium could not be installed: the browser test will skip"; \
 	  else echo "no root/apt-get: the browser test will skip"; fi; }
 
-# Fill an empty lab with the default experiment, then start the app.
+# Fill an empty lab with the default experiment, then start the app (on 127.0.0.1 unless ADDRESS=...).
+# The address and token are checked first, so a refused exposure does not wait for the experiment.
 lab: install
+	@$(SERVE) --check
 	HF_HUB_OFFLINE=$${HF_HUB_OFFLINE:-1} $(BIN)/python -m engine --lab $(LAB) init
-	@if [ -f lab_app/app.py ]; then \
-	  SAE_LAB_DIR=$(LAB) $(BIN)/streamlit run lab_app/app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false; \
-	fi
+	$(SERVE)
 
 test: dev-install chromium
+	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 # Regenerate the exact pins from requirements*.in in a throwaway venv.

@@ -1,15 +1,14 @@
 """Storage: the only package that opens the lab's DuckDB file (schema, migrations, connections)."""
 
-from db.connection import connect, db_path, default_lab_dir, query, query_rows, transaction
+from db.connection import connect, query, query_rows
 from db.migrations import ensure_schema
+from db.transactions import transaction
 from db.writer import BufferedWriter, Op, replay_spools, utcnow, write_now
 
 __all__ = [
     "BufferedWriter",
     "Op",
     "connect",
-    "db_path",
-    "default_lab_dir",
     "ensure_schema",
     "query",
     "query_rows",

@@ -7,7 +7,6 @@ a process that finds it locked backs off (bounded, jittered, doubling) and tries
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -17,14 +16,13 @@ from typing import Any, Iterator
 
 import duckdb
 
-from engine.errors import LabBusyError, LabError
+from core.errors import LabBusyError, LabError, disk_full_error, first_line, is_disk_full
+from core.lab import Lab
 
-DB_FILENAME = "lab.duckdb"
 # One connection at a time per process: DuckDB refuses a second in-process connection with a
 # different configuration (read-only vs read-write), and concurrent transactions from a worker's
 # heartbeat thread and its main thread could conflict. Each holds the file for milliseconds.
 _PROCESS_LOCK = threading.RLock()
-DEFAULT_LAB_DIR = "lab_data"
 
 # Read-only connections for people's SQL: no file system, no extensions, settings frozen.
 SANDBOX_CONFIG = {
@@ -35,14 +33,6 @@ SANDBOX_CONFIG = {
 }
 
 
-def default_lab_dir() -> Path:
-    return Path(os.environ.get("SAE_LAB_DIR", DEFAULT_LAB_DIR))
-
-
-def db_path(lab_dir: str | Path) -> Path:
-    return Path(lab_dir) / DB_FILENAME
-
-
 def _is_lock_error(err: Exception) -> bool:
     text = str(err).lower()
     return "lock" in text and ("conflict" in text or "could not set" in text)
@@ -51,7 +41,8 @@ def _is_lock_error(err: Exception) -> bool:
 def _open(path: Path, read_only: bool, config: dict[str, Any] | None) -> duckdb.DuckDBPyConnection:
     config = dict(config or {})
     lock = config.pop("lock_configuration", False)
-    con = duckdb.connect(str(path), read_only=read_only, config=config) if config else duckdb.connect(str(path), read_only=read_only)
+    con = (duckdb.connect(str(path), read_only=read_only, config=config) if config
+           else duckdb.connect(str(path), read_only=read_only))
     # DuckDB draws a progress bar on stdout for statements over 2 s, even into redirected logs.
     con.execute("SET enable_progress_bar = false")
     if lock:
@@ -61,14 +52,14 @@ def _open(path: Path, read_only: bool, config: dict[str, Any] | None) -> duckdb.
 
 @contextmanager
 def connect(
-    lab_dir: str | Path,
+    lab: Lab,
     *,
     read_only: bool = False,
     wait_seconds: float = 30.0,
     sandbox: bool = False,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the lab database for one short unit of work, retrying while another process holds it."""
-    path = db_path(lab_dir)
+    path = lab.db
     if read_only and not path.exists():
         raise LabError(f"no lab database at {path}: run `python -m engine run` (or `make lab`) to create one")
     if not read_only:
@@ -84,7 +75,7 @@ def connect(
                 break
             except duckdb.IOException as e:
                 if not _is_lock_error(e):
-                    raise LabError(f"cannot open the lab database {path}: {e}") from None
+                    raise _open_error(path, read_only, e) from None
                 if time.monotonic() >= deadline:
                     raise LabBusyError(
                         f"the lab database {path} stayed locked by another process for {wait_seconds:.0f} s: "
@@ -95,35 +86,42 @@ def connect(
         try:
             yield con
         finally:
-            con.close()
+            _close(con)
     finally:
         _PROCESS_LOCK.release()
 
 
-@contextmanager
-def transaction(lab_dir: str | Path, *, wait_seconds: float = 30.0) -> Iterator[duckdb.DuckDBPyConnection]:
-    """One write transaction: all of it lands or none of it does."""
-    from db.migrations import ensure_schema
-
-    ensure_schema(lab_dir)
-    with connect(lab_dir, wait_seconds=wait_seconds) as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            yield con
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
+def _open_error(path: Path, read_only: bool, e: Exception) -> LabError:
+    """One line for a database file that cannot be opened (not for a lock held elsewhere)."""
+    text = first_line(e)
+    if is_disk_full(e):
+        return disk_full_error(path)
+    if "permission denied" in text.lower():
+        if read_only:
+            return LabError(f"cannot read the lab database {path}: permission denied; ask its owner for read access (chmod a+r)")
+        return LabError(f"cannot write the lab database {path}: permission denied for this user; make it and its folder "
+                        "writable (chmod / chown), or use a read-only command (sql, sweep-status, findings list/show/export)")
+    return LabError(f"cannot open the lab database {path}: {text}")
 
 
-def query(lab_dir: str | Path, sql: str, params: list[Any] | tuple[Any, ...] | None = None, *, wait_seconds: float = 30.0):
+def _close(con: duckdb.DuckDBPyConnection) -> None:
+    """Close, ignoring a failed checkpoint on close: what was committed is in the WAL already and
+    is replayed on the next open (a full disk must not turn one error into three)."""
+    try:
+        con.close()
+    except duckdb.Error:
+        pass
+
+
+def query(lab: Lab, sql: str, params: list[Any] | tuple[Any, ...] | None = None, *, wait_seconds: float = 30.0):
     """Run one read query and return a pandas DataFrame."""
-    with connect(lab_dir, read_only=True, wait_seconds=wait_seconds) as con:
+    with connect(lab, read_only=True, wait_seconds=wait_seconds) as con:
         return con.execute(sql, params or []).df()
 
 
-def query_rows(lab_dir: str | Path, sql: str, params: list[Any] | tuple[Any, ...] | None = None, *, wait_seconds: float = 30.0) -> list[tuple]:
-    with connect(lab_dir, read_only=True, wait_seconds=wait_seconds) as con:
+def query_rows(lab: Lab, sql: str, params: list[Any] | tuple[Any, ...] | None = None, *,
+               wait_seconds: float = 30.0) -> list[tuple]:
+    with connect(lab, read_only=True, wait_seconds=wait_seconds) as con:
         return con.execute(sql, params or []).fetchall()
 
 

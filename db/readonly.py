@@ -9,13 +9,12 @@ A timer interrupts queries that run too long.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import duckdb
 import pandas as pd
 
+from core.errors import LabError, first_line
+from core.lab import Lab
 from db.connection import connect, interrupt_after
-from engine.errors import LabError
 
 ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN, duckdb.StatementType.PRAGMA}
 
@@ -39,10 +38,10 @@ def check_read_only(sql: str) -> list[str]:
     return [st.query for st in statements]
 
 
-def run_readonly(lab_dir: str | Path, sql: str, timeout_seconds: float = 20.0, max_rows: int = 100_000) -> pd.DataFrame:
+def run_readonly(lab: Lab, sql: str, timeout_seconds: float = 20.0, max_rows: int = 100_000) -> pd.DataFrame:
     """Result of the last statement as a DataFrame (at most ``max_rows`` rows)."""
     statements = check_read_only(sql)
-    with connect(lab_dir, read_only=True, sandbox=True, wait_seconds=10) as con:
+    with connect(lab, read_only=True, sandbox=True, wait_seconds=10) as con:
         try:
             with interrupt_after(con, timeout_seconds):
                 for text in statements[:-1]:
@@ -56,5 +55,5 @@ def run_readonly(lab_dir: str | Path, sql: str, timeout_seconds: float = 20.0, m
         except duckdb.InterruptException:
             raise LabError(f"the query ran longer than {timeout_seconds:.0f} s and was stopped: add a LIMIT or a WHERE") from None
         except duckdb.Error as e:
-            first = str(e).strip().splitlines()[0]
+            first = first_line(e)
             raise LabError(f"the query failed: {first}") from None

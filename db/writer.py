@@ -16,15 +16,21 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 import pyarrow as pa
 
-from db.connection import transaction
-from engine.errors import LabBusyError
+from core.errors import LabBusyError, LabError
+from core.lab import Lab
+from db.transactions import transaction
 
 SPOOL_NAME = "spool.jsonl"
 Conflict = Literal["ignore", "replace", "error"]
+
+# Crash tests only: called with a flush's operations inside its open transaction, after they are
+# applied and before COMMIT (tests/fault_worker.py installs one that pauses there, so a test can
+# SIGKILL a worker in the middle of a real database write). Nothing in the lab sets it.
+in_transaction_hook: Callable[[list["Op"]], None] | None = None
 
 
 def utcnow() -> dt.datetime:
@@ -89,7 +95,8 @@ def apply_ops(con, ops: Iterable[Op]) -> None:
             if not op.rows:
                 continue
             cols = list(zip(*[[_revive(v) for v in row] for row in op.rows]))
-            table = pa.table({c: pa.array(list(vals)) if not _all_none(vals) else pa.nulls(len(vals)) for c, vals in zip(op.columns, cols)})
+            table = pa.table({c: pa.array(list(vals)) if not _all_none(vals) else pa.nulls(len(vals))
+                              for c, vals in zip(op.columns, cols)})
             view = f"_buf_{n}"
             con.register(view, table)
             verb = {"ignore": "INSERT OR IGNORE", "replace": "INSERT OR REPLACE", "error": "INSERT"}[op.on_conflict]
@@ -182,14 +189,14 @@ class BufferedWriter:
 
     def __init__(
         self,
-        lab_dir: str | Path,
+        lab: Lab,
         spool_dir: str | Path,
         *,
         flush_every_seconds: float = 5.0,
         flush_every_ops: int = 200,
         wait_seconds: float = 2.0,
     ):
-        self.lab_dir = Path(lab_dir)
+        self.lab = lab
         self.spool_dir = Path(spool_dir)
         self.spool_path = self.spool_dir / SPOOL_NAME
         self.flush_every_seconds = flush_every_seconds
@@ -247,41 +254,44 @@ class BufferedWriter:
                 f.unlink(missing_ok=True)
             return True
         try:
-            with transaction(self.lab_dir, wait_seconds=self.wait_seconds if wait_seconds is None else wait_seconds) as con:
+            with transaction(self.lab, wait_seconds=self.wait_seconds if wait_seconds is None else wait_seconds) as con:
                 apply_ops(con, spooled + ops)
-                _fault_point(spooled + ops)
+                if in_transaction_hook is not None:
+                    in_transaction_hook(spooled + ops)
         except LabBusyError:
             if ops:
                 append_spool(self.spool_path, ops)
                 self.spooled_batches += 1
             return False
+        except LabError:
+            # Disk full, permissions: keep the rows for a later replay if the spool can still be
+            # written (on a full disk it usually cannot), then let the caller fail the run.
+            if ops:
+                try:
+                    append_spool(self.spool_path, ops)
+                    self.spooled_batches += 1
+                except OSError:
+                    pass
+            raise
         for f in claimed:
             f.unlink(missing_ok=True)
         return True
 
     def close(self, wait_seconds: float = 30.0) -> bool:
-        """Final flush with a longer wait; whatever still cannot be written stays in the spool."""
+        """Final flush with a longer wait; whatever still cannot be written stays in the spool
+        (returns False then, and never raises: it runs while another error may be on its way out)."""
         try:
             return self.flush(wait_seconds=wait_seconds)
+        except LabError:
+            return False
         finally:
             self.owner.release()
 
 
-def _fault_point(ops: list[Op]) -> None:
-    """Crash tests only: with SAE_LAB_FAULT_PAUSE_IN_WRITE=<marker file> set, the first flush that
-    writes step metrics stops inside its open transaction (before COMMIT), creates the marker and
-    sleeps, so a test can SIGKILL the process in the middle of a real database write."""
-    marker = os.environ.get("SAE_LAB_FAULT_PAUSE_IN_WRITE")
-    if marker and not os.path.exists(marker) and any(op.table == "step_metrics" for op in ops):
-        with open(marker, "w") as f:
-            f.write(str(os.getpid()))
-        time.sleep(600)
-
-
-def replay_spools(lab_dir: str | Path, wait_seconds: float = 30.0) -> int:
+def replay_spools(lab: Lab, wait_seconds: float = 30.0) -> int:
     """Replay the spools of runs whose writer died (after a crash); returns how many were replayed."""
     n = 0
-    for folder in sorted({p.parent for p in Path(lab_dir).glob("runs/*/spool*")}):
+    for folder in sorted({p.parent for p in lab.runs.glob("*/spool*")}):
         lock = OwnerLock(folder)
         if not lock.acquire():
             continue  # its writer is alive and will replay its own spool
@@ -289,7 +299,7 @@ def replay_spools(lab_dir: str | Path, wait_seconds: float = 30.0) -> int:
             claimed = claim_spool(folder)
             ops = [op for f in claimed for op in read_spool(f)]
             if ops:
-                with transaction(lab_dir, wait_seconds=wait_seconds) as con:
+                with transaction(lab, wait_seconds=wait_seconds) as con:
                     apply_ops(con, ops)
                 n += 1
             for f in claimed:
@@ -299,7 +309,7 @@ def replay_spools(lab_dir: str | Path, wait_seconds: float = 30.0) -> int:
     return n
 
 
-def write_now(lab_dir: str | Path, ops: list[Op], wait_seconds: float = 30.0) -> None:
+def write_now(lab: Lab, ops: list[Op], wait_seconds: float = 30.0) -> None:
     """Write operations immediately in one transaction (for things a person waits on)."""
-    with transaction(lab_dir, wait_seconds=wait_seconds) as con:
+    with transaction(lab, wait_seconds=wait_seconds) as con:
         apply_ops(con, ops)

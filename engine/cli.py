@@ -6,13 +6,28 @@ Every user mistake ends as one line on stderr naming the fix, and a non-zero exi
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from engine.cli_args import float_arg, int_arg
-from engine.errors import LabError
+from core.errors import LabError, os_error
+from core.lab import Lab
+from db import ensure_schema, query
+from db.readonly import run_readonly
+from engine.analysis.cli import add_analysis_commands
+from engine.bench.cli import add_bench_args, run_bench
+from engine.cli_args import comma_list, float_arg, int_arg
+from engine.config import ExperimentConfig, build_config
+from engine.interventions.cli import add_intervention_commands
+from engine.lab_open import open_lab
+from engine.runs_cli import add_run_commands
+from engine.sweeps.cli import add_sweep_commands
+from engine.tables import format_table
+
+# A layer above the engine adds its command group to the parser: add(subparsers).
+AddCommands = Callable[[Any], None]
 
 # Flag -> config key, for the common settings; anything else goes through --set key=value.
 SHORTCUTS: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -36,16 +51,19 @@ SHORTCUTS: dict[str, tuple[str, Callable[[str], Any]]] = {
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("experiment (defaults: all-MiniLM-L6-v2, mlp_out layer 2, TopK k=16, d_sae=2048, prose+code, 100k tokens)")
+    g = p.add_argument_group("experiment (defaults: all-MiniLM-L6-v2, mlp_out layer 2, TopK k=16, d_sae=2048, prose+code, 100k "
+                             "tokens)")
     g.add_argument("--config", help="JSON or TOML file with experiment settings")
-    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any setting, e.g. --set train.epochs=4")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any setting, e.g. --set train.epochs=4")
     g.add_argument("--model", help="model name, local folder, or hub id")
     g.add_argument("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
     g.add_argument("--hook", help="mlp_out, resid_post or attn_out")
     g.add_argument("--layer", type=int_arg)
     g.add_argument("--seed", type=int_arg)
     g.add_argument("--name")
-    g.add_argument("--arch", help="topk (default), batchtopk, matryoshka_batchtopk, jumprelu, relu, or another registered architecture")
+    g.add_argument("--arch", help="topk (default), batchtopk, matryoshka_batchtopk, jumprelu, relu, "
+                                  "or another registered architecture")
     g.add_argument("--k", type=int_arg)
     g.add_argument("--d-sae", dest="d_sae", type=int_arg)
     g.add_argument("--domains", help="comma-separated: prose, code, wikitext, python-code, a path, or name=path")
@@ -59,92 +77,82 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from engine.config import build_config
-
     overrides = []
     for flag, (key, _) in SHORTCUTS.items():
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={_json(value)}")
-    if getattr(args, "domains", None):
-        overrides.append(f"data.domains={_json([d for d in args.domains.split(',') if d.strip()])}")
-    if getattr(args, "train_domains", None):
-        overrides.append(f"train_domains={_json([d.strip() for d in args.train_domains.split(',') if d.strip()])}")
-    if getattr(args, "layers", None):
+    if getattr(args, "domains", None) is not None:
+        overrides.append(f"data.domains={_json(comma_list('--domains', args.domains, 'prose,code'))}")
+    if getattr(args, "train_domains", None) is not None:
+        overrides.append(f"train_domains={_json(comma_list('--train-domains', args.train_domains, 'prose'))}")
+    if getattr(args, "layers", None) is not None:
         if args.layers.strip().lower() == "all":
             overrides.append("data.layers=null")
         else:
             try:
-                overrides.append(f"data.layers={_json([int(x) for x in args.layers.split(',') if x.strip()])}")
+                overrides.append(f"data.layers={_json([int(x) for x in comma_list('--layers', args.layers, '0,2,4')])}")
             except ValueError:
                 raise LabError(f"--layers '{args.layers}' must be 'all' or comma-separated numbers like 0,2,4") from None
     return build_config(args.config, list(args.set) + overrides)
 
 
 def _json(v: Any) -> str:
-    import json
-
     return json.dumps(v)
-
-
-def format_table(df, max_rows: int = 200, float_digits: int = 4) -> str:
-    """A plain text table (what `sql` prints)."""
-    if df is None or len(df.columns) == 0:
-        return "(no result)"
-    shown = df.head(max_rows)
-
-    def cell(v: Any) -> str:
-        if v is None:
-            return "NULL"
-        if isinstance(v, float):
-            return "NaN" if v != v else f"{v:.{float_digits + 2}g}"
-        text = str(v).replace("\n", " ")
-        return text if len(text) <= 60 else text[:57] + "..."
-
-    rows = [[cell(v) for v in r] for r in shown.itertuples(index=False)]
-    head = [str(c) for c in shown.columns]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
-    line = "  ".join(h.ljust(w) for h, w in zip(head, widths))
-    sep = "  ".join("-" * w for w in widths)
-    body = "\n".join("  ".join(c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(r, widths)) for r in rows)
-    more = f"\n({len(df)} rows, {max_rows} shown)" if len(df) > max_rows else f"\n({len(df)} row{'s' if len(df) != 1 else ''})"
-    return f"{line}\n{sep}\n{body}{more}" if rows else f"{line}\n{sep}\n(0 rows)"
-
-
-def _numeric(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
 
 
 # -- commands ---------------------------------------------------------------------------------------
 def cmd_collect(args, lab) -> int:
+    # deferred: the pipeline loads the model code, scipy and the analysis
     from engine.pipeline import collect
 
     config = config_from_args(args)
     stores = collect(config, lab, progress=not args.quiet)
     for name, s in stores.items():
-        print(f"{name}: {s.meta['n_rows']:,} tokens, {s.meta['n_sequences']} sequences, sites {', '.join(sorted(s.meta['sites']))} -> {lab.relative(s.path)}")
+        print(f"{name}: {s.meta['n_rows']:,} tokens, {s.meta['n_sequences']} sequences, sites "
+              f"{', '.join(sorted(s.meta['sites']))} -> {lab.relative(s.path)}")
     return 0
 
 
 def _print_outcomes(lab, outcomes) -> None:
+    # deferred: the pipeline loads the model code, scipy and the analysis
     from engine.pipeline import transfer_matrix
 
     if not outcomes or not outcomes[0].evals:
         for o in outcomes:
-            print(f"run {o.run_id}: trained ({o.train['steps']} steps, {o.train['tokens_per_second']:,.0f} tokens/s) -> {o.sae_dir}")
+            print(f"run {o.run_id}: trained ({o.train['steps']} steps, {o.train['tokens_per_second']:,.0f} tokens/s) -> "
+                  f"{o.sae_dir}")
         return
     print(format_table(transfer_matrix(lab, outcomes[0].resolved["group_id"])))
     for o in outcomes:
-        q = o.quality
+        q = _stored_quality(lab, o.run_id) or o.quality  # the analysis rescores interpretability
         print(f"run {o.run_id} [{o.resolved['train_domain']}]: quality {q['score']:.2f}/5 ({q['rating']}), "
               f"{o.train['tokens_per_second']:,.0f} training tokens/s, SAE in {o.sae_dir}")
+        for w in (q.get("details") or {}).get("warnings") or []:
+            print(f"  warning: not fit for interpretability, whatever the rating says: {w}")
+    # deferred: the concept evaluation loads scipy and the analysis
+    from engine.analysis.concepts.table import run_concept_report
+
+    for o in outcomes:
+        report = run_concept_report(lab, o.run_id)
+        if report:
+            print(f"\nground-truth concepts of run {o.run_id} [{o.resolved['train_domain']}] "
+                  "(held-out tokens; * = a latent at F1 >= 0.8; probes vs the same probes on the model's own dims):")
+            print(report)
+
+
+def _stored_quality(lab: Lab, run_id: str) -> dict | None:
+    """The run's stored quality score (the analysis rescores it after evaluation), or None."""
+    df = query(lab, "SELECT * FROM quality_scores WHERE run_id = ?", [run_id])
+    if df.empty:
+        return None
+    q = df.iloc[0].to_dict()
+    q["details"] = json.loads(q["details"]) if isinstance(q["details"], str) else q["details"]
+    return q
 
 
 def cmd_train(args, lab, evaluate: bool = False) -> int:
+    # deferred: the pipeline loads the model code, scipy and the analysis
     from engine.pipeline import run_experiment
 
     config = config_from_args(args)
@@ -159,26 +167,26 @@ def cmd_run(args, lab) -> int:
 
 
 def cmd_eval(args, lab) -> int:
-    from db import query
+    # deferred: the pipeline loads the model code, scipy and the analysis
     from engine.pipeline import evaluate_existing
 
     ids = list(args.run_ids)
     if args.all:
-        ids = list(query(lab.root, "SELECT run_id FROM runs WHERE status = 'FINISHED' AND run_id NOT IN (SELECT run_id FROM eval_results)")["run_id"])
+        ids = list(query(lab, "SELECT run_id FROM runs WHERE status = 'FINISHED' AND run_id NOT IN (SELECT run_id FROM "
+                              "eval_results)")["run_id"])
     if not ids:
         raise LabError("no runs to evaluate: pass run ids, or --all for finished runs without evaluation")
     for rid in ids:
         res = evaluate_existing(lab, rid, progress=not args.quiet)
         q = res["quality"]
-        print(f"run {rid}: " + ", ".join(f"{e['eval_domain']} FVU {e['fvu']:.4f} (x{e['transfer_ratio']:.2f})" for e in res["evals"])
+        print(f"run {rid}: "
+              + ", ".join(f"{e['eval_domain']} FVU {e['fvu']:.4f} (x{e['transfer_ratio']:.2f})" for e in res["evals"])
               + f"; quality {q['score']:.2f}/5 ({q['rating']})")
     return 0
 
 
 def cmd_sql(args, lab) -> int:
-    from db.readonly import run_readonly
-
-    df = run_readonly(lab.root, args.query, timeout_seconds=args.timeout)
+    df = run_readonly(lab, args.query, timeout_seconds=args.timeout)
     if args.csv:
         df.to_csv(sys.stdout, index=False)
     else:
@@ -188,14 +196,14 @@ def cmd_sql(args, lab) -> int:
 
 def cmd_init(args, lab) -> int:
     """Fill an empty lab with the default experiment (what `make lab` runs); a filled lab is left alone."""
-    from db import ensure_schema, query
-    from engine.config import ExperimentConfig
+    # deferred: the pipeline loads the model code, scipy and the analysis
     from engine.pipeline import run_experiment, transfer_matrix
 
-    ensure_schema(lab.root)
-    finished = query(lab.root, "SELECT count(*) AS n FROM runs WHERE status = 'FINISHED'").iloc[0, 0]
+    ensure_schema(lab)
+    finished = query(lab, "SELECT count(*) AS n FROM runs WHERE status = 'FINISHED'").iloc[0, 0]
     if finished == 0:
-        print(f"empty lab at {lab.root}: running the default experiment (layer 2 mlp_out, TopK k=16, d_sae=2048, prose + code, 100k tokens each)")
+        print(f"empty lab at {lab.root}: running the default experiment (layer 2 mlp_out, TopK k=16, d_sae=2048, prose + code, "
+              "100k tokens each)")
         outcomes = run_experiment(ExperimentConfig().validate(), lab, progress=not args.quiet)
         _print_outcomes(lab, outcomes)
     else:
@@ -205,13 +213,12 @@ def cmd_init(args, lab) -> int:
 
 
 def cmd_bench(args, lab) -> int:
-    import engine.analysis.bench  # noqa: F401  (registers "bench analysis")
-    from engine.bench.cli import run_bench
-
     return run_bench(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra_commands: Sequence[AddCommands] = ()) -> argparse.ArgumentParser:
+    """The engine's parser; ``extra_commands`` add the command groups of the layers above the engine
+    (``python -m engine`` adds the findings commands: see engine/__main__.py)."""
     p = argparse.ArgumentParser(prog="python -m engine", description="SAE interpretability lab engine")
     p.add_argument("--lab", help="lab folder (default ./lab_data or $SAE_LAB_DIR)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -245,22 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     s.add_argument("--max-rows", type=int_arg, default=200)
     s.add_argument("--timeout", type=float_arg, default=60.0)
-    s.set_defaults(fn=cmd_sql)
+    s.set_defaults(fn=cmd_sql, read_only=True)
 
-    from engine.analysis.cli import add_analysis_commands
-    from engine.sweeps.cli import add_sweep_commands
-
-    from engine.interventions.cli import add_intervention_commands
-    from findings.cli import add_findings_commands
-
+    add_run_commands(sub)
     add_sweep_commands(sub)
     add_analysis_commands(sub)
     add_intervention_commands(sub)
-    add_findings_commands(sub)
+    for add in extra_commands:
+        add(sub)
 
     s = sub.add_parser("bench", help="speed and memory figures, measured side by side in one run")
-    from engine.bench.cli import add_bench_args
-
     add_bench_args(s)
     s.set_defaults(fn=cmd_bench)
     return p
@@ -270,19 +271,23 @@ def _lab_is_empty(root: Path) -> bool:
     return root.is_dir() and all(p.is_dir() or p.suffix == ".lock" for p in root.rglob("*"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    from engine.lab import Lab
-
-    parser = build_parser()
+def main(argv: list[str] | None = None, extra_commands: Sequence[AddCommands] = ()) -> int:
+    parser = build_parser(extra_commands)
     args = parser.parse_args(argv)
     lab = Lab.at(args.lab)
     existed = lab.root.exists()
     try:
-        if lab.db.exists():  # a lab made by an older version reads with the current schema (new views)
-            from db import ensure_schema
-
-            ensure_schema(lab.root)
-        return int(args.fn(args, lab) or 0)
+        try:
+            # Read-only commands only read (an older schema is upgraded when it can be); the others
+            # check they can write and clean up after processes that died.
+            for note in open_lab(lab, read_only=getattr(args, "read_only", False), recover=getattr(args, "recover", True)):
+                print(f"note: {note}", file=sys.stderr)
+            return int(args.fn(args, lab) or 0)
+        except OSError as e:  # the environment (permissions, a file for a folder, a full disk): one line
+            err = os_error(e)
+            if err is None:
+                raise
+            raise err from None
     except LabError as e:
         # Bad input writes nothing: drop a lab folder this command created and left empty.
         if not existed and _lab_is_empty(lab.root):

@@ -8,20 +8,23 @@ each), and the runs of one config together give the N×N transfer matrix of the 
 from __future__ import annotations
 
 import json
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.config_base import ConfigBase, apply_override, parse_override
-from engine.errors import LabError
+from core.config_base import ConfigBase, apply_override, parse_override
+from core.config_bounds import bounded, seed_field
+from core.errors import LabError
+from engine.training import architectures
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 HOOK_POINTS = ("mlp_out", "resid_post", "attn_out")
-# The built-in architectures, for documentation; what is accepted is whatever the registry
+# The built-in architectures, as the registry lists them; what is accepted is whatever the registry
 # (engine/training/architectures) holds, including architectures registered at run time.
-ARCHITECTURES = ("topk", "batchtopk", "matryoshka_batchtopk", "jumprelu", "relu")
+ARCHITECTURES = tuple(architectures.names())
+MAX_D_SAE = 2**20  # ~1M latents; the memory it needs for the model's width is checked against the machine's RAM
+MAX_LAYER = 1023
 
 # Named domains every install can build offline, and the hub datasets the seeds used.
 BUILTIN_DOMAINS = {
@@ -76,47 +79,50 @@ class DataConfig(ConfigBase):
     domains: list[DomainSpec] = field(
         default_factory=lambda: [parse_domain("prose"), parse_domain("code")]
     )
-    tokens_per_domain: int = 100_000
-    seq_len: int = 128
-    val_fraction: float = 0.1
+    tokens_per_domain: int = bounded(100_000, ge=1000, le=10**9)
+    seq_len: int = bounded(128, ge=8, le=4096)
+    val_fraction: float = bounded(0.1, gt=0.0, le=0.5)  # the seeds use 0.1
     exclude_special_tokens: bool = True
-    batch_size: int = 32  # sequences per forward pass while collecting
-    layers: list[int] | None = None  # layers recorded in the one collection pass; None: all
+    batch_size: int = bounded(32, ge=1, le=4096)  # sequences per forward pass while collecting
+    layers: list[int] | None = bounded(None, ge=0, le=MAX_LAYER)  # layers recorded in the one collection pass; None: all
     hooks: list[str] | None = None  # extra hook points recorded in the same pass (sweeps over hooks)
 
 
 @dataclass
 class SAEConfig(ConfigBase):
     architecture: str = "topk"  # a registered architecture: python -m engine train --help lists them
-    d_sae: int = 2048
-    k: int = 16  # L0: per token (topk), on average (batchtopk, matryoshka_batchtopk), target (jumprelu, relu)
-    l1_coefficient: float = 3.0  # relu: the L1 coefficient (its start value when target_l0), inputs at unit mean square
-    l0_coefficient: float = 1.0  # jumprelu: the L0 coefficient (its start value when target_l0)
+    d_sae: int = bounded(2048, ge=1, le=MAX_D_SAE)
+    # k is the L0: per token (topk), on average (batchtopk, matryoshka_batchtopk), the target (jumprelu, relu)
+    k: int = bounded(16, ge=1, le=MAX_D_SAE)
+    # relu: the L1 coefficient (its start value when target_l0), on inputs scaled to unit mean square
+    l1_coefficient: float = bounded(3.0, ge=0.0, le=1e6)
+    l0_coefficient: float = bounded(1.0, ge=0.0, le=1e6)  # jumprelu: the L0 coefficient (its start value when target_l0)
     target_l0: bool = True  # relu, jumprelu: steer the coefficient so training settles at L0 = k
-    bandwidth: float = 1.0  # jumprelu: width of the straight-through estimator's rectangle kernel (unit-mean-square inputs)
-    prefixes: list[int] | None = None  # matryoshka_batchtopk: nested dictionary sizes; None: d_sae/16, d_sae/4, all
+    bandwidth: float = bounded(1.0, gt=0.0, le=1e3)  # jumprelu: width of the STE's rectangle kernel (unit-mean-square inputs)
+    # matryoshka_batchtopk: the nested dictionary sizes; None: d_sae/16, d_sae/4, all
+    prefixes: list[int] | None = bounded(None, ge=1, le=MAX_D_SAE)
 
 
 @dataclass
 class TrainConfig(ConfigBase):
-    batch_size: int = 2048
-    epochs: float = 6.0
-    lr: float | None = None  # None: 8 x 2e-4 / sqrt(d_sae / 2**14), for small budgets (see README)
-    warmup_steps: int = 20
-    decay_fraction: float = 0.3  # linear decay to zero over the last fraction of steps
-    aux_k: int | None = None  # None: min(d_in / 2, 4k) (see the trainer)
-    aux_coefficient: float = 1 / 32  # openai / dictionary_learning
-    dead_after_tokens: int = 50_000
+    batch_size: int = bounded(2048, ge=1, le=2**20)
+    epochs: float = bounded(6.0, gt=0.0, le=10_000.0)
+    lr: float | None = bounded(None, gt=0.0, le=10.0)  # None: 8 x 2e-4 / sqrt(d_sae / 2**14), for small budgets (see README)
+    warmup_steps: int = bounded(20, ge=0, le=10**9)
+    decay_fraction: float = bounded(0.3, ge=0.0, le=1.0)  # linear decay to zero over the last fraction of steps
+    aux_k: int | None = bounded(None, ge=1, le=MAX_D_SAE)  # None: min(d_in / 2, 4k) (see the trainer)
+    aux_coefficient: float = bounded(1 / 32, ge=0.0, le=1000.0)  # openai / dictionary_learning
+    dead_after_tokens: int = bounded(50_000, ge=1, le=10**12)
     matmul_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    log_every_steps: int = 5
-    checkpoint_every_seconds: float = 20.0
+    log_every_steps: int = bounded(5, ge=1, le=10**9)
+    checkpoint_every_seconds: float = bounded(20.0, ge=0.0, le=10**6)  # 0: after every step
 
 
 @dataclass
 class EvalConfig(ConfigBase):
-    splice_sequences: int = 16  # held-out sequences per domain run with the SAE spliced in
-    interpretable_top_n: int = 20  # top activations looked at per feature for the quality score
-    interpretable_token_share: float = 0.5  # share of those on one token for a feature to count
+    splice_sequences: int = bounded(16, ge=0, le=10_000)  # held-out sequences per domain run with the SAE spliced in (0: skip)
+    interpretable_top_n: int = bounded(20, ge=1, le=10_000)  # top activations looked at per feature for the quality score
+    interpretable_token_share: float = bounded(0.5, gt=0.0, le=1.0)  # share of those on one token for a feature to count
 
 
 @dataclass
@@ -125,8 +131,8 @@ class ExperimentConfig(ConfigBase):
     model: str = DEFAULT_MODEL
     device: str = "auto"
     hook: str = "mlp_out"
-    layer: int = 2
-    seed: int = 0
+    layer: int = bounded(2, ge=0, le=MAX_LAYER)  # the model's own layer count is checked once it is resolved
+    seed: int = seed_field(0)
     train_domains: list[str] | None = None  # None: one SAE per domain
     data: DataConfig = field(default_factory=DataConfig)
     sae: SAEConfig = field(default_factory=SAEConfig)
@@ -151,21 +157,17 @@ class ExperimentConfig(ConfigBase):
         raise LabError(f"unknown domain '{name}': this config has {', '.join(self.domain_names)}")
 
     def validate(self) -> "ExperimentConfig":
-        """Checks that need no model: raise a one-line LabError naming the fix."""
-        from engine.training import architectures
+        """Checks that need no model: raise a one-line LabError naming the fix.
 
-        s, t, d = self.sae, self.train, self.data
+        Each numeric setting's own range is declared on its field (``bounded``) and re-checked here
+        (a value may have been set after construction); what is left are checks across settings."""
+        self.check_bounds("config")
+        s, d = self.sae, self.data
         arch = architectures.get(s.architecture)  # a one-line LabError naming the registered ones
-        if s.d_sae <= 0:
-            raise LabError(f"d_sae must be positive, got {s.d_sae}: use e.g. --d-sae 2048")
-        if s.k <= 0:
-            raise LabError(f"k must be at least 1, got {s.k}: use e.g. --k 16")
         if s.k > s.d_sae:
             raise LabError(f"k = {s.k} is larger than d_sae = {s.d_sae}: use k <= d_sae")
         if self.hook not in HOOK_POINTS:
             raise LabError(f"unknown hook point '{self.hook}': use one of {', '.join(HOOK_POINTS)}")
-        if self.layer < 0:
-            raise LabError(f"layer must be 0 or more, got {self.layer}: layers count from 0")
         if not d.domains:
             raise LabError("no domains given: use e.g. --domains prose,code")
         names = self.domain_names
@@ -180,24 +182,6 @@ class ExperimentConfig(ConfigBase):
         for n in self.training_domains:
             if n not in names:
                 raise LabError(f"train domain '{n}' is not among the domains {', '.join(names)}: add it to --domains")
-        if d.tokens_per_domain < 1000:
-            raise LabError(f"tokens_per_domain = {d.tokens_per_domain} is too small: use at least 1000")
-        if not 8 <= d.seq_len <= 4096:
-            raise LabError(f"seq_len = {d.seq_len} is out of range: use 8 to 4096 (default 128)")
-        if not 0.0 < d.val_fraction <= 0.5:
-            raise LabError(f"val_fraction = {d.val_fraction} must be in (0, 0.5]: the seeds use 0.1")
-        if d.batch_size < 1 or t.batch_size < 1:
-            raise LabError("batch sizes must be at least 1: fix data.batch_size / train.batch_size")
-        if not (t.epochs > 0 and math.isfinite(t.epochs)):
-            raise LabError(f"epochs = {t.epochs} must be a positive number: use e.g. --epochs 8")
-        if t.lr is not None and not (t.lr > 0 and math.isfinite(t.lr)):
-            raise LabError(f"lr = {t.lr} must be a positive number: omit it for the default")
-        if t.aux_k is not None and t.aux_k < 1:
-            raise LabError(f"aux_k = {t.aux_k} must be at least 1: omit it for d_in / 2")
-        if not 0 <= t.decay_fraction <= 1:
-            raise LabError(f"decay_fraction = {t.decay_fraction} must be between 0 and 1")
-        if s.l1_coefficient < 0 or not math.isfinite(s.l1_coefficient):
-            raise LabError(f"l1_coefficient = {s.l1_coefficient} must be a finite number >= 0")
         arch(0, s.d_sae, s.k, arch.options_from(s))  # the architecture's own checks (e.g. matryoshka prefixes)
         return self
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.errors import LabError
+from core.errors import LabError
 
 
 def pick_device(preference: str = "auto") -> torch.device:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 from typing import Any, Callable
 
 import torch
 
+from core.errors import DiskFullError, LabError, first_line
+from core.lab import Lab
 from db import Op, query, utcnow, write_now
+from engine.analysis.analyze import analyze_after_training
+from engine.analysis.quality_update import rescore_quality
+from engine.artifacts import collect_for, load_run, run_row_exists, stores_for_run
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
 from engine.device import pick_device
-from engine.errors import LabError
-from engine.lab import Lab
 from engine.recording import RunRecorder
-from engine.runs import RunOutcome, RunSpec, collect_for, evaluate_sae, execute_run, load_run_config, load_run_sae, plan_runs, stores_for_run
+from engine.run_owner import remove_temporary_files
+from engine.runs import RunOutcome, RunSpec, evaluate_sae, execute_run, plan_runs
 from engine.training.trainer import TrainHooks, TrainingCancelled
 
 
@@ -25,7 +30,7 @@ def record_activation_set(lab: Lab, store: ActivationStore) -> None:
         "n_tokens": m["n_rows"], "n_sequences": m["n_sequences"], "seq_len": m["seq_len"], "seed": m["seed"],
         "hooks": sorted(m["sites"]), "path": lab.relative(store.path), "created_at": utcnow(),
     }
-    write_now(lab.root, [Op("insert", "activation_sets", list(row), [list(row.values())], on_conflict="replace")])
+    write_now(lab, [Op("insert", "activation_sets", list(row), [list(row.values())], on_conflict="replace")])
 
 
 def collect(config: ExperimentConfig, lab: Lab, progress: bool = True) -> dict[str, ActivationStore]:
@@ -82,6 +87,7 @@ def run_locally(
 
     # Everything logged before a checkpoint is made durable first, so a resumed run has no gaps.
     hooks = TrainHooks(on_log=on_log, should_stop=should_stop, before_checkpoint=lambda step: rec.writer.flush())
+    folder = lab.run_dir(spec.run_id)
     try:
         with _TermAsInterrupt():
             outcome = execute_run(spec, lab, hooks, on_start=started, progress=progress, device=device,
@@ -89,27 +95,34 @@ def run_locally(
             rec.finish(outcome)
         return outcome
     except TrainingCancelled:
+        remove_temporary_files(folder)  # the checkpoint stays: a cancelled job may be resumed
         rec.end("KILLED", "cancelled")
         raise
     except KeyboardInterrupt:
+        remove_temporary_files(folder)
         if rec.started:
             rec.end("KILLED", "interrupted")
         raise
     except Exception as e:
-        if rec.started:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            rec.end("FAILED", f"{type(e).__name__}: {msg}"[:500])
+        # Half-written files go first: on a full disk that frees the space the status write needs.
+        remove_temporary_files(folder, checkpoint=True)
+        msg = first_line(e)
+        has_row = rec.started or run_row_exists(lab, spec.run_id)
+        recorded = rec.end("FAILED", f"{type(e).__name__}: {msg}"[:500]) if has_row else True
+        if isinstance(e, DiskFullError):
+            later = "" if recorded else " (the next command that writes to the lab records that)"
+            raise DiskFullError(f"run {spec.run_id} FAILED{later}: {e}") from None
         raise
     finally:
         rec.close()
+        if not rec.started and not run_row_exists(lab, spec.run_id):
+            shutil.rmtree(folder, ignore_errors=True)  # never started: nothing refers to its folder (lock, config)
 
 
 def run_experiment(config: ExperimentConfig, lab: Lab, progress: bool = True, evaluate: bool = True,
                    tags: list[str] | None = None, analyze: bool = True) -> list[RunOutcome]:
     """Collect every domain (one pass each, all layers), then train, evaluate and analyse one SAE per
     training domain (a failed analysis warns and leaves the run FINISHED)."""
-    from engine.analysis.analyze import analyze_after_training
-
     collect(config, lab, progress)
     outcomes = []
     for spec in plan_runs(config, tags=tags):
@@ -121,31 +134,32 @@ def run_experiment(config: ExperimentConfig, lab: Lab, progress: bool = True, ev
 
 def evaluate_existing(lab: Lab, run_id: str, progress: bool = False) -> dict[str, Any]:
     """Re-evaluate a finished run (e.g. after `train`, or with new eval settings) and record it."""
-    resolved = load_run_config(lab, run_id)
-    config = ExperimentConfig.from_dict(resolved["experiment"], "config")
-    spec = RunSpec(run_id, resolved["group_id"], resolved["train_domain"], config)
-    device = pick_device(config.device)
+    run = load_run(lab, run_id)  # unknown or damaged run -> one LabError
+    resolved, config, sae = run.resolved, run.config, run.sae
+    spec = RunSpec(run_id, resolved.get("group_id", ""), resolved.get("train_domain", ""), config)
+    device = pick_device(config.device)  # the device load_run put the SAE on
     stores, _notes = stores_for_run(lab, resolved, config)  # the very text the run saw, by key
-    sae = load_run_sae(lab, run_id, device)
-    evals, splices, quality, _ = evaluate_sae(sae, config, spec.train_domain, stores, device)
+    evals, splices, quality, _ = evaluate_sae(sae, config, spec.train_domain, stores, device,
+                                              train_steps=(resolved.get("training") or {}).get("total_steps"))
     rec = RunRecorder(lab, spec)
     try:
         rec.record_evaluation(evals, splices, quality)
         rec.writer.flush(wait_seconds=30)
     finally:
         rec.close()
+    quality = rescore_quality(lab, run_id, resolved) or quality  # an analysed run keeps the analysis-time rule
     return {"evals": evals, "splices": splices, "quality": quality}
 
 
 def transfer_matrix(lab: Lab, group_id: str | None = None):
     """MSE of each (train domain → eval domain) pair for one group (default: the latest finished)."""
     if group_id is None:
-        rows = query(lab.root, "SELECT group_id FROM runs WHERE status = 'FINISHED' ORDER BY ended_at DESC LIMIT 1")
+        rows = query(lab, "SELECT group_id FROM runs WHERE status = 'FINISHED' ORDER BY ended_at DESC LIMIT 1")
         if rows.empty:
             raise LabError("no finished runs in this lab yet: run `python -m engine run` first")
         group_id = rows.iloc[0, 0]
     return query(
-        lab.root,
+        lab,
         """SELECT r.train_domain, e.eval_domain, e.mse, e.fvu, e.r2, e.transfer_ratio, q.score, q.rating
            FROM runs r JOIN eval_results e USING (run_id) LEFT JOIN quality_scores q USING (run_id)
            WHERE r.group_id = ? ORDER BY r.train_domain, e.eval_domain""",

@@ -10,8 +10,10 @@ import json
 import time
 from typing import Any
 
-from db import BufferedWriter, utcnow
-from engine.lab import Lab, code_version
+from core.errors import LabError
+from core.lab import Lab, code_version
+from db import BufferedWriter, Op, utcnow, write_now
+from engine.run_owner import Owner
 from engine.runs import RunOutcome, RunSpec
 
 STEP_METRICS = ("loss", "mse", "fvu", "l0", "l1", "aux_loss", "dead_frac", "lr", "tokens_per_s")
@@ -23,10 +25,11 @@ SPLICE_COLUMNS = ("kind", "n_sequences", "ce_clean", "ce_sae", "ce_zero", "ce_re
 class RunRecorder:
     def __init__(self, lab: Lab, spec: RunSpec, heartbeat_seconds: float = 5.0):
         self.lab, self.spec = lab, spec
-        self.writer = BufferedWriter(lab.root, lab.run_dir(spec.run_id))
+        self.writer = BufferedWriter(lab, lab.run_dir(spec.run_id))
         self.heartbeat_seconds = heartbeat_seconds
         self.last_heartbeat = 0.0
         self.started = False
+        self.owner = Owner.current()
 
     def run_row(self, resolved: dict[str, Any] | None) -> dict[str, Any]:
         c = self.spec.config
@@ -56,6 +59,7 @@ class RunRecorder:
             "artifact_dir": self.lab.relative(self.lab.run_dir(self.spec.run_id)),
             "tags": list(self.spec.tags),
             "sweep_id": self.spec.sweep_id,
+            **self.owner.columns(),
         }
 
     def start(self, resolved: dict[str, Any]) -> None:
@@ -64,7 +68,7 @@ class RunRecorder:
         self.writer.insert("runs", row, on_conflict="ignore")
         self.writer.update("runs", {"run_id": self.spec.run_id},
                            {"status": "RUNNING", "heartbeat_at": row["heartbeat_at"], "ended_at": None, "error": None,
-                            "config": row["config"], "d_in": row["d_in"], "device": row["device"]})
+                            "config": row["config"], "d_in": row["d_in"], "device": row["device"], **self.owner.columns()})
         self.writer.flush(wait_seconds=30)
         self.started = True
 
@@ -85,7 +89,8 @@ class RunRecorder:
         rid = self.spec.run_id
         self.record_evaluation(outcome.evals, outcome.splices, outcome.quality, now)
         self.writer.insert("artifacts", {"run_id": rid, "name": "sae", "kind": "saelens", "path": outcome.sae_dir,
-                                         "bytes": _folder_bytes(self.lab.root / outcome.sae_dir), "created_at": now}, on_conflict="replace")
+                                         "bytes": _folder_bytes(self.lab.root / outcome.sae_dir), "created_at": now},
+                           on_conflict="replace")
         self.writer.update("runs", {"run_id": rid}, {"status": "FINISHED", "ended_at": now, "heartbeat_at": now})
         self.writer.flush(wait_seconds=30)
 
@@ -94,18 +99,27 @@ class RunRecorder:
         rid, train_domain = self.spec.run_id, self.spec.train_domain
         for e in evals:
             self.writer.insert("eval_results", {"run_id": rid, "eval_domain": e["eval_domain"], "train_domain": train_domain,
-                                                **{c: e.get(c) for c in EVAL_COLUMNS}, "evaluated_at": now}, on_conflict="replace")
+                                                **{c: e.get(c) for c in EVAL_COLUMNS}, "evaluated_at": now},
+                               on_conflict="replace")
         for s in splices:
             self.writer.insert("splice_results", {"run_id": rid, "eval_domain": s["eval_domain"],
-                                                  **{c: s.get(c) for c in SPLICE_COLUMNS}, "evaluated_at": now}, on_conflict="replace")
+                                                  **{c: s.get(c) for c in SPLICE_COLUMNS}, "evaluated_at": now},
+                               on_conflict="replace")
         if quality:
-            self.writer.insert("quality_scores", {"run_id": rid, **{k: quality[k] for k in ("reconstruction_points", "sparsity_points", "interpretability_points", "score", "rating")},
-                                                  "details": json.dumps(quality["details"]), "scored_at": now}, on_conflict="replace")
+            points = ("reconstruction_points", "sparsity_points", "interpretability_points", "score", "rating")
+            self.writer.insert("quality_scores", {"run_id": rid, **{k: quality[k] for k in points},
+                                                  "details": json.dumps(quality["details"]), "scored_at": now},
+                               on_conflict="replace")
 
-    def end(self, status: str, error: str | None = None) -> None:
+    def end(self, status: str, error: str | None = None) -> bool:
+        """Record how the run ended; False when that could not be written (a full disk): the run then
+        stays RUNNING with a dead owner until the next command that writes to the lab marks it FAILED."""
         now = utcnow()
         self.writer.update("runs", {"run_id": self.spec.run_id}, {"status": status, "ended_at": now, "error": error})
-        self.writer.flush(wait_seconds=30)
+        try:
+            return self.writer.flush(wait_seconds=30)
+        except LabError:
+            return False
 
     def close(self) -> None:
         self.writer.close()
@@ -117,9 +131,6 @@ def _folder_bytes(path) -> int:
 
 def annotate_run(lab: Lab, run_id: str, tags: list[str] | None = None, notes: str | None = None) -> None:
     """A researcher's tags and notes on a run (the app's editable run table)."""
-    from db import Op, write_now
-    from engine.errors import LabError
-
     values: dict[str, Any] = {}
     if tags is not None:
         clean = sorted({t.strip() for t in tags if t and t.strip()})
@@ -131,4 +142,4 @@ def annotate_run(lab: Lab, run_id: str, tags: list[str] | None = None, notes: st
             raise LabError("notes are longer than 20,000 characters: shorten them or keep them in a findings card")
         values["notes"] = notes
     if values:
-        write_now(lab.root, [Op("update", "runs", where={"run_id": run_id}, values=values)])
+        write_now(lab, [Op("update", "runs", where={"run_id": run_id}, values=values)])

@@ -2,7 +2,8 @@
 
 ``execute_run(spec, lab, hooks)`` is a plain function of the spec that returns its results; it never
 touches the database. The local recorder (``engine.recording``) and the sweep worker wrap it; a
-distributed executor could run it on another machine and ship the outcome back.
+distributed executor could run it on another machine and ship the outcome back. Opening what a run
+needs or saved (activation stores, its SAE, its resolved config) is ``engine.artifacts``.
 """
 
 from __future__ import annotations
@@ -18,17 +19,17 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from engine.collection.collect import Site, collect_domains
+from core.config_base import ConfigBase
+from core.errors import writing_to
+from core.lab import Lab, code_version
+from engine.artifacts import check_against_model, collect_for
 from engine.collection.models import ModelInfo, load_model, resolve_model
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
-from engine.config_base import ConfigBase
 from engine.device import pick_device
-from engine.errors import LabError
 from engine.evaluation.metrics import evaluate_reconstruction
 from engine.evaluation.quality import interpretable_features, quality_score
 from engine.evaluation.splice import splice_fidelity
-from engine.lab import Lab, code_version
 from engine.training.data import ShuffledBatches
 from engine.training.sae import SparseAutoencoder
 from engine.training.trainer import Trainer, TrainHooks, describe_training, init_sae_from_store_stats
@@ -65,57 +66,6 @@ def plan_runs(config: ExperimentConfig, sweep_id: str | None = None, tags: list[
         RunSpec(new_run_id(), gid, dom, config, name=f"{config.name}/{dom}", sweep_id=sweep_id, tags=list(tags or []))
         for dom in config.training_domains
     ]
-
-
-def check_against_model(config: ExperimentConfig, info: ModelInfo) -> None:
-    """Checks that need the model's config (but not its weights)."""
-    if not 0 <= config.layer < info.n_layers:
-        raise LabError(f"layer {config.layer} is out of range: model '{info.name}' has layers 0 to {info.n_layers - 1}")
-    for layer in config.data_layers(info.n_layers):
-        if not 0 <= layer < info.n_layers:
-            raise LabError(f"collect layer {layer} is out of range: model '{info.name}' has layers 0 to {info.n_layers - 1}")
-    if config.data.seq_len > info.max_positions:
-        raise LabError(f"seq_len = {config.data.seq_len} exceeds the model's context of {info.max_positions}: lower --seq-len")
-    if config.train.aux_k is not None and config.train.aux_k > config.sae.d_sae:
-        raise LabError(f"aux_k = {config.train.aux_k} is larger than d_sae = {config.sae.d_sae}: omit it for d_in / 2")
-
-
-def collection_sites(config: ExperimentConfig, info: ModelInfo) -> list[Site]:
-    layers = sorted(set(config.data_layers(info.n_layers)) | {config.layer})
-    hooks = sorted(set(config.data.hooks or []) | {config.hook})
-    return [(h, layer) for h in hooks for layer in layers]
-
-
-def collect_for(config: ExperimentConfig, lab: Lab, progress: bool = False, device: torch.device | None = None) -> dict[str, ActivationStore]:
-    """Activation stores for every domain of the config (collected once, all or nothing, reused after)."""
-    info = resolve_model(config.model)
-    check_against_model(config, info)
-    device = device or pick_device(config.device)
-    return collect_domains(lab, info, device, config.data.domains, config.data, config.seed, collection_sites(config, info), progress)
-
-
-def stores_for_run(lab: Lab, resolved: dict[str, Any], config: ExperimentConfig) -> tuple[dict[str, ActivationStore], list[str]]:
-    """The activation sets the run was trained and evaluated on, by the keys saved with it.
-
-    Opening them by key (not by re-deriving the key from the config) keeps an analysis on the very
-    text the SAE saw even after the lab's corpus or collection code changed; only when a set is gone
-    is it collected again from the config, with a note saying so."""
-    keys = resolved.get("activation_sets") or {}
-    out: dict[str, ActivationStore] = {}
-    notes: list[str] = []
-    for name in config.domain_names:
-        path = lab.activations / keys.get(name, "")
-        if keys.get(name) and (path / "meta.json").exists():
-            store = ActivationStore.open(path)
-            if store.has(config.hook, config.layer):
-                out[name] = store
-    missing = [n for n in config.domain_names if n not in out]
-    if missing:
-        fresh = collect_for(config, lab)
-        for n in missing:
-            out[n] = fresh[n]
-        notes.append(f"activation sets of {', '.join(missing)} were collected again from the config (the run's own were gone)")
-    return {n: out[n] for n in config.domain_names}, notes
 
 
 @dataclass
@@ -156,8 +106,10 @@ def evaluate_sae(
     stores: dict[str, ActivationStore],
     device: torch.device,
     splice: bool = True,
+    train_steps: int | None = None,
 ) -> tuple[list[dict], list[dict], dict, dict[int, int]]:
-    """Eval rows per domain (with transfer ratios), splice rows, the quality score."""
+    """Eval rows per domain (with transfer ratios), splice rows, the quality score (with warnings when
+    the SAE fails the lab's own checks; ``train_steps`` feeds the too-few-steps one)."""
     evals, splices = [], []
     interp: dict[int, int] = {}
     loaded = load_model(resolve_model(config.model), device) if splice and config.eval.splice_sequences > 0 else None
@@ -165,7 +117,8 @@ def evaluate_sae(
     for name, store in stores.items():
         own = name == train_domain
         acts = store.acts(config.hook, config.layer)
-        m, tops = evaluate_reconstruction(sae, acts, store.val_start, store.n_rows, device, top_n=config.eval.interpretable_top_n if own else 0)
+        m, tops = evaluate_reconstruction(sae, acts, store.val_start, store.n_rows, device,
+                                          top_n=config.eval.interpretable_top_n if own else 0)
         if own:
             train_metrics = m
             val_tokens = store.tokens()[store.rows()[store.val_start :, 0], store.rows()[store.val_start :, 1]]
@@ -185,7 +138,7 @@ def evaluate_sae(
     assert train_metrics is not None
     for row in evals:
         row["transfer_ratio"] = row["mse"] / train_metrics.mse if train_metrics.mse > 0 else None
-    q = quality_score(train_metrics, config.sae.k, len(set(interp.values())))
+    q = quality_score(train_metrics, config.sae.k, len(set(interp.values())), train_steps)
     return evals, splices, q.to_dict(), interp
 
 
@@ -210,14 +163,16 @@ def execute_run(
     store = stores[spec.train_domain]
     stats = store.site_stats(config.hook, config.layer)
     torch.manual_seed(config.seed)
-    sae = init_sae_from_store_stats(info.d_model, config.sae, np.asarray(stats["train_mean"]), stats["train_mean_sq_norm"], config.seed)
+    sae = init_sae_from_store_stats(info.d_model, config.sae, np.asarray(stats["train_mean"]),
+                                    stats["train_mean_sq_norm"], config.seed)
     batches = ShuffledBatches(store.acts(config.hook, config.layer), 0, store.val_start, config.train.batch_size, config.seed)
     run_dir = lab.run_dir(spec.run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(sae, config.sae, config.train, batches, device, config.seed, run_dir / "checkpoint.pt", hooks, progress)
     resolved = resolve_run(spec, info, device, stores)
     resolved["training"] = describe_training(trainer)
-    (run_dir / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True))
+    with writing_to(run_dir / "config.json"):
+        (run_dir / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True))
     if on_start:
         on_start(resolved)
     phase("train")
@@ -234,20 +189,8 @@ def execute_run(
     })
     if evaluate:
         phase("eval")
-    evals, splices, quality, interp = evaluate_sae(sae, config, spec.train_domain, stores, device) if evaluate else ([], [], {}, {})
+    evals, splices, quality, interp = (evaluate_sae(sae, config, spec.train_domain, stores, device,
+                                                    train_steps=trainer.total_steps)
+                                       if evaluate else ([], [], {}, {}))
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
     return RunOutcome(spec.run_id, resolved, asdict(result), evals, splices, quality, lab.relative(sae_dir), interp)
-
-
-def load_run_sae(lab: Lab, run_id: str, device: torch.device | str = "cpu") -> SparseAutoencoder:
-    folder = lab.run_dir(run_id) / "sae"
-    if not (folder / "cfg.json").exists():
-        raise LabError(f"run '{run_id}' has no saved SAE in {folder}: check the run id (python -m engine sql \"select run_id from runs\")")
-    return SparseAutoencoder.load(folder, device)
-
-
-def load_run_config(lab: Lab, run_id: str) -> dict[str, Any]:
-    path = lab.run_dir(run_id) / "config.json"
-    if not path.exists():
-        raise LabError(f"unknown run '{run_id}': no {path}; list runs with python -m engine sql \"select run_id from runs\"")
-    return json.loads(path.read_text())

@@ -19,12 +19,22 @@ from findings.model import CONFIDENCES, STATUSES, Card, CardChangedError, CardNo
 from findings.prefill import card_from_feature
 from findings.render import card_markdown, context_html, context_markdown, escape_html, escape_markdown
 from findings.search import cards_for_feature, list_cards, search_cards
-from findings.store import attach_evidence, card_history, create_card, delete_card, get_card, purge_card, restore_card, update_card
+from findings.store import (
+    attach_evidence,
+    card_history,
+    create_card,
+    delete_card,
+    get_card,
+    purge_card,
+    restore_card,
+    update_card,
+)
 
 __all__ = [
     "CONFIDENCES", "STATUSES", "Card", "CardChangedError", "CardNotFoundError", "Evidence", "FeatureRef", "Revision",
     "attach_evidence", "card_evidence", "card_from_feature", "card_history", "card_markdown", "cards_for_feature", "context_html",
     "context_markdown", "create_card", "delete_card", "escape_html", "escape_markdown", "export_json", "export_markdown",
-    "export_registry", "get_card", "import_json", "import_registry", "list_cards", "live_status", "load_snapshot", "load_snapshots",
+    "export_registry", "get_card", "import_json", "import_registry", "list_cards", "live_status",
+    "load_snapshot", "load_snapshots",
     "purge_card", "restore_card", "search_cards", "update_card",
 ]

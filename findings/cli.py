@@ -1,9 +1,9 @@
 """``python -m engine findings ...``: cards from the command line.
 
-Registered on the engine's parser by ``add_findings_commands(subparsers)``; each action is a
+Added to the engine's parser by ``add_findings_commands(subparsers)``; each action is a
 ``fn(args, lab) -> int`` like the engine's own commands, and every mistake is a LabError (one
-line, non-zero exit). ``python -m findings.cli ...`` runs the engine's CLI with these commands
-added, for use before engine/cli.py registers them.
+line, non-zero exit). ``main`` is the engine's command line with these commands added: what
+``python -m engine`` runs (engine/__main__.py), since the engine never imports the findings.
 """
 
 from __future__ import annotations
@@ -16,7 +16,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.errors import LabError
+import pandas as pd
+
+from core.errors import LabError
+from engine.cli import main as engine_main
+from engine.tables import format_table
+from findings.evidence import card_evidence, live_status
+from findings.export import export_json, export_markdown, export_registry, import_json, import_registry
+from findings.model import FeatureRef
+from findings.prefill import card_from_feature
+from findings.render import card_markdown
+from findings.search import search_cards
+from findings.store import card_history, delete_card, get_card, purge_card, restore_card, update_card
 
 TEXT_FIELDS = ("title", "claim", "label", "description", "confidence", "status", "notes")
 LIST_FIELDS = ("tags", "examples")
@@ -33,8 +44,13 @@ def default_author() -> str:
     """Who is typing: $SAE_LAB_AUTHOR, else the login name."""
     try:
         return os.environ.get("SAE_LAB_AUTHOR") or getpass.getuser()
-    except Exception:  # noqa: BLE001 - no login name in some containers
+    except Exception:  # no login name in some containers
         return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m engine``: the engine's commands and the findings commands."""
+    return engine_main(argv, extra_commands=[add_findings_commands])
 
 
 def add_findings_commands(sub) -> None:
@@ -52,14 +68,15 @@ def add_findings_commands(sub) -> None:
     s.set_defaults(fn=cmd_new)
 
     s = actions.add_parser("list", help="cards, most recently updated first, filtered by text, tag, status, run, feature")
-    s.add_argument("--text", help="words that must all occur in the card (id, title, claim, label, description, notes, tags, examples)")
+    s.add_argument("--text", help="words that must all occur in the card (id, title, claim, label, description, notes, tags, "
+                                  "examples)")
     s.add_argument("--tag")
     s.add_argument("--status", help="draft, supported or refuted")
     s.add_argument("--run", help="cards about this run")
     s.add_argument("--feature", type=_int_arg, help="cards about this feature index")
     s.add_argument("--deleted", action="store_true", help="include deleted cards")
     s.add_argument("--json", action="store_true", help="print the cards as JSON")
-    s.set_defaults(fn=cmd_list)
+    s.set_defaults(fn=cmd_list, read_only=True)
 
     s = actions.add_parser("show", help="one card, with its evidence and the live state of its features")
     s.add_argument("card")
@@ -67,11 +84,11 @@ def add_findings_commands(sub) -> None:
     g = s.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true", help="print the card as JSON")
     g.add_argument("--markdown", action="store_true", help="print the card as its Markdown export")
-    s.set_defaults(fn=cmd_show)
+    s.set_defaults(fn=cmd_show, read_only=True)
 
     s = actions.add_parser("history", help="every revision of a card: who, when, what changed")
     s.add_argument("card")
-    s.set_defaults(fn=cmd_history)
+    s.set_defaults(fn=cmd_history, read_only=True)
 
     s = actions.add_parser("edit", help="save an edit as the next revision (refused if the card changed since VERSION)")
     s.add_argument("card")
@@ -79,7 +96,8 @@ def add_findings_commands(sub) -> None:
     s.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help=f"set a field: {', '.join(TEXT_FIELDS + LIST_FIELDS)} (tags/examples: comma-separated or a JSON list)")
     s.add_argument("--set-file", action="append", default=[], metavar="FIELD=PATH", help="set a text field to a file's contents")
-    s.add_argument("--add-feature", action="append", default=[], metavar="RUN:FEATURE", help="add a feature (with a fresh snapshot)")
+    s.add_argument("--add-feature", action="append", default=[], metavar="RUN:FEATURE",
+                   help="add a feature (with a fresh snapshot)")
     s.add_argument("--remove-feature", action="append", default=[], metavar="RUN:FEATURE")
     s.add_argument("--refresh-evidence", action="store_true", help="re-freeze the evidence of features whose run still exists")
     _who(s)
@@ -104,7 +122,7 @@ def add_findings_commands(sub) -> None:
     s.add_argument("--out", required=True, help="a folder for md; a file (or - for stdout) for json and registry")
     s.add_argument("--run", help="registry: only this run's features, keyed by feature index as in seed 004")
     s.add_argument("--deleted", action="store_true", help="include deleted cards")
-    s.set_defaults(fn=cmd_export)
+    s.set_defaults(fn=cmd_export, read_only=True)
 
     s = actions.add_parser("import", help="import a findings JSON export, or (--registry) a seed-004 feature registry")
     s.add_argument("path")
@@ -125,8 +143,6 @@ def _author(args) -> str:
 
 # -- handlers --------------------------------------------------------------------------------------
 def cmd_new(args, lab) -> int:
-    from findings.prefill import card_from_feature
-
     overrides: dict[str, Any] = {n: getattr(args, n) for n in TEXT_FIELDS if getattr(args, n) is not None}
     if args.tag is not None:
         overrides["tags"] = args.tag
@@ -144,11 +160,6 @@ def _features_text(card) -> str:
 
 
 def cmd_list(args, lab) -> int:
-    import pandas as pd
-
-    from engine.cli import format_table
-    from findings.search import search_cards
-
     cards = search_cards(lab, text=args.text, tag=args.tag, status=args.status, run_id=args.run, feature=args.feature,
                          include_deleted=args.deleted)
     if args.json:
@@ -166,10 +177,6 @@ def cmd_list(args, lab) -> int:
 
 
 def cmd_show(args, lab) -> int:
-    from findings.evidence import card_evidence, live_status
-    from findings.render import card_markdown
-    from findings.store import card_history, get_card
-
     card = get_card(lab, args.card, args.revision)
     if args.json:
         print(json.dumps(card.to_dict(), indent=2, ensure_ascii=False))
@@ -178,9 +185,11 @@ def cmd_show(args, lab) -> int:
     if args.markdown:
         print(card_markdown(card, snaps, card_history(lab, card.card_id)))
         return 0
-    print(f"{card.card_id} revision {card.revision}{' (DELETED ' + card.deleted_at[:19] + ')' if card.deleted else ''}: {card.title}")
+    print(f"{card.card_id} revision {card.revision}{' (DELETED ' + card.deleted_at[:19] + ')' if card.deleted else ''}: "
+          f"{card.title}")
     print(f"  status {card.status}, confidence {card.confidence}, label: {card.label or '-'}")
-    print(f"  tags: {', '.join(card.tags) or '-'}; author {card.author or '-'}; saved {card.updated_at[:19].replace('T', ' ')} by {card.updated_by or '-'}")
+    print(f"  tags: {', '.join(card.tags) or '-'}; author {card.author or '-'}; saved {card.updated_at[:19].replace('T', ' ')} "
+          f"by {card.updated_by or '-'}")
     for name in ("claim", "description", "notes"):
         text = getattr(card, name)
         if text.strip():
@@ -196,7 +205,8 @@ def cmd_show(args, lab) -> int:
         data = (snaps.get(f.snapshot_id or "") or {}).get("data") or {}
         row = (data.get("detail") or {}).get("feature") or {}
         score = row.get("label_score")
-        frozen = f"frozen label \"{row.get('label') or '-'}\" (detection {score:.2f})" if score is not None else data.get("note") or "no label frozen"
+        frozen = (f"frozen label \"{row.get('label') or '-'}\" (detection {score:.2f})" if score is not None
+                  else data.get("note") or "no label frozen")
         print(f"  feature {f.feature} of run {f.run_id} ({f.hook}@{f.layer}): {frozen}; live: {states.get(f.key, '?')}")
     for e in card.evidence:
         print(f"  evidence {e.evidence_no}: {e.kind} ({e.snapshot_id}) {e.note}")
@@ -204,8 +214,6 @@ def cmd_show(args, lab) -> int:
 
 
 def cmd_history(args, lab) -> int:
-    from findings.store import card_history
-
     for r in card_history(lab, args.card):
         changed = ", ".join(r.changed) or "-"
         print(f"revision {r.revision}  {r.edited_at[:19]}  {r.author or '-':<12}  {r.action:<8}  changed: {changed}"
@@ -234,9 +242,6 @@ def _list_value(value: str) -> list[str]:
 
 
 def cmd_edit(args, lab) -> int:
-    from findings.model import FeatureRef
-    from findings.store import get_card, update_card
-
     changes: dict[str, Any] = {}
     for text in args.set:
         name, value = _split_assignment(text, "--set")
@@ -258,7 +263,8 @@ def cmd_edit(args, lab) -> int:
         changes["features"] = [f for f in current.features if f.key not in remove] + list(args.add_feature)
     if not changes and not args.refresh_evidence:
         raise LabError("nothing to change: give --set FIELD=VALUE, --add-feature, --remove-feature or --refresh-evidence")
-    card = update_card(lab, args.card, args.version, changes, author=_author(args), note=args.note, refresh_evidence=args.refresh_evidence)
+    card = update_card(lab, args.card, args.version, changes, author=_author(args), note=args.note,
+                       refresh_evidence=args.refresh_evidence)
     if card.revision == args.version:
         print(f"{card.card_id}: nothing changed, still revision {card.revision}")
     else:
@@ -267,21 +273,18 @@ def cmd_edit(args, lab) -> int:
 
 
 def cmd_delete(args, lab) -> int:
-    from findings.store import delete_card, purge_card
-
     if args.purge:
         res = purge_card(lab, args.card, args.version)
         print(f"{args.card} purged; {len(res['snapshots_removed'])} evidence snapshots removed, "
               f"{len(res['snapshots_kept'])} kept (other cards refer to them)")
         return 0
     card = delete_card(lab, args.card, args.version, author=_author(args), note=args.note)
-    print(f"{card.card_id} deleted (revision {card.revision}); bring it back with: python -m engine findings restore {card.card_id}")
+    print(f"{card.card_id} deleted (revision {card.revision}); bring it back with: python -m engine findings restore "
+          f"{card.card_id}")
     return 0
 
 
 def cmd_restore(args, lab) -> int:
-    from findings.store import restore_card
-
     card = restore_card(lab, args.card, args.version, author=_author(args), note=args.note)
     print(f"{card.card_id} restored (revision {card.revision})")
     return 0
@@ -301,8 +304,6 @@ def _write_text(out: str, text: str) -> None:
 
 
 def cmd_export(args, lab) -> int:
-    from findings.export import export_json, export_markdown, export_registry
-
     ids = list(args.cards) or None
     if args.run and args.format != "registry":
         raise LabError("--run applies to --format registry only: pick the cards to export by id, or use findings list --run")
@@ -312,7 +313,8 @@ def cmd_export(args, lab) -> int:
         paths = export_markdown(lab, ids, args.out, include_deleted=args.deleted)
         print(f"{len(paths)} card{'s' if len(paths) != 1 else ''} written to {args.out}")
         return 0
-    data = export_json(lab, ids, include_deleted=args.deleted) if args.format == "json" else export_registry(lab, ids, run_id=args.run)
+    data = (export_json(lab, ids, include_deleted=args.deleted) if args.format == "json"
+            else export_registry(lab, ids, run_id=args.run))
     _write_text(args.out, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     if args.out != "-":
         n = len(data["cards"]) if args.format == "json" else len(data)
@@ -321,8 +323,6 @@ def cmd_export(args, lab) -> int:
 
 
 def cmd_import(args, lab) -> int:
-    from findings.export import import_json, import_registry
-
     try:
         data = json.loads(Path(args.path).read_text(encoding="utf-8"))
     except OSError as e:

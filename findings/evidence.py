@@ -16,13 +16,13 @@ import datetime as dt
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
+from core.errors import LabError
+from core.lab import Lab
 from db import connect
-from engine.errors import LabError
+from engine.analysis.queries import analysis_info, feature_detail
 from findings.model import Card, FeatureRef, check_feature_index
 
 FEATURE_KIND = "feature"
@@ -77,20 +77,12 @@ def make_snapshot(kind: str, data: Any, run_id: str | None = None, feature: int 
 
 
 # -- reading the live lab --------------------------------------------------------------------------
-def lab_root(lab: Any) -> Path:
-    """The lab folder from a ``Lab`` or a path (the app and the CLI hold one or the other)."""
-    if isinstance(lab, (str, os.PathLike)):  # before .root: a Path has a .root too (its anchor, "/")
-        return Path(lab)
-    return Path(lab.root)
-
-
 def has_table(con, name: str) -> bool:
     return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
 
 
-def run_rows(lab: Any, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+def run_rows(lab: Lab, run_ids: list[str]) -> dict[str, dict[str, Any]]:
     """The runs rows (frozen columns only) of those runs that exist."""
-    lab = lab_root(lab)
     if not run_ids:
         return {}
     with connect(lab, read_only=True) as con:
@@ -99,10 +91,9 @@ def run_rows(lab: Any, run_ids: list[str]) -> dict[str, dict[str, Any]]:
         return {r[0]: dict(zip(cols, r)) for r in cur.fetchall()}
 
 
-def resolve_refs(lab: Any, refs: list[FeatureRef]) -> list[FeatureRef]:
+def resolve_refs(lab: Lab, refs: list[FeatureRef]) -> list[FeatureRef]:
     """Check that each reference names an existing run and one of its features; fill in the run's
     layer and hook (a given layer or hook that contradicts the run is refused)."""
-    lab = lab_root(lab)
     rows = run_rows(lab, sorted({r.run_id for r in refs}))
     out = []
     for r in refs:
@@ -120,14 +111,11 @@ def resolve_refs(lab: Any, refs: list[FeatureRef]) -> list[FeatureRef]:
     return out
 
 
-def feature_evidence(lab: Any, run_id: str, feature: int, run: dict[str, Any] | None = None) -> dict[str, Any]:
+def feature_evidence(lab: Lab, run_id: str, feature: int, run: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a card freezes about one feature: the run's settings and the inspector's payload.
 
     A run without a feature analysis still gets a snapshot (its settings, and a note saying the
     analysis was missing), so a card can be written before the analysis has run."""
-    lab = lab_root(lab)
-    from engine.analysis.queries import analysis_info, feature_detail
-
     run = run if run is not None else run_rows(lab, [run_id]).get(run_id)
     if run is None:
         raise LabError(f"unknown run '{run_id}': list runs with python -m engine sql \"SELECT run_id, name FROM runs\"")
@@ -140,9 +128,8 @@ def feature_evidence(lab: Any, run_id: str, feature: int, run: dict[str, Any] | 
     return json_safe(data)
 
 
-def feature_snapshots(lab: Any, refs: list[FeatureRef]) -> tuple[list[FeatureRef], list[PendingSnapshot]]:
+def feature_snapshots(lab: Lab, refs: list[FeatureRef]) -> tuple[list[FeatureRef], list[PendingSnapshot]]:
     """Fresh snapshots for ``refs`` (already resolved): the refs carrying their snapshot ids."""
-    lab = lab_root(lab)
     rows = run_rows(lab, sorted({r.run_id for r in refs}))
     out, snaps = [], []
     for r in refs:
@@ -153,9 +140,8 @@ def feature_snapshots(lab: Any, refs: list[FeatureRef]) -> tuple[list[FeatureRef
 
 
 # -- reading snapshots back ------------------------------------------------------------------------
-def load_snapshots(lab: Any, snapshot_ids: list[str]) -> dict[str, dict[str, Any]]:
+def load_snapshots(lab: Lab, snapshot_ids: list[str]) -> dict[str, dict[str, Any]]:
     """{snapshot_id: {"snapshot_id", "kind", "run_id", "feature", "created_at", "data"}} for the ids held."""
-    lab = lab_root(lab)
     ids = list(dict.fromkeys(snapshot_ids))
     if not ids:
         return {}
@@ -168,26 +154,22 @@ def load_snapshots(lab: Any, snapshot_ids: list[str]) -> dict[str, dict[str, Any
                    "created_at": r[4].isoformat(timespec="microseconds"), "data": json.loads(r[5])} for r in rows}
 
 
-def load_snapshot(lab: Any, snapshot_id: str) -> dict[str, Any]:
+def load_snapshot(lab: Lab, snapshot_id: str) -> dict[str, Any]:
     snap = load_snapshots(lab, [snapshot_id]).get(snapshot_id)
     if snap is None:
         raise LabError(f"no evidence snapshot '{snapshot_id}' in this lab")
     return snap
 
 
-def card_evidence(lab: Any, card: Card) -> dict[str, dict[str, Any]]:
+def card_evidence(lab: Lab, card: Card) -> dict[str, dict[str, Any]]:
     """Every snapshot the card (at its revision) refers to."""
-    lab = lab_root(lab)
     return load_snapshots(lab, card.snapshot_ids)
 
 
-def live_status(lab: Any, card: Card) -> list[dict[str, Any]]:
+def live_status(lab: Lab, card: Card) -> list[dict[str, Any]]:
     """For each feature of the card, what the live lab still holds, so a page can link back to the
     live feature or say why it cannot: ``state`` is ``live`` (same analysis as the snapshot),
     ``reanalysed`` (the run was analysed again since), ``no-analysis`` or ``run-deleted``."""
-    lab = lab_root(lab)
-    from engine.analysis.queries import analysis_info
-
     snaps = card_evidence(lab, card)
     runs = run_rows(lab, sorted({f.run_id for f in card.features}))
     out = []

@@ -22,8 +22,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from core.errors import LabError
+from core.lab import Lab
 from db import transaction, utcnow
-from engine.errors import LabError
 from findings.evidence import (
     FEATURE_KIND,
     PendingSnapshot,
@@ -61,7 +62,6 @@ from findings.store import (
     get_card,
     insert_new_cards,
     insert_snapshots,
-    lab_root,
     revision_from_row,
     write_revision,
 )
@@ -72,7 +72,7 @@ REGISTRY_KEYS = ("name", "description", "examples", "confidence")
 REGISTRY_EXAMPLES = 5
 
 
-def _cards(lab: Any, card_ids: list[str] | None, include_deleted: bool) -> list[Card]:
+def _cards(lab: Lab, card_ids: list[str] | None, include_deleted: bool) -> list[Card]:
     """The named cards (deleted ones too: naming a card is asking for it), or every card."""
     if card_ids is None:
         return list(reversed(search_cards(lab, include_deleted=include_deleted)))  # oldest first
@@ -80,18 +80,18 @@ def _cards(lab: Any, card_ids: list[str] | None, include_deleted: bool) -> list[
 
 
 # -- JSON ------------------------------------------------------------------------------------------
-def export_json(lab: Any, card_ids: list[str] | None = None, include_deleted: bool = False) -> dict[str, Any]:
+def export_json(lab: Lab, card_ids: list[str] | None = None, include_deleted: bool = False) -> dict[str, Any]:
     """Cards with every revision and every snapshot they refer to, as one JSON-ready dict."""
-    root = lab_root(lab)
     cards, wanted = [], []
-    for card in _cards(root, card_ids, include_deleted):
-        history = card_history(root, card.card_id)
+    for card in _cards(lab, card_ids, include_deleted):
+        history = card_history(lab, card.card_id)
         cards.append({"card_id": card.card_id, "revisions": [r.to_dict() for r in history]})
         wanted += [sid for r in history for sid in r.card.snapshot_ids]
-    snaps = load_snapshots(root, wanted)
+    snaps = load_snapshots(lab, wanted)
     missing = [sid for sid in dict.fromkeys(wanted) if sid not in snaps]
     if missing:
-        raise LabError(f"evidence snapshot {missing[0]} is missing from this lab: the database was edited by hand; export the other cards")
+        raise LabError(f"evidence snapshot {missing[0]} is missing from this lab: the database was edited by hand; export the "
+                       "other cards")
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "exported_at": timestamp(utcnow()), "cards": cards,
             "snapshots": {sid: {k: v for k, v in snaps[sid].items() if k != "snapshot_id"} for sid in dict.fromkeys(wanted)}}
 
@@ -106,10 +106,12 @@ def _normalise_card(card: Card) -> Card:
 
 def _parse_file(data: Any) -> tuple[list[tuple[str, list[Revision]]], dict[str, PendingSnapshot], dict[str, str]]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise LabError(f"not a findings export (no \"format\": \"{FORMAT}\"): export cards with `python -m engine findings export --format json`"
+        raise LabError(f"not a findings export (no \"format\": \"{FORMAT}\"): export cards with `python -m engine findings "
+                       "export --format json`"
                        " (for a seed-004 feature registry use --registry)")
     if data.get("format_version") != FORMAT_VERSION:
-        raise LabError(f"findings export format version {data.get('format_version')!r} is not {FORMAT_VERSION}: export it again with this lab")
+        raise LabError(f"findings export format version {data.get('format_version')!r} is not {FORMAT_VERSION}: export it again "
+                       "with this lab")
     if not isinstance(data.get("cards"), list) or not isinstance(data.get("snapshots"), dict):
         raise LabError("findings export is missing its 'cards' list or 'snapshots' object: the file is damaged")
     snaps, created = {}, {}
@@ -141,7 +143,8 @@ def _parse_file(data: Any) -> tuple[list[tuple[str, list[Revision]]], dict[str, 
             check_author(rev.author), check_note(rev.note)
             for sid in card.snapshot_ids:
                 if sid not in snaps:
-                    raise LabError(f"card {card.card_id} revision {n} refers to snapshot {sid}, which the file lacks: export it again")
+                    raise LabError(f"card {card.card_id} revision {n} refers to snapshot {sid}, which the file lacks: export it "
+                                   "again")
             revs.append(replace(rev, card=card, edited_at=timestamp(parse_timestamp(rev.edited_at))))
         cards.append((c["card_id"], revs))
     if len({cid for cid, _ in cards}) != len(cards):
@@ -150,13 +153,12 @@ def _parse_file(data: Any) -> tuple[list[tuple[str, list[Revision]]], dict[str, 
     return cards, {sid: s for sid, s in snaps.items() if sid in used}, created
 
 
-def import_json(lab: Any, data: dict[str, Any]) -> dict[str, Any]:
+def import_json(lab: Lab, data: dict[str, Any]) -> dict[str, Any]:
     """Import an ``export_json`` dict in one transaction; returns the card ids created, updated
     (history extended) and unchanged, and how many snapshots were new."""
-    root = lab_root(lab)
     cards, snaps, created_at = _parse_file(data)
     summary: dict[str, Any] = {"created": [], "updated": [], "unchanged": [], "snapshots_added": 0}
-    with transaction(root) as con:
+    with transaction(lab) as con:
         have = {r[0] for r in con.execute("SELECT snapshot_id FROM evidence_snapshots WHERE snapshot_id IN (SELECT unnest(?))",
                                           [list(snaps)]).fetchall()}
         for sid, snap in snaps.items():
@@ -164,11 +166,13 @@ def import_json(lab: Any, data: dict[str, Any]) -> dict[str, Any]:
                 insert_snapshots(con, [snap], parse_timestamp(created_at[sid]))
                 summary["snapshots_added"] += 1
         for card_id, revs in cards:
-            rows = con.execute(f"SELECT {REVISION_COLUMNS} FROM finding_revisions WHERE card_id = ? ORDER BY revision", [card_id]).fetchall()
+            rows = con.execute(f"SELECT {REVISION_COLUMNS} FROM finding_revisions WHERE card_id = ? ORDER BY revision",
+                               [card_id]).fetchall()
             mine = [revision_from_row(card_id, r).to_dict() for r in rows]
             incoming = [r.to_dict() for r in revs]
             if len(mine) > len(incoming) or mine != incoming[: len(mine)]:
-                raise LabError(f"card {card_id} in this lab differs from the file's (here {len(mine)} revisions, there {len(incoming)}): "
+                raise LabError(f"card {card_id} in this lab differs from the file's (here {len(mine)} revisions, there "
+                               f"{len(incoming)}): "
                                "nothing was imported; export this lab's card, or purge it, before importing")
             if len(mine) == len(incoming):
                 summary["unchanged"].append(card_id)
@@ -192,14 +196,14 @@ def _slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:40].strip("-")
 
 
-def export_markdown(lab: Any, card_ids: list[str] | None, folder: str | Path, include_deleted: bool = False) -> list[Path]:
+def export_markdown(lab: Lab, card_ids: list[str] | None, folder: str | Path, include_deleted: bool = False) -> list[Path]:
     """One readable Markdown file per card (``<card_id>-<title-slug>.md``) with its evidence and
     history; returns the files written. A file is written whole or not at all (temp + rename)."""
-    root, folder = lab_root(lab), Path(folder)
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for card in _cards(root, card_ids, include_deleted):
-        text = card_markdown(card, load_snapshots(root, card.snapshot_ids), card_history(root, card.card_id))
+    for card in _cards(lab, card_ids, include_deleted):
+        text = card_markdown(card, load_snapshots(lab, card.snapshot_ids), card_history(lab, card.card_id))
         slug = _slug(card.title)
         path = folder / (f"{card.card_id}-{slug}.md" if slug else f"{card.card_id}.md")
         tmp = path.with_suffix(".md.tmp")
@@ -224,14 +228,13 @@ def _registry_entry(card: Card, ref: FeatureRef, snaps: dict[str, dict[str, Any]
             "confidence": card.confidence}
 
 
-def export_registry(lab: Any, card_ids: list[str] | None = None, run_id: str | None = None) -> dict[str, dict[str, Any]]:
+def export_registry(lab: Lab, card_ids: list[str] | None = None, run_id: str | None = None) -> dict[str, dict[str, Any]]:
     """The cards as a seed-004 feature registry, one entry per (card, feature): name = label (or
     title), description, examples (the card's, else the top contexts frozen in its
     evidence, max-activating token between ⟦ ⟧), confidence. When several cards describe one
     feature, the most recently updated wins. Keys: feature index with ``run_id``, else "run:feature"."""
-    root = lab_root(lab)
-    cards = sorted(_cards(root, card_ids, False), key=lambda c: c.updated_at, reverse=True)
-    snaps = load_snapshots(root, [sid for c in cards for sid in c.snapshot_ids])
+    cards = sorted(_cards(lab, card_ids, False), key=lambda c: c.updated_at, reverse=True)
+    snaps = load_snapshots(lab, [sid for c in cards for sid in c.snapshot_ids])
     entries: dict[tuple[str, int], dict[str, Any]] = {}
     for card in cards:
         for ref in card.features:
@@ -255,16 +258,16 @@ def _registry_key(key: Any, run_id: str | None) -> tuple[str, int]:
     return run, int(feat)
 
 
-def import_registry(lab: Any, data: Any, run_id: str | None = None, author: str = "") -> dict[str, Any]:
+def import_registry(lab: Lab, data: Any, run_id: str | None = None, author: str = "") -> dict[str, Any]:
     """Create one draft card per registry entry, with a fresh evidence snapshot of the feature.
 
     Every entry is checked before anything is written (all cards are created in one transaction, or
     none). An entry equal to what a live card of that feature exports (``export_registry``) is
     skipped, so importing a registry twice, or into the lab it came from, creates nothing twice."""
-    root = lab_root(lab)
     author = check_author(author)
     if not isinstance(data, dict) or not data:
-        raise LabError("a feature registry is a JSON object {feature_id: {name, description, examples, confidence}}, and this one is empty or not an object")
+        raise LabError("a feature registry is a JSON object {feature_id: {name, description, examples, confidence}}, and this "
+                       "one is empty or not an object")
     planned = []
     for key, entry in data.items():
         where = f"registry entry '{key}'"
@@ -282,12 +285,12 @@ def import_registry(lab: Any, data: Any, run_id: str | None = None, author: str 
                   "confidence": check_choice(f"{where}: confidence", entry.get("confidence", "low"), CONFIDENCES),
                   "examples": check_examples(examples)}
         planned.append((_registry_key(key, run_id), check_fields(values)))
-    refs = resolve_refs(root, [FeatureRef(r, f) for (r, f), _ in planned])
-    runs = run_rows(root, sorted({r.run_id for r in refs}))
+    refs = resolve_refs(lab, [FeatureRef(r, f) for (r, f), _ in planned])
+    runs = run_rows(lab, sorted({r.run_id for r in refs}))
     # What the feature's live cards export as: an entry equal to one of those is already on a card.
     existing: dict[tuple[str, int], set[str]] = {}
-    held = [c for rid in runs for c in search_cards(root, run_id=rid)]
-    snaps = load_snapshots(root, [sid for c in held for sid in c.snapshot_ids])
+    held = [c for rid in runs for c in search_cards(lab, run_id=rid)]
+    snaps = load_snapshots(lab, [sid for c in held for sid in c.snapshot_ids])
     for c in held:
         for f in c.features:
             existing.setdefault(f.key, set()).add(canonical_json(_registry_entry(c, f, snaps)))
@@ -299,10 +302,10 @@ def import_registry(lab: Any, data: Any, run_id: str | None = None, author: str 
             skipped.append(f"{rid}:{feat}")
             continue
         existing.setdefault((rid, feat), set()).add(entry)
-        data_ = feature_evidence(root, rid, feat, runs[rid])
+        data_ = feature_evidence(lab, rid, feat, runs[rid])
         hint = prefill(runs[rid], feat, data_["detail"])
         snap = make_snapshot(FEATURE_KIND, data_, rid, feat)
         values = check_fields({**values, "claim": hint["claim"], "tags": hint["tags"]})
         items.append((values, [replace(ref, snapshot_id=snap.snapshot_id)], [snap]))
-    cards = insert_new_cards(root, items, author, "imported from a feature registry") if items else []
+    cards = insert_new_cards(lab, items, author, "imported from a feature registry") if items else []
     return {"created": [c.card_id for c in cards], "skipped": skipped}

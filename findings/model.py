@@ -21,8 +21,8 @@ import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 
-from engine.config_base import ConfigBase
-from engine.errors import LabError
+from core.config_base import ConfigBase
+from core.errors import LabError
 
 Confidence = Literal["low", "medium", "high"]
 Status = Literal["draft", "supported", "refuted"]
@@ -182,7 +182,8 @@ def check_snapshot_id(snapshot_id: Any, where: str = "snapshot id") -> str:
 
 def check_kind(kind: Any) -> str:
     if not isinstance(kind, str) or not _KIND.match(kind):
-        raise LabError(f"evidence kind '{_short(kind)}' must be a short lower-case word (letters, digits, - or _), e.g. intervention")
+        raise LabError(f"evidence kind '{_short(kind)}' must be a short lower-case word (letters, digits, - or _), e.g. "
+                       "intervention")
     return kind
 
 
@@ -278,7 +279,8 @@ def coerce_refs(features: Any) -> list[FeatureRef]:
         raise LabError("features must be a list of (run, feature) references")
     refs: list[FeatureRef] = []
     for i, f in enumerate(features):
-        ref = f if isinstance(f, FeatureRef) else FeatureRef.from_dict(FeatureRef.coerce(f, "feature reference"), f"features[{i}]")
+        ref = f if isinstance(f, FeatureRef) else FeatureRef.from_dict(FeatureRef.coerce(f, "feature reference"),
+                                                                       f"features[{i}]")
         check_text("run id", ref.run_id, 200, one_line=True, required=True)
         ref = replace(ref, feature=check_feature_index(ref.feature))
         if ref.snapshot_id is not None:

@@ -11,19 +11,19 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
-from engine.errors import LabError
+from core.errors import LabError
+from core.lab import Lab
+from engine.analysis.label_trust import confidence_for as label_confidence
+from engine.analysis.label_trust import label_title
 from findings.evidence import FEATURE_KIND, feature_evidence, make_snapshot, resolve_refs, run_rows
 from findings.model import EDITABLE, Card, FeatureRef, check_author, check_fields, check_note
-from findings.store import insert_new_card, lab_root
-
-HIGH_SCORE = 0.9  # detection score (balanced accuracy on held-out text) for a prefilled "high"
-MEDIUM_SCORE = 0.75
+from findings.store import insert_new_card
 
 
-def confidence_for(score: float | None) -> str:
-    if score is None:
-        return "low"
-    return "high" if score >= HIGH_SCORE else "medium" if score >= MEDIUM_SCORE else "low"
+def confidence_for(f: dict[str, Any]) -> str:
+    """Prefilled confidence from the label's held-out score and its 95 % interval (engine.analysis.label_trust):
+    never "high" for a label whose interval does not clear chance."""
+    return label_confidence(f.get("label_score"), f.get("label_score_low"), f.get("label_reliable"), f.get("label_precision"))
 
 
 def _centre_tokens(detail: dict[str, Any]) -> Counter:
@@ -51,7 +51,13 @@ def prefill(run: dict[str, Any], feature: int, detail: dict[str, Any] | None) ->
         what = " / ".join(tokens) if tokens else label
         verb = "fires on the token right after" if f.get("label_kind") == "previous token" else "fires on"
         claim = f"Feature {feature} ({where}) {verb} {what}"
-        claim += f" (detection score {score:.2f} on held-out text)." if score is not None else " (too few held-out firings to score the label)."
+        low, high = f.get("label_score_low"), f.get("label_score_high")
+        interval = f", 95% interval {low:.2f}-{high:.2f}" if low is not None and high is not None else ""
+        claim += (f" (detection score {score:.2f}{interval} on held-out text)." if score is not None
+                  else " (too few held-out firings to score the label).")
+        if not f.get("label_reliable"):
+            claim = (f"Unconfirmed guess: {claim[0].lower()}{claim[1:]} "
+                     "The score does not clear chance (0.5) by 0.1 with 95% confidence.")
     elif f.get("dead"):
         claim = f"Feature {feature} ({where}) never fires on the analysed text."
     else:
@@ -68,25 +74,24 @@ def prefill(run: dict[str, Any], feature: int, detail: dict[str, Any] | None) ->
         lines.append("Fires on " + ", ".join(f"{d['freq']:.2%} of {d['domain']} tokens" for d in doms)
                      + (f"; max activation {f['max_act']:.3g}." if f.get("max_act") is not None else "."))
     cls = f.get("class")
-    return {"title": label or f"feature {feature} (no automatic label)", "label": label, "claim": claim,
-            "description": "\n".join(lines), "confidence": confidence_for(score), "tags": [cls] if cls else []}
+    return {"title": label_title(label, f.get("label_reliable")) or f"feature {feature} (no automatic label)", "label": label,
+            "claim": claim, "description": "\n".join(lines), "confidence": confidence_for(f), "tags": [cls] if cls else []}
 
 
-def card_from_feature(lab: Any, run_id: str, feature: int, author: str = "", **overrides: Any) -> Card:
+def card_from_feature(lab: Lab, run_id: str, feature: int, author: str = "", **overrides: Any) -> Card:
     """Create a draft card about one feature, prefilled from its analysis, with a fresh snapshot.
 
     ``overrides`` set any card field instead of the prefilled value (title, claim, label,
     description, confidence, status, tags, notes, examples), plus ``note`` (the change note)."""
-    root = lab_root(lab)
     unknown = sorted(set(overrides) - (set(EDITABLE) - {"features"}) - {"note"})
     if unknown:
         raise LabError(f"'{unknown[0]}' is not a card field you can prefill: use one of "
                        f"{', '.join(n for n in EDITABLE if n != 'features')}")
-    (ref,) = resolve_refs(root, [FeatureRef(run_id, feature)])
-    run = run_rows(root, [run_id])[run_id]
-    data = feature_evidence(root, run_id, ref.feature, run)
+    (ref,) = resolve_refs(lab, [FeatureRef(run_id, feature)])
+    run = run_rows(lab, [run_id])[run_id]
+    data = feature_evidence(lab, run_id, ref.feature, run)
     note = check_note(overrides.pop("note", ""))
     values = check_fields({**prefill(run, ref.feature, data["detail"]), **overrides})
     # One snapshot for both the prefill and the card: what the card says and what it froze agree.
     snap = make_snapshot(FEATURE_KIND, data, run_id, ref.feature)
-    return insert_new_card(root, values, [replace(ref, snapshot_id=snap.snapshot_id)], [snap], check_author(author), note)
+    return insert_new_card(lab, values, [replace(ref, snapshot_id=snap.snapshot_id)], [snap], check_author(author), note)

@@ -149,18 +149,30 @@ def _feature_section(ref, snap: dict[str, Any] | None, top_n: int) -> list[str]:
     a = detail.get("analysis") or {}
     if f.get("label"):
         out.append(f"**Automatic label:** {escape_markdown(f['label'], one_line=True)} ({markdown_cell(f.get('label_kind'))}) — "
-                   f"detection score {_num(f.get('label_score'), '.3f')} on held-out text (precision {_num(f.get('label_precision'), '.2f')}, "
-                   f"recall {_num(f.get('label_recall'), '.2f')}; {_num(f.get('label_train_score'), '.3f')} on the training rows).  ")
+                   f"detection score {_num(f.get('label_score'), '.3f')} on held-out text (precision "
+                   f"{_num(f.get('label_precision'), '.2f')}, "
+                   f"recall {_num(f.get('label_recall'), '.2f')}; {_num(f.get('label_train_score'), '.3f')} on the training "
+                   "rows).  ")
+        if f.get("label_score_low") is not None:
+            verdict = ("reliable" if f.get("label_reliable") else
+                       "**not reliable**: a best guess, its score does not clear chance (0.5) by 0.1 with 95% confidence")
+            out.append(f"95% interval of the detection score: {_num(f.get('label_score_low'), '.3f')}–"
+                       f"{_num(f.get('label_score_high'), '.3f')}; "
+                       f"{verdict}.  ")
+        elif "label_reliable" not in f:
+            out.append("(Frozen before labels carried an interval: treat the label as a guess.)  ")
     else:
         out.append("**Automatic label:** none.  ")
-    out.append(f"**Class:** {markdown_cell(f.get('class'))}; fires on {_num(f.get('freq'), '.3%') if f.get('freq') is not None else '–'} "
+    out.append(f"**Class:** {markdown_cell(f.get('class'))}; fires on "
+               f"{_num(f.get('freq'), '.3%') if f.get('freq') is not None else '–'} "
                f"of tokens ({f.get('n_fires', '–')}), mean activation {_num(f.get('mean_act'))}, max {_num(f.get('max_act'))}, "
                f"cluster {f.get('cluster') if f.get('cluster') is not None else '–'}; analysis of "
                f"{str(a.get('created_at') or '–').replace('T', ' ')[:19]}.")
     out += ["", "| domain | tokens | fires | freq | mean act | max act | selectivity | detection |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for d in detail.get("domains") or []:
-        out.append(f"| {markdown_cell(d.get('domain'))} | {d.get('n_tokens')} | {d.get('n_fires')} | {_num(d.get('freq'), '.4f')} | "
+        out.append(f"| {markdown_cell(d.get('domain'))} | {d.get('n_tokens')} | {d.get('n_fires')} | "
+                   f"{_num(d.get('freq'), '.4f')} | "
                    f"{_num(d.get('mean_act'))} | {_num(d.get('max_act'))} | {_num(d.get('selectivity'), '.2f')} | "
                    f"{_num(d.get('detection_score'), '.3f')} |")
     out.append("")
@@ -180,13 +192,14 @@ def _feature_section(ref, snap: dict[str, Any] | None, top_n: int) -> list[str]:
         out += ["#### Token effects", ""]
         for direction, word in (("up", "Pushes up"), ("down", "Pushes down")):
             if te.get(direction):
-                out.append(f"- {word}: " + ", ".join(f"{escape_markdown(e['token'], one_line=True)} ({e['effect']:+.3f})" for e in te[direction]))
+                effects = ", ".join(f"{escape_markdown(e['token'], one_line=True)} ({e['effect']:+.3f})" for e in te[direction])
+                out.append(f"- {word}: {effects}")
         out.append("")
     nb = (detail.get("neighbours") or {}).get("decoder") or []
     if nb:
         out += ["#### Nearest features by decoder direction", "",
-                ", ".join(f"#{n['neighbour']} {escape_markdown(n.get('label') or '', one_line=True)} ({n['score']:.2f})".replace("  ", " ")
-                          for n in nb[:8]), ""]
+                ", ".join(f"#{n['neighbour']} {escape_markdown(n.get('label') or '', one_line=True)} "
+                          f"({n['score']:.2f})".replace("  ", " ") for n in nb[:8]), ""]
     return out
 
 
@@ -213,7 +226,8 @@ def card_markdown(card: Card, snapshots: dict[str, dict[str, Any]], history: lis
         body = json.dumps(snap["data"], indent=2, sort_keys=True, ensure_ascii=False) if snap else "(missing from this lab)"
         out += [fenced(body, "json"), ""]
     if history:
-        out += ["## History", "", "| revision | saved (UTC) | by | action | changed | note |", "| ---: | --- | --- | --- | --- | --- |"]
+        out += ["## History", "", "| revision | saved (UTC) | by | action | changed | note |",
+                "| ---: | --- | --- | --- | --- | --- |"]
         for r in history:
             out.append(f"| {r.revision} | {r.edited_at.replace('T', ' ')[:19]} | {markdown_cell(r.author) or '–'} | {r.action} | "
                        f"{', '.join(r.changed) or '–'} | {markdown_cell(r.note) or '–'} |")

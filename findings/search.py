@@ -8,11 +8,11 @@ and ``_`` in what the person typed mean themselves, not wildcards.
 from __future__ import annotations
 
 import json
-from typing import Any
 
-from engine.errors import LabError
+from core.errors import LabError
+from core.lab import Lab
 from findings.model import STATUSES, Card, check_choice, check_feature_index
-from findings.store import lab_root, reader
+from findings.store import reader
 
 # Everything a person might remember a card by, in one text per card.
 _HAYSTACK = ("concat_ws(chr(10), f.card_id, f.title, f.claim, f.label, f.description, f.notes, "
@@ -23,7 +23,7 @@ def _like_pattern(word: str) -> str:
     return "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def search_cards(lab: Any, text: str | None = None, tag: str | None = None, status: str | None = None, run_id: str | None = None,
+def search_cards(lab: Lab, text: str | None = None, tag: str | None = None, status: str | None = None, run_id: str | None = None,
                  feature: int | None = None, include_deleted: bool = False, limit: int | None = None) -> list[Card]:
     """Current cards matching every given filter, most recently updated first.
 
@@ -57,17 +57,17 @@ def search_cards(lab: Any, text: str | None = None, tag: str | None = None, stat
     sql = ("SELECT r.card FROM findings f JOIN finding_revisions r ON r.card_id = f.card_id AND r.revision = f.revision"
            + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY f.updated_at DESC, f.card_id"
            + (" LIMIT ?" if limit is not None else ""))
-    with reader(lab_root(lab)) as con:
+    with reader(lab) as con:
         if con is None:
             return []
         rows = con.execute(sql, params + ([limit] if limit is not None else [])).fetchall()
     return [Card.from_dict(json.loads(r[0]), "card") for r in rows]
 
 
-def cards_for_feature(lab: Any, run_id: str, feature: int, include_deleted: bool = False) -> list[Card]:
+def cards_for_feature(lab: Lab, run_id: str, feature: int, include_deleted: bool = False) -> list[Card]:
     """The cards about one feature of one run (what the feature's page lists)."""
     return search_cards(lab, run_id=run_id, feature=feature, include_deleted=include_deleted)
 
 
-def list_cards(lab: Any, include_deleted: bool = False) -> list[Card]:
+def list_cards(lab: Lab, include_deleted: bool = False) -> list[Card]:
     return search_cards(lab, include_deleted=include_deleted)

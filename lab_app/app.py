@@ -1,23 +1,19 @@
-"""The lab app: `streamlit run lab_app/app.py` (what `make lab` starts).
+"""The lab app: `make lab` starts it (`python -m lab_app.serve`, which runs `streamlit run lab_app/app.py`).
 
 An `st.navigation` entry point: the sidebar (sweep launcher + live queue) is drawn here, so it is
 on every page and keeps its state across pages. Jobs run in worker processes, never in this script.
+The access gate (lab_app/access.py) runs first, before any page or the sidebar draws.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from lab_app import access, data, nav, sidebar
 
-import streamlit as st  # noqa: E402
-
-from lab_app import data, nav, sidebar  # noqa: E402
-
-st.set_page_config(page_title="SAE lab", page_icon=":material/biotech:", layout="wide")
+# An emoji favicon is drawn in the browser; a :material/…: one is fetched from fonts.gstatic.com.
+st.set_page_config(page_title="SAE lab", page_icon="🔬", layout="wide")
+access.require()
 
 PAGES = nav.pages()
 

@@ -43,7 +43,8 @@ def metric_over_time(df: pd.DataFrame, metric: str) -> alt.Chart:
 def transfer_heatmap(df: pd.DataFrame, value: str = "mse") -> alt.Chart:
     base = alt.Chart(df).encode(x=alt.X("eval_domain:N", title="evaluated on"), y=alt.Y("train_domain:N", title="trained on"))
     return (base.mark_rect().encode(color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="oranges")),
-                                    tooltip=["train_domain", "eval_domain", alt.Tooltip(f"{value}:Q", format=".4f"), alt.Tooltip("transfer_ratio:Q", format=".2f")])
+                                    tooltip=["train_domain", "eval_domain", alt.Tooltip(f"{value}:Q", format=".4f"),
+                                             alt.Tooltip("transfer_ratio:Q", format=".2f")])
             + base.mark_text(baseline="middle").encode(text=alt.Text(f"{value}:Q", format=".4f"))).properties(height=200)
 
 
@@ -67,7 +68,8 @@ def histogram_bars(edges: list[float], counts: list[float], title: str) -> alt.C
 
 def domain_histograms(edges: list[float], counts: dict[str, list[float]]) -> alt.Chart:
     e = np.asarray(edges, dtype=float)
-    d = pd.concat([pd.DataFrame({"domain": k, "lo": e[:-1], "hi": e[1:], "count": np.asarray(v, dtype=float)}) for k, v in counts.items()])
+    d = pd.concat([pd.DataFrame({"domain": k, "lo": e[:-1], "hi": e[1:],
+                                 "count": np.asarray(v, dtype=float)}) for k, v in counts.items()])
     return alt.Chart(d).mark_bar(opacity=0.6).encode(
         x=alt.X("lo:Q", bin="binned", title="activation"), x2="hi:Q", y=alt.Y("count:Q", title="tokens", stack=None),
         color="domain:N", tooltip=["domain", alt.Tooltip("lo:Q", format=".3f"), alt.Tooltip("hi:Q", format=".3f"), "count:Q"],
@@ -85,20 +87,28 @@ def freq_vs_magnitude(df: pd.DataFrame) -> alt.Chart:
 def token_effects(df: pd.DataFrame) -> alt.Chart:
     return alt.Chart(df).mark_bar().encode(
         x=alt.X("score:Q", title="push"), y=alt.Y("token:N", sort="-x", title=None),
-        color=alt.condition(alt.datum.score > 0, alt.value("#54a24b"), alt.value("#e45756")), tooltip=["token", alt.Tooltip("score:Q", format=".3f")],
+        color=alt.condition(alt.datum.score > 0, alt.value("#54a24b"), alt.value("#e45756")),
+        tooltip=["token", alt.Tooltip("score:Q", format=".3f")],
     ).properties(height=max(120, 16 * len(df)))
 
 
-def pareto(df: pd.DataFrame, front: pd.DataFrame, by: str = "layer") -> alt.Chart:
-    """FVU vs L0, one front per ``by`` (layer, or architecture when a sweep compares architectures)."""
+def pareto(df: pd.DataFrame, front: pd.DataFrame, by: str = "layer", by_concepts: bool = False) -> alt.Chart:
+    """FVU vs L0 with one dashed front per ``by`` (layer, or architecture when a sweep compares architectures).
+
+    Points are coloured like their front, or by ground-truth concept coverage when ``by_concepts``;
+    the marker's shape is the architecture."""
     kind = "N" if by == "architecture" else "O"
+    colour = (alt.Color("concept_coverage:Q", title="concept coverage", scale=alt.Scale(scheme="viridis", domain=[0, 1]))
+              if by_concepts and "concept_coverage" in df.columns else alt.Color(f"{by}:{kind}"))
+    tips = ["architecture", "layer", "k", "d_sae", alt.Tooltip("fvu:Q", format=".4f"), alt.Tooltip("l0:Q", format=".1f")]
+    if "concept_coverage" in df.columns:
+        tips += [alt.Tooltip("concept_coverage:Q", format=".2f"), alt.Tooltip("probe_k1:Q", format=".3f")]
     pts = alt.Chart(df).mark_point(size=80, filled=True).encode(
-        x=alt.X("l0:Q", title="L0"), y=alt.Y("fvu:Q", title="FVU (held-out, in-domain)"), color=f"{by}:{kind}",
-        shape="architecture:N",
-        tooltip=["architecture", "layer", "k", "d_sae", alt.Tooltip("fvu:Q", format=".4f"), alt.Tooltip("l0:Q", format=".1f")],
+        x=alt.X("l0:Q", title="L0"), y=alt.Y("fvu:Q", title="FVU (held-out, in-domain)"), color=colour,
+        shape=alt.Shape("architecture:N"), tooltip=tips,
     )
     line = alt.Chart(front).mark_line(strokeDash=[4, 3]).encode(x="l0:Q", y="fvu:Q", color=f"{by}:{kind}")
-    return (pts + line).properties(height=300)
+    return (pts + line).resolve_scale(color="independent").properties(height=300)
 
 
 def parallel_coordinates(df: pd.DataFrame, cols: list[str], color: str) -> go.Figure:
@@ -108,7 +118,7 @@ def parallel_coordinates(df: pd.DataFrame, cols: list[str], color: str) -> go.Fi
 
 
 def concept_map(df: pd.DataFrame, dims: int, color: str, selected: int | None = None) -> go.Figure:
-    hover = {"feature": True, "label": True, "cluster": True, "feature_class": True}
+    hover = {"feature": True, "title" if "title" in df.columns else "label": True, "cluster": True, "feature_class": True}
     if dims == 3:
         fig = px.scatter_3d(df, x="x3", y="y3", z="z3", color=color, hover_data=hover, custom_data=["feature"], opacity=0.8)
         fig.update_traces(marker=dict(size=3))
@@ -116,11 +126,13 @@ def concept_map(df: pd.DataFrame, dims: int, color: str, selected: int | None = 
         # SVG draws a few thousand points faster than WebGL starts up (and a browser without a GPU
         # runs WebGL in software); WebGL only pays off for the large dictionaries.
         mode = "svg" if len(df) <= 5000 else "webgl"
-        fig = px.scatter(df, x="x2", y="y2", color=color, hover_data=hover, custom_data=["feature"], opacity=0.8, render_mode=mode)
+        fig = px.scatter(df, x="x2", y="y2", color=color, hover_data=hover, custom_data=["feature"],
+                         opacity=0.8, render_mode=mode)
         fig.update_traces(marker=dict(size=6))
         if selected is not None and (df["feature"] == selected).any():
             row = df[df["feature"] == selected].iloc[0]
-            fig.add_trace(go.Scatter(x=[row["x2"]], y=[row["y2"]], mode="markers", marker=dict(size=16, symbol="circle-open", color="black"),
+            fig.add_trace(go.Scatter(x=[row["x2"]], y=[row["y2"]], mode="markers",
+                                     marker=dict(size=16, symbol="circle-open", color="black"),
                                      name=f"feature {selected}", hoverinfo="skip"))
     fig.update_layout(height=560, margin=dict(l=0, r=0, t=10, b=0), legend=dict(orientation="h"))
     return fig

@@ -13,7 +13,7 @@ def pick_analysed_run(key: str) -> tuple[str, dict[str, Any]]:
     if not data.lab_ready():
         st.info("No lab database yet: run `make lab` or launch a sweep from the sidebar.")
         st.stop()
-    runs = data.analysed_runs(str(data.lab().root))
+    runs = data.analysed_runs(data.lab())
     if runs.empty:
         st.info("No run has a feature analysis yet. Runs are analysed after training; older ones with "
                 "`python -m engine analyze --all`.")

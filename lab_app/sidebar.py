@@ -11,7 +11,10 @@ import math
 
 import streamlit as st
 
-from engine.errors import LabError
+from core.errors import LabError
+from engine.cli_args import comma_list
+from engine.sweeps.spec import PRESETS, SweepSpec
+from engine.training import architectures
 from lab_app import data
 
 PRESET_HELP = {
@@ -34,27 +37,28 @@ def _ints(text: str, what: str) -> list[int]:
 
 
 def launcher() -> None:
+    # deferred: loads torch, which the app's pages start without
     from engine.sweeps.launch import ensure_workers
     from engine.sweeps.queue import enqueue_sweep
-    from engine.sweeps.spec import PRESETS, SweepSpec
 
     with st.expander("Launch a sweep", icon=":material/rocket_launch:", expanded=False):
-        choice = st.selectbox("Sweep", list(PRESET_HELP), key="sw_preset", help="\n".join(f"{k}: {v}" for k, v in PRESET_HELP.items()))
+        choice = st.selectbox("Sweep", list(PRESET_HELP), key="sw_preset",
+                              help="\n".join(f"{k}: {v}" for k, v in PRESET_HELP.items()))
         params: dict = {}
         base: dict = {}
         if choice == "custom grid":
             layers = st.multiselect("Layers", list(range(6)), default=[2], key="sw_layers")
             ks = st.text_input("k (comma-separated)", "48, 24, 16", key="sw_k")
             d_saes = st.text_input("d_sae (comma-separated)", "2048", key="sw_dsae")
-            from engine.training import architectures
-
             archs = st.multiselect("Architecture", architectures.names(), default=["topk"], key="sw_arch",
                                    help="\n".join(f"{n}: {architectures.get(n).summary}" for n in architectures.names()))
-            domains = st.text_input("Domains", "prose, code", key="sw_domains", help="prose, code, wikitext, python-code, or name=path")
+            domains = st.text_input("Domains", "prose, code", key="sw_domains",
+                                    help="prose, code, wikitext, python-code, or name=path")
         with st.popover("Budget and workers", icon=":material/tune:"):
             tokens = st.number_input("Tokens per domain", 2_000, 10_000_000, 100_000, step=10_000, key="sw_tokens")
             epochs = st.number_input("Epochs", 0.5, 100.0, 6.0, step=0.5, key="sw_epochs")
-            workers = st.number_input("Worker processes", 1, 4, 1, key="sw_workers", help="On 2 cores, 2 workers × 1 thread train faster in total than 1 × 2.")
+            workers = st.number_input("Worker processes", 1, 4, 1, key="sw_workers",
+                                      help="On 2 cores, 2 workers × 1 thread train faster in total than 1 × 2.")
             threads = st.number_input("Threads per worker (0 = all cores)", 0, 16, 0, key="sw_threads")
         if st.button("Launch", type="primary", key="sw_launch", icon=":material/play_arrow:"):
             try:
@@ -62,7 +66,7 @@ def launcher() -> None:
                     params = {"layer": layers or [2], "k": _ints(ks, "k"), "d_sae": _ints(d_saes, "d_sae")}
                     if archs:
                         params["architecture"] = archs
-                    base["data"] = {"domains": [d.strip() for d in domains.split(",") if d.strip()]}
+                    base["data"] = {"domains": comma_list("Domains", domains, "prose, code")}
                     spec = SweepSpec.from_dict({"name": "custom", "parameters": params, "base": base})
                 else:
                     spec = SweepSpec.from_dict(PRESETS[choice])
@@ -74,7 +78,8 @@ def launcher() -> None:
                 sweep_id, runs = enqueue_sweep(data.lab(), spec)
                 started = ensure_workers(data.lab(), int(workers), int(threads) or None)
                 data.clear()
-                st.session_state["sw_message"] = f"Sweep {sweep_id}: {len(runs)} jobs queued" + (f", {started} worker(s) started" if started else "")
+                st.session_state["sw_message"] = (f"Sweep {sweep_id}: {len(runs)} jobs queued"
+                                                  + (f", {started} worker(s) started" if started else ""))
             except LabError as e:
                 st.session_state["sw_message"] = f"error: {e}"
         msg = st.session_state.get("sw_message")
@@ -101,6 +106,7 @@ def _eta(seconds) -> str:
 
 @st.fragment(run_every="2s")
 def live_panel() -> None:
+    # deferred: loads torch, which the app's pages start without
     from engine.sweeps.launch import ensure_workers, live_workers
     from engine.sweeps.queue import cancel_queued_and_flag_running
 
@@ -109,7 +115,7 @@ def live_panel() -> None:
         st.caption("No lab database yet: launch a sweep or run `make lab`.")
         return
     try:
-        jobs = data.jobs_live(str(data.lab().root))
+        jobs = data.jobs_live(data.lab())
     except LabError as e:
         st.caption(f"queue unavailable: {e}")
         return

@@ -7,19 +7,14 @@ Nothing here is a mock: the tiny causal models are genuine transformers models b
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import small_overrides
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from tests.helpers import small_overrides  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +38,8 @@ def _tiny_model(folder: Path, kind: str, tokenizer_dir: Path, n_layers: int = 3)
         cfg = GPTNeoXConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=n_layers, num_attention_heads=4,
                             intermediate_size=128, max_position_embeddings=256, bos_token_id=101, eos_token_id=102)
     elif kind == "gpt2":
-        cfg = GPT2Config(vocab_size=vocab, n_embd=64, n_layer=n_layers, n_head=4, n_positions=256, bos_token_id=101, eos_token_id=102)
+        cfg = GPT2Config(vocab_size=vocab, n_embd=64, n_layer=n_layers, n_head=4, n_positions=256,
+                         bos_token_id=101, eos_token_id=102)
     else:
         cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=n_layers, num_attention_heads=4,
                           intermediate_size=128, max_position_embeddings=256, bos_token_id=101, eos_token_id=102)
@@ -66,7 +62,7 @@ def tiny_causal_models(tmp_path_factory, bundled_tokenizer_dir) -> dict[str, Pat
 
 @pytest.fixture
 def lab(tmp_path):
-    from engine.lab import Lab
+    from core.lab import Lab
 
     return Lab.at(tmp_path / "lab")
 
@@ -74,8 +70,8 @@ def lab(tmp_path):
 @pytest.fixture(scope="session")
 def finished_lab(tmp_path_factory):
     """A lab holding one finished small experiment on the bundled model (prose + code), shared by read-only tests."""
+    from core.lab import Lab
     from engine.config import build_config
-    from engine.lab import Lab
     from engine.pipeline import run_experiment
 
     lab = Lab.at(tmp_path_factory.mktemp("finished") / "lab")

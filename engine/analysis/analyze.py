@@ -16,19 +16,24 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from core.errors import LabError, first_line
+from core.lab import Lab, code_version
 from db import utcnow
 from engine.analysis.codes import RunData, load_run_data
 from engine.analysis.concept_map import ConceptMap, cluster_tokens, compute_map
+from engine.analysis.concepts.run import ConceptReport, evaluate_run
+from engine.analysis.concepts.table import concept_table
 from engine.analysis.config import AnalysisConfig
 from engine.analysis.contexts import context_table, domain_contexts, sequence_table
+from engine.analysis.label_trust import CHANCE
 from engine.analysis.labels import Labels, compute_labels
 from engine.analysis.neighbours import Neighbours, compute_neighbours
+from engine.analysis.quality_update import rescore_quality
 from engine.analysis.stats import FeatureStats, compute_stats
 from engine.analysis.token_effects import TokenEffects, compute_token_effects, effect_matrix, read_effect_matrix
 from engine.analysis.vocab import Vocab, load_vocab
 from engine.analysis.write import replace_analysis
 from engine.collection.models import ModelInfo, load_model, resolve_model
-from engine.lab import Lab, code_version
 
 
 class _Clock:
@@ -55,6 +60,7 @@ def _prepare_model(name: str) -> tuple[ModelInfo, Vocab, torch.Tensor | None, st
     The matrix is read from the weights file when it can be: building the transformers model only
     to take one tensor from it costs ~3 s of imports on a cold start (measured). (Running this on
     a thread beside the encoding pass gained nothing: the imports hold the GIL.)"""
+    # deferred: transformers is heavy
     from transformers import AutoTokenizer
 
     info = resolve_model(name)
@@ -73,7 +79,8 @@ def _prepare_model(name: str) -> tuple[ModelInfo, Vocab, torch.Tensor | None, st
     return info, vocab, matrix, source
 
 
-def analyze_run(lab: Lab, run_id: str, progress: bool = False, seed: int = 0, config: AnalysisConfig | None = None) -> dict[str, Any]:
+def analyze_run(lab: Lab, run_id: str, progress: bool = False, seed: int = 0,
+                config: AnalysisConfig | None = None) -> dict[str, Any]:
     """Analyse a run's features and replace its analysis in the database; returns a summary."""
     cfg = (config or AnalysisConfig(seed=seed)).validate()
     clock = _Clock(progress)
@@ -103,6 +110,8 @@ def analyze_run(lab: Lab, run_id: str, progress: bool = False, seed: int = 0, co
                        cfg.kmeans_n_init, cfg.central_features)
     ctoks = cluster_tokens(cmap.cluster, labels.fire_tokens, labels.corpus_tokens, cfg.cluster_tokens, vocab.excluded)
     clock.lap("concept_map")
+    concepts = _concepts(lab, data, cfg, progress)
+    clock.lap("concepts")
     tables = {
         "features": features_table(run_id, stats, labels, cmap),
         "feature_domain_stats": domain_stats_table(run_id, stats, labels),
@@ -110,9 +119,11 @@ def analyze_run(lab: Lab, run_id: str, progress: bool = False, seed: int = 0, co
         "feature_neighbours": neighbours_table(run_id, neighbours),
         "feature_token_effects": token_effects_table(run_id, effects, vocab),
         "clusters": clusters_table(run_id, cmap, ctoks, vocab, stats, labels),
+        "concept_results": concept_table(run_id, concepts.results) if concepts else None,
     }
     clock.lap("tables")
-    settings = {**cfg.to_dict(), "token_effect_source": effects.source, "store_keys": {dc.name: dc.store_key for dc in data.domains}}
+    settings = {**cfg.to_dict(), "token_effect_source": effects.source,
+                "store_keys": {dc.name: dc.store_key for dc in data.domains}}
 
     def final_row() -> pa.Table:
         clock.lap("write")
@@ -124,9 +135,28 @@ def analyze_run(lab: Lab, run_id: str, progress: bool = False, seed: int = 0, co
         })
 
     sequences = {dc.store_key: (lambda dc=dc: sequence_table(dc, vocab)) for dc in data.domains}
-    replace_analysis(lab.root, run_id, tables, final_row, sequences)
+    replace_analysis(lab, run_id, tables, final_row, sequences)
     clock.lap("commit")
-    return summarize(data, stats, labels, cmap, contexts.num_rows, clock, effects.source)
+    quality = rescore_quality(lab, run_id, data.resolved)
+    out = summarize(data, stats, labels, cmap, contexts.num_rows, clock, effects.source)
+    out["labels_reliable"] = int(labels.reliable.sum())
+    out["concepts"] = concepts.summary if concepts else None
+    out["quality"] = quality
+    if concepts:
+        out["timings"].update(concepts.timings)
+        out["notes"] += concepts.notes
+    return out
+
+
+def _concepts(lab: Lab, data: RunData, cfg: AnalysisConfig, progress: bool) -> ConceptReport | None:
+    """The ground-truth concept evaluation; a run whose text cannot be rebuilt is analysed without it."""
+    if not cfg.concepts:
+        return None
+    try:
+        return evaluate_run(lab, data, seed=cfg.seed, progress=progress)
+    except LabError as e:
+        data.notes.append(f"concept evaluation skipped: {e}")
+        return None
 
 
 def analyze_after_training(lab: Lab, run_id: str, progress: bool = False) -> dict[str, Any] | None:
@@ -137,8 +167,8 @@ def analyze_after_training(lab: Lab, run_id: str, progress: bool = False) -> dic
     catches up later."""
     try:
         return analyze_run(lab, run_id, progress=progress)
-    except Exception as e:  # noqa: BLE001 - reported, not raised: the run itself succeeded
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except Exception as e:  # reported, not raised: the run itself succeeded
+        first = first_line(e)
         print(f"warning: run {run_id} finished but its feature analysis failed ({first}): "
               f"run `python -m engine analyze {run_id}` to retry", file=sys.stderr)
         return None
@@ -217,6 +247,10 @@ def features_table(run_id: str, stats: FeatureStats, labels: Labels, cmap: Conce
         "label_precision": _nullable(labels.precision),
         "label_recall": _nullable(labels.recall),
         "label_train_score": _nullable(labels.train_score),
+        "label_chance": _nullable(np.where(np.isnan(labels.score), np.nan, CHANCE)),
+        "label_score_low": _nullable(labels.score_low),
+        "label_score_high": _nullable(labels.score_high),
+        "label_reliable": pa.array(labels.reliable, mask=~keep[:, 0]),
         "map_x": _nullable(cmap.coords[:, 0]),
         "map_y": _nullable(cmap.coords[:, 1]),
         "map_z": _nullable(cmap.coords[:, 2]),
@@ -252,13 +286,15 @@ def domain_stats_table(run_id: str, stats: FeatureStats, labels: Labels) -> pa.T
         "freq_sel": _nullable(fd(stats.freq_sel)),
         "mag_sel": _nullable(fd(stats.mag_sel)),
         "selectivity": _nullable(fd(stats.selectivity)),
-        "hist_counts": pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * bins), pa.array(hist.astype(np.int32))),
+        "hist_counts": pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * bins),
+                                                pa.array(hist.astype(np.int32))),
         "detection_score": _nullable(fd(labels.domain_score)),
         "val_fires": pa.array(labels.val_fires.T.reshape(-1).astype(np.int64)),
     })
 
 
-def _ranked_rows(run_id: str, kinds: list[tuple[str, np.ndarray, np.ndarray]], kind_col: str, id_col: str, score_col: str) -> dict[str, np.ndarray]:
+def _ranked_rows(run_id: str, kinds: list[tuple[str, np.ndarray, np.ndarray]], kind_col: str, id_col: str,
+                 score_col: str) -> dict[str, np.ndarray]:
     """Long rows (feature, kind, rank, id, score) from per-kind [F, n] arrays, sorted by feature."""
     feats, knd, rank, ids, scores = [], [], [], [], []
     for name, i, s in kinds:
@@ -278,19 +314,22 @@ def _ranked_rows(run_id: str, kinds: list[tuple[str, np.ndarray, np.ndarray]], k
 
 
 def neighbours_table(run_id: str, nb: Neighbours) -> pa.Table:
-    rows = _ranked_rows(run_id, [("decoder", nb.decoder_ids, nb.decoder_scores), ("activation", nb.activation_ids, nb.activation_scores)],
+    rows = _ranked_rows(run_id, [("decoder", nb.decoder_ids, nb.decoder_scores),
+                                 ("activation", nb.activation_ids, nb.activation_scores)],
                         "kind", "neighbour", "score")
     return pa.table({k: pa.array(v, pa.string() if v.dtype == object else None) for k, v in rows.items()})
 
 
 def token_effects_table(run_id: str, te: TokenEffects, vocab: Vocab) -> pa.Table:
-    rows = _ranked_rows(run_id, [("up", te.up_ids, te.up_vals), ("down", te.down_ids, te.down_vals)], "direction", "token_id", "effect")
+    rows = _ranked_rows(run_id, [("up", te.up_ids, te.up_vals), ("down", te.down_ids, te.down_vals)], "direction",
+                        "token_id", "effect")
     table = {k: pa.array(v, pa.string() if v.dtype == object else None) for k, v in rows.items()}
     table["token"] = vocab.take(rows["token_id"])
     return pa.table({c: table[c] for c in ("run_id", "feature", "direction", "rank", "token_id", "token", "effect")})
 
 
-def clusters_table(run_id: str, cmap: ConceptMap, ctoks: list[list[int]], vocab: Vocab, stats: FeatureStats, labels: Labels) -> pa.Table:
+def clusters_table(run_id: str, cmap: ConceptMap, ctoks: list[list[int]], vocab: Vocab, stats: FeatureStats,
+                   labels: Labels) -> pa.Table:
     k = len(ctoks)
     cls, _ = stats.classes()
     rows = []

@@ -7,10 +7,17 @@ Registered on the engine's parser by ``add_analysis_commands(subparsers)``; each
 from __future__ import annotations
 
 import json
+import runpy
+from pathlib import Path
 
+import numpy as np
+
+from core.config_base import apply_override, parse_override
+from core.errors import LabError
+from db import ensure_schema, query
+from engine.analysis.config import AnalysisConfig
+from engine.analysis.queries import feature_detail, render_tokens, top_texts
 from engine.cli_args import int_arg
-from engine.errors import LabError
-
 
 
 def add_analysis_commands(sub) -> None:
@@ -23,25 +30,33 @@ def add_analysis_commands(sub) -> None:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override an analysis setting, e.g. --set n_clusters=12 (see engine/analysis/config.py)")
     s.add_argument("--json", action="store_true", help="print each summary as JSON")
+    s.add_argument("--concepts", metavar="FILE.py", help="a Python file that adds ground-truth concepts with "
+                   "engine.analysis.concepts.register_regex(name, pattern, kind) / register_function(name, fn, kind)")
     s.set_defaults(fn=cmd_analyze)
+
+    s = sub.add_parser("concepts",
+                       help="a run's ground-truth concept table: best latent, F1, k-sparse probes vs the model's dims")
+    s.add_argument("run_ids", nargs="*", metavar="RUN")
+    s.add_argument("--all", action="store_true", help="every run with a concept evaluation")
+    s.set_defaults(fn=cmd_concepts)
 
     s = sub.add_parser("probe", help="the top features of every token of a text")
     s.add_argument("--run", required=True, help="run id")
     s.add_argument("text")
     s.add_argument("--top", type=int_arg, default=5, help="features shown per token")
-    s.set_defaults(fn=cmd_probe)
+    s.set_defaults(fn=cmd_probe, read_only=True)
 
     s = sub.add_parser("top-texts", help="a feature's top activating contexts from the corpora")
     s.add_argument("--run", required=True, help="run id")
     s.add_argument("--feature", required=True, type=int_arg)
     s.add_argument("--domain", help="only this domain")
     s.add_argument("-n", type=int_arg, default=10, help="how many")
-    s.set_defaults(fn=cmd_top_texts)
+    s.set_defaults(fn=cmd_top_texts, read_only=True)
 
     s = sub.add_parser("feature", help="what the analysis knows about one feature (label, stats, neighbours, effects)")
     s.add_argument("--run", required=True, help="run id")
     s.add_argument("feature", type=int_arg)
-    s.set_defaults(fn=cmd_feature)
+    s.set_defaults(fn=cmd_feature, read_only=True)
 
     s = sub.add_parser("match", help="match each feature of RUN_A to its best counterpart in RUN_B by decoder cosine")
     s.add_argument("run_a")
@@ -51,9 +66,6 @@ def add_analysis_commands(sub) -> None:
 
 
 def _analysis_config(args):
-    from engine.analysis.config import AnalysisConfig
-    from engine.config_base import apply_override, parse_override
-
     data = {"seed": args.seed, "tsne": bool(args.tsne)}
     for text in args.set:
         path, value = parse_override(text)
@@ -62,17 +74,19 @@ def _analysis_config(args):
 
 
 def cmd_analyze(args, lab) -> int:
-    from db import ensure_schema, query
+    # deferred: loads torch, and the parser is built for every command
     from engine.analysis.analyze import analyze_run
 
     cfg = _analysis_config(args)
+    if args.concepts:
+        _load_concepts(args.concepts)
     ids = list(args.run_ids)
     if args.all:
-        ensure_schema(lab.root)
+        ensure_schema(lab)
         sql = "SELECT run_id FROM runs WHERE status = 'FINISHED'"
         if not args.redo:
             sql += " AND run_id NOT IN (SELECT run_id FROM analysis_runs)"
-        ids += [r for r in query(lab.root, sql + " ORDER BY created_at")["run_id"] if r not in ids]
+        ids += [r for r in query(lab, sql + " ORDER BY created_at")["run_id"] if r not in ids]
     if not ids and args.all:
         print("every finished run already has a feature analysis (add --redo to analyse them again)")
         return 0
@@ -87,13 +101,51 @@ def cmd_analyze(args, lab) -> int:
         line = f"run {rid}: {s['n_live']} live / {s['n_dead']} dead features ({classes}); {s['n_contexts']:,} contexts"
         if s["median_label_score"] is not None:
             line += f"; label detection median {s['median_label_score']:.2f}, {s['labels_above_0_9']} labels >= 0.9"
+        if s.get("labels_reliable") is not None:
+            line += f", {s['labels_reliable']} reliable"
+        c = s.get("concepts")
+        if c and c.get("coverage") is not None:
+            line += (f"; concepts covered {c['coverage']:.0%} of {c['n_concepts']} (model dims {c['coverage_baseline']:.0%}), "
+                     f"1-latent probe {c['probe_k1']:.3f} vs {c['probe_k1_baseline']:.3f}")
         print(f"{line}; {s['n_clusters']} clusters; {s['seconds']:.1f} s")
+        for w in ((s.get("quality") or {}).get("details") or {}).get("warnings") or []:
+            print(f"  warning: not fit for interpretability, whatever the rating says: {w}")
         for note in s["notes"]:
             print(f"  note: {note}")
     return 0
 
 
+def _load_concepts(path: str) -> None:
+    """Run a researcher's concept file (it registers concepts in engine.analysis.concepts.REGISTRY)."""
+    if not Path(path).is_file():
+        raise LabError(f"concept file '{path}' does not exist: pass a .py file that calls register_regex / register_function")
+    try:
+        runpy.run_path(path, run_name="lab_concepts")
+    except LabError:
+        raise
+    except Exception as e:
+        raise LabError(f"concept file '{path}' failed ({type(e).__name__}: {e}): fix the file") from None
+
+
+def cmd_concepts(args, lab) -> int:
+    # deferred: the concept evaluation loads scipy, and the parser is built for every command
+    from engine.analysis.concepts.table import run_concept_report
+
+    ids = list(args.run_ids)
+    if args.all:
+        ids += [r for r in query(lab, "SELECT DISTINCT run_id FROM concept_results ORDER BY run_id")["run_id"] if r not in ids]
+    if not ids:
+        raise LabError("no runs given: pass run ids, or --all for every run with a concept evaluation")
+    for rid in ids:
+        report = run_concept_report(lab, rid)
+        if report is None:
+            raise LabError(f"run '{rid}' has no concept evaluation: run `python -m engine analyze {rid}`")
+        print(f"run {rid}:\n{report}\n")
+    return 0
+
+
 def cmd_probe(args, lab) -> int:
+    # deferred: loads torch, and the parser is built for every command
     from engine.analysis.probe import probe_text
 
     res = probe_text(lab, args.run, args.text, args.top)
@@ -108,9 +160,7 @@ def cmd_probe(args, lab) -> int:
 
 
 def cmd_top_texts(args, lab) -> int:
-    from engine.analysis.queries import render_tokens, top_texts
-
-    rows = top_texts(lab.root, args.run, args.feature, args.domain, args.n)
+    rows = top_texts(lab, args.run, args.feature, args.domain, args.n)
     if not rows:
         print(f"feature {args.feature} never fires on {'domain ' + args.domain if args.domain else 'any domain'}")
     for r in rows:
@@ -121,13 +171,16 @@ def cmd_top_texts(args, lab) -> int:
 
 
 def cmd_feature(args, lab) -> int:
-    from engine.analysis.queries import feature_detail
-
-    d = feature_detail(lab.root, args.run, args.feature)
+    d = feature_detail(lab, args.run, args.feature)
     f = d["feature"]
     score = f"{f['label_score']:.2f}" if f.get("label_score") is not None else "n/a"
-    print(f"feature {args.feature} of run {args.run}: {f.get('class')}, label \"{f.get('label') or '-'}\" (detection {score}), "
+    if f.get("label_score_low") is not None:
+        score += f", 95% interval {f['label_score_low']:.2f}-{f['label_score_high']:.2f}"
+    print(f"feature {args.feature} of run {args.run}: {f.get('class')}, label \"{f.get('title') or '-'}\" (detection {score}), "
           f"cluster {f.get('cluster')}")
+    for c in d.get("concepts") or []:
+        print(f"  ground truth: best latent for {c['concept']} (held-out F1 {c['f1']:.2f}, precision {c['precision']:.2f}, "
+              f"recall {c['recall']:.2f})")
     for s in d["domains"]:
         mean = f"{s['mean_act']:.3f}" if s["mean_act"] is not None else "-"
         print(f"  {s['domain']:<10} freq {s['freq']:.5f}  mean {mean}  max {s['max_act']:.3f}  fires {s['n_fires']:,}")
@@ -139,8 +192,7 @@ def cmd_feature(args, lab) -> int:
 
 
 def cmd_match(args, lab) -> int:
-    import numpy as np
-
+    # deferred: loads torch, and the parser is built for every command
     from engine.analysis.matching import match_runs
 
     m = match_runs(lab, args.run_a, args.run_b)

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.errors import LabError
+from core.lab import Lab
+from engine.artifacts import load_run, stores_for_run
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
-from engine.errors import LabError
-from engine.lab import Lab
-from engine.runs import load_run_config, load_run_sae, stores_for_run
 from engine.training.sae import SparseAutoencoder
 
 
@@ -92,11 +92,13 @@ class RunData:
 
 
 @torch.inference_mode()
-def encode_store(sae: SparseAutoencoder, store: ActivationStore, name: str, hook: str, layer: int, chunk_rows: int) -> DomainCodes:
+def encode_store(sae: SparseAutoencoder, store: ActivationStore, name: str, hook: str, layer: int,
+                 chunk_rows: int) -> DomainCodes:
     """Stream a domain's activations through the SAE chunk by chunk, keeping the active entries."""
     acts = store.acts(hook, layer)
     if acts.shape[1] != sae.d_in:
-        raise LabError(f"the SAE expects {sae.d_in}-wide activations but domain '{name}' has {acts.shape[1]}: the run and its activation set do not match")
+        raise LabError(f"the SAE expects {sae.d_in}-wide activations but domain '{name}' has {acts.shape[1]}: the run and its "
+                       "activation set do not match")
     n = store.n_rows
     parts_r, parts_c, parts_v = [], [], []
     for a in range(0, n, chunk_rows):
@@ -116,9 +118,8 @@ def encode_store(sae: SparseAutoencoder, store: ActivationStore, name: str, hook
 
 
 def load_run_data(lab: Lab, run_id: str, chunk_rows: int = 16384) -> RunData:
-    resolved = load_run_config(lab, run_id)
-    config = ExperimentConfig.from_dict(resolved["experiment"], "config")
-    sae = load_run_sae(lab, run_id, "cpu")
+    run = load_run(lab, run_id, "cpu")
+    resolved, config, sae = run.resolved, run.config, run.sae
     stores, notes = stores_for_run(lab, resolved, config)
     domains = [encode_store(sae, s, name, config.hook, config.layer, chunk_rows) for name, s in stores.items()]
     return RunData(run_id, resolved, config, sae, domains, notes)

@@ -69,6 +69,7 @@ def scaled_vectors(raw: np.ndarray, d_in: int, live: np.ndarray, scaling: str) -
 
 def compute_map(W_dec: np.ndarray, stats: FeatureStats, n_clusters: int, cluster_dims: int, seed: int,
                 scaling: str = "balanced", tsne: bool = False, n_init: int = 10, n_central: int = 5) -> ConceptMap:
+    # deferred: threadpoolctl comes with scikit-learn, needed only for the map
     from threadpoolctl import threadpool_limits
 
     # One BLAS/OpenMP thread: these matrices are small (features x ~400), and on a shared machine
@@ -79,6 +80,7 @@ def compute_map(W_dec: np.ndarray, stats: FeatureStats, n_clusters: int, cluster
 
 def _compute_map(W_dec: np.ndarray, stats: FeatureStats, n_clusters: int, cluster_dims: int, seed: int,
                  scaling: str, tsne: bool, n_init: int, n_central: int) -> ConceptMap:
+    # deferred: scikit-learn is heavy
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
@@ -109,6 +111,7 @@ def _compute_map(W_dec: np.ndarray, stats: FeatureStats, n_clusters: int, cluste
         central.append(live_idx[members[np.argsort(dist, kind="stable")[:n_central]]].tolist())
     tsne2 = tsne3 = None
     if tsne and n_live > 5:
+        # deferred: scikit-learn is heavy
         from sklearn.manifold import TSNE
 
         base = PCA(n_components=min(50, n_live, X.shape[1]), svd_solver="full", random_state=seed).fit_transform(X)

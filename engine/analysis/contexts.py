@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine.analysis.codes import DomainCodes, stable_group_order
 from engine.analysis.config import AnalysisConfig
@@ -35,12 +36,14 @@ def _rank_in_groups(sorted_groups: np.ndarray, n_groups: int) -> np.ndarray:
     return np.arange(len(sorted_groups), dtype=np.int64) - starts[sorted_groups]
 
 
-def select_contexts(dc: DomainCodes, d_sae: int, max_act: np.ndarray, cfg: AnalysisConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def select_contexts(dc: DomainCodes, d_sae: int, max_act: np.ndarray, cfg: AnalysisConfig,
+                    rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Which entries become contexts: top-N per feature, and quantile-interval samples.
 
     ``max_act`` is the feature's maximum on this domain (the intervals' upper bound)."""
     cols = dc.cols.astype(np.int64)
-    dtypes = {"entry": np.int64, "kind": np.int8, "rank": np.int64, "quantile": np.int16, "q_lower": np.float32, "q_upper": np.float32}
+    dtypes = {"entry": np.int64, "kind": np.int8, "rank": np.int64, "quantile": np.int16, "q_lower": np.float32,
+              "q_upper": np.float32}
     out: dict[str, list[np.ndarray]] = {k: [np.zeros(0, t)] for k, t in dtypes.items()}
     if cfg.top_contexts > 0:
         key = (cols << 32) | (0x7FFFFFFF - _float_key(dc.vals))  # feature asc, activation desc
@@ -74,7 +77,8 @@ def select_contexts(dc: DomainCodes, d_sae: int, max_act: np.ndarray, cfg: Analy
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def windows(dc: DomainCodes, rows: np.ndarray, features: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def windows(dc: DomainCodes, rows: np.ndarray, features: np.ndarray,
+            w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(activations [n, 2w+1], valid [n, 2w+1], window start, centre index) of +-w windows.
 
     Windows are clipped to the sequence, not padded; special tokens inside it get activation 0
@@ -105,7 +109,8 @@ def windows(dc: DomainCodes, rows: np.ndarray, features: np.ndarray, w: int) -> 
     return acts, valid, start.astype(np.int32), (pos - start).astype(np.int16)
 
 
-def domain_contexts(dc: DomainCodes, d_sae: int, max_act: np.ndarray, cfg: AnalysisConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def domain_contexts(dc: DomainCodes, d_sae: int, max_act: np.ndarray, cfg: AnalysisConfig,
+                    rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Columns (and the activation grid) of one domain's contexts, unsorted."""
     sel = select_contexts(dc, d_sae, max_act, cfg, rng)
     e = sel.pop("entry").astype(np.int64)
@@ -157,8 +162,6 @@ TOKEN_SEPARATOR = "\x1f"  # joins a sequence's tokens in token_sequences; displa
 
 def sequence_table(dc: DomainCodes, vocab: Vocab) -> pa.Table:
     """``token_sequences`` rows of a domain's activation set: every sequence's tokens, joined."""
-    import pyarrow.compute as pc
-
     n_seq, seq_len = dc.tokens.shape
     offsets = np.arange(n_seq + 1, dtype=np.int32) * seq_len
     lists = pa.ListArray.from_arrays(pa.array(offsets), vocab.take(dc.tokens.reshape(-1)))

@@ -17,7 +17,8 @@ features that respond to what came before; the kind with the higher training sco
 The score (detection, as in the automated-interpretability literature) is the balanced accuracy
 of the same rule on the held-out 10% of each domain, which the label never saw: 0.5 is chance,
 1 is perfect. Precision and recall are stored beside it, because balanced accuracy ignores how
-rare firing is.
+rare firing is, and so is the score's 95 % interval: a label is *reliable* only when the
+interval's lower end clears chance by 0.1 (``label_trust``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from engine.analysis.codes import DomainCodes
+from engine.analysis.label_trust import RELIABLE_LOW, balanced_accuracy_interval
 from engine.analysis.vocab import Vocab
 
 PREV_MARGIN = 0.05
@@ -46,6 +48,9 @@ class Labels:
     recall: np.ndarray  # [F]
     domain_score: np.ndarray  # [D, F]
     val_fires: np.ndarray  # [D, F] int64
+    score_low: np.ndarray  # [F] lower end of the 95 % interval of score (label_trust), NaN when unscored
+    score_high: np.ndarray  # [F]
+    reliable: np.ndarray  # bool [F]: score_low >= label_trust.RELIABLE_LOW
     fire_tokens: sp.csr_matrix  # [F, V]: training-row firing counts per token (cluster summaries use it)
     corpus_tokens: np.ndarray  # [V]: training-row token counts
 
@@ -128,7 +133,8 @@ def compute_labels(domains: list[DomainCodes], d_sae: int, vocab: Vocab, max_tok
 
     # Held-out detection, per domain and pooled.
     D = len(domains)
-    tp = np.zeros((D, d_sae)); pos = np.zeros((D, d_sae)); nf = np.zeros((D, d_sae), dtype=np.int64); nval = np.zeros(D)
+    tp, pos = np.zeros((D, d_sae)), np.zeros((D, d_sae))
+    nf, nval = np.zeros((D, d_sae), dtype=np.int64), np.zeros(D)
     for i, dc in enumerate(domains):
         m = dc.rows >= dc.val_start
         r, f = dc.rows[m], dc.cols[m].astype(np.int64)
@@ -155,6 +161,9 @@ def compute_labels(domains: list[DomainCodes], d_sae: int, vocab: Vocab, max_tok
         scored = labelled & (NF >= max(min_val_fires, 1))
         precision = np.where(scored & (P > 0), TP / P, np.nan)
         recall = np.where(scored, TP / NF, np.nan)
+        _, low, high = balanced_accuracy_interval(TP, NF, (N - NF) - (P - TP), N - NF)
+        low, high = np.where(scored, low, np.nan), np.where(scored, high, np.nan)
+        reliable = scored & (np.nan_to_num(low, nan=-1.0) >= RELIABLE_LOW)
     tokens = np.full(d_sae, None, dtype=object)
     text = np.full(d_sae, None, dtype=object)
     for fi in np.nonzero(labelled)[0]:  # one short string per labelled feature
@@ -162,7 +171,8 @@ def compute_labels(domains: list[DomainCodes], d_sae: int, vocab: Vocab, max_tok
         tokens[fi] = toks
         shown = " | ".join(_shown(s) for s in toks)
         text[fi] = f"after: {shown}" if use_prev[fi] else shown
-    return Labels(kind, ids, text, tokens, train_score, score, precision, recall, domain_score, nf, fire_tokens, corpus_tokens)
+    return Labels(kind, ids, text, tokens, train_score, score, precision, recall, domain_score, nf, low, high, reliable,
+                  fire_tokens, corpus_tokens)
 
 
 def _token_text(vocab: Vocab, tid: int, V: int) -> str:

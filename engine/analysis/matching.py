@@ -14,10 +14,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from core.errors import LabError
+from core.lab import Lab
 from db import transaction, utcnow
-from engine.errors import LabError
-from engine.lab import Lab
-from engine.runs import load_run_sae
+from engine.artifacts import load_run_sae
 
 BLOCK = 2048
 
@@ -72,7 +72,7 @@ def match_runs(lab: Lab, run_a: str, run_b: str, store: bool = True) -> Matches:
             "cosine": pa.array(m.cosine.astype(np.float64)), "mutual": pa.array(m.mutual),
             "created_at": pa.array([utcnow()] * n, pa.timestamp("us")),
         })
-        with transaction(lab.root) as con:
+        with transaction(lab) as con:
             con.execute("DELETE FROM feature_matches WHERE run_a = ? AND run_b = ?", [run_a, run_b])
             con.register("_matches", table)
             con.execute("INSERT INTO feature_matches SELECT * FROM _matches")

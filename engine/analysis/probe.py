@@ -14,13 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.errors import LabError
+from core.lab import Lab
+from engine.artifacts import load_run
 from engine.collection.collect import special_wrapping
 from engine.collection.hooks import StopForward, hook_module, layer_list, record, stop_after
 from engine.collection.models import LoadedModel, load_model, resolve_model
-from engine.config import ExperimentConfig
-from engine.errors import LabError
-from engine.lab import Lab
-from engine.runs import load_run_config, load_run_sae
 from engine.training.sae import SparseAutoencoder
 
 
@@ -52,12 +51,12 @@ class Prober:
     """A run's model, tokenizer and SAE, loaded once for many probes (the app keeps one)."""
 
     def __init__(self, lab: Lab, run_id: str, device: str | torch.device = "cpu"):
-        resolved = load_run_config(lab, run_id)
         self.run_id = run_id
-        self.config = ExperimentConfig.from_dict(resolved["experiment"], "config")
         self.device = torch.device(device)
+        run = load_run(lab, run_id, self.device)  # unknown or damaged run -> one LabError, before the model loads
+        self.config = run.config
+        self.sae: SparseAutoencoder = run.sae
         self.loaded: LoadedModel = load_model(resolve_model(self.config.model), self.device)
-        self.sae: SparseAutoencoder = load_run_sae(lab, run_id, self.device)
         self.prefix, self.suffix = special_wrapping(self.loaded.tokenizer)
         self.special = self.loaded.special_ids
 

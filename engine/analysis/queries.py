@@ -9,13 +9,15 @@ one row group.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
+import duckdb
 import pandas as pd
 
+from core.errors import LabError
+from core.lab import Lab
 from db import connect
-from engine.errors import LabError
+from engine.analysis.label_trust import TITLE_SQL, label_title
 
 
 def _records(cur) -> list[dict[str, Any]]:
@@ -36,9 +38,9 @@ def _has_table(con, name: str) -> bool:
     return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
 
 
-def analysis_info(lab_dir: str | Path, run_id: str) -> dict[str, Any] | None:
+def analysis_info(lab: Lab, run_id: str) -> dict[str, Any] | None:
     """The analysis_runs row of a run (settings and timings decoded), or None when not analysed."""
-    with connect(lab_dir, read_only=True) as con:
+    with connect(lab, read_only=True) as con:
         if not _has_table(con, "analysis_runs"):
             return None
         try:
@@ -47,8 +49,8 @@ def analysis_info(lab_dir: str | Path, run_id: str) -> dict[str, Any] | None:
             return None
 
 
-def analyzed_runs(lab_dir: str | Path) -> pd.DataFrame:
-    with connect(lab_dir, read_only=True) as con:
+def analyzed_runs(lab: Lab) -> pd.DataFrame:
+    with connect(lab, read_only=True) as con:
         if not _has_table(con, "analysis_runs"):
             return pd.DataFrame()
         return con.execute(
@@ -73,28 +75,32 @@ SELECT
      FROM feature_context_rows c JOIN token_sequences t ON t.activation_set = c.activation_set AND t.seq = c.seq
      WHERE c.run_id = $run AND c.feature = $feature) AS contexts,
   (SELECT list({'kind': n.kind, 'rank': n.rank, 'neighbour': n.neighbour, 'score': n.score, 'label': g.label,
-                'label_score': g.label_score, 'class': g.class} ORDER BY n.kind, n.rank)
+                'label_score': g.label_score, 'label_reliable': g.label_reliable, 'class': g.class} ORDER BY n.kind, n.rank)
      FROM feature_neighbours n LEFT JOIN features g ON g.run_id = $run AND g.feature = n.neighbour
      WHERE n.run_id = $run AND n.feature = $feature) AS neighbours,
   (SELECT list({'direction': e.direction, 'rank': e.rank, 'token_id': e.token_id, 'token': e.token, 'effect': e.effect}
                ORDER BY e.direction DESC, e.rank)
-     FROM feature_token_effects e WHERE e.run_id = $run AND e.feature = $feature) AS effects
+     FROM feature_token_effects e WHERE e.run_id = $run AND e.feature = $feature) AS effects,
+  (SELECT list({'concept': k.concept, 'f1': k.f1, 'precision': k."precision", 'recall': k.recall, 'auroc': k.auroc,
+                'threshold': k.threshold, 'n_val_pos': k.n_val_pos} ORDER BY k.f1 DESC, k.concept)
+     FROM concept_results k WHERE k.run_id = $run AND k.best_latent = $feature AND k.status = 'evaluated') AS concepts
 """
 
 
-def feature_detail(lab_dir: str | Path, run_id: str, feature: int) -> dict[str, Any]:
+def feature_detail(lab: Lab, run_id: str, feature: int) -> dict[str, Any]:
     """Everything the inspector shows for one feature, in one query.
 
-    Keys: ``feature`` (the features row), ``domains`` (per-domain stats with histograms),
+    Keys: ``feature`` (the features row, plus ``title``: the label only when it is reliable, else
+    "no reliable label (best guess: ...)"), ``concepts`` (ground-truth concepts this feature is the
+    best latent for, best F1 first), ``domains`` (per-domain stats with histograms),
     ``contexts`` ({domain: {"top": [...], "quantile": [...]}}, each with tokens, per-token acts and
     the centre index), ``neighbours`` ({"decoder": [...], "activation": [...]}, with the
     neighbours' labels), ``token_effects`` ({"up": [...], "down": [...]}) and ``analysis``."""
-    import duckdb
-
     feature = int(feature)
-    with connect(lab_dir, read_only=True) as con:
+    with connect(lab, read_only=True) as con:
         try:
-            info, row, domains, contexts, neighbours, effects = con.execute(_DETAIL_SQL, {"run": run_id, "feature": feature}).fetchall()[0]
+            info, row, domains, contexts, neighbours, effects, concepts = con.execute(
+                _DETAIL_SQL, {"run": run_id, "feature": feature}).fetchall()[0]
         except duckdb.CatalogException:  # a lab last written by code older than the analysis
             info = None
     if not info:
@@ -113,13 +119,16 @@ def feature_detail(lab_dir: str | Path, run_id: str, feature: int) -> dict[str, 
     nb: dict[str, list] = {"decoder": [], "activation": []}
     for n in neighbours or []:
         n = dict(n)
+        n["title"] = label_title(n.get("label"), n.get("label_reliable"))
         nb[n.pop("kind")].append(n)
     te: dict[str, list] = {"up": [], "down": []}
     for e in effects or []:
         e = dict(e)
         te[e.pop("direction")].append(e)
-    return {"feature": dict(row[0]) if row else {"feature": feature}, "domains": domains, "contexts": by_domain,
-            "neighbours": nb, "token_effects": te, "analysis": info}
+    feat = dict(row[0]) if row else {"feature": feature}
+    feat["title"] = label_title(feat.get("label"), feat.get("label_reliable"))
+    return {"feature": feat, "domains": domains, "contexts": by_domain, "neighbours": nb, "token_effects": te,
+            "concepts": [dict(c) for c in concepts or []], "analysis": info}
 
 
 def _decode_info(info: dict[str, Any]) -> dict[str, Any]:
@@ -130,16 +139,17 @@ def _decode_info(info: dict[str, Any]) -> dict[str, Any]:
     return info
 
 
-def concept_map(lab_dir: str | Path, run_id: str, include_dead: bool = False) -> pd.DataFrame:
+def concept_map(lab: Lab, run_id: str, include_dead: bool = False) -> pd.DataFrame:
     """One row per feature: map coordinates (2D = map_x, map_y; 3D adds map_z; t-SNE when computed),
     cluster, class, label and score, and freq / mean_act / freq_sel per domain (``freq_<domain>``...)."""
-    with connect(lab_dir, read_only=True) as con:
+    with connect(lab, read_only=True) as con:
         info = _require_analysis(con, run_id)
         df = con.execute(
             f"""SELECT feature, map_x, map_y, map_z, tsne_x, tsne_y, tsne3_x, tsne3_y, tsne3_z, cluster, class,
-                       leaning_domain, label, label_score, freq, max_act, dead
+                       leaning_domain, label, label_score, label_reliable, {TITLE_SQL} AS title, freq, max_act, dead
                 FROM features WHERE run_id = ? {'' if include_dead else 'AND NOT dead'} ORDER BY feature""", [run_id]).df()
-        st = con.execute("SELECT feature, domain, freq, mean_act, freq_sel FROM feature_domain_stats WHERE run_id = ?", [run_id]).df()
+        st = con.execute("SELECT feature, domain, freq, mean_act, freq_sel FROM feature_domain_stats WHERE run_id = ?",
+                         [run_id]).df()
     if len(st):
         wide = st.pivot(index="feature", columns="domain", values=["freq", "mean_act", "freq_sel"])
         wide.columns = [f"{stat}_{dom}" for stat, dom in wide.columns]
@@ -148,9 +158,9 @@ def concept_map(lab_dir: str | Path, run_id: str, include_dead: bool = False) ->
     return df
 
 
-def cluster_summaries(lab_dir: str | Path, run_id: str) -> pd.DataFrame:
+def cluster_summaries(lab: Lab, run_id: str) -> pd.DataFrame:
     """One row per cluster: size, label (three characteristic tokens), top tokens, central features."""
-    with connect(lab_dir, read_only=True) as con:
+    with connect(lab, read_only=True) as con:
         _require_analysis(con, run_id)
         df = con.execute("SELECT * EXCLUDE (run_id) FROM clusters WHERE run_id = ? ORDER BY cluster", [run_id]).df()
     if len(df):
@@ -158,7 +168,7 @@ def cluster_summaries(lab_dir: str | Path, run_id: str) -> pd.DataFrame:
     return df
 
 
-def list_features(lab_dir: str | Path, run_id: str, feature_class: str | None = None, cluster: int | None = None,
+def list_features(lab: Lab, run_id: str, feature_class: str | None = None, cluster: int | None = None,
                   order_by: str = "label_score", limit: int = 100) -> pd.DataFrame:
     """Features of a run, filtered by class and/or cluster, best first by ``order_by``."""
     allowed = {"label_score", "freq", "max_act", "feature", "n_fires"}
@@ -172,41 +182,45 @@ def list_features(lab_dir: str | Path, run_id: str, feature_class: str | None = 
         where.append("cluster = ?")
         params.append(int(cluster))
     direction = "ASC" if order_by == "feature" else "DESC NULLS LAST"
-    with connect(lab_dir, read_only=True) as con:
+    with connect(lab, read_only=True) as con:
         _require_analysis(con, run_id)
         return con.execute(
-            f"""SELECT feature, class, label, label_score, freq, max_act, cluster FROM features
+            f"""SELECT feature, class, label, label_score, label_reliable, {TITLE_SQL} AS title, freq, max_act, cluster
+                FROM features
                 WHERE {' AND '.join(where)} ORDER BY {order_by} {direction}, feature LIMIT ?""", params + [int(limit)]).df()
 
 
-def search_features(lab_dir: str | Path, run_id: str, text: str, limit: int = 50) -> pd.DataFrame:
+def search_features(lab: Lab, run_id: str, text: str, limit: int = 50) -> pd.DataFrame:
     """Features whose label, label tokens or pushed-up tokens match ``text`` (case-insensitive),
     best label score first; a number finds that feature."""
     text = (text or "").strip()
     if not text:
         raise LabError("empty search: type a word or token, e.g. def, or a feature number")
-    with connect(lab_dir, read_only=True) as con:
+    with connect(lab, read_only=True) as con:
         _require_analysis(con, run_id)
         if text.isdigit():
-            return con.execute("SELECT feature, class, label, label_score, freq, cluster, 'feature number' AS matched_by "
+            return con.execute(f"SELECT feature, class, label, label_score, {TITLE_SQL} AS title, freq, cluster, "
+                               "'feature number' AS matched_by "
                                "FROM features WHERE run_id = ? AND feature = ?", [run_id, int(text)]).df()
         needle = text.lower()
         return con.execute(
-            """WITH hits AS (
+            f"""WITH hits AS (
                    SELECT feature, 'label' AS matched_by, 0 AS pri FROM features
-                   WHERE run_id = ? AND (list_contains(list_transform(label_tokens, lambda t: lower(trim(t))), ?) OR lower(label) LIKE ?)
+                   WHERE run_id = ?
+                     AND (list_contains(list_transform(label_tokens, lambda t: lower(trim(t))), ?) OR lower(label) LIKE ?)
                    UNION ALL
                    SELECT feature, 'token effect' AS matched_by, 1 AS pri FROM feature_token_effects
                    WHERE run_id = ? AND direction = 'up' AND lower(trim(token)) = ?)
-               SELECT f.feature, f.class, f.label, f.label_score, f.freq, f.cluster, min_by(h.matched_by, h.pri) AS matched_by
+               SELECT f.feature, f.class, f.label, f.label_score, {TITLE_SQL} AS title,
+                      f.freq, f.cluster, min_by(h.matched_by, h.pri) AS matched_by
                FROM hits h JOIN features f ON f.run_id = ? AND f.feature = h.feature
                GROUP BY ALL ORDER BY min(h.pri), f.label_score DESC NULLS LAST, f.feature LIMIT ?""",
             [run_id, needle, f"%{needle}%", run_id, needle, run_id, int(limit)]).df()
 
 
-def top_texts(lab_dir: str | Path, run_id: str, feature: int, domain: str | None = None, n: int = 20) -> list[dict[str, Any]]:
+def top_texts(lab: Lab, run_id: str, feature: int, domain: str | None = None, n: int = 20) -> list[dict[str, Any]]:
     """The feature's top activating contexts from the corpora (seed 004's "top texts for a feature")."""
-    with connect(lab_dir, read_only=True) as con:
+    with connect(lab, read_only=True) as con:
         info = _require_analysis(con, run_id)
         if not 0 <= int(feature) < int(info["d_sae"]):
             raise LabError(f"feature {feature} does not exist: run '{run_id}' has features 0 to {int(info['d_sae']) - 1}")
@@ -223,9 +237,9 @@ def top_texts(lab_dir: str | Path, run_id: str, feature: int, domain: str | None
     return rows
 
 
-def matches(lab_dir: str | Path, run_a: str, run_b: str) -> pd.DataFrame:
+def matches(lab: Lab, run_a: str, run_b: str) -> pd.DataFrame:
     """Stored matches of run_a's features to run_b's (``python -m engine match``)."""
-    with connect(lab_dir, read_only=True) as con:
+    with connect(lab, read_only=True) as con:
         return con.execute(
             """SELECT m.feature_a, m.feature_b, m.cosine, m.mutual, fa.label AS label_a, fb.label AS label_b
                FROM feature_matches m

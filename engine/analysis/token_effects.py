@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from engine.analysis.vocab import Vocab
 
@@ -43,7 +44,6 @@ def read_effect_matrix(folder: str | Path, is_causal: bool, d_model: int, min_ro
     folder = Path(folder)
     if not folder.is_dir():
         return None, ""
-    from safetensors import safe_open
 
     found: dict[str, tuple[Path, str]] = {}
     for f in sorted(folder.glob("*.safetensors")):
@@ -94,7 +94,9 @@ def compute_token_effects(W_dec: torch.Tensor, matrix: torch.Tensor | None, sour
     for a in range(0, F, BLOCK):
         e = D[a : a + BLOCK] @ M.t()
         v, i = e.topk(n, dim=1)
-        ups.append(idx[i].numpy()); upv.append(v.numpy())
+        ups.append(idx[i].numpy())
+        upv.append(v.numpy())
         v, i = (-e).topk(n, dim=1)
-        downs.append(idx[i].numpy()); downv.append((-v).numpy())
+        downs.append(idx[i].numpy())
+        downv.append((-v).numpy())
     return TokenEffects(source, np.concatenate(ups), np.concatenate(upv), np.concatenate(downs), np.concatenate(downv))

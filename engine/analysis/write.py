@@ -11,18 +11,20 @@ from typing import Callable
 
 import pyarrow as pa
 
+from core.lab import Lab
 from db import transaction
 
 # Child tables first, analysis_runs last: its row is what marks an analysis as complete.
-TABLES = ("features", "feature_domain_stats", "feature_context_rows", "feature_neighbours", "feature_token_effects", "clusters")
+TABLES = ("features", "feature_domain_stats", "feature_context_rows", "feature_neighbours", "feature_token_effects", "clusters",
+          "concept_results")
 
 
-def replace_analysis(lab_dir, run_id: str, tables: dict[str, pa.Table], final_row: Callable[[], pa.Table],
+def replace_analysis(lab: Lab, run_id: str, tables: dict[str, pa.Table], final_row: Callable[[], pa.Table],
                      sequences: dict[str, Callable[[], pa.Table]] | None = None, wait_seconds: float = 60.0) -> None:
     """Replace the run's rows; ``final_row`` builds the ``analysis_runs`` row last, inside the
     transaction, so the seconds it records include the write. ``sequences`` builds the token
     strings of each activation set the database does not hold yet (shared by runs, never deleted)."""
-    with transaction(lab_dir, wait_seconds=wait_seconds) as con:
+    with transaction(lab, wait_seconds=wait_seconds) as con:
         con.execute("SET enable_progress_bar = false")  # DuckDB draws one on stdout for writes over 2 s
         for key, build in (sequences or {}).items():
             if not con.execute("SELECT count(*) FROM token_sequences WHERE activation_set = ?", [key]).fetchall()[0][0]:
@@ -47,8 +49,8 @@ def _insert(con, name: str, table: pa.Table | None) -> None:
         con.unregister(view)
 
 
-def delete_analysis(lab_dir, run_id: str) -> None:
-    with transaction(lab_dir) as con:
+def delete_analysis(lab: Lab, run_id: str) -> None:
+    with transaction(lab) as con:
         con.execute("DELETE FROM analysis_runs WHERE run_id = ?", [run_id])
         for name in TABLES:
             con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run_id])

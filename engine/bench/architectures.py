@@ -21,21 +21,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from engine.errors import LabError
-
-
-def add_architecture_args(p) -> None:
-    p.add_argument("--l0s", default="8,16,32", help="architectures bench: the L0 values compared (default 8,16,32)")
-    p.add_argument("--archs", default=None, help="architectures bench: comma-separated subset of the registered architectures")
-    p.add_argument("--extra-domain", action="append", default=[],
-                   help="architectures bench: also compare on name=path texts (collected at the same site), e.g. a code corpus with docstrings")
-    p.add_argument("--bench-domains", default=None, help="architectures bench: comma-separated subset of the default domains (default: all)")
+from core.errors import LabError
+from engine.artifacts import collect_for
+from engine.config import ExperimentConfig, SAEConfig, TrainConfig, build_config
+from engine.evaluation.metrics import evaluate_reconstruction
+from engine.training import architectures
+from engine.training.data import ShuffledBatches
+from engine.training.trainer import Trainer, init_sae_from_store_stats
 
 
 def _stores(args, lab, config, progress: bool):
-    from engine.config import build_config
-    from engine.runs import collect_for
 
     stores = collect_for(config, lab, progress)
     wanted = [d.strip() for d in args.bench_domains.split(",")] if getattr(args, "bench_domains", None) else list(stores)
@@ -50,15 +47,13 @@ def _stores(args, lab, config, progress: bool):
 
 
 def _contender(store, config, arch: str, l0: int, epochs: float | None) -> dict[str, Any]:
-    from engine.config import SAEConfig, TrainConfig
-    from engine.training.data import ShuffledBatches
-    from engine.training.trainer import Trainer, init_sae_from_store_stats
 
     sae_cfg = SAEConfig(**{**config.sae.to_dict(), "architecture": arch, "k": l0})
     train_cfg = TrainConfig(**{**config.train.to_dict(), "epochs": epochs or config.train.epochs})
     acts = store.acts(config.hook, config.layer)
     stats = store.site_stats(config.hook, config.layer)
-    sae = init_sae_from_store_stats(store.d_model, sae_cfg, np.asarray(stats["train_mean"]), stats["train_mean_sq_norm"], config.seed)
+    sae = init_sae_from_store_stats(store.d_model, sae_cfg, np.asarray(stats["train_mean"]), stats["train_mean_sq_norm"],
+                                    config.seed)
     batches = ShuffledBatches(acts, 0, store.val_start, train_cfg.batch_size, config.seed)
     tr = Trainer(sae, sae_cfg, train_cfg, batches, torch.device("cpu"), config.seed)
     it = batches.iterate(0, tr.total_steps, torch.device("cpu"), scale=float(sae.input_scale))
@@ -88,8 +83,6 @@ def _train_interleaved(contenders: list[dict[str, Any]], bar) -> None:
 
 
 def _measure(c: dict[str, Any]) -> dict[str, Any]:
-    from engine.evaluation.metrics import evaluate_reconstruction
-
     tr, store = c["trainer"], c["store"]
     m, _ = evaluate_reconstruction(c["sae"], c["acts"], store.val_start, store.n_rows, torch.device("cpu"))
     dead_train = float((tr.tokens_since_fired >= tr.cfg.dead_after_tokens).float().mean())
@@ -99,11 +92,6 @@ def _measure(c: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_architectures(args, lab, out: dict) -> None:
-    from tqdm.auto import tqdm
-
-    from engine.config import ExperimentConfig
-    from engine.training import architectures
-
     config = ExperimentConfig().validate()
     names = architectures.names() if not args.archs else [a.strip() for a in args.archs.split(",") if a.strip()]
     for n in names:
@@ -123,13 +111,16 @@ def bench_architectures(args, lab, out: dict) -> None:
     for domain, store in stores.items():
         for l0 in l0s:
             contenders = [_contender(store, config, a, l0, args.epochs) for a in names]
-            bar = tqdm(total=sum(c["total"] for c in contenders), desc=f"{domain} L0 {l0}", unit="step", disable=args.quiet, leave=False)
+            bar = tqdm(total=sum(c["total"] for c in contenders), desc=f"{domain} L0 {l0}", unit="step",
+                       disable=args.quiet, leave=False)
             _train_interleaved(contenders, bar)
             bar.close()
             measured = [_measure(c) for c in contenders]
             ref = next((r["tokens_per_s"] for r in measured if r["architecture"] == "topk"), None)
-            print(f"\n  {domain} ({store.n_rows - store.val_start:,} held-out tokens), k / target L0 = {l0}, matmul {measured[0]['matmul_dtype']}:")
-            print(f"    {'architecture':22s} {'FVU':>7s} {'L0':>6s} {'dead(train)':>11s} {'dead(held-out)':>14s} {'tokens/s':>9s} {'vs topk':>7s}")
+            print(f"\n  {domain} ({store.n_rows - store.val_start:,} held-out tokens), k / target L0 = {l0}, "
+                  f"matmul {measured[0]['matmul_dtype']}:")
+            print(f"    {'architecture':22s} {'FVU':>7s} {'L0':>6s} {'dead(train)':>11s} {'dead(held-out)':>14s} "
+                  f"{'tokens/s':>9s} {'vs topk':>7s}")
             for r in measured:
                 r.update({"domain": domain, "l0_target": l0, "vs_topk_tokens_per_s": r["tokens_per_s"] / ref if ref else None})
                 ratio = f"x{r['vs_topk_tokens_per_s']:.2f}" if ref else "-"
@@ -137,9 +128,3 @@ def bench_architectures(args, lab, out: dict) -> None:
                       f"{r['dead_heldout']:14.3f} {r['tokens_per_s']:9,.0f} {ratio:>7s}")
             rows.extend(measured)
     out["architectures"] = rows
-
-
-def register() -> None:
-    from engine.bench import extra
-
-    extra.REGISTRY["architectures"] = bench_architectures

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from core.errors import LabError, writing_to
+from core.lab import Lab
 from engine.collection import corpora
 from engine.collection.hooks import StopForward, hook_module, layer_list, record, stop_after
 from engine.collection.models import LoadedModel, ModelInfo, load_model
@@ -32,8 +34,6 @@ from engine.collection.store import (
     write_json_atomic,
 )
 from engine.config import DataConfig, DomainSpec
-from engine.errors import LabError
-from engine.lab import Lab
 
 Site = tuple[str, int]  # (hook, layer)
 
@@ -85,6 +85,7 @@ def build_sequences(
     windows: list[list[int]] = []
     buf: list[int] = []
     kept = 0
+    usable = 0  # non-special tokens seen, counted until the first (unknown-word tokens count as special)
     n_docs = 0
     docs = corpora.documents(domain, seed) if docs is None else iter(docs)
 
@@ -95,11 +96,13 @@ def build_sequences(
     batch: list[str] = []
 
     def drain(texts: list[str]) -> None:
-        nonlocal buf, kept
+        nonlocal buf, kept, usable
         ids = tok(texts, add_special_tokens=False)["input_ids"]
         for seq in ids:
             if not seq:
                 continue
+            if not usable:
+                usable += sum(1 for t in seq if t not in special)
             buf.extend(seq)
             if sep is not None:
                 buf.append(sep)
@@ -116,10 +119,14 @@ def build_sequences(
         if len(batch) >= 64:
             drain(batch)
             batch = []
+            if usable == 0:  # judge a sample, not the whole corpus: a huge file of noise fails at once
+                _no_usable_tokens(domain, n_docs)
     if batch and kept < budget:
         drain(batch)
     if n_docs == 0:
         raise LabError(f"corpus for domain '{domain.name}' ({domain.source}) is empty: give it some text")
+    if usable == 0:
+        _no_usable_tokens(domain, n_docs)
     if kept < budget:
         available = kept + sum(1 for t in buf if t not in special)
         raise LabError(
@@ -135,6 +142,13 @@ def build_sequences(
     if len(windows) - n_val < 1:
         raise LabError(f"corpus for domain '{domain.name}' is too small to hold out {data.val_fraction:.0%}: raise --tokens")
     return Sequences(tokens, keep, n_val)
+
+
+def _no_usable_tokens(domain: DomainSpec, n_docs: int) -> None:
+    raise LabError(
+        f"corpus for domain '{domain.name}' ({domain.source}) yields no usable tokens: its first {n_docs} documents "
+        "tokenize to special or unknown-word tokens only (e.g. one long run of repeated characters): give it ordinary text"
+    )
 
 
 def store_material(info: ModelInfo, domain: DomainSpec, data: DataConfig, seed: int) -> dict:
@@ -167,9 +181,9 @@ def _forward_batches(
 ) -> None:
     """Run the model once per batch and hand the kept rows of every site to ``on_batch``."""
     info, model, device = loaded.info, loaded.model, loaded.device
-    modules = {site_name(h, l): hook_module(model, info.model_type, info.n_layers, h, l) for h, l in sites}
+    modules = {site_name(h, layer): hook_module(model, info.model_type, info.n_layers, h, layer) for h, layer in sites}
     # Nothing after the deepest requested block is needed: stop the pass there.
-    last_block = layer_list(model, info.n_layers)[max(l for _, l in sites)]
+    last_block = layer_list(model, info.n_layers)[max(layer for _, layer in sites)]
     backbone = getattr(model, "base_model", model)
     n = len(seqs.tokens)
     bar = tqdm(total=n, desc=desc, unit="seq", disable=not progress, leave=False)
@@ -184,17 +198,19 @@ def _forward_batches(
                 except StopForward:
                     pass
             out: dict[Site, np.ndarray] = {}
-            for h, l in sites:
-                a = sink[site_name(h, l)][keep].float()
+            for h, layer in sites:
+                a = sink[site_name(h, layer)][keep].float()
                 if not torch.isfinite(a).all():
                     raise LabError(
-                        f"the model produced NaN or infinite activations at {h} layer {l} (sequences {start}-{start + len(ids) - 1}): "
+                        f"the model produced NaN or infinite activations at {h} layer {layer} (sequences "
+                        f"{start}-{start + len(ids) - 1}): "
                         "check the model's weights or use another model"
                     )
                 a16 = a.to(torch.float16)
                 if not torch.isfinite(a16).all():
-                    raise LabError(f"activations at {h} layer {l} exceed the float16 range (|x| > 65504): use another hook point")
-                out[(h, l)] = a16.cpu().numpy()
+                    raise LabError(f"activations at {h} layer {layer} exceed the float16 range (|x| > 65504): use another hook "
+                                   "point")
+                out[(h, layer)] = a16.cpu().numpy()
             on_batch(start, len(ids), out)
             bar.update(len(ids))
     bar.close()
@@ -225,10 +241,9 @@ def _collect_sites(
         _forward_batches(loaded, seqs, sites, data.batch_size, on_batch, desc, progress)
         for w in writers.values():
             w.close()
-    except BaseException:
+    except BaseException:  # (a full disk becomes one DiskFullError in _collect_plans: these writes set errno)
         for w in writers.values():
-            w.f.close()
-            Path(w.path).unlink(missing_ok=True)
+            w.discard()
         raise
     stats = {}
     for s in sites:
@@ -308,29 +323,31 @@ def _collect_plans(lab, info, device, plans, todo, data, seed, progress) -> dict
             tokens = np.load(p.final / "tokens.npy")
             p.seqs = Sequences(tokens, _keep_from_rows(p.store, tokens.shape), int(p.store.meta["n_val_sequences"]))
     try:
-        for p in todo:  # phase 2: forward passes into temporary files
-            p.tmp = lab.activations / f".tmp-{p.key}-{os.getpid()}"
-            shutil.rmtree(p.tmp, ignore_errors=True)
-            p.tmp.mkdir(parents=True)
-            t0 = time.perf_counter()
-            p.stats = _collect_sites(loaded, p.seqs, p.missing, p.tmp, data, f"collect {p.domain.name}", progress)
-            if p.store is None:
-                _write_new_store_files(p, info, data, seed, time.perf_counter() - t0)
+        with writing_to(lab.activations):
+            for p in todo:  # phase 2: forward passes into temporary files
+                p.tmp = lab.activations / f".tmp-{p.key}-{os.getpid()}"
+                shutil.rmtree(p.tmp, ignore_errors=True)
+                p.tmp.mkdir(parents=True)
+                t0 = time.perf_counter()
+                p.stats = _collect_sites(loaded, p.seqs, p.missing, p.tmp, data, f"collect {p.domain.name}", progress)
+                if p.store is None:
+                    _write_new_store_files(p, info, data, seed, time.perf_counter() - t0)
     except BaseException:
         for p in todo:
             if p.tmp is not None:
                 shutil.rmtree(p.tmp, ignore_errors=True)
         raise
-    for p in todo:  # phase 3: publish
-        if p.store is None:
-            publish_folder(p.tmp, p.final)
-        else:
-            for s in p.missing:
-                os.replace(p.tmp / site_file(*s), p.final / site_file(*s))
-            meta = dict(p.store.meta)
-            meta["sites"] = {**meta["sites"], **p.stats}
-            write_json_atomic(p.final / "meta.json", meta)
-            shutil.rmtree(p.tmp, ignore_errors=True)
+    with writing_to(lab.activations):
+        for p in todo:  # phase 3: publish
+            if p.store is None:
+                publish_folder(p.tmp, p.final)
+            else:
+                for s in p.missing:
+                    os.replace(p.tmp / site_file(*s), p.final / site_file(*s))
+                meta = dict(p.store.meta)
+                meta["sites"] = {**meta["sites"], **p.stats}
+                write_json_atomic(p.final / "meta.json", meta)
+                shutil.rmtree(p.tmp, ignore_errors=True)
     return {p.domain.name: ActivationStore.open(p.final) for p in plans}
 
 

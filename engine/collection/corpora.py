@@ -18,11 +18,12 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
+from core.errors import LabError, first_line
 from engine.config import DomainSpec
-from engine.errors import LabError
 
 CORPUS_VERSION = 1  # bump when the text a source yields changes: cached activations are keyed by it
-TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".json", ".csv", ".html", ".tex", ".c", ".h", ".js", ".ts", ".java", ".go", ".rs", ""}
+TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".json", ".csv", ".html", ".tex", ".c", ".h", ".js", ".ts",
+                 ".java", ".go", ".rs", ""}
 _SKIP_PARTS = {"test", "tests", "idle_test", "site-packages", "__pycache__", "lib2to3", "turtledemo"}
 _DOC_CHARS = 2000  # documents longer than this are split at paragraph / definition boundaries
 
@@ -100,7 +101,8 @@ class _StripDocstrings(ast.NodeTransformer):
     def _strip(self, node):
         self.generic_visit(node)
         body = node.body
-        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
+        if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None),
+                                                                 ast.Constant) and isinstance(body[0].value.value, str):
             node.body = body[1:] or [ast.Pass()]
         return node
 
@@ -172,9 +174,13 @@ def _split(text: str) -> Iterator[str]:
             yield buf
             buf = ""
         buf = f"{buf}\n\n{para}" if buf else para
-        while len(buf) > _DOC_CHARS * 2:
-            yield buf[:_DOC_CHARS]
-            buf = buf[_DOC_CHARS:]
+        if len(buf) > _DOC_CHARS * 2:
+            # Cut _DOC_CHARS pieces until at most two documents' worth is left, by offset: re-slicing
+            # the remainder after each cut copied it every time (minutes on one 50 MB paragraph).
+            n = (len(buf) - _DOC_CHARS * 2 - 1) // _DOC_CHARS + 1
+            for i in range(n):
+                yield buf[i * _DOC_CHARS : (i + 1) * _DOC_CHARS]
+            buf = buf[n * _DOC_CHARS :]
     if buf.strip():
         yield buf
 
@@ -196,11 +202,34 @@ def file_docs(path_text: str) -> Iterator[str]:
     if not files:
         raise LabError(f"corpus folder '{path_text}' holds no text files: add .txt/.md/.py files or pick another folder")
     for f in files:
-        try:
-            text = f.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
-            continue
-        yield from _split(text.strip())
+        yield from _split(read_text_file(f).strip())
+
+
+def read_text_file(f: Path) -> str:
+    """A corpus file's text, refused in one line when it cannot be text worth tokenizing: a binary or
+    non-UTF-8 file (once skipped, so a domain of them was reported "empty"), or one character
+    repeated (which tokenizes to nothing usable, found out only after minutes of tokenizing)."""
+    try:
+        raw = f.read_bytes()
+    except OSError as e:
+        raise LabError(f"cannot read corpus file '{f}' ({e.strerror or e}): check that it is readable") from None
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        raise LabError(f"file '{f}' is binary, not text: it holds a NUL byte at offset {nul}: give the domain text files only")
+    try:
+        text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # newlines as read_text gives them
+    except UnicodeDecodeError as e:
+        raise LabError(
+            f"file '{f}' is binary, not text: byte 0x{raw[e.start]:02x} at offset {e.start} is not UTF-8: "
+            "give the domain UTF-8 text files (convert other encodings, e.g. with iconv)"
+        ) from None
+    body = text.strip()
+    if len(body) > 1 and body.count(body[0]) == len(body):
+        raise LabError(
+            f"file '{f}' holds only the character {body[0]!r} repeated {len(body):,} times: it has no words to "
+            "tokenize; give the domain real text"
+        )
+    return text
 
 
 def parse_hf_source(source: str) -> tuple[str, str | None, str, str]:
@@ -217,6 +246,7 @@ def parse_hf_source(source: str) -> tuple[str, str | None, str, str]:
 
 
 def hf_docs(source: str, seed: int) -> Iterator[str]:
+    # deferred: engine.collection.models loads torch, and every config parse imports this module
     from engine.collection.models import hub_reachable
 
     name, config, split, column = parse_hf_source(source)
@@ -226,12 +256,13 @@ def hf_docs(source: str, seed: int) -> Iterator[str]:
             "use the offline domains prose/code or a local folder (name=path)"
         )
     try:
+        # deferred: datasets is heavy
         import datasets
 
         ds = datasets.load_dataset(name, config, split=split, streaming=True)
         ds = ds.shuffle(seed=seed, buffer_size=10_000)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise LabError(f"cannot load dataset '{name}' ({first[:160]}): check the dataset name, config and split") from None
     for record in ds:
         text = record.get(column)
@@ -255,4 +286,5 @@ def documents(domain: DomainSpec, seed: int) -> Iterator[str]:
         return iter(docs)
     if src.startswith("hf:"):
         return hf_docs(src, seed)
-    raise LabError(f"unknown source '{src}' for domain '{domain.name}': use stdlib:prose, stdlib:code, file:<path> or hf:<dataset>")
+    raise LabError(f"unknown source '{src}' for domain '{domain.name}': use stdlib:prose, stdlib:code, file:<path> or "
+                   "hf:<dataset>")

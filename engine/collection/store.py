@@ -21,6 +21,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from core.errors import LabError, first_line
+
 STORE_VERSION = 1
 
 
@@ -46,8 +48,19 @@ class ActivationStore:
 
     @classmethod
     def open(cls, path: Path) -> "ActivationStore":
-        meta = json.loads((path / "meta.json").read_text())
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise damaged_store(path, "meta.json", e) from None
+        if not isinstance(meta, dict) or not {"key", "sites", "n_rows"} <= set(meta):
+            raise damaged_store(path, "meta.json", ValueError("keys missing"))
         return cls(path, meta)
+
+    def _npy(self, name: str) -> np.ndarray:
+        try:
+            return np.load(self.path / name, mmap_mode="r")
+        except (OSError, ValueError, EOFError) as e:  # missing, truncated (mmap larger than file), bad header
+            raise damaged_store(self.path, name, e) from None
 
     @property
     def key(self) -> str:
@@ -70,17 +83,23 @@ class ActivationStore:
         return site_name(hook, layer) in self.meta["sites"]
 
     def acts(self, hook: str, layer: int) -> np.ndarray:
-        return np.load(self.path / site_file(hook, layer), mmap_mode="r")
+        return self._npy(site_file(hook, layer))
 
     def tokens(self) -> np.ndarray:
-        return np.load(self.path / "tokens.npy", mmap_mode="r")
+        return self._npy("tokens.npy")
 
     def rows(self) -> np.ndarray:
         """(sequence, position) of each activation row."""
-        return np.load(self.path / "rows.npy", mmap_mode="r")
+        return self._npy("rows.npy")
 
     def site_stats(self, hook: str, layer: int) -> dict[str, Any]:
         return self.meta["sites"][site_name(hook, layer)]
+
+
+def damaged_store(path: Path, name: str, e: BaseException) -> LabError:
+    text = first_line(e)
+    return LabError(f"the activation set {path} is damaged ({name}: {text}): delete that folder and run the command "
+                    "again; it is collected again from the run's settings")
 
 
 class NpyStreamWriter:
@@ -101,6 +120,14 @@ class NpyStreamWriter:
         self.f.write(block.tobytes())
         self.rows += block.shape[0]
 
+    def discard(self) -> None:
+        """Close and delete the file (after a failure; closing may fail again on a full disk)."""
+        try:
+            self.f.close()
+        except OSError:
+            pass
+        Path(self.path).unlink(missing_ok=True)
+
     def close(self) -> None:
         if self.rows != self.shape[0]:
             self.f.close()
@@ -112,9 +139,13 @@ class NpyStreamWriter:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 

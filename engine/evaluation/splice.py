@@ -71,7 +71,8 @@ def model_outputs(loaded: LoadedModel, ids: torch.Tensor) -> torch.Tensor:
     return mean_pool(out.last_hidden_state.float(), mask)
 
 
-def site_editor(sae: SparseAutoencoder, keep: torch.Tensor, edit: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+def site_editor(sae: SparseAutoencoder, keep: torch.Tensor,
+                edit: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
     """A hook function replacing the activations at ``keep`` positions with ``edit(acts)``."""
 
     def fn(out: torch.Tensor) -> torch.Tensor:

@@ -8,9 +8,10 @@ Public API (the app, the CLI and the findings use these):
 * reads: ``engine.interventions.queries`` (``interventions_for_feature``, ``intervention_detail``, ...).
 """
 
-from engine.interventions.run import Generation, InterventionResult, intervene, prepare_run, run_intervention
+from engine.interventions.results import Generation, InterventionResult, SpecificityResult
+from engine.interventions.run import intervene, prepare_run, run_intervention
 from engine.interventions.spec import Edit, InterventionOptions, InterventionSpec
-from engine.interventions.specificity import SpecificityResult, ablation_specificity
+from engine.interventions.specificity import ablation_specificity
 
 __all__ = [
     "Edit",

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 
+from core.errors import LabError
 from engine.cli_args import float_arg, int_arg
-from engine.errors import LabError
-
-
+from engine.interventions.queries import interventions_for_feature, list_interventions
+from engine.interventions.run import run_intervention
+from engine.interventions.spec import Edit, InterventionOptions, InterventionSpec
+from engine.interventions.specificity import ablation_specificity
+from engine.tables import format_table
 
 
 def add_intervention_commands(sub) -> None:
@@ -25,7 +28,8 @@ def add_intervention_commands(sub) -> None:
     s.add_argument("--text", help="the text to run (or --domain and --seqs for stored corpus sequences)")
     s.add_argument("--domain", help="corpus input: a domain of the run")
     s.add_argument("--seqs", help="corpus input: comma-separated sequence indices, e.g. 3,17")
-    s.add_argument("--generate", type=int_arg, default=16, metavar="N", help="causal LMs: tokens generated with and without the edit (0: none)")
+    s.add_argument("--generate", type=int_arg, default=16, metavar="N",
+                   help="causal LMs: tokens generated with and without the edit (0: none)")
     s.add_argument("--sample", action="store_true", help="sample the generations (same seed both sides) instead of greedy")
     s.add_argument("--seed", type=int_arg, default=0, help="seed of sampled generation")
     s.add_argument("--no-store", action="store_true", help="do not record the result in the lab database")
@@ -36,7 +40,7 @@ def add_intervention_commands(sub) -> None:
     s.add_argument("--run", help="run id")
     s.add_argument("--feature", type=int_arg, help="only interventions that edited this feature (needs --run)")
     s.add_argument("-n", type=int_arg, default=20, help="how many, newest first")
-    s.set_defaults(fn=cmd_interventions)
+    s.set_defaults(fn=cmd_interventions, read_only=True)
 
     s = sub.add_parser("ablation-specificity",
                        help="does ablating a feature change the output more on its own top contexts than on random ones, "
@@ -46,15 +50,14 @@ def add_intervention_commands(sub) -> None:
     s.add_argument("--contexts", type=int_arg, default=8, help="sequences per condition and feature")
     s.add_argument("--candidates", type=int_arg, default=10, help="the control is drawn among this many frequency neighbours")
     s.add_argument("--seed", type=int_arg, default=0)
-    s.add_argument("--threads", type=int_arg, help="torch threads for the study (default: torch's; 1 is faster on a busy small machine)")
+    s.add_argument("--threads", type=int_arg,
+                   help="torch threads for the study (default: torch's; 1 is faster on a busy small machine)")
     s.add_argument("--no-store", action="store_true", help="do not record the study in the lab database")
     s.add_argument("--json", action="store_true", help="print the whole result as JSON")
     s.set_defaults(fn=cmd_ablation_specificity)
 
 
 def _spec_from_args(args):
-    from engine.interventions.spec import Edit, InterventionOptions, InterventionSpec
-
     if args.zero:
         edit = Edit(args.feature, "zero")
     elif args.scale is not None:
@@ -74,8 +77,6 @@ def _spec_from_args(args):
 
 
 def cmd_intervene(args, lab) -> int:
-    from engine.interventions.run import run_intervention
-
     res = run_intervention(lab, _spec_from_args(args), store=not args.no_store)
     if args.json:
         print(json.dumps(res.to_dict(), default=str))
@@ -83,7 +84,8 @@ def cmd_intervene(args, lab) -> int:
     print(res.summary_line())
     for j, a in res.feature_acts.items():
         mean = f"{a['mean_act_when_fired']:.3f}" if a["mean_act_when_fired"] is not None else "-"
-        print(f"  feature {j} fires on {a['fired_positions']} of {res.n_edited_positions} edited positions (max {a['max_act']:.3f}, mean {mean})")
+        print(f"  feature {j} fires on {a['fired_positions']} of {res.n_edited_positions} edited positions (max "
+              f"{a['max_act']:.3f}, mean {mean})")
     if res.tokens:
         per = res.kl_per_position if res.model_kind == "causal" else res.shift_per_position
         label = "KL(next token)" if res.model_kind == "causal" else "1 - cos(token state)"
@@ -112,7 +114,8 @@ def cmd_intervene(args, lab) -> int:
               f"Spearman of similarities {nb['spearman']:.4f}")
         for kind in ("moved_closer", "moved_away"):
             for r in [r for r in nb["rows"] if r["kind"] == kind][:3]:
-                print(f"    {kind.replace('_', ' ')}: rank {r['rank_clean']} -> {r['rank_edited']}  [{r['domain']}:{r['seq']}] {r['text'][:70]!r}")
+                print(f"    {kind.replace('_', ' ')}: rank {r['rank_clean']} -> {r['rank_edited']}  [{r['domain']}:{r['seq']}] "
+                      f"{r['text'][:70]!r}")
     for note in res.notes:
         print(f"  note: {note}")
     if res.stored:
@@ -121,15 +124,12 @@ def cmd_intervene(args, lab) -> int:
 
 
 def cmd_interventions(args, lab) -> int:
-    from engine.cli import format_table
-    from engine.interventions.queries import interventions_for_feature, list_interventions
-
     if args.feature is not None:
         if not args.run:
             raise LabError("--feature needs --run: interventions --run RUN --feature F")
-        df = interventions_for_feature(lab.root, args.run, args.feature, args.n)
+        df = interventions_for_feature(lab, args.run, args.feature, args.n)
     else:
-        df = list_interventions(lab.root, args.run, args.n)
+        df = list_interventions(lab, args.run, args.n)
     if df.empty:
         print("no interventions stored yet: run python -m engine intervene --run RUN --feature F --zero --text \"...\"")
         return 0
@@ -139,8 +139,6 @@ def cmd_interventions(args, lab) -> int:
 
 
 def cmd_ablation_specificity(args, lab) -> int:
-    from engine.interventions.specificity import ablation_specificity
-
     res = ablation_specificity(lab, args.run, args.features, args.contexts, args.seed, n_candidates=args.candidates,
                                store=not args.no_store, progress=not args.quiet and not args.json, threads=args.threads)
     if args.json:

@@ -83,6 +83,7 @@ def neighbour_ranks(clean: torch.Tensor, edited: torch.Tensor, corpus: torch.Ten
     """How the corpus sentences nearest to the text change when its embedding is edited.
 
     ``corpus`` is [N, d], unit rows. Ranks are 0-based (0 = nearest)."""
+    # deferred: scipy is heavy
     from scipy.stats import spearmanr
 
     if corpus.shape[0] == 0:

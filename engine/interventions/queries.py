@@ -7,13 +7,14 @@ A lab whose database predates the interventions tables reads as holding none.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from core.errors import LabError
+from core.lab import Lab
 from db import connect
-from engine.errors import LabError
+from engine.interventions.results import evidence_record
 
 _LIST_COLUMNS = """intervention_id, run_id, features, edits, model_kind, input_kind, input_text, domain, sequences,
                    n_tokens, n_edited_positions, kl_mean, kl_max, cosine_shift, delta_ce, neighbour_overlap,
@@ -36,10 +37,10 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def interventions_for_feature(lab_dir: str | Path, run_id: str, feature: int, limit: int = 100) -> pd.DataFrame:
+def interventions_for_feature(lab: Lab, run_id: str, feature: int, limit: int = 100) -> pd.DataFrame:
     """Stored interventions of a run that edited ``feature``, newest first (one row each; the
     JSON columns edits and delta_ce as text)."""
-    with connect(lab_dir, read_only=True) as con:
+    with connect(lab, read_only=True) as con:
         if not _has_table(con, "interventions"):
             return pd.DataFrame()
         return con.execute(
@@ -47,25 +48,27 @@ def interventions_for_feature(lab_dir: str | Path, run_id: str, feature: int, li
             "ORDER BY created_at DESC, intervention_id DESC LIMIT ?", [run_id, int(feature), int(limit)]).df()
 
 
-def list_interventions(lab_dir: str | Path, run_id: str | None = None, limit: int = 100) -> pd.DataFrame:
+def list_interventions(lab: Lab, run_id: str | None = None, limit: int = 100) -> pd.DataFrame:
     """Stored interventions (of one run, or all), newest first."""
-    with connect(lab_dir, read_only=True) as con:
+    with connect(lab, read_only=True) as con:
         if not _has_table(con, "interventions"):
             return pd.DataFrame()
         where, params = ("WHERE run_id = ?", [run_id]) if run_id else ("", [])
-        return con.execute(f"SELECT {_LIST_COLUMNS} FROM interventions {where} ORDER BY created_at DESC, intervention_id DESC LIMIT ?",
+        return con.execute(f"SELECT {_LIST_COLUMNS} FROM interventions {where} ORDER BY created_at DESC, intervention_id DESC "
+                           "LIMIT ?",
                            params + [int(limit)]).df()
 
 
-def intervention_detail(lab_dir: str | Path, intervention_id: str) -> dict[str, Any]:
+def intervention_detail(lab: Lab, intervention_id: str) -> dict[str, Any]:
     """Everything stored about one intervention: the interventions row (JSON decoded) plus
     ``token_movers`` ({"up": [...], "down": [...]}), ``generation`` (dict or None) and
     ``neighbours`` ({kind: [...]})."""
-    with connect(lab_dir, read_only=True) as con:
+    with connect(lab, read_only=True) as con:
         rows = _records(con.execute("SELECT * FROM interventions WHERE intervention_id = ?", [intervention_id])) \
             if _has_table(con, "interventions") else []
         if not rows:
-            raise LabError(f"unknown intervention '{intervention_id}': list them with python -m engine sql \"select intervention_id from interventions\"")
+            raise LabError(f"unknown intervention '{intervention_id}': list them with python -m engine sql \"select "
+                           "intervention_id from interventions\"")
         out = _decode(rows[0])
         movers = _records(con.execute("SELECT direction, rank, token_id, token, delta FROM intervention_token_movers "
                                       "WHERE intervention_id = ? ORDER BY direction DESC, rank", [intervention_id]))
@@ -83,36 +86,38 @@ def intervention_detail(lab_dir: str | Path, intervention_id: str) -> dict[str, 
     return out
 
 
-def intervention_evidence(lab_dir: str | Path, intervention_id: str) -> dict[str, Any]:
+def intervention_evidence(lab: Lab, intervention_id: str) -> dict[str, Any]:
     """The stored intervention as the plain dict a findings card attaches (the same keys as
     ``InterventionResult.evidence()``)."""
-    from engine.interventions.run import evidence_record
-
-    d = intervention_detail(lab_dir, intervention_id)
+    d = intervention_detail(lab, intervention_id)
     g = d["generation"]
     created = d["created_at"]
     return evidence_record(
-        intervention_id=intervention_id, run_id=d["run_id"], spec=d["spec"], model_kind=d["model_kind"], input_kind=d["input_kind"],
+        intervention_id=intervention_id, run_id=d["run_id"], spec=d["spec"], model_kind=d["model_kind"],
+        input_kind=d["input_kind"],
         n_edited_positions=d["n_edited_positions"], kl_mean=d["kl_mean"], kl_max=d["kl_max"], cosine_shift=d["cosine_shift"],
         delta_ce=d["delta_ce"], neighbour_overlap=d["neighbour_overlap"], neighbour_spearman=d["neighbour_spearman"],
         feature_acts=d["feature_acts"], token_source=d["token_source"] or "", token_movers=d["token_movers"],
         created_at=created.isoformat(timespec="seconds") if hasattr(created, "isoformat") else str(created),
-        generation=None if not g else {"clean": g["clean_text"], "edited": g["edited_text"], "sampled": g["sampled"], "seed": g["seed"]})
+        generation=None if not g else {"clean": g["clean_text"], "edited": g["edited_text"],
+                                       "sampled": g["sampled"], "seed": g["seed"]})
 
 
-def specificity_studies(lab_dir: str | Path, run_id: str | None = None) -> pd.DataFrame:
-    with connect(lab_dir, read_only=True) as con:
+def specificity_studies(lab: Lab, run_id: str | None = None) -> pd.DataFrame:
+    with connect(lab, read_only=True) as con:
         if not _has_table(con, "specificity_studies"):
             return pd.DataFrame()
         where, params = ("WHERE run_id = ?", [run_id]) if run_id else ("", [])
         return con.execute(f"SELECT * FROM specificity_studies {where} ORDER BY created_at DESC", params).df()
 
 
-def specificity_detail(lab_dir: str | Path, study_id: str) -> dict[str, Any]:
-    with connect(lab_dir, read_only=True) as con:
+def specificity_detail(lab: Lab, study_id: str) -> dict[str, Any]:
+    with connect(lab, read_only=True) as con:
         rows = _records(con.execute("SELECT * FROM specificity_studies WHERE study_id = ?", [study_id])) \
             if _has_table(con, "specificity_studies") else []
         if not rows:
-            raise LabError(f"unknown specificity study '{study_id}': list them with python -m engine sql \"select * from specificity_studies\"")
-        feats = _records(con.execute("SELECT * EXCLUDE (study_id) FROM specificity_features WHERE study_id = ? ORDER BY feature", [study_id]))
+            raise LabError(f"unknown specificity study '{study_id}': list them with python -m engine sql \"select * from "
+                           "specificity_studies\"")
+        feats = _records(con.execute("SELECT * EXCLUDE (study_id) FROM specificity_features WHERE study_id = ? ORDER BY feature",
+                                     [study_id]))
     return {**rows[0], "features": feats}

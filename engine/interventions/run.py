@@ -10,11 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
+from core.lab import Lab
 from engine.interventions.edit import EditTrace, edited
 from engine.interventions.effects import (
     cosine_shift,
@@ -24,129 +24,18 @@ from engine.interventions.effects import (
     neighbour_ranks,
     token_movers,
 )
+from engine.interventions.results import Generation, InterventionResult
 from engine.interventions.session import Batch, RunSession, get_session, torch_threads
 from engine.interventions.spec import Edit, InterventionOptions, InterventionSpec
-from engine.lab import Lab
-
-
-@dataclass
-class Generation:
-    """Greedy (or seeded sampled) continuations of the text, clean and edited, side by side."""
-
-    prompt: str
-    n_new_tokens: int
-    sampled: bool
-    seed: int
-    temperature: float
-    clean_text: str
-    edited_text: str
-    clean_tokens: list[str]
-    edited_tokens: list[str]
-    first_divergence: int | None  # index of the first generated token that differs; None when identical
-
-
-@dataclass
-class InterventionResult:
-    intervention_id: str
-    run_id: str
-    spec: dict[str, Any]
-    model_kind: str  # causal | encoder
-    input_kind: str  # text | corpus
-    n_tokens: int
-    n_edited_positions: int
-    feature_acts: dict[str, dict[str, Any]]  # per edited feature: where it fired on the input (clean)
-    tokens: list[str] = field(default_factory=list)  # text input: the tokens the model saw
-    edited_mask: list[bool] = field(default_factory=list)  # text input: which of them were edited
-    kl_mean: float | None = None
-    kl_max: float | None = None
-    kl_per_position: list[float] | None = None
-    cosine_shift: float | None = None
-    shift_per_position: list[float] | None = None  # encoders, text: 1 - cos of each token's final hidden state
-    per_sequence: list[float] | None = None  # corpus input: the headline effect per sequence
-    delta_ce: dict[str, dict[str, float]] | None = None
-    token_source: str = ""  # logits (causal LMs) | embedding (encoders, through the tied word embeddings)
-    token_movers: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {"up": [], "down": []})
-    generation: Generation | None = None
-    neighbours: dict[str, Any] | None = None
-    notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    created_at: str = ""
-    stored: bool = False
-
-    @property
-    def edits(self) -> list[dict[str, Any]]:
-        return list(self.spec.get("edits", []))
-
-    @property
-    def effect(self) -> float | None:
-        """The headline effect: mean KL (causal LMs) or the cosine shift (encoders)."""
-        return self.kl_mean if self.model_kind == "causal" else self.cosine_shift
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def summary_line(self) -> str:
-        return summary_line(self.spec, self.model_kind, self.input_kind, self.n_edited_positions, self.kl_mean, self.kl_max,
-                            self.cosine_shift)
-
-    def evidence(self) -> dict[str, Any]:
-        """A compact, JSON-ready record of this intervention for a findings card."""
-        nb = self.neighbours or {}
-        g = self.generation
-        return evidence_record(
-            intervention_id=self.intervention_id, run_id=self.run_id, spec=self.spec, model_kind=self.model_kind,
-            input_kind=self.input_kind, n_edited_positions=self.n_edited_positions, kl_mean=self.kl_mean, kl_max=self.kl_max,
-            cosine_shift=self.cosine_shift, delta_ce=self.delta_ce, neighbour_overlap=nb.get("overlap"),
-            neighbour_spearman=nb.get("spearman"), feature_acts=self.feature_acts, token_source=self.token_source,
-            token_movers=self.token_movers, created_at=self.created_at,
-            generation=None if g is None else {"clean": g.clean_text, "edited": g.edited_text, "sampled": g.sampled, "seed": g.seed})
-
-
-def summary_line(spec: dict[str, Any], model_kind: str, input_kind: str, n_edited: int, kl_mean: float | None,
-                 kl_max: float | None, cos_shift: float | None) -> str:
-    """One line naming the edit, the input and the headline effect with its formula."""
-    s = InterventionSpec.from_dict(spec)
-    if model_kind == "causal":
-        head = f"KL {kl_mean:.3g} nats (mean over {n_edited} edited positions of KL(p_clean || p_edited), max {kl_max:.3g})"
-    else:
-        head = f"cosine shift {cos_shift:.3g} (1 - cos of the mean-pooled embedding)"
-    where = "the text" if input_kind == "text" else f"{len(s.sequences)} {s.domain} sequences"
-    return f"{s.describe()} on {where}: {head}"
-
-
-def evidence_record(*, intervention_id: str, run_id: str, spec: dict[str, Any], model_kind: str, input_kind: str,
-                    n_edited_positions: int, kl_mean: float | None, kl_max: float | None, cosine_shift: float | None,
-                    delta_ce: dict[str, dict[str, float]] | None, neighbour_overlap: float | None,
-                    neighbour_spearman: float | None, feature_acts: dict[str, Any], token_source: str,
-                    token_movers: dict[str, list[dict[str, Any]]], created_at: str,
-                    generation: dict[str, Any] | None) -> dict[str, Any]:
-    """The plain dict a findings card keeps as evidence (from a fresh result or a stored row):
-    ``findings.attach_evidence(lab, card_id, "intervention", result.evidence())``."""
-    ev: dict[str, Any] = {
-        "kind": "intervention", "intervention_id": intervention_id, "run_id": run_id,
-        "feature": int(spec["edits"][0]["feature"]) if len(spec.get("edits", [])) == 1 else None,  # the card links one feature
-        "edits": list(spec.get("edits", [])),
-        "input": spec.get("text") if input_kind == "text" else {"domain": spec.get("domain"), "sequences": list(spec.get("sequences") or [])},
-        "summary": summary_line(spec, model_kind, input_kind, n_edited_positions, kl_mean, kl_max, cosine_shift),
-        "model_kind": model_kind,
-        "metrics": {"kl_mean": kl_mean, "kl_max": kl_max, "cosine_shift": cosine_shift,
-                    "delta_ce": None if delta_ce is None else {d: v["delta_ce"] for d, v in delta_ce.items()},
-                    "neighbour_overlap": neighbour_overlap, "neighbour_spearman": neighbour_spearman},
-        "feature_acts": feature_acts, "token_source": token_source,
-        "tokens_up": [m["token"] for m in token_movers.get("up", [])],
-        "tokens_down": [m["token"] for m in token_movers.get("down", [])],
-        "created_at": created_at,
-    }
-    if generation is not None:
-        ev["generation"] = generation
-    return ev
+from engine.interventions.store import save_result
 
 
 def new_intervention_id() -> str:
     return f"iv-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-def run_intervention(lab: Lab, spec: InterventionSpec, store: bool = True, device: str | torch.device | None = None) -> InterventionResult:
+def run_intervention(lab: Lab, spec: InterventionSpec, store: bool = True,
+                     device: str | torch.device | None = None) -> InterventionResult:
     """Run ``spec`` on its run's model (loaded once per process), measure, store (unless
     ``store=False``) and return the result. Bad input raises ``LabError`` before any forward pass."""
     t0 = time.perf_counter()
@@ -164,8 +53,6 @@ def run_intervention(lab: Lab, spec: InterventionSpec, store: bool = True, devic
             result = _measure(session, spec, batch)
     result.seconds = time.perf_counter() - t0
     if store:
-        from engine.interventions.store import save_result
-
         save_result(lab, result)
         result.stored = True
         result.seconds = time.perf_counter() - t0
@@ -265,7 +152,8 @@ def _encoder_effects(session: RunSession, spec: InterventionSpec, batch: Batch, 
     else:
         res.per_sequence = [float(v) for v in shift.tolist()]
     res.token_source = "embedding"
-    res.token_movers = token_movers(embedding_delta(clean, new, batch.keep, session.embedding_matrix()), session.vocab, opts.top_tokens)
+    res.token_movers = token_movers(embedding_delta(clean, new, batch.keep, session.embedding_matrix()),
+                                    session.vocab, opts.top_tokens)
     if spec.text is not None and opts.neighbour_corpus > 0:
         corpus = session.corpus_embeddings(opts.neighbour_corpus)
         res.neighbours = neighbour_ranks(pc[0], pe[0], corpus["emb"], corpus["meta"], opts.neighbour_top, opts.neighbour_moves)

@@ -11,26 +11,25 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.errors import LabError
+from core.lab import Lab
+from db import query_rows
 from engine.analysis.vocab import Vocab, load_vocab
+from engine.artifacts import load_run, stores_for_run
 from engine.collection.collect import special_wrapping
 from engine.collection.hooks import hook_module
 from engine.collection.models import LoadedModel, load_model, resolve_model
 from engine.collection.store import ActivationStore
-from engine.config import ExperimentConfig
 from engine.device import pick_device
-from engine.errors import LabError
 from engine.evaluation.splice import mean_pool
 from engine.interventions.edit import EditTrace, edited
 from engine.interventions.spec import Edit
-from engine.lab import Lab
-from engine.runs import load_run_config, load_run_sae, stores_for_run
 from engine.training.sae import SparseAutoencoder
 
 
@@ -45,19 +44,22 @@ class Batch:
 
 class RunSession:
     def __init__(self, lab: Lab, run_id: str, device: str | torch.device | None = None):
-        resolved = load_run_config(lab, run_id)  # unknown run -> LabError naming the fix
-        self.lab, self.run_id, self.resolved = lab, run_id, resolved
-        self.config = ExperimentConfig.from_dict(resolved["experiment"], "config")
+        run = load_run(lab, run_id,
+                       torch.device(device) if device is not None else None)  # unknown or damaged run -> one LabError
+        self.lab, self.run_id, self.resolved = lab, run_id, run.resolved
+        self.config = run.config
+        self.sae: SparseAutoencoder = run.sae
         self.device = torch.device(device) if device is not None else pick_device(self.config.device)
-        self.sae: SparseAutoencoder = load_run_sae(lab, run_id, self.device)
         self.info = resolve_model(self.config.model)
         self.loaded: LoadedModel = load_model(self.info, self.device)
         self.is_causal = self.info.is_causal
         self.kind = "causal" if self.is_causal else "encoder"
-        self.module = hook_module(self.loaded.model, self.info.model_type, self.info.n_layers, self.config.hook, self.config.layer)
+        self.module = hook_module(self.loaded.model, self.info.model_type, self.info.n_layers,
+                                  self.config.hook, self.config.layer)
         self.prefix, self.suffix = special_wrapping(self.loaded.tokenizer)
         self.special = self.loaded.special_ids
-        self._special_t = torch.tensor(sorted(self.special), dtype=torch.long) if self.special else torch.zeros(0, dtype=torch.long)
+        self._special_t = (torch.tensor(sorted(self.special), dtype=torch.long) if self.special
+                           else torch.zeros(0, dtype=torch.long))
         self._stores: dict[str, ActivationStore] | None = None
         self._vocab: Vocab | None = None
         self._emb_matrix: torch.Tensor | None = None
@@ -157,10 +159,8 @@ class RunSession:
     def dead_features(self) -> set[int]:
         """Features the run's analysis found dead (empty when the run has no analysis)."""
         if self._dead is None:
-            from db import query_rows
-
             try:
-                rows = query_rows(self.lab.root, "SELECT feature FROM features WHERE run_id = ? AND dead", [self.run_id])
+                rows = query_rows(self.lab, "SELECT feature FROM features WHERE run_id = ? AND dead", [self.run_id])
             except Exception:  # no database or no analysis tables: nothing known
                 rows = []
             self._dead = {int(r[0]) for r in rows}
@@ -251,7 +251,7 @@ _SESSIONS_LOCK = threading.Lock()
 
 def get_session(lab: Lab, run_id: str, device: str | torch.device | None = None) -> RunSession:
     """The run's session, created once per process (model, SAE and clean caches stay loaded)."""
-    key = (str(Path(lab.root).resolve()), str(run_id), str(device))
+    key = (str(lab.root.resolve()), str(run_id), str(device))
     with _SESSIONS_LOCK:
         if key not in _SESSIONS:
             _SESSIONS[key] = RunSession(lab, run_id, device)

@@ -18,8 +18,9 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Literal
 
-from engine.config_base import ConfigBase
-from engine.errors import LabError
+from core.config_base import ConfigBase
+from core.config_bounds import bounded, seed_field
+from core.errors import LabError
 
 OPS = ("zero", "scale", "clamp")
 MAX_SEQUENCES = 64  # corpus input: sequences run in one forward pass
@@ -49,7 +50,8 @@ class Edit(ConfigBase):
         if isinstance(self.value, bool) or not isinstance(self.value, numbers.Real):
             raise LabError(f"the {name} {self.value!r} is not a number: give a finite number")
         if not math.isfinite(float(self.value)):
-            raise LabError(f"the {name} is {self.value}: give a finite number, e.g. --{self.op} {'4' if self.op == 'scale' else '10'}")
+            raise LabError(f"the {name} is {self.value}: give a finite number, e.g. --{self.op} "
+                           f"{'4' if self.op == 'scale' else '10'}")
         self.value = float(self.value)
         return self
 
@@ -63,26 +65,21 @@ class Edit(ConfigBase):
 
 @dataclass
 class InterventionOptions(ConfigBase):
-    generate_tokens: int = 16  # causal LMs, text input: new tokens generated with and without the edit (0: none)
+    # Causal LMs, text input: new tokens generated with and without the edit (0: none).
+    generate_tokens: int = bounded(16, ge=0, le=512)
     sample: bool = False  # greedy (default) or sampled with a torch.Generator seeded by ``seed``
-    seed: int = 0
-    temperature: float = 1.0  # sampling only
-    top_tokens: int = 10  # token movers reported in each direction
-    ce_sequences: int = 8  # causal LMs: held-out sequences per domain for the change in CE (0: skip)
-    neighbour_corpus: int = 64  # encoders, text input: held-out sequences per domain ranked as neighbours (0: skip)
-    neighbour_top: int = 10  # the top-k compared for the neighbour overlap
-    neighbour_moves: int = 5  # biggest rank moves reported in each direction
+    seed: int = seed_field(0)
+    temperature: float = bounded(1.0, gt=0.0, le=100.0)  # sampling only
+    top_tokens: int = bounded(10, ge=0, le=10_000)  # token movers reported in each direction
+    ce_sequences: int = bounded(8, ge=0, le=10_000)  # causal LMs: held-out sequences per domain for the change in CE (0: skip)
+    # Encoders, text input: held-out sequences per domain ranked as neighbours (0: skip).
+    neighbour_corpus: int = bounded(64, ge=0, le=100_000)
+    neighbour_top: int = bounded(10, ge=0, le=10_000)  # the top-k compared for the neighbour overlap
+    neighbour_moves: int = bounded(5, ge=0, le=10_000)  # biggest rank moves reported in each direction
 
     def validate(self) -> "InterventionOptions":
-        for name in ("generate_tokens", "top_tokens", "ce_sequences", "neighbour_corpus", "neighbour_top", "neighbour_moves"):
-            v = getattr(self, name)
-            if v < 0:
-                raise LabError(f"intervention option {name} = {v} must be 0 or more")
-        if self.generate_tokens > 512:
-            raise LabError(f"generate_tokens = {self.generate_tokens} is too many for a side-by-side: use 512 or fewer")
-        if not math.isfinite(self.temperature) or self.temperature <= 0:
-            raise LabError(f"temperature = {self.temperature} must be a positive number (default 1.0)")
-        return self
+        """Every option's range is declared on its field (512 generated tokens at most: a side-by-side)."""
+        return self.check_bounds("options")
 
 
 @dataclass

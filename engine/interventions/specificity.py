@@ -29,93 +29,22 @@ ablating *some* feature of the same frequency there.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import secrets
 import time
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from engine.errors import LabError
+from core.errors import LabError
+from core.lab import Lab
+from db import connect
 from engine.interventions.edit import EditTrace
 from engine.interventions.effects import cosine_shift
+from engine.interventions.results import SpecificityResult, wilcoxon_greater
 from engine.interventions.session import Batch, RunSession, get_session, torch_threads
 from engine.interventions.spec import Edit
-from engine.lab import Lab
-
-CLAIM = ("zero-ablating feature j changes the model's output (mean next-token KL for causal LMs, 1 - cos of the pooled "
-         "embedding for encoders) more on the sequences of j's top activations than on random sequences, and more than "
-         "zero-ablating a live feature of similar firing frequency on those same sequences")
-
-
-@dataclass
-class SpecificityResult:
-    study_id: str
-    run_id: str
-    model_kind: str
-    metric: str  # kl | cosine_shift
-    n_contexts: int
-    n_candidates: int
-    seed: int
-    n_eligible: int
-    features: list[dict[str, Any]]
-    frac_own_gt_random: float
-    frac_own_gt_control: float
-    p_own_gt_random: float | None
-    p_own_gt_control: float | None
-    median_own: float
-    median_random: float
-    median_control: float
-    random_fire_share: float
-    control_fire_share: float
-    claim: str = CLAIM
-    seconds: float = 0.0
-    created_at: str = ""
-    stored: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def summary_lines(self) -> list[str]:
-        n = len(self.features)
-        unit = "nats (mean next-token KL)" if self.metric == "kl" else "(1 - cos of the pooled embedding)"
-        return [
-            f"ablation specificity of run {self.run_id} ({self.model_kind}): {n} features of {self.n_eligible} eligible, "
-            f"{self.n_contexts} contexts each, seed {self.seed}",
-            f"  median effect {unit}: own top contexts {self.median_own:.4g}, random contexts {self.median_random:.4g}, "
-            f"matched control on own contexts {self.median_control:.4g}",
-            f"  own > random for {self.frac_own_gt_random:.0%} of features (Wilcoxon one-sided p = {_p(self.p_own_gt_random)}); "
-            f"own > control for {self.frac_own_gt_control:.0%} (p = {_p(self.p_own_gt_control)})",
-            f"  the ablated feature fired in {self.random_fire_share:.0%} of random sequences; the control fired in "
-            f"{self.control_fire_share:.0%} of j's sequences",
-            *self._where_fired(),
-        ]
-
-    def _where_fired(self) -> list[str]:
-        """The comparisons again, only over features whose other condition was not null by
-        construction (the ablated feature fired somewhere in the random sequences; the control
-        fired somewhere in j's sequences)."""
-        out = []
-        for key, fired, name in (("random_effect", "random_fired", "random"), ("control_effect", "control_fired", "control")):
-            sub = [f for f in self.features if f[fired] > 0]
-            if sub:
-                wins = sum(f["own_effect"] > f[key] for f in sub)
-                p = wilcoxon_greater(np.array([f["own_effect"] for f in sub]), np.array([f[key] for f in sub])) if len(sub) >= 5 else None
-                out.append(f"  where the {name} condition was not null by construction ({len(sub)} features): own > {name} for "
-                           f"{wins}/{len(sub)} (p = {_p(p)})")
-        return out
-
-    def evidence(self) -> dict[str, Any]:
-        keys = ("study_id", "run_id", "model_kind", "metric", "n_contexts", "seed", "n_eligible", "frac_own_gt_random",
-                "frac_own_gt_control", "p_own_gt_random", "p_own_gt_control", "median_own", "median_random", "median_control",
-                "random_fire_share", "control_fire_share", "claim", "created_at")
-        return {"kind": "ablation_specificity", "n_features": len(self.features), **{k: getattr(self, k) for k in keys}}
-
-
-def _p(p: float | None) -> str:
-    return "n/a" if p is None else f"{p:.2g}"
+from engine.interventions.store import save_specificity
 
 
 def ablation_specificity(lab: Lab, run_id: str, n_features: int = 50, n_contexts: int = 8, seed: int = 0, *,
@@ -175,8 +104,6 @@ def ablation_specificity(lab: Lab, run_id: str, n_features: int = 50, n_contexts
     res = _summarise(session, run_id, rows, n_contexts, n_candidates, seed, len(eligible))
     res.seconds = time.perf_counter() - t0
     if store:
-        from engine.interventions.store import save_specificity
-
         save_specificity(lab, res)
         res.stored = True
     return res
@@ -184,17 +111,17 @@ def ablation_specificity(lab: Lab, run_id: str, n_features: int = 50, n_contexts
 
 def _analysis(lab: Lab, session: RunSession, n_contexts: int) -> tuple[np.ndarray, np.ndarray, dict[int, list[tuple[str, int]]]]:
     """Per feature: firing frequency, live flag, and its distinct top-context sequences (strongest first)."""
-    from db import connect
-
     d_sae = session.sae.d_sae
-    with connect(lab.root, read_only=True) as con:
+    with connect(lab, read_only=True) as con:
         has = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'analysis_runs'").fetchall()[0][0]
-        feats = con.execute("SELECT feature, freq, dead FROM features WHERE run_id = ?", [session.run_id]).fetchall() if has else []
+        feats = con.execute("SELECT feature, freq, dead FROM features WHERE run_id = ?",
+                            [session.run_id]).fetchall() if has else []
         if not feats:
             raise LabError(f"run '{session.run_id}' has no feature analysis: run `python -m engine analyze {session.run_id}`")
         tops = con.execute(
             """SELECT feature, domain, activation_set, seq, max(activation) AS a FROM feature_context_rows
-               WHERE run_id = ? AND kind = 'top' GROUP BY ALL ORDER BY feature, a DESC, domain, seq""", [session.run_id]).fetchall()
+               WHERE run_id = ? AND kind = 'top' GROUP BY ALL ORDER BY feature, a DESC, domain, seq""",
+            [session.run_id]).fetchall()
     freq = np.zeros(d_sae)
     live = np.zeros(d_sae, dtype=bool)
     for f, fr, dead in feats:
@@ -275,14 +202,3 @@ def _summarise(session: RunSession, run_id: str, rows: list[dict[str, Any]], n_c
         control_fire_share=sum(r["control_fired"] for r in rows) / max(n_rand, 1),
         created_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds"),
     )
-
-
-def wilcoxon_greater(a: np.ndarray, b: np.ndarray) -> float | None:
-    """One-sided Wilcoxon signed-rank p-value for H1: a − b > 0 (None when every pair ties)."""
-    from scipy.stats import wilcoxon
-
-    d = np.asarray(a, float) - np.asarray(b, float)
-    if not np.any(d != 0):
-        return None
-    p = float(wilcoxon(d, alternative="greater", zero_method="wilcox").pvalue)
-    return p if math.isfinite(p) else None

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TYPE_CHECKING
 
+from core.lab import Lab, code_version
 from db import Op, transaction
 from db.writer import apply_ops
-from engine.lab import Lab, code_version
-
-if TYPE_CHECKING:
-    from engine.interventions.run import InterventionResult
-    from engine.interventions.specificity import SpecificityResult
+from engine.interventions.results import InterventionResult, SpecificityResult
 
 
 def _ts(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
 
 
-def result_ops(r: "InterventionResult") -> list[Op]:
+def result_ops(r: InterventionResult) -> list[Op]:
     spec = r.spec
     edits = spec.get("edits", [])
     nb = r.neighbours or {}
@@ -39,27 +35,30 @@ def result_ops(r: "InterventionResult") -> list[Op]:
     ops = [Op("insert", "interventions", list(row), [list(row.values())], "error")]
     movers = [[r.intervention_id, d, m["rank"], m["token_id"], m["token"], m["delta"]]
               for d in ("up", "down") for m in r.token_movers.get(d, [])]
-    ops.append(Op("insert", "intervention_token_movers", ["intervention_id", "direction", "rank", "token_id", "token", "delta"], movers))
+    ops.append(Op("insert", "intervention_token_movers",
+                  ["intervention_id", "direction", "rank", "token_id", "token", "delta"], movers))
     g = r.generation
     if g is not None:
         ops.append(Op("insert", "intervention_generations",
                       ["intervention_id", "prompt", "n_new_tokens", "sampled", "seed", "temperature", "clean_text", "edited_text",
                        "clean_tokens", "edited_tokens", "first_divergence"],
-                      [[r.intervention_id, g.prompt, g.n_new_tokens, g.sampled, g.seed, g.temperature, g.clean_text, g.edited_text,
+                      [[r.intervention_id, g.prompt, g.n_new_tokens, g.sampled, g.seed, g.temperature,
+                        g.clean_text, g.edited_text,
                         g.clean_tokens, g.edited_tokens, g.first_divergence]]))
     rows = [[r.intervention_id, x["kind"], x["rank"], x["domain"], x["seq"], x["text"], x["rank_clean"], x["rank_edited"],
              x["sim_clean"], x["sim_edited"]] for x in nb.get("rows", [])]
     ops.append(Op("insert", "intervention_neighbours",
-                  ["intervention_id", "kind", "rank", "domain", "seq", "text", "rank_clean", "rank_edited", "sim_clean", "sim_edited"], rows))
+                  ["intervention_id", "kind", "rank", "domain", "seq", "text", "rank_clean", "rank_edited", "sim_clean",
+                   "sim_edited"], rows))
     return ops
 
 
-def save_result(lab: Lab, result: "InterventionResult") -> None:
-    with transaction(lab.root) as con:
+def save_result(lab: Lab, result: InterventionResult) -> None:
+    with transaction(lab) as con:
         apply_ops(con, result_ops(result))
 
 
-def save_specificity(lab: Lab, s: "SpecificityResult") -> None:
+def save_specificity(lab: Lab, s: SpecificityResult) -> None:
     study = {
         "study_id": s.study_id, "run_id": s.run_id, "model_kind": s.model_kind, "metric": s.metric, "n_features": len(s.features),
         "n_contexts": s.n_contexts, "n_candidates": s.n_candidates, "seed": s.seed, "n_eligible": s.n_eligible,
@@ -72,6 +71,6 @@ def save_specificity(lab: Lab, s: "SpecificityResult") -> None:
     cols = ["study_id", "feature", "freq", "control_feature", "control_freq", "own_effect", "random_effect", "control_effect",
             "own_sequences", "random_fired", "control_fired"]
     rows = [[s.study_id] + [f[c] for c in cols[1:]] for f in s.features]
-    with transaction(lab.root) as con:
+    with transaction(lab) as con:
         apply_ops(con, [Op("insert", "specificity_studies", list(study), [list(study.values())], "error"),
                         Op("insert", "specificity_features", cols, rows, "error")])

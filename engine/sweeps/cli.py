@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import argparse
 
-from engine.errors import LabError
+from core.config_base import apply_override, parse_override
+from core.errors import LabError
+from db import query
+from engine.run_admin import run_info
+from engine.run_owner import owner_alive, owner_of
+from engine.sweeps.leaderboard import leaderboard, pareto_front
+from engine.sweeps.spec import load_spec
+from engine.tables import format_table
 
 
 def cmd_sweep(args, lab) -> int:
+    # deferred: loads torch, and the parser is built for every command
     from engine.sweeps.launch import ensure_workers
     from engine.sweeps.queue import enqueue_sweep
-    from engine.sweeps.spec import load_spec
 
     spec = load_spec(args.spec)
     if args.run_cap is not None:
         spec = spec.replace(run_cap=args.run_cap)
     for text in args.set:
-        from engine.config_base import apply_override, parse_override
-
         path, value = parse_override(text)
         base = dict(spec.base)
         apply_override(base, path, value)
@@ -33,29 +38,28 @@ def cmd_sweep(args, lab) -> int:
 
 
 def cmd_worker(args, lab) -> int:
+    # deferred: loads torch, and the parser is built for every command
     from engine.sweeps.worker import Worker
 
     n = Worker(lab, threads=args.threads, progress=not args.quiet, analysis=not args.no_analysis,
-               stale_seconds=args.stale_seconds).run(wait=args.wait, max_jobs=args.max_jobs)
+               stale_seconds=args.stale_seconds, niceness=args.nice).run(wait=args.wait, max_jobs=args.max_jobs)
     print(f"worker done: {n} job(s) run")
     return 0
 
 
 def cmd_status(args, lab) -> int:
-    from db import query
-    from engine.cli import format_table
-    from engine.sweeps.leaderboard import leaderboard, pareto_front
+    # deferred: loads torch, and the parser is built for every command
     from engine.sweeps.queue import job_statuses
 
     if not lab.db.exists():
         raise LabError(f"no lab database at {lab.db}: launch a sweep first")
     sweep_id = args.sweep_id
     if not sweep_id:
-        latest = query(lab.root, "SELECT sweep_id FROM sweeps ORDER BY created_at DESC LIMIT 1")
+        latest = query(lab, "SELECT sweep_id FROM sweeps ORDER BY created_at DESC LIMIT 1")
         if latest.empty:
             raise LabError("no sweeps in this lab yet: launch one with python -m engine sweep everything")
         sweep_id = latest.iloc[0, 0]
-    sw = query(lab.root, "SELECT * FROM sweeps WHERE sweep_id = ?", [sweep_id])
+    sw = query(lab, "SELECT * FROM sweeps WHERE sweep_id = ?", [sweep_id])
     if sw.empty:
         raise LabError(f"unknown sweep '{sweep_id}': list sweeps with python -m engine sql \"select * from sweeps\"")
     s = sw.iloc[0]
@@ -70,7 +74,8 @@ def cmd_status(args, lab) -> int:
     if board.empty:
         print("no finished configurations yet")
         return 0
-    cols = ["rank", "layer", "hook", "k", "d_sae", "architecture", "fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score", "overall"]
+    cols = ["rank", "layer", "hook", "k", "d_sae", "architecture", "fvu", "r2", "transfer_ratio", "l0",
+            "dead_frac", "score", "overall"]
     print(f"\nleaderboard by {s['metric']} ({s['goal']}); overall = (R2_in + 1/transfer + (1 - L0/d_in)) / 3:")
     print(format_table(board[cols].head(args.top)))
     best = board.sort_values("overall", ascending=False).iloc[0]
@@ -83,13 +88,69 @@ def cmd_status(args, lab) -> int:
 
 
 def cmd_cancel(args, lab) -> int:
+    """Cancel jobs (or a sweep's), saying per id what happened; a stuck RUNNING job or run (its
+    process is gone, so nothing can stop) is pointed at ``runs mark-failed`` instead."""
+    # deferred: loads torch, and the parser is built for every command
     from engine.sweeps.queue import cancel_queued_and_flag_running
 
     if not args.job_ids and not args.sweep:
         raise LabError("nothing to cancel: pass job ids or --sweep SWEEP_ID")
-    n = cancel_queued_and_flag_running(lab, job_ids=args.job_ids or None, sweep_id=args.sweep)
-    print(f"cancel requested for {n} job(s): queued ones are KILLED now, running ones stop at their next step")
+    if not lab.db.exists():
+        raise LabError(f"no lab database at {lab.db}: there is nothing to cancel (check --lab)")
+    if args.sweep:
+        n = cancel_queued_and_flag_running(lab, sweep_id=args.sweep)
+        print(f"cancel requested for {n} job(s) of sweep {args.sweep}: queued ones are KILLED now, running ones stop at their "
+              "next step")
+        return 0
+    ids = list(dict.fromkeys(args.job_ids))
+    plans = [_cancel_plan(lab, i) for i in ids]  # decided for every id before anything is changed
+    unknown = [i for i, (kind, _) in zip(ids, plans) if kind == "unknown"]
+    if unknown:
+        raise LabError(f"unknown job or run '{unknown[0]}': list them with python -m engine sql \"SELECT job_id, status FROM "
+                       "jobs\" "
+                       "(or SELECT run_id, status FROM runs)")
+    to_cancel = [i for i, (kind, _) in zip(ids, plans) if kind == "cancel"]
+    if to_cancel:
+        cancel_queued_and_flag_running(lab, job_ids=to_cancel)
+    for _, message in plans:
+        print(message)
     return 0
+
+
+def _cancel_plan(lab, item: str) -> tuple[str, str]:
+    """("cancel" | "report" | "unknown", what cancel does or did with ``item``)."""
+    # deferred: loads torch, and the parser is built for every command
+    from engine.sweeps.queue import interrupted_jobs
+
+    mark = f"python -m engine runs mark-failed {item}"
+    job = query(lab, "SELECT status FROM jobs WHERE job_id = ?", [item])
+    if len(job):
+        status = job.iloc[0, 0]
+        if status == "QUEUED":
+            return "cancel", f"job {item}: was QUEUED, now KILLED (it will not run)"
+        if status == "RUNNING" and item in {j.job_id for j in interrupted_jobs(lab)}:
+            return "report", (f"job {item}: RUNNING, but its worker is gone, so nothing can stop it: a worker that starts "
+                              f"resumes it; to end it instead, run {mark}")
+        if status == "RUNNING":
+            return "cancel", f"job {item}: RUNNING, asked to stop at its next step (it then ends KILLED)"
+        return "report", f"job {item}: already {status}, nothing to cancel"
+    info = run_info(lab, item)
+    if info is None:
+        return "unknown", ""
+    if info["status"] != "RUNNING":
+        return "report", f"run {item}: already {info['status']}, nothing to cancel"
+    owner = owner_of(info)
+    alive = owner_alive(lab, item, owner)
+    if alive and owner is not None:
+        return "report", (f"run {item}: RUNNING in {owner.describe()} (a train/run command, not a sweep job): stop it with "
+                          f"Ctrl-C in its terminal or kill {owner.pid}; it then ends KILLED")
+    if alive:
+        return "report", f"run {item}: RUNNING in a live process (a train/run command, not a sweep job): stop that process"
+    if alive is None:
+        where = owner.host if owner else "its machine"
+        return "report", f"run {item}: RUNNING on another machine ({where}): stop it there, or run {mark} there"
+    who = owner.describe() if owner else "the process that ran it"
+    return "report", f"run {item}: RUNNING, but {who} is gone, so nothing can stop it: nothing cancelled; end it with {mark}"
 
 
 def add_sweep_commands(sub: argparse._SubParsersAction) -> None:
@@ -106,15 +167,18 @@ def add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--wait", action="store_true", help="keep waiting for new jobs instead of exiting when the queue is empty")
     s.add_argument("--max-jobs", type=int)
     s.add_argument("--no-analysis", action="store_true", help="skip the feature analysis after each run")
-    s.add_argument("--stale-seconds", type=float, default=30.0, help="heartbeat age after which a dead worker's job is requeued")
+    s.add_argument("--stale-seconds", type=float, default=30.0,
+                   help="heartbeat age after which a job of a worker on ANOTHER host is requeued (on this host: at once)")
+    s.add_argument("--nice", type=int, default=10, choices=range(0, 20), metavar="0-19",
+                   help="scheduling niceness: 10 (default) leaves the CPU to the app and your terminal; 0 competes equally")
     s.set_defaults(fn=cmd_worker)
 
     s = sub.add_parser("sweep-status", help="a sweep's jobs, leaderboard, best overall and Pareto front")
     s.add_argument("sweep_id", nargs="?")
     s.add_argument("--top", type=int, default=20)
-    s.set_defaults(fn=cmd_status)
+    s.set_defaults(fn=cmd_status, read_only=True)
 
-    s = sub.add_parser("cancel", help="cancel jobs (queued: at once; running: at the next step)")
+    s = sub.add_parser("cancel", help="cancel jobs (queued: at once; running: at the next step); says what it did per id")
     s.add_argument("job_ids", nargs="*")
     s.add_argument("--sweep")
-    s.set_defaults(fn=cmd_cancel)
+    s.set_defaults(fn=cmd_cancel, recover=False)

@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core.lab import Lab
 from db import query
-from engine.lab import Lab
 from engine.sweeps.queue import worker_alive
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +24,7 @@ _SPAWNED: list[subprocess.Popen] = []
 def live_workers(lab: Lab) -> list[str]:
     if not lab.db.exists():
         return []
-    df = query(lab.root, "SELECT worker_id, host, pid, proc_started FROM workers WHERE stopped_at IS NULL")
+    df = query(lab, "SELECT worker_id, host, pid, proc_started FROM workers WHERE stopped_at IS NULL")
     return [r.worker_id for r in df.itertuples() if worker_alive(r.host, r.pid, r.proc_started)]
 
 
@@ -37,7 +37,7 @@ def spawn_worker(lab: Lab, threads: int | None = None, analysis: bool = True, ex
     if not analysis:
         cmd.append("--no-analysis")
     log = open(logs / f"worker-{os.getpid()}-{len(list(logs.glob('worker-*.log')))}.log", "ab")
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(extra_env or {})}
+    env = {**os.environ, **(extra_env or {})}
     return subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, env=env)
 

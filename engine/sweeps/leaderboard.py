@@ -5,6 +5,8 @@ compare ("k=16, layer=2"). Per configuration:
   fvu, r2, mse, cosine, l0, dead_frac   mean over its SAEs of the in-domain held-out values
   transfer_ratio                         mean over its SAEs and the other domains of MSE(A→B)/MSE(A→A)
   score                                  mean 0–5 quality score
+  concept_coverage, probe_k1             mean ground-truth concept coverage and 1-latent probe accuracy
+                                         (and probe_k1_baseline, the model's own dims), once analysed
 The composite, in the seed's sense of reconstruction, transfer and sparsity together, on [0, 1]:
   overall = ( R²_in + 1 / transfer_ratio + (1 − L0 / d_in) ) / 3
 (each term is 1 at its ideal: perfect in-domain reconstruction, no loss on the other domain, no
@@ -16,8 +18,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from core.lab import Lab
 from db import query
-from engine.lab import Lab
 
 CONFIG_SQL = """
 WITH spl AS (
@@ -29,6 +31,7 @@ SELECT r.group_id, any_value(r.layer) AS layer, any_value(r.hook) AS hook, any_v
        avg(m.fvu) AS fvu, avg(m.r2) AS r2, avg(m.mse) AS mse, avg(m.cosine) AS cosine,
        avg(m.l0) AS l0, avg(m.dead_frac) AS dead_frac, avg(m.transfer_ratio) AS transfer_ratio,
        avg(q.score) AS score, avg(spl.ce_recovered) AS ce_recovered, avg(spl.emb_cos_sae) AS emb_cos_sae,
+       avg(m.concept_coverage) AS concept_coverage, avg(m.probe_k1) AS probe_k1, avg(m.probe_k1_baseline) AS probe_k1_baseline,
        list(r.run_id ORDER BY r.train_domain) AS run_ids
 FROM runs r JOIN run_metrics m USING (run_id) LEFT JOIN spl USING (run_id)
      LEFT JOIN quality_scores q USING (run_id)
@@ -39,7 +42,7 @@ GROUP BY r.group_id
 
 def configurations(lab: Lab, sweep_id: str | None = None) -> pd.DataFrame:
     where, params = ("AND r.sweep_id = ?", [sweep_id]) if sweep_id else ("", [])
-    df = query(lab.root, CONFIG_SQL.format(where=where), params)
+    df = query(lab, CONFIG_SQL.format(where=where), params)
     if df.empty:
         return df
     df["overall"] = (df["r2"] + 1 / df["transfer_ratio"].fillna(1.0) + (1 - df["l0"] / df["d_in"].clip(lower=1))) / 3

@@ -1,9 +1,13 @@
 """The job queue in DuckDB: enqueue a sweep, claim jobs, report progress, cancel, recover.
 
 Exactly-once claiming needs no extra machinery: a claim is one write transaction, and DuckDB lets
-one process write at a time. A job is "interrupted" when its worker's heartbeat is stale *and*,
-on the same host, that worker's process is gone (pid + start time), so a live worker that merely
-waited on a busy database is never mistaken for a dead one.
+one process write at a time. A RUNNING job is "interrupted" when its worker is gone:
+- on this host, the OS answers at once (pid + process start time, so a reused pid is not mistaken
+  for the worker): no staleness wait, so a worker started a second after a crash recovers the job;
+- on another host we cannot ask the OS, so the worker's heartbeat decides (stale after
+  ``stale_seconds``); a live worker that merely waits on a busy database keeps beating.
+A requeue is conditioned on the job still belonging to the worker found gone, so two workers that
+both saw the same dead owner cannot requeue a job that one of them has already claimed again.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import psutil
+import pyarrow as pa
 
-from db import Op, query, transaction, utcnow, write_now
+from core.errors import LabError
+from core.lab import Lab
+from db import Op, query, query_rows, transaction, utcnow, write_now
+from engine.artifacts import check_against_model
 from engine.collection.models import resolve_model
-from engine.errors import LabError
-from engine.lab import Lab
-from engine.runs import RunSpec, check_against_model, plan_runs
+from engine.runs import RunSpec, plan_runs
 from engine.sweeps.spec import PARAMETERS, SweepSpec, expand
 
 STALE_SECONDS = 30.0
@@ -59,16 +65,17 @@ def enqueue_sweep(lab: Lab, spec: SweepSpec) -> tuple[str, list[RunSpec]]:
     """Validate, then write the sweep and all its jobs in one transaction."""
     sweep_id, runs = plan_sweep(spec)
     now = utcnow()
-    with transaction(lab.root) as con:
+    with transaction(lab) as con:
         seq0 = con.execute("SELECT coalesce(max(seq), 0) FROM jobs").fetchall()[0][0]
         con.execute(
             "INSERT INTO sweeps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [sweep_id, spec.name, spec.method, spec.metric_name(), spec.goal(), spec.run_cap, spec.to_json(), len(runs), now],
         )
-        rows = [[r.run_id, sweep_id, seq0 + i + 1, "QUEUED", json.dumps(r.to_dict()), job_label(r, spec), now] for i, r in enumerate(runs)]
-        import pyarrow as pa
+        rows = [[r.run_id, sweep_id, seq0 + i + 1, "QUEUED", json.dumps(r.to_dict()), job_label(r, spec), now]
+                for i, r in enumerate(runs)]
 
-        table = pa.table({k: [row[i] for row in rows] for i, k in enumerate(["job_id", "sweep_id", "seq", "status", "spec", "label", "enqueued_at"])})
+        table = pa.table({k: [row[i] for row in rows] for i, k in enumerate(["job_id", "sweep_id", "seq", "status", "spec",
+                                                                             "label", "enqueued_at"])})
         con.register("new_jobs", table)
         con.execute("INSERT INTO jobs (job_id, sweep_id, seq, status, spec, label, enqueued_at) SELECT * FROM new_jobs")
         con.unregister("new_jobs")
@@ -84,7 +91,7 @@ def job_label(run: RunSpec, spec: SweepSpec | None = None) -> str:
 def enqueue_runs(lab: Lab, runs: list[RunSpec]) -> None:
     """Queue single runs (e.g. the app's 'run this config') without a sweep."""
     now = utcnow()
-    with transaction(lab.root) as con:
+    with transaction(lab) as con:
         seq0 = con.execute("SELECT coalesce(max(seq), 0) FROM jobs").fetchall()[0][0]
         for i, r in enumerate(runs):
             con.execute(
@@ -104,12 +111,13 @@ class WorkerIdentity:
     @classmethod
     def current(cls) -> "WorkerIdentity":
         pid = os.getpid()
-        return cls(f"w-{socket.gethostname()}-{pid}-{secrets.token_hex(2)}", socket.gethostname(), pid, psutil.Process(pid).create_time())
+        return cls(f"w-{socket.gethostname()}-{pid}-{secrets.token_hex(2)}", socket.gethostname(), pid,
+                   psutil.Process(pid).create_time())
 
 
 def register_worker(lab: Lab, me: WorkerIdentity) -> None:
     now = utcnow()
-    write_now(lab.root, [Op("insert", "workers", ["worker_id", "host", "pid", "proc_started", "started_at", "heartbeat_at"],
+    write_now(lab, [Op("insert", "workers", ["worker_id", "host", "pid", "proc_started", "started_at", "heartbeat_at"],
                             [[me.worker_id, me.host, me.pid, me.proc_started, now, now]], on_conflict="replace")])
 
 
@@ -119,46 +127,80 @@ def worker_alive(host: str, pid: int, proc_started: float | None) -> bool:
         return True
     try:
         p = psutil.Process(int(pid))
+        if p.status() == psutil.STATUS_ZOMBIE:  # killed, not yet reaped by its parent (e.g. the app)
+            return False
         return proc_started is None or abs(p.create_time() - float(proc_started)) < 1.0
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError, TypeError):
         return False
 
 
-def interrupted_jobs(lab: Lab, stale_seconds: float = STALE_SECONDS) -> list[str]:
-    """RUNNING jobs whose worker is gone."""
-    df = query(
-        lab.root,
-        """SELECT j.job_id, w.host, w.pid, w.proc_started, w.heartbeat_at, w.stopped_at
+@dataclass(frozen=True)
+class OwnedJob:
+    """A RUNNING job and the worker that claimed it (None when the worker row is missing)."""
+
+    job_id: str
+    worker_id: str | None
+    host: str | None
+    heartbeat_age: float | None  # seconds since the owner's last heartbeat
+
+
+def _running_jobs(lab: Lab) -> tuple[list[OwnedJob], set[str]]:
+    """RUNNING jobs with their owners, and the ids of those whose owner is gone."""
+    rows = query_rows(
+        lab,
+        """SELECT j.job_id, j.worker_id, w.host, w.pid, w.proc_started, w.heartbeat_at, w.stopped_at IS NOT NULL
            FROM jobs j LEFT JOIN workers w ON j.worker_id = w.worker_id WHERE j.status = 'RUNNING'""",
     )
-    out = []
     now = utcnow()
-    for r in df.itertuples():
-        if r.host is None or (isinstance(r.host, float)):
-            out.append(r.job_id)
-            continue
-        stale = r.heartbeat_at is None or (now - r.heartbeat_at.to_pydatetime()).total_seconds() > stale_seconds
-        stopped = r.stopped_at is not None and str(r.stopped_at) != "NaT"
-        if stopped or (stale and not worker_alive(r.host, r.pid, r.proc_started)):
-            out.append(r.job_id)
-    return out
+    jobs, gone = [], set()
+    for job_id, worker_id, host, pid, proc_started, heartbeat_at, stopped in rows:
+        age = None if heartbeat_at is None else (now - heartbeat_at).total_seconds()
+        jobs.append(OwnedJob(job_id, worker_id, host, age))
+        if host is None or stopped or (host == socket.gethostname() and not worker_alive(host, pid, proc_started)):
+            gone.add(job_id)
+    return jobs, gone
 
 
-def requeue_interrupted(lab: Lab, stale_seconds: float = STALE_SECONDS) -> list[str]:
-    """Put interrupted jobs back at the head of the queue; their runs resume from the last checkpoint."""
-    ids = interrupted_jobs(lab, stale_seconds)
-    if ids:
-        with transaction(lab.root) as con:
-            for jid in ids:
-                con.execute(
-                    "UPDATE jobs SET status = 'QUEUED', worker_id = NULL, phase = 'interrupted' WHERE job_id = ? AND status = 'RUNNING'",
-                    [jid],
-                )
-    return ids
+def interrupted_jobs(lab: Lab, stale_seconds: float = STALE_SECONDS) -> list[OwnedJob]:
+    """RUNNING jobs whose worker is gone: at once on this host, after ``stale_seconds`` elsewhere."""
+    jobs, gone = _running_jobs(lab)
+    return [j for j in jobs if j.job_id in gone or (j.host != socket.gethostname()
+                                                     and (j.heartbeat_age is None or j.heartbeat_age > stale_seconds))]
+
+
+def jobs_awaiting_verdict(lab: Lab, stale_seconds: float = STALE_SECONDS, beat_seconds: float = 2.0) -> list[OwnedJob]:
+    """RUNNING jobs on other hosts whose owner has missed heartbeats but is not yet stale.
+
+    Such an owner may have died; a worker about to exit waits for the verdict (a fresh beat, or
+    staleness and a requeue) instead of leaving a job that nobody will recover."""
+    jobs, gone = _running_jobs(lab)
+    return [j for j in jobs if j.job_id not in gone and j.host != socket.gethostname()
+            and j.heartbeat_age is not None and 3 * beat_seconds < j.heartbeat_age <= stale_seconds]
+
+
+def requeue_interrupted(lab: Lab, stale_seconds: float = STALE_SECONDS, found: list[OwnedJob] | None = None) -> list[str]:
+    """Put interrupted jobs back at the head of the queue; their runs resume from the last checkpoint.
+
+    ``found`` is what a look at the queue saw (by default, a look now); it may be out of date by the
+    time the write runs, which the write allows for."""
+    found = interrupted_jobs(lab, stale_seconds) if found is None else found
+    requeued: list[str] = []
+    if found:
+        with transaction(lab) as con:
+            for job in found:
+                # Only if it still belongs to the owner found gone: another worker may have requeued and
+                # claimed it since we looked.
+                hit = con.execute(
+                    "UPDATE jobs SET status = 'QUEUED', worker_id = NULL, phase = 'interrupted' "
+                    "WHERE job_id = ? AND status = 'RUNNING' AND worker_id IS NOT DISTINCT FROM ? RETURNING job_id",
+                    [job.job_id, job.worker_id],
+                ).fetchall()
+                requeued.extend(r[0] for r in hit)
+    return requeued
 
 
 def claim_next(lab: Lab, me: WorkerIdentity) -> RunSpec | None:
-    with transaction(lab.root) as con:
+    with transaction(lab) as con:
         row = con.execute(
             "SELECT job_id, spec FROM jobs WHERE status = 'QUEUED' AND NOT cancel_requested ORDER BY seq LIMIT 1"
         ).fetchall()
@@ -167,7 +209,8 @@ def claim_next(lab: Lab, me: WorkerIdentity) -> RunSpec | None:
         row = row[0]
         now = utcnow()
         con.execute(
-            "UPDATE jobs SET status = 'RUNNING', worker_id = ?, claimed_at = ?, attempts = attempts + 1, phase = 'collect', progress_at = ? WHERE job_id = ?",
+            "UPDATE jobs SET status = 'RUNNING', worker_id = ?, claimed_at = ?, attempts = attempts + 1, phase = 'collect', "
+            "progress_at = ? WHERE job_id = ?",
             [me.worker_id, now, now, row[0]],
         )
         con.execute("UPDATE workers SET current_job = ?, heartbeat_at = ? WHERE worker_id = ?", [row[0], now, me.worker_id])
@@ -178,26 +221,27 @@ def cancel_queued_and_flag_running(lab: Lab, job_ids: list[str] | None = None, s
     """Queued jobs are marked KILLED at once; running ones get a cancel request (stopped at the next step)."""
     cond, params = ("job_id IN (SELECT unnest(?))", [job_ids]) if job_ids else ("sweep_id = ?", [sweep_id])
     now = utcnow()
-    with transaction(lab.root) as con:
+    with transaction(lab) as con:
         n = con.execute(f"SELECT count(*) FROM jobs WHERE {cond} AND status IN ('QUEUED', 'RUNNING')", params).fetchall()[0][0]
-        con.execute(f"UPDATE jobs SET status = 'KILLED', cancel_requested = true, finished_at = ?, error = 'cancelled before start' WHERE {cond} AND status = 'QUEUED'", [now, *params])
+        con.execute("UPDATE jobs SET status = 'KILLED', cancel_requested = true, finished_at = ?, error = 'cancelled before "
+                    f"start' WHERE {cond} AND status = 'QUEUED'", [now, *params])
         con.execute(f"UPDATE jobs SET cancel_requested = true WHERE {cond} AND status = 'RUNNING'", params)
     return int(n)
 
 
 def queue_counts(lab: Lab) -> dict[str, int]:
-    df = query(lab.root, "SELECT status, count(*) AS n FROM jobs GROUP BY status")
+    df = query(lab, "SELECT status, count(*) AS n FROM jobs GROUP BY status")
     return {r.status: int(r.n) for r in df.itertuples()}
 
 
 def job_statuses(lab: Lab, sweep_id: str | None = None, stale_seconds: float = STALE_SECONDS) -> Any:
     """Jobs with INTERRUPTED shown for RUNNING jobs whose worker is gone."""
     df = query(
-        lab.root,
+        lab,
         "SELECT * FROM jobs" + (" WHERE sweep_id = ?" if sweep_id else "") + " ORDER BY seq",
         [sweep_id] if sweep_id else None,
     )
-    gone = set(interrupted_jobs(lab, stale_seconds)) if (df["status"] == "RUNNING").any() else set()
+    gone = {j.job_id for j in interrupted_jobs(lab, stale_seconds)} if (df["status"] == "RUNNING").any() else set()
     df["shown_status"] = [("INTERRUPTED" if j in gone else s) for j, s in zip(df["job_id"], df["status"])]
     return df
 

@@ -8,14 +8,17 @@ including against the model's layer count — before anything is enqueued.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from engine.config import ARCHITECTURES, ExperimentConfig, build_config
-from engine.config_base import ConfigBase, apply_override
-from engine.errors import LabError
+from core.config_base import ConfigBase, apply_override
+from core.config_bounds import bounded, check_value, field_check, seed_field
+from core.errors import LabError
+from engine.config import ARCHITECTURES, ExperimentConfig, build_config, load_config_file
 
 # Sweep parameter -> config key (the names researchers use, as in the seeds).
 PARAMETERS: dict[str, str] = {
@@ -50,6 +53,8 @@ METRICS: dict[str, str] = {
     "score": "maximize",
     "ce_recovered": "maximize",
     "emb_cos_sae": "maximize",
+    "concept_coverage": "maximize",  # share of ground-truth concepts with a latent at held-out F1 >= 0.8
+    "probe_k1": "maximize",  # mean held-out accuracy of 1-latent concept probes
 }
 
 
@@ -59,8 +64,8 @@ class SweepSpec(ConfigBase):
     method: Literal["grid", "random"] = "grid"
     parameters: dict[str, Any] = field(default_factory=dict)
     metric: dict[str, Any] = field(default_factory=lambda: {"name": "overall", "goal": "maximize"})
-    run_cap: int | None = None
-    seed: int = 0
+    run_cap: int | None = bounded(None, ge=1, le=100_000)  # most jobs; None: the whole grid (random: 10)
+    seed: int = seed_field(0)
     base: dict[str, Any] = field(default_factory=dict)  # experiment settings shared by every job
 
     def metric_name(self) -> str:
@@ -87,10 +92,29 @@ def _values(name: str, spec: Any) -> list[Any] | dict[str, Any]:
     return spec
 
 
+def check_range(name: str, r: dict[str, Any]) -> None:
+    """A random range's min and max must themselves be allowed values of the setting they sample,
+    so a sweep is refused as written, not only when an unlucky draw lands out of range."""
+    lo, hi = r["min"], r["max"]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi))
+    if not numeric or not lo <= hi:  # NaN fails lo <= hi too
+        raise LabError(f"sweep parameter '{name}' range must have numeric min <= max, got min {lo!r}, max {hi!r}")
+    found = field_check(ExperimentConfig, PARAMETERS[name].split("."))
+    if found is None:
+        raise LabError(f"sweep parameter '{name}' is not numeric: give it a list of values, not a range")
+    checked, field_name = found
+    for end, v in (("min", lo), ("max", hi)):
+        if checked.integer and isinstance(v, float) and not v.is_integer():
+            raise LabError(f"sweep parameter '{name}' range {end} = {v!r} must be a whole number: {field_name} takes whole "
+                           "numbers")
+        try:
+            check_value("config", PARAMETERS[name], int(v) if checked.integer else v, checked, field_name)
+        except LabError as e:
+            raise LabError(f"sweep parameter '{name}' range {end} is invalid: {e}") from None
+
+
 def _sample_range(name: str, r: dict[str, Any], rng: random.Random) -> Any:
     lo, hi = r["min"], r["max"]
-    if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float))) or lo > hi:
-        raise LabError(f"sweep parameter '{name}' range must have numeric min <= max")
     if r.get("distribution") == "log_uniform":
         if lo <= 0:
             raise LabError(f"sweep parameter '{name}': log_uniform needs min > 0")
@@ -102,8 +126,7 @@ def _sample_range(name: str, r: dict[str, Any], rng: random.Random) -> Any:
 
 def expand(spec: SweepSpec) -> list[ExperimentConfig]:
     """All experiment configurations of the sweep (validated), in queue order."""
-    if spec.run_cap is not None and spec.run_cap < 1:
-        raise LabError(f"run_cap = {spec.run_cap} must be at least 1 (or omitted for the whole grid)")
+    spec.check_bounds("sweep")
     if spec.metric_name() not in METRICS:
         raise LabError(f"unknown sweep metric '{spec.metric_name()}': use one of {', '.join(METRICS)}")
     if spec.goal() not in ("minimize", "maximize"):
@@ -122,10 +145,14 @@ def expand(spec: SweepSpec) -> list[ExperimentConfig]:
         names = list(values)
         combos = [dict(zip(names, c)) for c in itertools.product(*(values[n] for n in names))]
     else:
+        for name, v in values.items():
+            if isinstance(v, dict):
+                check_range(name, v)
         n = spec.run_cap or 10
         combos = []
         for _ in range(n):
-            combos.append({name: (_sample_range(name, v, rng) if isinstance(v, dict) else rng.choice(v)) for name, v in values.items()})
+            combos.append({name: (_sample_range(name, v, rng) if isinstance(v, dict) else rng.choice(v))
+                           for name, v in values.items()})
     configs: list[ExperimentConfig] = []
     seen = set()
     for combo in combos:
@@ -154,14 +181,13 @@ def _short(v: Any) -> str:
 
 
 def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
-    import json
-
     return json.loads(json.dumps(d))
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Seed 000, Experiment 1: which layer gives the best reconstruction / transfer balance?
-    "layer-sweep": {"name": "layer-sweep", "parameters": {"layer": [0, 1, 2, 3, 4, 5]}, "base": {"sae": {"k": 16, "d_sae": 2048}}},
+    "layer-sweep": {"name": "layer-sweep", "parameters": {"layer": [0, 1, 2, 3, 4, 5]},
+                    "base": {"sae": {"k": 16, "d_sae": 2048}}},
     # Seed 000, Experiment 2: top-k at d_sae 2048 on layer 2.
     "topk-sweep": {"name": "topk-sweep", "parameters": {"k": [48, 24, 16]}, "base": {"layer": 2, "sae": {"d_sae": 2048}}},
     # Every layer x k in {48, 24, 16}: 6 x 3 x 2 training domains = 36 SAEs, 4 epochs each (not 6)
@@ -177,10 +203,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def load_spec(source: str | dict[str, Any]) -> SweepSpec:
     """A preset name, a JSON/TOML file path, or a dict."""
-    from pathlib import Path
-
-    from engine.config import load_config_file
-
     if isinstance(source, dict):
         data = source
     elif source in PRESETS:

@@ -15,11 +15,20 @@ from typing import Callable
 
 import torch
 
-from db import query, replay_spools, transaction, utcnow
-from engine.errors import LabBusyError, LabError
-from engine.lab import Lab
+from core.errors import LabBusyError, LabError, first_line
+from core.lab import Lab
+from db import ensure_schema, query, replay_spools, transaction, utcnow
+from engine.analysis.analyze import analyze_after_training
+from engine.pipeline import run_locally
 from engine.runs import RunSpec
-from engine.sweeps.queue import STALE_SECONDS, WorkerIdentity, claim_next, register_worker, requeue_interrupted
+from engine.sweeps.queue import (
+    STALE_SECONDS,
+    WorkerIdentity,
+    claim_next,
+    jobs_awaiting_verdict,
+    register_worker,
+    requeue_interrupted,
+)
 from engine.training.trainer import TrainingCancelled
 
 
@@ -34,7 +43,7 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self.stopping.wait(self.every):
             try:
-                with transaction(self.lab.root, wait_seconds=self.every) as con:
+                with transaction(self.lab, wait_seconds=self.every) as con:
                     con.execute("UPDATE workers SET heartbeat_at = ? WHERE worker_id = ?", [utcnow(), self.me.worker_id])
             except (LabBusyError, LabError):
                 continue  # the database is busy; liveness is also checked by pid
@@ -54,7 +63,7 @@ class JobReporter:
     def _write(self, sets: dict, wait: float) -> None:
         cols = ", ".join(f"{k} = ?" for k in sets)
         try:
-            with transaction(self.lab.root, wait_seconds=wait) as con:
+            with transaction(self.lab, wait_seconds=wait) as con:
                 con.execute(f"UPDATE jobs SET {cols}, progress_at = ? WHERE job_id = ?", [*sets.values(), utcnow(), self.job_id])
         except LabBusyError:
             pass  # live state is ephemeral: the next update carries fresher values
@@ -83,7 +92,7 @@ class JobReporter:
         if not self.cancelled and now - self.last_cancel_check >= self.every:
             self.last_cancel_check = now
             try:
-                rows = query(self.lab.root, "SELECT cancel_requested FROM jobs WHERE job_id = ?", [self.job_id], wait_seconds=0.5)
+                rows = query(self.lab, "SELECT cancel_requested FROM jobs WHERE job_id = ?", [self.job_id], wait_seconds=0.5)
                 self.cancelled = bool(len(rows) and rows.iloc[0, 0])
             except LabBusyError:
                 pass
@@ -91,7 +100,7 @@ class JobReporter:
 
 
 def finish_job(lab: Lab, job_id: str, status: str, error: str | None = None) -> None:
-    with transaction(lab.root, wait_seconds=60) as con:
+    with transaction(lab, wait_seconds=60) as con:
         con.execute(
             "UPDATE jobs SET status = ?, finished_at = ?, error = ?, phase = ?, eta_seconds = NULL WHERE job_id = ?",
             [status, utcnow(), error, "done" if status == "FINISHED" else status.lower(), job_id],
@@ -100,21 +109,17 @@ def finish_job(lab: Lab, job_id: str, status: str, error: str | None = None) -> 
 
 
 def run_is_finished(lab: Lab, run_id: str) -> bool:
-    rows = query(lab.root, "SELECT status FROM runs WHERE run_id = ?", [run_id])
+    rows = query(lab, "SELECT status FROM runs WHERE run_id = ?", [run_id])
     return bool(len(rows)) and rows.iloc[0, 0] == "FINISHED"
 
 
 def analyze(lab: Lab, run_id: str) -> None:
     """A failed analysis warns (and can be redone with `engine analyze`); it does not fail the job."""
-    from engine.analysis.analyze import analyze_after_training
-
     analyze_after_training(lab, run_id)
 
 
 def execute_job(lab: Lab, spec: RunSpec, reporter: JobReporter, progress: bool = False, analysis: bool = True) -> None:
     """One job: train + evaluate (resuming from a checkpoint if one exists), then analyse."""
-    from engine.pipeline import run_locally
-
     if not run_is_finished(lab, spec.run_id):
         run_locally(spec, lab, progress=progress, should_stop=reporter.should_stop, extra_log=reporter.on_log,
                     on_start=reporter.on_start, on_phase=reporter.phase)
@@ -126,38 +131,35 @@ def execute_job(lab: Lab, spec: RunSpec, reporter: JobReporter, progress: bool =
 class Worker:
     def __init__(self, lab: Lab, threads: int | None = None, stale_seconds: float = STALE_SECONDS,
                  heartbeat_seconds: float = 2.0, progress: bool = False, analysis: bool = True,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, niceness: int = 10):
         self.lab, self.stale_seconds = lab, stale_seconds
         self.heartbeat_seconds, self.progress, self.analysis, self.log = heartbeat_seconds, progress, analysis, log
         if threads:
             torch.set_num_threads(threads)
         try:
-            os.nice(10)  # batch work: the app (and the researcher's terminal) keep the CPU when they need it
+            os.nice(niceness)  # batch work: the app (and the researcher's terminal) keep the CPU when they need it
         except OSError:
             pass
         self.me = WorkerIdentity.current()
 
     def run(self, wait: bool = False, poll_seconds: float = 2.0, max_jobs: int | None = None) -> int:
         """Work until the queue is empty (or forever with ``wait``); returns the number of jobs run."""
-        from db import ensure_schema
-
-        ensure_schema(self.lab.root)
+        ensure_schema(self.lab)
         register_worker(self.lab, self.me)
         beat = Heartbeat(self.lab, self.me, self.heartbeat_seconds)
         beat.start()
         done = 0
         try:
-            replay_spools(self.lab.root)
-            for jid in requeue_interrupted(self.lab, self.stale_seconds):
-                self.log(f"job {jid} was interrupted: requeued, it resumes from its last checkpoint")
+            replay_spools(self.lab)
             while max_jobs is None or done < max_jobs:
+                self.recover()  # whenever it looks for work: a crashed worker's job comes first again
                 spec = claim_next(self.lab, self.me)
                 if spec is None:
+                    if self.recover() or self.awaiting_verdict():
+                        continue  # a job it could recover remains: it does not exit before that is settled
                     if not wait:
                         break
                     time.sleep(poll_seconds)
-                    for jid in requeue_interrupted(self.lab, self.stale_seconds):
-                        self.log(f"job {jid} was interrupted: requeued")
                     continue
                 self.log(f"{self.me.worker_id}: running job {spec.run_id} ({spec.name})")
                 reporter = JobReporter(self.lab, spec.run_id)
@@ -171,7 +173,7 @@ class Worker:
                     finish_job(self.lab, spec.run_id, "KILLED", "worker stopped (SIGTERM / Ctrl-C)")
                     raise
                 except Exception as e:  # one failed job does not stop the queue
-                    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    msg = first_line(e)
                     finish_job(self.lab, spec.run_id, "FAILED", f"{type(e).__name__}: {msg}"[:500])
                     self.log(f"job {spec.run_id}: FAILED: {msg}")
                 done += 1
@@ -179,8 +181,23 @@ class Worker:
             beat.stopping.set()
             beat.join(timeout=5)
             try:
-                with transaction(self.lab.root, wait_seconds=30) as con:
-                    con.execute("UPDATE workers SET stopped_at = ?, current_job = NULL WHERE worker_id = ?", [utcnow(), self.me.worker_id])
+                with transaction(self.lab, wait_seconds=30) as con:
+                    con.execute("UPDATE workers SET stopped_at = ?, current_job = NULL WHERE worker_id = ?",
+                                [utcnow(), self.me.worker_id])
             except LabError:
                 pass
         return done
+
+    def recover(self) -> list[str]:
+        """Requeue the jobs of workers that are gone; they resume from their last checkpoint."""
+        ids = requeue_interrupted(self.lab, self.stale_seconds)
+        for jid in ids:
+            self.log(f"job {jid} was interrupted: requeued, it resumes from its last checkpoint")
+        return ids
+
+    def awaiting_verdict(self) -> bool:
+        """True (after a pause) while a job on another host has an owner that missed its heartbeats."""
+        if not jobs_awaiting_verdict(self.lab, self.stale_seconds, self.heartbeat_seconds):
+            return False
+        time.sleep(self.heartbeat_seconds)
+        return True

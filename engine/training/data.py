@@ -61,7 +61,8 @@ class ShuffledBatches:
             # What no full batch took: the carry plus the whole chunk when it filled no batch.
             carry = np.concatenate([carry, chunk[order]]) if n_full == 0 else chunk[order[n_full * B - len(carry) :]]
 
-    def iterate(self, start_step: int, total_steps: int, device: torch.device, scale: float = 1.0) -> Iterator[tuple[int, torch.Tensor]]:
+    def iterate(self, start_step: int, total_steps: int, device: torch.device,
+                scale: float = 1.0) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield (step, batch × scale) for steps start_step .. total_steps-1."""
         step = start_step
         bpe = max(self.batches_per_epoch, 1)

@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from engine.errors import LabError
+from core.errors import LabError, first_line, writing_to
 from engine.training import architectures
+from engine.training.sparse_ops import row_offsets
 
 
 @dataclass
@@ -88,10 +91,6 @@ class SparseAutoencoder(nn.Module):
         return self.encode_sparse(x).dense(self.d_sae)
 
     def decode_sparse(self, code: SparseCode) -> torch.Tensor:
-        import torch.nn.functional as F
-
-        from engine.training.sparse_ops import row_offsets
-
         offsets = row_offsets(code.rows, code.batch)
         out = F.embedding_bag(code.cols, self.W_dec, offsets[:-1], mode="sum", per_sample_weights=code.vals)
         return (out + self.b_dec) / self.input_scale
@@ -136,12 +135,15 @@ class SparseAutoencoder(nn.Module):
         folder = Path(folder)
         tmp = folder.with_name(folder.name + ".partial")
         tmp.mkdir(parents=True, exist_ok=True)
-        save_file(self.folded_tensors(), str(tmp / "sae_weights.safetensors"))
-        lab_meta = {**metadata, "lab_architecture": self.architecture, "k": self.k, "lab_options": self.arch.options}
-        (tmp / "cfg.json").write_text(json.dumps(self.saelens_cfg(lab_meta), indent=2))
+        try:
+            with writing_to(tmp):  # a full disk: one DiskFullError, not safetensors' serializing error
+                save_file(self.folded_tensors(), str(tmp / "sae_weights.safetensors"))
+                lab_meta = {**metadata, "lab_architecture": self.architecture, "k": self.k, "lab_options": self.arch.options}
+                (tmp / "cfg.json").write_text(json.dumps(self.saelens_cfg(lab_meta), indent=2))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if folder.exists():
-            import shutil
-
             shutil.rmtree(folder)
         tmp.rename(folder)
 
@@ -151,13 +153,33 @@ class SparseAutoencoder(nn.Module):
         folder = Path(folder)
         try:
             cfg = json.loads((folder / "cfg.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise LabError(f"cannot read {folder / 'cfg.json'} ({first_line(e)}): "
+                           "it needs cfg.json and sae_weights.safetensors") from None
+        try:
             tensors = load_file(str(folder / "sae_weights.safetensors"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise LabError(f"cannot read the SAE in {folder} ({e}): it needs cfg.json and sae_weights.safetensors") from None
+        except Exception as e:  # OSError, or safetensors' own error for a truncated or garbled file
+            raise LabError(f"cannot read {folder / 'sae_weights.safetensors'} ({first_line(e)}): the file is missing, truncated "
+                           "or not safetensors") from None
+        if not isinstance(cfg, dict):
+            raise LabError(f"{folder / 'cfg.json'} is not a JSON object: it holds the SAE's d_in, d_sae and architecture")
         meta = cfg.get("metadata") or {}
-        arch = meta.get("lab_architecture") or architectures.from_saelens(str(cfg.get("architecture", "")), meta.get("training_architecture")).name
-        k = int(meta.get("k") or cfg.get("k") or 1)  # the lab's own k first: an architecture may save another
-        sae = cls(int(cfg["d_in"]), int(cfg["d_sae"]), arch, min(k, int(cfg["d_sae"])), meta.get("lab_options"))
+        arch = meta.get("lab_architecture") or architectures.from_saelens(str(cfg.get("architecture", "")),
+                                                                          meta.get("training_architecture")).name
+        try:
+            d_in, d_sae, k = int(cfg["d_in"]), int(cfg["d_sae"]), int(meta.get("k") or cfg.get("k") or 1)  # the lab's own k first
+        except (KeyError, TypeError, ValueError) as e:
+            raise LabError(f"{folder / 'cfg.json'} lacks a valid {first_line(e)}: "
+                           "it needs whole numbers d_in and d_sae") from None
+        expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
+        for name, shape in expected.items():
+            got = tuple(tensors[name].shape) if name in tensors else None
+            if got != shape:
+                held = "no " + name if got is None else f"{name} of shape {list(got)}"
+                raise LabError(f"{folder / 'cfg.json'} says d_in = {d_in}, d_sae = {d_sae}, but sae_weights.safetensors holds "
+                               f"{held} "
+                               f"(expected {list(shape)}): the two files do not belong together")
+        sae = cls(d_in, d_sae, arch, min(k, d_sae), meta.get("lab_options"))
         with torch.no_grad():
             sae.W_enc_rows.copy_(tensors["W_enc"].t())
             for name in ("b_enc", "W_dec", "b_dec"):
@@ -170,3 +192,4 @@ def auto_lr(d_sae: int, base: float = 2e-4) -> float:
     """dictionary_learning / sparsify's 2e-4 / sqrt(d_sae / 2^14), times 8 for the lab's small budgets
     (hundreds, not tens of thousands, of steps: 4.5e-3 at d_sae 2048, tuned on held-out FVU, README)."""
     return 8 * base / math.sqrt(d_sae / 2**14)
+

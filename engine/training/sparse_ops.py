@@ -76,7 +76,7 @@ class SparseEncodeGrad(torch.autograd.Function):
     autograd), evaluated only at the selected (b, j)."""
 
     @staticmethod
-    def forward(ctx, pre_vals, xc, W_enc_rows, b_enc, b_dec, pattern: Pattern):  # noqa: D401
+    def forward(ctx, pre_vals, xc, W_enc_rows, b_enc, b_dec, pattern: Pattern):
         ctx.pattern = pattern
         ctx.save_for_backward(xc, W_enc_rows)
         return pre_vals.clone()
@@ -116,7 +116,8 @@ class SparseDecode(torch.autograd.Function):
         g = g.contiguous()
         grad_vals = grad_W = None
         if ctx.needs_input_grad[0]:
-            csr = torch.sparse_csr_tensor(p.row_offsets, p.cols, torch.zeros_like(vals), (p.batch, p.d_sae), check_invariants=False)
+            csr = torch.sparse_csr_tensor(p.row_offsets, p.cols, torch.zeros_like(vals), (p.batch, p.d_sae),
+                                          check_invariants=False)
             grad_vals = torch.sparse.sampled_addmm(csr, g, W_dec.t(), beta=0.0).values()
         if ctx.needs_input_grad[1]:
             grad_W = _per_latent_sum(p, vals, g)

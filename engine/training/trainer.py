@@ -30,11 +30,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from core.errors import writing_to
 from engine.config import SAEConfig, TrainConfig
 from engine.device import cpu_has_fast_bf16
+from engine.training import architectures
+from engine.training.architectures import StepStats
 from engine.training.data import ShuffledBatches
 from engine.training.sae import SparseAutoencoder, auto_lr
-from engine.training.architectures import StepStats
 from engine.training.sparse_ops import SparseEncodeGrad, make_pattern, row_offsets, select_masked_topk, sparse_decode
 
 
@@ -102,7 +104,8 @@ class Trainer:
         groups: dict[float, list[torch.nn.Parameter]] = {}
         for name, p in sae.named_parameters():
             groups.setdefault(float(scales.get(name, 1.0)), []).append(p)
-        self.opt = torch.optim.Adam([{"params": ps, "lr_scale": sc} for sc, ps in groups.items()], lr=self.lr, betas=(0.9, 0.999), fused=fused)
+        self.opt = torch.optim.Adam([{"params": ps, "lr_scale": sc} for sc, ps in groups.items()], lr=self.lr,
+                                    betas=(0.9, 0.999), fused=fused)
         self.step = 0
         self.tokens_since_fired = torch.zeros(sae.d_sae, dtype=torch.long, device=device)
         self._buffers: dict[str, torch.Tensor] = {}
@@ -159,9 +162,14 @@ class Trainer:
             "total_steps": self.total_steps,
         }
         tmp = self.checkpoint_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        try:
+            with writing_to(tmp):  # a full disk: one DiskFullError, not torch's "unexpected pos"
+                torch.save(state, tmp)
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, self.checkpoint_path)
         if self.hooks.on_checkpoint:
             self.hooks.on_checkpoint(self.step)
@@ -185,7 +193,8 @@ class Trainer:
 
     def _exact_pre(self, xc: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """fp32 pre-activations at the selected entries (after a bf16 selection)."""
-        pattern = torch.sparse_csr_tensor(row_offsets(rows, xc.shape[0]), cols, torch.zeros(len(cols), device=xc.device), (xc.shape[0], self.sae.d_sae), check_invariants=False)
+        pattern = torch.sparse_csr_tensor(row_offsets(rows, xc.shape[0]), cols, torch.zeros(len(cols), device=xc.device),
+                                          (xc.shape[0], self.sae.d_sae), check_invariants=False)
         return torch.sparse.sampled_addmm(pattern, xc, self.sae.W_enc_rows.t(), beta=0.0).values() + self.sae.b_enc[cols]
 
     def train_step(self, x: torch.Tensor, lr: float, want_metrics: bool = True) -> dict[str, float]:
@@ -307,7 +316,8 @@ class Trainer:
                 now = time.perf_counter()
                 metrics["tokens_per_s"] = window_tokens / max(now - window_t, 1e-9)
                 window_t, window_tokens = now, 0
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", fvu=f"{metrics['fvu']:.3f}", l0=f"{metrics['l0']:.1f}", dead=f"{metrics['dead_frac']:.2f}")
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", fvu=f"{metrics['fvu']:.3f}", l0=f"{metrics['l0']:.1f}",
+                                dead=f"{metrics['dead_frac']:.2f}")
                 if self.hooks.on_log:
                     self.hooks.on_log(self.step, self.step * B, metrics)
             if self.checkpoint_path and time.monotonic() - last_ckpt >= self.cfg.checkpoint_every_seconds:
@@ -323,10 +333,9 @@ class Trainer:
         return TrainResult(self.step, self.step * B, seconds, trained / max(seconds, 1e-9), metrics, resumed_from)
 
 
-def init_sae_from_store_stats(d_in: int, sae_cfg: SAEConfig, mean: np.ndarray, mean_sq_norm: float, seed: int) -> SparseAutoencoder:
+def init_sae_from_store_stats(d_in: int, sae_cfg: SAEConfig, mean: np.ndarray, mean_sq_norm: float,
+                              seed: int) -> SparseAutoencoder:
     """A fresh SAE initialised from the training data's mean and scale."""
-    from engine.training import architectures
-
     options = architectures.get(sae_cfg.architecture).options_from(sae_cfg)
     sae = SparseAutoencoder(d_in, sae_cfg.d_sae, sae_cfg.architecture, sae_cfg.k, options)
     scale = math.sqrt(d_in / max(mean_sq_norm, 1e-12))

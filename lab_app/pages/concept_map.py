@@ -9,15 +9,17 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from engine.errors import LabError
-from lab_app import charts, data
+from core.errors import LabError
+from lab_app import access, charts, data
 from lab_app.run_picker import pick_analysed_run
+
+access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
 
 st.title("Concept map")
 run_id, info = pick_analysed_run("map")
-lab_dir = str(data.lab().root)
+lab = data.lab()
 try:
-    df = data.concept_map(lab_dir, run_id, info["created_at"])
+    df = data.concept_map(lab, run_id, info["created_at"])
 except LabError as e:
     st.error(str(e))
     st.stop()
@@ -38,7 +40,8 @@ for i, d in enumerate(domains):
     rest = (freqs.sum(1) - freqs[:, i]) / max(len(domains) - 1, 1)
     ratio = (freqs[:, i] - rest) / np.clip(freqs[:, i] + rest, 1e-12, None)
     cls[ratio >= threshold] = f"{d}-leaning"
-df = df.assign(feature_class=cls, selectivity=df[f"freq_sel_{ref}"], **{"|selectivity|": df[f"freq_sel_{ref}"].abs(), "label score": df["label_score"]})
+df = df.assign(feature_class=cls, selectivity=df[f"freq_sel_{ref}"],
+               **{"|selectivity|": df[f"freq_sel_{ref}"].abs(), "label score": df["label_score"]})
 df = df.assign(x2=df["map_x"], y2=df["map_y"], x3=df["map_x"], y3=df["map_y"], z3=df["map_z"], cluster=df["cluster"].astype(str))
 
 f1, f2 = st.columns([2, 3])
@@ -46,7 +49,7 @@ keep = f1.multiselect("Show", sorted(set(cls)), default=sorted(set(cls)), key="m
 search = f2.text_input("Search labels and contexts", key="map_search", placeholder="e.g. import, return, history")
 view = df[df["feature_class"].isin(keep) & ~df["dead"]]
 if search.strip():
-    hits = data.search_features(lab_dir, run_id, search.strip())
+    hits = data.search_features(lab, run_id, search.strip())
     view = view[view["feature"].isin(hits["feature"])]
     st.caption(f"{len(view)} features match '{search}' (by label or by the tokens of their top contexts)")
 colour = {"class": "feature_class"}.get(color_by, color_by)
@@ -60,7 +63,8 @@ if points:
         st.session_state["map_feature"] = int(cd[0])  # before the picker below exists in this run
         st.rerun()
 n_dead = int(info["d_sae"]) - len(df)  # the map's query leaves dead features out: they have no statistics to place
-st.caption(f"{len(view)} of {int(info['d_sae'])} features shown ({n_dead} dead, not mapped). Map input per feature: decoder row ⊕ "
+st.caption(f"{len(view)} of {int(info['d_sae'])} features shown ({n_dead} dead, not mapped). Map input per feature: decoder row "
+           "⊕ "
            f"[freqA − freqB, magA − magB, freqA, freqB], PCA to 2D/3D, k-means clusters.")
 
 c1, c2 = st.columns([1, 2])
@@ -71,14 +75,16 @@ with c1:
     row = df[df["feature"] == choice]
     if len(row):
         r = row.iloc[0]
-        st.markdown(f"**feature {choice}** · {r['feature_class']} · cluster {r['cluster']}  \nlabel **{r['label'] or '—'}** "
-                    f"(detection {r['label_score']:.2f})" if r["label_score"] == r["label_score"] else f"**feature {choice}** · label **{r['label'] or '—'}**")
+        st.markdown(f"**feature {choice}** · {r['feature_class']} · cluster {r['cluster']}  \nlabel **{r['title'] or '—'}** "
+                    f"(detection {r['label_score']:.2f})" if r["label_score"] == r["label_score"]
+                    else f"**feature {choice}** · label **{r['title'] or '—'}**")
     data.inspector_link(run_id, choice, label=f"Open feature {choice} in the inspector")
 with c2:
     st.markdown("**Clusters**")
-    cs = data.cluster_summaries(lab_dir, run_id, info["created_at"])
+    cs = data.cluster_summaries(lab, run_id, info["created_at"])
     if len(cs):
         cs = cs.assign(top_tokens=cs["top_tokens"].map(lambda t: ", ".join(list(t)[:8])),
                        central_features=cs["central_features"].map(lambda t: ", ".join(str(x) for x in list(t)[:5])))
-        st.dataframe(cs[["cluster", "size", "label", "top_tokens", "central_features", "mean_label_score"]], hide_index=True, key="map_clusters",
+        st.dataframe(cs[["cluster", "size", "label", "top_tokens", "central_features", "mean_label_score"]],
+                     hide_index=True, key="map_clusters",
                      column_config={"mean_label_score": st.column_config.NumberColumn("mean detection", format="%.2f")})

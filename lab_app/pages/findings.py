@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from engine.errors import LabError
+from core.errors import LabError
 from findings import (
     CONFIDENCES,
     STATUSES,
@@ -36,7 +36,9 @@ from findings import (
     update_card,
 )
 from findings.render import context_html
-from lab_app import data
+from lab_app import access, data
+
+access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
 
 st.title("Findings")
 if not data.lab_ready():
@@ -69,10 +71,12 @@ with left:
     st.caption(f"{len(cards)} card(s)")
     table = pd.DataFrame([{"title": c.title, "status": c.status, "confidence": c.confidence, "tags": ", ".join(c.tags),
                            "features": ", ".join(f"{f.run_id[-6:]}:{f.feature}" for f in c.features), "rev": c.revision,
-                           "updated": c.updated_at[:19].replace("T", " "), "deleted": c.deleted, "card_id": c.card_id} for c in cards])
+                           "updated": c.updated_at[:19].replace("T", " "), "deleted": c.deleted,
+                           "card_id": c.card_id} for c in cards])
     picked = None
     if len(table):
-        event = st.dataframe(table.drop(columns=["card_id"]), hide_index=True, key="fd_table", on_select="rerun", selection_mode="single-row")
+        event = st.dataframe(table.drop(columns=["card_id"]), hide_index=True, key="fd_table", on_select="rerun",
+                             selection_mode="single-row")
         rows = event.selection.rows if hasattr(event, "selection") else []
         picked = table.iloc[rows[0]]["card_id"] if rows else None
     else:
@@ -92,14 +96,17 @@ with left:
                 with zipfile.ZipFile(buf, "w") as z:
                     for f in files:
                         z.write(f, Path(f).name)
-            st.download_button("Cards as Markdown (one file each, zipped)", buf.getvalue(), "findings-markdown.zip", "application/zip", key="fd_dl_md")
+            st.download_button("Cards as Markdown (one file each, zipped)", buf.getvalue(), "findings-markdown.zip",
+                               "application/zip", key="fd_dl_md")
         up = st.file_uploader("Import a JSON file", type=["json"], key="fd_upload")
         kind = st.radio("It holds", ["cards exported from a lab", "a seed-004 feature registry"], key="fd_kind")
-        reg_run = st.text_input("Registry run id (features are indices of this run)", key="fd_reg_run") if kind.startswith("a seed") else None
+        reg_run = st.text_input("Registry run id (features are indices of this run)",
+                                key="fd_reg_run") if kind.startswith("a seed") else None
         if up is not None and st.button("Import", key="fd_import", icon=":material/upload:"):
             try:
                 payload = json.loads(up.getvalue().decode("utf-8"))
-                res = import_json(lab, payload) if kind.startswith("cards") else import_registry(lab, payload, reg_run or None, author=st.session_state.get("author", ""))
+                res = (import_json(lab, payload) if kind.startswith("cards")
+                       else import_registry(lab, payload, reg_run or None, author=st.session_state.get("author", "")))
                 st.success(f"Imported: {res}")
             except (LabError, json.JSONDecodeError, UnicodeDecodeError) as e:
                 st.error(f"import refused: {e}")
@@ -120,8 +127,10 @@ with right:
         if card.deleted:
             st.warning(f"This card was deleted at {card.deleted_at[:19]}.")
         for ls in live_status(lab, card):
-            state = {"live": "the live feature", "reanalysed": "the live feature (re-analysed since this card's evidence was frozen)",
-                     "no-analysis": "the run (no analysis now)", "run-deleted": "run deleted: the frozen evidence below is all that is left"}[ls["state"]]
+            state = {"live": "the live feature",
+                     "reanalysed": "the live feature (re-analysed since this card's evidence was frozen)",
+                     "no-analysis": "the run (no analysis now)",
+                     "run-deleted": "run deleted: the frozen evidence below is all that is left"}[ls["state"]]
             if ls["state"] in ("live", "reanalysed"):
                 data.inspector_link(ls["run_id"], ls["feature"], label=f"Open {state}: {ls['run_id']} feature {ls['feature']}")
             else:
@@ -194,7 +203,8 @@ with right:
                         st.error(str(e))
 
     with hist:
-        hist_df = pd.DataFrame([{"revision": r.revision, "action": r.action, "author": r.author, "when": r.edited_at[:19].replace("T", " "),
+        hist_df = pd.DataFrame([{"revision": r.revision, "action": r.action, "author": r.author,
+                                 "when": r.edited_at[:19].replace("T", " "),
                                  "changed": ", ".join(r.changed), "note": r.note} for r in history])
         st.dataframe(hist_df, hide_index=True, key="fd_hist")
         rev = st.selectbox("Show the card as it was at revision", [r.revision for r in history][::-1], key="fd_rev")

@@ -9,59 +9,80 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine.errors import LabError
-from lab_app import charts, data
+from core.errors import LabError
+from lab_app import access, charts, data, feature_actions
 from lab_app.formulas import help_for
 from lab_app.render import context_html
 from lab_app.run_picker import pick_analysed_run
 
+access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
+
 st.title("Feature inspector")
 run_id, info = pick_analysed_run("insp")
-lab_dir = str(data.lab().root)
+lab = data.lab()
 d_sae = int(info["d_sae"])
 
 if "insp_feature" not in st.session_state or st.session_state.get("_insp_qp") != st.query_params.get("feature"):
     try:
-        wanted = int(st.query_params["feature"]) if "feature" in st.query_params else data.best_feature(lab_dir, run_id, info["created_at"])
+        wanted = int(st.query_params["feature"]) if "feature" in st.query_params else data.best_feature(lab, run_id,
+                                                                                                        info["created_at"])
     except ValueError:
-        wanted = data.best_feature(lab_dir, run_id, info["created_at"])
+        wanted = data.best_feature(lab, run_id, info["created_at"])
     st.session_state["insp_feature"] = min(max(wanted, 0), d_sae - 1)
     st.session_state["_insp_qp"] = st.query_params.get("feature")
 feature = int(st.number_input("Feature", 0, d_sae - 1, key="insp_feature", width=220))
 st.query_params.update({"run": run_id, "feature": str(feature)})
 
 try:
-    detail = data.feature_detail(lab_dir, run_id, feature, info["created_at"])
+    detail = data.feature_detail(lab, run_id, feature, info["created_at"])
 except LabError as e:
     st.error(str(e))
     st.stop()
 f = detail["feature"]
 domains = detail["domains"]
 
-label = f.get("label") or "—"
+title = f.get("title") or "—"  # the label only when its score clears chance (engine.analysis.label_trust)
 score = f.get("label_score")
-st.subheader(f"Feature {feature}: {label}")
-st.caption(f"run `{run_id}` · {info['name']} · L{info['layer']} k={info['k']} d_sae={d_sae} · class **{f.get('class')}** · cluster {f.get('cluster')}"
+st.subheader(f"Feature {feature}: {title}")
+st.caption(f"run `{run_id}` · {info['name']} · L{info['layer']} k={info['k']} d_sae={d_sae} · class **{f.get('class')}** · "
+           f"cluster {f.get('cluster')}"
            + (f" · link: `?run={run_id}&feature={feature}`"))
 if f.get("dead"):
     st.warning("This feature never fires on the lab's text (dead): there are no contexts to show.")
 
 c = st.columns(5)
 c[0].metric("frequency", f"{f['freq']:.3%}" if f.get("freq") is not None else "—", help=help_for("frequency"))
-c[1].metric("mean activation", f"{f['mean_act']:.3f}" if f.get("mean_act") is not None else "—", help="Mean activation when the feature fires.")
+c[1].metric("mean activation", f"{f['mean_act']:.3f}" if f.get("mean_act") is not None else "—",
+            help="Mean activation when the feature fires.")
 c[2].metric("max activation", f"{f['max_act']:.3f}" if f.get("max_act") is not None else "—")
 c[3].metric("fires on", f"{int(f.get('n_fires') or 0):,} tokens")
-c[4].metric("label detection", "—" if score is None else f"{score:.2f}", help=help_for("detection"))
+low, high = f.get("label_score_low"), f.get("label_score_high")
+c[4].metric("label detection", "—" if score is None else f"{score:.2f}",
+            delta=None if low is None else f"95% {low:.2f}–{high:.2f}", delta_color="off", help=help_for("detection"))
+if f.get("label") and not f.get("label_reliable"):
+    st.caption(f"The automatic label \"{f['label']}\" is a guess: its held-out detection score does not clear chance (0.5) "
+               "by 0.1 with 95% confidence"
+               + ("" if score is None else f" (score {score:.2f}, 95% interval from {low:.2f})") + ".")
+concepts = detail.get("concepts") or []
+if concepts:
+    best = concepts[0]
+    also = ", ".join(f"{c_['concept']} (F1 {c_['f1']:.2f})" for c_ in concepts[1:4])
+    st.info(f"Ground truth: this is the best latent for the concept **{best['concept']}** — held-out F1 {best['f1']:.2f} "
+            f"(precision {best['precision']:.2f}, recall {best['recall']:.2f}, AUROC {best['auroc']:.2f})"
+            + (f"; also for {also}" if also else "") + ".", icon=":material/verified:")
 
 left, right = st.columns([3, 2])
 with right:
     st.markdown("**Per domain**")
     dom = pd.DataFrame(domains)
     if len(dom):
-        st.dataframe(dom[["domain", "freq", "mean_act", "max_act", "selectivity", "detection_score"]], hide_index=True, key="insp_domains",
+        st.dataframe(dom[["domain", "freq", "mean_act", "max_act", "selectivity", "detection_score"]],
+                     hide_index=True, key="insp_domains",
                      column_config={"freq": st.column_config.NumberColumn("freq", format="%.5f", help=help_for("frequency")),
-                                    "selectivity": st.column_config.NumberColumn("selectivity", format="%.4f", help=help_for("selectivity")),
-                                    "detection_score": st.column_config.NumberColumn("detection", format="%.2f", help=help_for("detection"))})
+                                    "selectivity": st.column_config.NumberColumn("selectivity", format="%.4f",
+                                                                                 help=help_for("selectivity")),
+                                    "detection_score": st.column_config.NumberColumn("detection", format="%.2f",
+                                                                                     help=help_for("detection"))})
         hist_max = float(f.get("hist_max") or 0)
         if hist_max > 0:
             st.markdown("**Activation histogram** (non-zero activations)")
@@ -69,9 +90,10 @@ with right:
             st.altair_chart(charts.domain_histograms(edges, {dd["domain"]: dd["hist_counts"] for dd in domains}), width="stretch")
     te = detail.get("token_effects") or {}
     if te.get("up"):
-        causal = data.run_config(lab_dir, run_id).get("model", {}).get("is_causal", False)
+        causal = data.run_config(lab, run_id).get("model", {}).get("is_causal", False)
         st.markdown("**Token effects** (decoder direction through the " + ("unembedding" if causal else "token embeddings") + ")")
-        eff = pd.DataFrame([{"token": t["token"], "score": t["effect"]} for t in te["up"][:10]] + [{"token": t["token"], "score": t["effect"]} for t in te["down"][:10]])
+        eff = pd.DataFrame([{"token": t["token"], "score": t["effect"]} for t in te["up"][:10]]
+                           + [{"token": t["token"], "score": t["effect"]} for t in te["down"][:10]])
         st.altair_chart(charts.token_effects(eff), width="stretch")
 
 with left:
@@ -101,26 +123,25 @@ for col, kind, title in ((n1, "decoder", "Nearest by decoder cosine"), (n2, "act
     with col:
         st.markdown(f"**{title}**")
         for n in (nb.get(kind) or [])[:8]:
-            data.inspector_link(run_id, n["neighbour"], label=f"{n['neighbour']} · {n['label'] or '—'} · {n['score']:.2f}")
+            data.inspector_link(run_id, n["neighbour"], label=f"{n['neighbour']} · {n.get('title') or '—'} · {n['score']:.2f}")
 with n3:
     st.markdown("**The same feature in other runs** (best decoder-cosine match)")
-    others = data.analysed_runs(lab_dir)
+    others = data.analysed_runs(lab)
     others = others[others["run_id"] != run_id]
     if others.empty:
         st.caption("No other analysed run to compare with.")
     else:
         names = {r.run_id: f"{r.name} · L{r.layer} k={r.k} [{r.run_id[-6:]}]" for r in others.itertuples()}
-        other = st.selectbox("Run", [None, *names], format_func=lambda r: "pick a run to match against" if r is None else names[r], key="insp_other")
+        other = st.selectbox("Run", [None, *names],
+                             format_func=lambda r: "pick a run to match against" if r is None else names[r], key="insp_other")
         if other is None:
             st.caption("Matching loads both SAEs and compares every decoder direction (cached after).")
         else:
             try:
-                m = data.match_in_other_run(lab_dir, run_id, other, feature)
+                m = data.match_in_other_run(lab, run_id, other, feature)
                 st.markdown(f"feature **{m['feature_b']}** (cosine {m['cosine']:.3f})")
                 data.inspector_link(other, m["feature_b"], label=f"open feature {m['feature_b']} of that run")
             except LabError as e:
                 st.caption(str(e))
 
-from lab_app import feature_actions  # noqa: E402  (findings cards and interventions for this feature)
-
-feature_actions.render(run_id, feature, detail, info)
+feature_actions.render(run_id, feature, detail, info)  # findings cards and interventions for this feature

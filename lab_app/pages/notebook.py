@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import streamlit as st
 
-from engine.errors import LabError
-
-from lab_app import data
+from core.errors import LabError
+from lab_app import access, data
 from lab_app.formulas import help_for
+
+access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
 
 st.title("Lab notebook")
 
@@ -16,14 +19,14 @@ if not data.lab_ready():
             "experiment, or launch a sweep from the sidebar.")
     st.stop()
 
-lab_dir = str(data.lab().root)
-runs = data.runs(lab_dir)
+lab = data.lab()
+runs = data.runs(lab)
 finished = runs[runs["status"] == "FINISHED"]
 c = st.columns(4)
 c[0].metric("Runs", len(runs), help="One run = one SAE trained on one domain.")
 c[1].metric("Finished", len(finished))
 c[2].metric("Running", int((runs["status"] == "RUNNING").sum()))
-c[3].metric("Sweeps", len(data.sweeps(lab_dir)))
+c[3].metric("Sweeps", len(data.sweeps(lab)))
 
 if finished.empty:
     st.info("No finished runs yet: watch the queue in the sidebar.")
@@ -34,18 +37,29 @@ st.subheader(f"Latest: {latest['name'] or latest['run_id']}")
 st.caption(f"run `{latest['run_id']}` · {latest['model']} · {latest['hook']} layer {latest['layer']} · "
            f"{latest['architecture']} k={latest['k']} d_sae={latest['d_sae']} · trained on {latest['train_domain']}")
 m = st.columns(6)
-for col, key, fmt in zip(m, ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score"], [".4f", ".3f", ".2f", ".1f", ".1%", ".2f"]):
+for col, key, fmt in zip(m, ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score"],
+                         [".4f", ".3f", ".2f", ".1f", ".1%", ".2f"]):
     v = latest[key]
-    col.metric({"fvu": "FVU", "r2": "R²", "transfer_ratio": "transfer ×", "l0": "L0", "dead_frac": "dead", "score": "quality /5"}[key],
+    col.metric({"fvu": "FVU", "r2": "R²", "transfer_ratio": "transfer ×", "l0": "L0", "dead_frac": "dead",
+                "score": "quality /5"}[key],
                "—" if v != v or v is None else format(v, fmt), help=help_for(key))
 if latest["rating"] == latest["rating"] and latest["rating"]:
-    st.caption(f"Quality rating: **{latest['rating']}** (≥ 4.5 Excellent, ≥ 3.5 Good, ≥ 2.5 Fair, else Poor)")
+    st.caption(f"Quality rating: **{latest['rating']}** (≥ 4.5 Excellent, ≥ 3.5 Good, ≥ 2.5 Fair, else Poor)"
+               + (f" · ground-truth concepts covered **{latest['concept_coverage']:.0%}**, "
+                  f"1-latent probe {latest['probe_k1']:.2f} vs {latest['probe_k1_baseline']:.2f} on the model's own dims"
+                  if latest["concept_coverage"] == latest["concept_coverage"] and latest["concept_coverage"] is not None
+                  else ""))
+q = data.quality(lab, latest["run_id"])
+details = json.loads(q["details"]) if q and isinstance(q["details"], str) else (q or {}).get("details") or {}
+for w in details.get("warnings") or []:
+    st.warning(f"Not fit for interpretability, whatever the rating says: {w}.")
 
 left, right = st.columns([3, 2])
 with left:
     st.subheader("Latest runs")
     st.dataframe(
-        runs.head(12)[["run_id", "status", "layer", "k", "d_sae", "train_domain", "fvu", "transfer_ratio", "l0", "score", "ended_at"]],
+        runs.head(12)[["run_id", "status", "layer", "k", "d_sae", "train_domain", "fvu", "transfer_ratio", "l0",
+                       "score", "ended_at"]],
         hide_index=True, key="home_runs",
         column_config={
             "fvu": st.column_config.NumberColumn("FVU", format="%.4f", help=help_for("fvu")),
@@ -56,7 +70,7 @@ with left:
     )
 with right:
     st.subheader("Best configuration so far")
-    configs = data.configurations(lab_dir, None)
+    configs = data.configurations(lab, None)
     if configs.empty:
         st.caption("Needs finished, evaluated runs.")
     else:
@@ -78,5 +92,6 @@ with right:
     if not cards:
         st.caption("No findings cards yet: label a feature in the inspector to start one.")
     for card in cards[:5]:
-        st.page_link(data.page("findings"), label=f"{escape_markdown(card.title, one_line=True)} — {card.status}, {card.confidence} confidence",
+        st.page_link(data.page("findings"),
+                     label=f"{escape_markdown(card.title, one_line=True)} — {card.status}, {card.confidence} confidence",
                      query_params={"card": card.card_id}, icon=":material/bookmark:")

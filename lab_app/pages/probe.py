@@ -6,31 +6,34 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from engine.errors import LabError
-from lab_app import data
+from core.errors import LabError
+from core.lab import Lab
+from lab_app import access, data
 from lab_app.render import token_sequence_html
 from lab_app.run_picker import pick_analysed_run
 
+access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
+
 
 @st.cache_resource(show_spinner="Loading the model and the SAE…", max_entries=2)
-def prober(lab_dir: str, run_id: str):
+def prober(lab: Lab, run_id: str):
+    # deferred: loads torch, paid when the probe first runs
     from engine.analysis.probe import Prober
 
-    from engine.lab import Lab
-
-    return Prober(Lab.at(lab_dir), run_id)
+    return Prober(lab, run_id)
 
 
 st.title("Text probe")
 run_id, info = pick_analysed_run("probe")
-lab_dir = str(data.lab().root)
-text = st.text_area("Text", "import numpy as np\nThe history of the city begins in the twelfth century.", key="probe_text", height=100)
+lab = data.lab()
+text = st.text_area("Text", "import numpy as np\nThe history of the city begins in the twelfth century.",
+                    key="probe_text", height=100)
 top_n = st.slider("Features per token", 1, 10, 5, key="probe_top")
 if not text.strip():
     st.info("Type some text to probe.")
     st.stop()
 try:
-    result = prober(lab_dir, run_id).probe(text, top_n)
+    result = prober(lab, run_id).probe(text, top_n)
 except LabError as e:
     st.error(str(e))
     st.stop()
@@ -46,7 +49,7 @@ for t in result.tokens:
                  "top feature": t.features[0][0] if t.features else None,
                  "activation": t.features[0][1] if t.features else 0.0})
 table = pd.DataFrame(rows)
-labels = data.concept_map(lab_dir, run_id, info["created_at"]).set_index("feature")["label"].to_dict()
+labels = data.concept_map(lab, run_id, info["created_at"]).set_index("feature")["title"].to_dict()  # reliable labels only
 table["label"] = table["top feature"].map(lambda j: labels.get(j) if j == j and j is not None else None)
 left, right = st.columns([3, 2])
 with left:
@@ -58,14 +61,17 @@ with right:
     st.markdown("**Strongest over the whole text** (summed activation)")
     totals = pd.DataFrame(result.totals, columns=["feature", "summed"])
     totals["label"] = totals["feature"].map(labels)
-    st.dataframe(totals, hide_index=True, key="probe_totals", height=420, column_config={"summed": st.column_config.NumberColumn(format="%.2f")})
+    st.dataframe(totals, hide_index=True, key="probe_totals", height=420,
+                 column_config={"summed": st.column_config.NumberColumn(format="%.2f")})
 selected_rows = event.selection.rows if hasattr(event, "selection") else []
 chosen = None
 if selected_rows:
     chosen = table.iloc[selected_rows[0]]["top feature"]
 feature_ids = sorted({j for t in result.tokens for j, _ in t.features})
 if feature_ids:
-    pick = st.selectbox("Feature", feature_ids, index=feature_ids.index(int(chosen)) if chosen is not None and int(chosen) in feature_ids else 0, key="probe_feature")
+    pick = st.selectbox("Feature", feature_ids,
+                        index=feature_ids.index(int(chosen)) if chosen is not None and int(chosen) in feature_ids else 0,
+                        key="probe_feature")
     acts = [dict(t.features).get(pick, 0.0) for t in result.tokens if not t.special]
     toks = [t.token for t in result.tokens if not t.special]
     st.markdown(f"**Feature {pick} on this text**")
@@ -73,9 +79,8 @@ if feature_ids:
     data.inspector_link(run_id, pick, label=f"Inspect feature {pick}")
     with st.expander(f"Top texts for feature {pick} from the corpora"):
         from engine.analysis.queries import top_texts
-
         from lab_app.render import context_html
 
-        for r in top_texts(lab_dir, run_id, int(pick), n=10):
+        for r in top_texts(lab, run_id, int(pick), n=10):
             st.markdown(f"<code>{r['activation']:.2f}</code> <small>{r['domain']}</small> "
                         + context_html(r["tokens"], r["acts"], r["center"], r["activation"] or 1.0), unsafe_allow_html=True)

@@ -1,4 +1,4 @@
-"""Runs over time: the run table (tags and notes editable), curves, the seed's figures, sweeps, diffs."""
+"""Runs over time: the run table (tags and notes editable), run administration, curves, the seed's figures, sweeps, diffs."""
 
 from __future__ import annotations
 
@@ -8,29 +8,31 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine.errors import LabError
-from lab_app import charts, data
+from core.errors import LabError
+from engine.training import architectures
+from lab_app import access, charts, data, run_admin
 from lab_app.formulas import help_for
 
 
 def _k_meaning(arch: str, k: int) -> str:
     """What k means for this run's architecture, as its registry entry says (no name is tested here)."""
-    from engine.training import architectures
-
     try:
         meaning = architectures.get(arch).k_meaning
     except LabError:
         return f"{arch}, k = {k}"
-    return {"exact": f"exactly k = {k} per token", "mean": f"k = {k} per token on average in training, a calibrated threshold at inference",
+    return {"exact": f"exactly k = {k} per token",
+            "mean": f"k = {k} per token on average in training, a calibrated threshold at inference",
             "target": f"training steered to L0 = k = {k}"}.get(meaning, f"k = {k}")
 
+
+access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
 
 st.title("Runs")
 if not data.lab_ready():
     st.info("No lab database yet: run `make lab` or launch a sweep from the sidebar.")
     st.stop()
-lab_dir = str(data.lab().root)
-runs = data.runs(lab_dir)
+lab = data.lab()
+runs = data.runs(lab)
 if runs.empty:
     st.info("No runs yet.")
     st.stop()
@@ -38,9 +40,10 @@ if runs.empty:
 # -- the run table --------------------------------------------------------------------------------
 f1, f2, f3 = st.columns(3)
 status = f1.multiselect("Status", sorted(runs["status"].unique()), key="runs_status")
-sweeps = data.sweeps(lab_dir)
+sweeps = data.sweeps(lab)
 sweep_names = {r.sweep_id: f"{r.name} ({r.sweep_id})" for r in sweeps.itertuples()}
-sweep = f2.selectbox("Sweep", [None, *sweep_names], format_func=lambda s: "all runs" if s is None else sweep_names[s], key="runs_sweep")
+sweep = f2.selectbox("Sweep", [None, *sweep_names],
+                     format_func=lambda s: "all runs" if s is None else sweep_names[s], key="runs_sweep")
 tag = f3.text_input("Tag contains", key="runs_tag")
 view = runs
 if status:
@@ -51,7 +54,11 @@ if tag:
     view = view[view["tags"].map(lambda t: any(tag.lower() in x.lower() for x in (list(t) if t is not None else [])))]
 
 table = view[["run_id", "status", "name", "layer", "hook", "architecture", "k", "d_sae", "train_domain", "fvu", "r2",
-              "transfer_ratio", "l0", "dead_frac_train", "dead_frac", "score", "seconds", "ended_at", "tags", "notes"]].copy()
+              "transfer_ratio", "l0", "dead_frac_train", "dead_frac", "concept_coverage", "probe_k1", "probe_k1_baseline",
+              "score",
+              "seconds", "ended_at", "tags", "notes"]].copy()
+table["score"] = [f"{s_:.2f}" + (" ⚠" if w else "") if s_ == s_ else None
+                  for s_, w in zip(view["score"], view["quality_warnings"])]
 table["tags"] = table["tags"].map(lambda t: ", ".join(t) if t is not None else "")
 edited = st.data_editor(
     table, hide_index=True, key="runs_table", disabled=[c for c in table.columns if c not in ("tags", "notes")],
@@ -62,7 +69,12 @@ edited = st.data_editor(
         "l0": st.column_config.NumberColumn("L0", format="%.1f", help=help_for("l0")),
         "dead_frac_train": st.column_config.NumberColumn("dead (train)", format="%.3f", help=help_for("dead_frac_train")),
         "dead_frac": st.column_config.NumberColumn("dead (held-out)", format="%.3f", help=help_for("dead_frac")),
-        "score": st.column_config.NumberColumn("quality", format="%.2f", help=help_for("score")),
+        "concept_coverage": st.column_config.NumberColumn("concepts", format="%.2f", help=help_for("concept_coverage")),
+        "probe_k1": st.column_config.NumberColumn("probe k=1", format="%.3f", help=help_for("probe_k1")),
+        "probe_k1_baseline": st.column_config.NumberColumn("probe k=1 (model)", format="%.3f",
+                                                           help=help_for("probe_k1_baseline")),
+        "score": st.column_config.TextColumn(
+            "quality", help=help_for("score") + " ⚠ = the lab's own checks disagree (see the run's figures)."),
         "seconds": st.column_config.NumberColumn("s", format="%d"),
         "tags": st.column_config.TextColumn("tags", help="comma-separated; saved when you press Save"),
         "notes": st.column_config.TextColumn("notes", width="large"),
@@ -80,6 +92,8 @@ if len(changed) and st.button(f"Save tags and notes of {len(changed)} run(s)", t
     except LabError as e:
         st.error(str(e))
 
+run_admin.render(runs)  # mark a stuck run failed, delete a run (with a confirmation)
+
 finished = view[view["status"] == "FINISHED"]
 if finished.empty:
     st.stop()
@@ -92,14 +106,17 @@ section = st.segmented_control("Show", SECTIONS, default="Over time", key="runs_
 
 label = {r.run_id: f"{r.name or r.run_id} [{r.run_id[-6:]}]" for r in runs.itertuples()}
 if section == "Over time":
-    metric = st.selectbox("Metric", ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score"], key="time_metric", help=help_for("fvu"))
+    metric = st.selectbox("Metric", ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score", "concept_coverage", "probe_k1"],
+                          key="time_metric", help=help_for("fvu"))
     st.altair_chart(charts.metric_over_time(finished, metric), width="stretch")
     st.caption(help_for(metric))
 
 if section == "Training curves":
-    chosen = st.multiselect("Runs", list(finished["run_id"]), default=list(finished["run_id"][:2]), format_func=lambda r: label[r], key="curve_runs")
-    names = st.multiselect("Metrics", ["loss", "fvu", "mse", "l0", "dead_frac", "aux_loss", "lr", "tokens_per_s"], default=["fvu", "dead_frac", "aux_loss"], key="curve_names")
-    sm = data.step_metrics(lab_dir, tuple(chosen), tuple(names))
+    chosen = st.multiselect("Runs", list(finished["run_id"]), default=list(finished["run_id"][:2]),
+                            format_func=lambda r: label[r], key="curve_runs")
+    names = st.multiselect("Metrics", ["loss", "fvu", "mse", "l0", "dead_frac", "aux_loss", "lr", "tokens_per_s"],
+                           default=["fvu", "dead_frac", "aux_loss"], key="curve_names")
+    sm = data.step_metrics(lab, tuple(chosen), tuple(names))
     if sm.empty:
         st.caption("No step metrics for this choice.")
     else:
@@ -111,17 +128,17 @@ if section == "A run's figures":
     a, b = st.columns(2)
     with a:
         st.markdown("**Reconstruction curve** (training FVU per step)")
-        curve = data.step_metrics(lab_dir, (rid,), ("fvu", "loss"))
+        curve = data.step_metrics(lab, (rid,), ("fvu", "loss"))
         if not curve.empty:
             st.altair_chart(charts.step_curves(curve, label), width="stretch")
-        ev = data.eval_rows(lab_dir, row["group_id"])
+        ev = data.eval_rows(lab, row["group_id"])
         st.markdown("**Transfer matrix** (held-out MSE; hover for the ratio)")
         st.altair_chart(charts.transfer_heatmap(ev), width="stretch")
         st.altair_chart(charts.transfer_bars(ev), width="stretch")
         st.caption(help_for("transfer_ratio"))
     with b:
         try:
-            fd = data.concept_map(lab_dir, rid)
+            fd = data.concept_map(lab, rid)
         except LabError:
             fd = None
         if fd is not None and len(fd):
@@ -136,20 +153,48 @@ if section == "A run's figures":
         else:
             st.caption("Frequency vs magnitude needs the run's feature analysis (`python -m engine analyze RUN`).")
         st.markdown(f"**L0**: {row['l0']:.1f} active latents per token ({_k_meaning(row['architecture'], int(row['k']))})")
-        training = data.run_config(lab_dir, rid).get("training") or {}
-        st.markdown(f"**Dead latents**: {row['dead_frac_train']:.1%} on the training split, {row['dead_frac']:.1%} on the held-out tokens"
-                    if pd.notna(row.get("dead_frac_train")) else f"**Dead latents** (held-out): {row['dead_frac']:.1%}", help=help_for("dead_frac_train"))
+        training = data.run_config(lab, rid).get("training") or {}
+        dead = (f"**Dead latents**: {row['dead_frac_train']:.1%} on the training split, {row['dead_frac']:.1%} on the held-out "
+                "tokens" if pd.notna(row.get("dead_frac_train")) else f"**Dead latents** (held-out): {row['dead_frac']:.1%}")
+        st.markdown(dead, help=help_for("dead_frac_train"))
         st.markdown(f"**Matmul dtype**: {training.get('matmul_dtype', 'not recorded')}", help=help_for("matmul_dtype"))
-        sp = data.splice_rows(lab_dir, rid)
+        sp = data.splice_rows(lab, rid)
         if len(sp):
             st.markdown("**Splice fidelity** (the model run with the SAE's reconstruction in place of the activation)")
-            cols = ["eval_domain", "kind", "ce_clean", "ce_sae", "ce_zero", "ce_recovered", "kl_sae", "emb_cos_sae", "emb_cos_zero", "emb_cos_recovered", "note"]
-            st.dataframe(sp[[c for c in cols if c in sp and (sp[c].notna().any() or c in ("eval_domain", "kind"))]], hide_index=True)
-        q = data.quality(lab_dir, rid)
+            cols = ["eval_domain", "kind", "ce_clean", "ce_sae", "ce_zero", "ce_recovered", "kl_sae", "emb_cos_sae",
+                    "emb_cos_zero", "emb_cos_recovered", "note"]
+            st.dataframe(sp[[c for c in cols if c in sp and (sp[c].notna().any() or c in ("eval_domain", "kind"))]],
+                         hide_index=True)
+        q = data.quality(lab, rid)
         if q:
+            details = json.loads(q["details"]) if isinstance(q["details"], str) else q["details"]
             st.markdown(f"**Quality** {q['score']:.2f}/5 ({q['rating']}): reconstruction {q['reconstruction_points']:.2f}/2, "
-                        f"sparsity {q['sparsity_points']:.2f}/2, interpretability {q['interpretability_points']:.1f}/1", help=help_for("score"))
-            st.json(json.loads(q["details"]) if isinstance(q["details"], str) else q["details"], expanded=False)
+                        f"sparsity {q['sparsity_points']:.2f}/2, interpretability {q['interpretability_points']:.1f}/1",
+                        help=help_for("score"))
+            for w in (details or {}).get("warnings") or []:
+                st.warning(f"Not fit for interpretability, whatever the rating says: {w}.")
+            st.json(details, expanded=False)
+    concepts = data.concept_results(lab, rid)
+    st.markdown("**Ground-truth concepts** "
+                "(held-out tokens; best latent chosen on the training split; probes vs the model's own dims)",
+                help=help_for("concept_coverage"))
+    if concepts.empty:
+        st.caption("No concept evaluation yet: it runs with the feature analysis (`python -m engine analyze RUN`).")
+    else:
+        ev = concepts[concepts["status"] == "evaluated"].copy()
+        ev["inspect"] = [f"inspector?run={rid}&feature={int(f_)}" for f_ in ev["best_latent"]]
+        st.dataframe(ev[["concept", "best_latent", "inspect", "f1", "precision", "recall", "auroc", "probe_k1", "probe_k2",
+                         "probe_k5", "baseline_k1", "baseline_k2", "baseline_k5", "latents_to_90", "n_val_pos"]],
+                     hide_index=True, key="run_concepts",
+                     column_config={"inspect": st.column_config.LinkColumn("inspector", display_text="open",
+                                                                           help="the best latent in the inspector"),
+                                    **{c: st.column_config.NumberColumn(c.replace("_", " "), format="%.2f")
+                                       for c in ("f1", "precision", "recall", "auroc", "probe_k1", "probe_k2", "probe_k5",
+                                                 "baseline_k1", "baseline_k2", "baseline_k5")}})
+        skipped = concepts[concepts["status"] != "evaluated"]
+        if len(skipped):
+            st.caption(f"Not evaluated ({len(skipped)}): "
+                       + ", ".join(f"{c} ({s_})" for c, s_ in zip(skipped["concept"], skipped["status"])))
 
 if section == "Sweep":
     if sweeps.empty:
@@ -157,23 +202,31 @@ if section == "Sweep":
     else:
         sid = st.selectbox("Sweep", list(sweep_names), format_func=lambda s: sweep_names[s], key="sweep_pick")
         s = sweeps[sweeps["sweep_id"] == sid].iloc[0]
-        configs = data.configurations(lab_dir, sid)
+        configs = data.configurations(lab, sid)
         st.caption(f"{s['finished']}/{s['n_jobs']} jobs finished · ranked by {s['metric']} ({s['goal']}) · {help_for('overall')}")
         if configs.empty:
             st.caption("No finished configurations yet.")
         else:
             board = configs.sort_values(s["metric"], ascending=s["goal"] == "minimize").reset_index(drop=True)
             board.insert(0, "rank", range(1, len(board) + 1))
-            st.dataframe(board[["rank", "layer", "hook", "architecture", "k", "d_sae", "fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score", "overall"]],
-                         hide_index=True, key="sweep_board")
+            st.dataframe(board[["rank", "layer", "hook", "architecture", "k", "d_sae", "fvu", "r2", "transfer_ratio", "l0",
+                                "dead_frac", "score", "concept_coverage", "probe_k1", "overall"]],
+                         hide_index=True, key="sweep_board",
+                         column_config={"concept_coverage": st.column_config.NumberColumn(
+                                            "concepts", format="%.2f", help=help_for("concept_coverage")),
+                                        "probe_k1": st.column_config.NumberColumn(
+                                            "probe k=1", format="%.3f", help=help_for("probe_k1"))})
             from engine.sweeps.leaderboard import pareto_front
 
             by = "architecture" if configs["architecture"].nunique() > 1 else "layer"
             st.markdown(f"**FVU vs L0 with the Pareto front per {by}**")
-            st.altair_chart(charts.pareto(configs, pareto_front(configs, by=by), by), width="stretch")
+            colour = st.radio("Colour points by", [by, "concept coverage"], horizontal=True, key="pareto_colour")
+            st.altair_chart(charts.pareto(configs, pareto_front(configs, by=by), by, colour == "concept coverage"),
+                            width="stretch")
             if len(configs) > 1:
                 st.markdown("**Parallel coordinates**")
-                dims = [c for c in ["layer", "k", "d_sae", "fvu", "transfer_ratio", "l0", "dead_frac", "overall"] if configs[c].nunique() > 1 or c in ("fvu", "overall")]
+                dims = [c for c in ["layer", "k", "d_sae", "fvu", "transfer_ratio", "l0", "dead_frac",
+                                    "overall"] if configs[c].nunique() > 1 or c in ("fvu", "overall")]
                 st.plotly_chart(charts.parallel_coordinates(configs, dims, "overall"), key="parcoords")
 
 if section == "Diff two runs":
@@ -181,7 +234,7 @@ if section == "Diff two runs":
     c1, c2 = st.columns(2)
     a_id = c1.selectbox("Run A", ids, format_func=lambda r: label[r], key="diff_a")
     b_id = c2.selectbox("Run B", ids, index=min(1, len(ids) - 1), format_func=lambda r: label[r], key="diff_b")
-    ca, cb = data.run_config(lab_dir, a_id), data.run_config(lab_dir, b_id)
+    ca, cb = data.run_config(lab, a_id), data.run_config(lab, b_id)
 
     def flat(d, prefix=""):
         out = {}
@@ -200,4 +253,5 @@ if section == "Diff two runs":
     st.dataframe(diff[diff["A"] != diff["B"]] if only else diff, hide_index=True, key="diff_table")
     mcols = ["fvu", "r2", "mse", "cosine", "transfer_ratio", "l0", "dead_frac", "score"]
     ra, rb = finished.set_index("run_id").loc[a_id, mcols], finished.set_index("run_id").loc[b_id, mcols]
-    st.dataframe(pd.DataFrame({"metric": mcols, "A": ra.values, "B": rb.values, "B − A": (rb - ra).values}), hide_index=True, key="diff_metrics")
+    st.dataframe(pd.DataFrame({"metric": mcols, "A": ra.values, "B": rb.values, "B − A": (rb - ra).values}),
+                 hide_index=True, key="diff_metrics")

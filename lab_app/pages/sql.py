@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.errors import LabError
 from db.readonly import run_readonly
-from engine.errors import LabError
-from lab_app import data
+from lab_app import access, data
+
+access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
 
 EXAMPLES = {
     "Transfer matrix of the latest experiment (MSE)": """PIVOT (
@@ -36,7 +38,7 @@ st.caption("Read-only: only queries run (SELECT, WITH, FROM, PIVOT, DESCRIBE, SH
 if not data.lab_ready():
     st.info("No lab database yet: run `make lab` or launch a sweep from the sidebar.")
     st.stop()
-lab_dir = str(data.lab().root)
+lab = data.lab()
 
 left, right = st.columns([3, 2])
 with left:
@@ -50,7 +52,7 @@ with left:
     timeout = b2.number_input("Time limit (s)", 1, 300, 20, key="sql_timeout", width=160)
     if b1.button("Run", type="primary", key="sql_run", icon=":material/play_arrow:") or "sql_result" not in st.session_state:
         try:
-            st.session_state["sql_result"] = (sql, run_readonly(lab_dir, sql, timeout_seconds=float(timeout)), None)
+            st.session_state["sql_result"] = (sql, run_readonly(lab, sql, timeout_seconds=float(timeout)), None)
         except LabError as e:
             st.session_state["sql_result"] = (sql, None, str(e))
     res = st.session_state.get("sql_result")
@@ -61,10 +63,11 @@ with left:
         else:
             st.caption(f"{len(df):,} row(s)")
             st.dataframe(df, hide_index=True, key="sql_table")
-            st.download_button("Download CSV", df.to_csv(index=False).encode(), "query.csv", "text/csv", key="sql_csv", icon=":material/download:")
+            st.download_button("Download CSV", df.to_csv(index=False).encode(), "query.csv", "text/csv", key="sql_csv",
+                               icon=":material/download:")
 with right:
     st.markdown("**Schema**")
-    schema = data.schema(lab_dir)
+    schema = data.schema(lab)
     for table, cols in schema.groupby("table_name", sort=True):
         with st.expander(table):
             comment = cols["table_comment"].iloc[0]

@@ -7,20 +7,22 @@ import hashlib
 import pytest
 
 import db
+from core.errors import LabError
+from core.lab import Lab
 from db.readonly import check_read_only, run_readonly
-from engine.errors import LabError
 
 
 @pytest.fixture
 def small_db(tmp_path):
-    db.ensure_schema(tmp_path)
-    with db.transaction(tmp_path) as con:
+    lab = Lab.at(tmp_path)
+    db.ensure_schema(lab)
+    with db.transaction(lab) as con:
         con.execute("INSERT INTO step_metrics VALUES ('r', 1, 10, 'loss', 0.5, now()::TIMESTAMP)")
-    return tmp_path
+    return lab
 
 
-def digest(path) -> str:
-    return hashlib.sha256((path / "lab.duckdb").read_bytes()).hexdigest()
+def digest(lab: Lab) -> str:
+    return hashlib.sha256(lab.db.read_bytes()).hexdigest()
 
 
 @pytest.mark.parametrize(

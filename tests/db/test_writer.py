@@ -5,22 +5,22 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 import db
+from core.errors import LabBusyError
+from core.lab import Lab
 from db.connection import connect
 from db.migrations import available_migrations
 from db.writer import SPOOL_NAME, BufferedWriter, OwnerLock, append_spool, claim_spool, read_spool, replay_spools
-from engine.errors import LabBusyError
 
 
-def hold_db(lab_dir: Path, seconds: float, read_only: bool = False) -> subprocess.Popen:
+def hold_db(lab: Lab, seconds: float, read_only: bool = False) -> subprocess.Popen:
     """Another process that opens the lab database and keeps it for ``seconds``."""
     code = (
         "import duckdb, sys, time;"
-        f"c = duckdb.connect({str(lab_dir / 'lab.duckdb')!r}, read_only={read_only});"
+        f"c = duckdb.connect({str(lab.db)!r}, read_only={read_only});"
         "print('held', flush=True); time.sleep(float(sys.argv[1]))"
     )
     p = subprocess.Popen([sys.executable, "-c", code, str(seconds)], stdout=subprocess.PIPE, text=True)
@@ -33,31 +33,34 @@ def metric_row(step: int) -> dict:
 
 
 def test_migrations_are_recorded_once(tmp_path):
-    v = db.ensure_schema(tmp_path)
+    lab = Lab.at(tmp_path)
+    v = db.ensure_schema(lab)
     db.migrations._checked.clear()
-    assert db.ensure_schema(tmp_path) == v
-    rows = db.query_rows(tmp_path, "SELECT version FROM schema_migrations ORDER BY version")
+    assert db.ensure_schema(lab) == v
+    rows = db.query_rows(lab, "SELECT version FROM schema_migrations ORDER BY version")
     assert [r[0] for r in rows] == [m[0] for m in available_migrations()]
-    tables = {r[0] for r in db.query_rows(tmp_path, "SELECT table_name FROM duckdb_tables()")}
+    tables = {r[0] for r in db.query_rows(lab, "SELECT table_name FROM duckdb_tables()")}
     assert {"runs", "step_metrics", "eval_results", "artifacts", "schema_migrations"} <= tables
 
 
 def test_connect_waits_for_another_process_then_succeeds(tmp_path):
-    db.ensure_schema(tmp_path)
-    holder = hold_db(tmp_path, 1.5)
+    lab = Lab.at(tmp_path)
+    db.ensure_schema(lab)
+    holder = hold_db(lab, 1.5)
     t0 = time.monotonic()
-    with connect(tmp_path, wait_seconds=20) as con:
+    with connect(lab, wait_seconds=20) as con:
         assert con.execute("SELECT count(*) FROM runs").fetchone() == (0,)
     assert time.monotonic() - t0 > 0.5  # it really had to wait
     holder.wait()
 
 
 def test_connect_gives_up_with_a_clear_error(tmp_path):
-    db.ensure_schema(tmp_path)
-    holder = hold_db(tmp_path, 4)
+    lab = Lab.at(tmp_path)
+    db.ensure_schema(lab)
+    holder = hold_db(lab, 4)
     try:
         with pytest.raises(LabBusyError, match="stayed locked"):
-            with connect(tmp_path, wait_seconds=0.5):
+            with connect(lab, wait_seconds=0.5):
                 pass
     finally:
         holder.kill()
@@ -65,12 +68,13 @@ def test_connect_gives_up_with_a_clear_error(tmp_path):
 
 
 def test_writer_spools_while_locked_and_replays_exactly_once(tmp_path):
-    db.ensure_schema(tmp_path)
+    lab = Lab.at(tmp_path)
+    db.ensure_schema(lab)
     run_dir = tmp_path / "runs" / "r1"
-    w = BufferedWriter(tmp_path, run_dir, wait_seconds=0.3)
+    w = BufferedWriter(lab, run_dir, wait_seconds=0.3)
     for step in range(1, 6):
         w.insert("step_metrics", metric_row(step))
-    holder = hold_db(tmp_path, 3, read_only=True)  # even a reader blocks a writer
+    holder = hold_db(lab, 3, read_only=True)  # even a reader blocks a writer
     assert w.flush() is False
     assert (run_dir / SPOOL_NAME).exists()
     for step in range(6, 9):
@@ -79,13 +83,14 @@ def test_writer_spools_while_locked_and_replays_exactly_once(tmp_path):
     holder.wait()
     w.insert("step_metrics", metric_row(9))
     assert w.close() is True
-    rows = db.query_rows(tmp_path, "SELECT step FROM step_metrics ORDER BY step")
+    rows = db.query_rows(lab, "SELECT step FROM step_metrics ORDER BY step")
     assert [r[0] for r in rows] == list(range(1, 10))
     assert not list(run_dir.glob("spool*"))
     # Replaying again (as after a crash between commit and delete) doubles nothing.
-    append_spool(run_dir / SPOOL_NAME, [db.Op("insert", "step_metrics", list(metric_row(1)), [list(metric_row(s).values()) for s in (1, 2)])])
-    assert replay_spools(tmp_path) == 1
-    assert db.query_rows(tmp_path, "SELECT count(*) FROM step_metrics")[0][0] == 9
+    append_spool(run_dir / SPOOL_NAME,
+                 [db.Op("insert", "step_metrics", list(metric_row(1)), [list(metric_row(s).values()) for s in (1, 2)])])
+    assert replay_spools(lab) == 1
+    assert db.query_rows(lab, "SELECT count(*) FROM step_metrics")[0][0] == 9
 
 
 def test_torn_spool_line_is_skipped(tmp_path):
@@ -99,12 +104,13 @@ def test_torn_spool_line_is_skipped(tmp_path):
 
 
 def test_replay_skips_a_live_writer(tmp_path):
-    db.ensure_schema(tmp_path)
+    lab = Lab.at(tmp_path)
+    db.ensure_schema(lab)
     run_dir = tmp_path / "runs" / "live"
     owner = OwnerLock(run_dir)
     assert owner.acquire()
     append_spool(run_dir / SPOOL_NAME, [db.Op("insert", "step_metrics", list(metric_row(1)), [list(metric_row(1).values())])])
-    assert replay_spools(tmp_path) == 0  # its owner is alive: it replays its own spool
+    assert replay_spools(lab) == 0  # its owner is alive: it replays its own spool
     owner.release()
-    assert replay_spools(tmp_path) == 1
+    assert replay_spools(lab) == 1
     assert claim_spool(run_dir) == []

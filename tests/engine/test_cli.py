@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import db
+from core.lab import Lab
 from tests.helpers import run_cli, small_overrides
 
 
@@ -76,17 +77,17 @@ def test_bad_input_leaves_an_existing_lab_untouched(finished_lab, bad_inputs):
 
 
 def test_run_then_sql_prints_the_transfer_matrix_and_quality(tmp_path):
-    lab = tmp_path / "lab"
-    proc = run_cli("run", *sets(small_overrides(tokens=4000, layers="2", epochs=1.0)), lab=lab)
+    lab = Lab.at(tmp_path / "lab")
+    proc = run_cli("run", *sets(small_overrides(tokens=4000, layers="2", epochs=1.0)), lab=lab.root)
     assert proc.returncode == 0, proc.stderr
     assert "quality" in proc.stdout
     pivot = run_cli("sql", "PIVOT (SELECT r.train_domain, e.eval_domain, round(e.mse, 5) AS mse FROM runs r "
-                    "JOIN eval_results e USING (run_id)) ON eval_domain USING first(mse) ORDER BY train_domain", lab=lab)
+                    "JOIN eval_results e USING (run_id)) ON eval_domain USING first(mse) ORDER BY train_domain", lab=lab.root)
     assert pivot.returncode == 0, pivot.stderr
     lines = pivot.stdout.splitlines()
     assert lines[0].split() == ["train_domain", "code", "prose"]
     assert [line.split()[0] for line in lines[2:4]] == ["code", "prose"]
-    q = run_cli("sql", "SELECT train_domain, score, rating FROM runs JOIN quality_scores USING (run_id)", lab=lab)
+    q = run_cli("sql", "SELECT train_domain, score, rating FROM runs JOIN quality_scores USING (run_id)", lab=lab.root)
     assert "(2 rows)" in q.stdout
     statuses = db.query_rows(lab, "SELECT status, code_version FROM runs")
     assert [s for s, _ in statuses] == ["FINISHED", "FINISHED"] and all(v for _, v in statuses)
@@ -99,10 +100,11 @@ def test_pythia_architecture_end_to_end_offline(lab, tiny_neox):
     from engine.config import build_config
     from engine.pipeline import run_experiment
 
-    config = build_config(overrides=small_overrides(tokens=3000, layers="0,1,2", epochs=1.0) + [f'model="{tiny_neox}"', "layer=1"])
+    config = build_config(overrides=small_overrides(tokens=3000, layers="0,1,2",
+                                                    epochs=1.0) + [f'model="{tiny_neox}"', "layer=1"])
     outcomes = run_experiment(config, lab, progress=False)
     assert len(outcomes) == 2
-    sp = db.query(lab.root, "SELECT * FROM splice_results")
+    sp = db.query(lab, "SELECT * FROM splice_results")
     assert set(sp["kind"]) == {"causal"} and len(sp) == 4
     assert (sp["ce_clean"] > 0).all() and (sp["kl_sae"] >= 0).all() and (sp["kl_zero"] >= 0).all()
     assert sp["ce_sae"].notna().all()
@@ -110,13 +112,13 @@ def test_pythia_architecture_end_to_end_offline(lab, tiny_neox):
 
 def test_a_lab_from_an_older_schema_is_upgraded_before_any_command(tmp_path):
     """A lab made before the run_metrics view existed: `sql` (a read-only command) still finds it."""
-    lab = tmp_path / "old-lab"
+    lab = Lab.at(tmp_path / "old-lab")
     db.ensure_schema(lab)
     with db.connect(lab) as con:
         latest = con.execute("SELECT max(version) FROM schema_migrations").fetchall()[0][0]
         con.execute("DROP VIEW run_metrics")
         con.execute("DELETE FROM schema_migrations WHERE version = 6")
     db.migrations._checked.clear()
-    r = run_cli("sql", "SELECT count(*) AS n FROM run_metrics", lab=lab)
+    r = run_cli("sql", "SELECT count(*) AS n FROM run_metrics", lab=lab.root)
     assert r.returncode == 0, r.stderr
     assert db.query_rows(lab, "SELECT max(version) FROM schema_migrations")[0][0] == latest >= 6

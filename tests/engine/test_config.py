@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from core.errors import LabError
 from engine.config import ExperimentConfig, build_config, parse_domain
-from engine.errors import LabError
 
 
 def test_defaults_are_the_seed_setup():

@@ -11,7 +11,8 @@ import pytest
 from markdown_it import MarkdownIt
 
 import db
-from engine.errors import LabError
+from core.errors import LabError
+from core.lab import Lab
 from findings import (
     card_from_feature,
     create_card,
@@ -35,17 +36,19 @@ FINDINGS_TABLES = ("findings", "finding_revisions", "finding_features", "finding
 def test_bad_input_is_refused_with_a_clear_message_and_changes_nothing(cards_lab):
     c = cards_lab
     card = create_card(c.lab, "existing", [(c.run_id, c.feature)])
-    before = fingerprint(c.lab.root)
+    before = fingerprint(c.lab)
     ref = [(c.run_id, c.feature)]
     cases = [
         (lambda: create_card(c.lab, "", ref), "title is empty: give the card a title"),
         (lambda: create_card(c.lab, "  ", ref), "title is empty"),
         (lambda: create_card(c.lab, "t", [("no-such-run", 1)]), "unknown run 'no-such-run': list runs with python -m engine sql"),
         (lambda: create_card(c.lab, "t", [(SQL, 1)]), "unknown run"),
-        (lambda: create_card(c.lab, "t", [(c.run_id, c.d_sae)]), f"feature {c.d_sae} does not exist: run '{c.run_id}' has features 0 to {c.d_sae - 1}"),
+        (lambda: create_card(c.lab, "t", [(c.run_id, c.d_sae)]),
+         f"feature {c.d_sae} does not exist: run '{c.run_id}' has features 0 to {c.d_sae - 1}"),
         (lambda: create_card(c.lab, "t", [(c.run_id, -1)]), "must be a feature index"),
         (lambda: create_card(c.lab, "t", []), "a card needs at least one feature"),
-        (lambda: create_card(c.lab, "t", ref, description="x" * (1 << 20)), "description is 1,048,576 characters long, over the limit of 100,000"),
+        (lambda: create_card(c.lab, "t", ref, description="x" * (1 << 20)),
+         "description is 1,048,576 characters long, over the limit of 100,000"),
         (lambda: create_card(c.lab, "t", ref, confidence="sure"), "confidence 'sure' is not one of low, medium, high"),
         (lambda: create_card(c.lab, "t", [{"run_id": c.run_id, "feature": c.feature, "layer": 5}]), "is at layer 2, not 5"),
         (lambda: card_from_feature(c.lab, "no-such-run", 1), "unknown run 'no-such-run'"),
@@ -66,22 +69,23 @@ def test_bad_input_is_refused_with_a_clear_message_and_changes_nothing(cards_lab
         with pytest.raises(LabError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
             call()
         assert "\n" not in str(e.value)
-    assert fingerprint(c.lab.root) == before
+    assert fingerprint(c.lab) == before
 
 
 def test_hostile_text_is_stored_verbatim_exported_escaped_and_never_executed(cards_lab, tmp_path):
     c = cards_lab
-    others = fingerprint(c.lab.root, exclude=FINDINGS_TABLES)
-    fields = {"claim": f"{SQL}\n{HTML}", "label": HTML, "description": f"{HEADING}\n{LINK}\n```\n| a | b |\n---\n1. x\n> q\n    code",
+    others = fingerprint(c.lab, exclude=FINDINGS_TABLES)
+    fields = {"claim": f"{SQL}\n{HTML}", "label": HTML,
+              "description": f"{HEADING}\n{LINK}\n```\n| a | b |\n---\n1. x\n> q\n    code",
               "notes": f"{SQL}\r\n{HEADING}", "tags": [SQL, "<b>", "[x](y)"], "examples": [HTML, LINK, HEADING]}
     title = f"{HTML} {SQL} {LINK} {HEADING}"
     card = create_card(c.lab, title, [(c.run_id, c.feature)], author=SQL, **fields)
     stored = get_card(c.lab, card.card_id)
     assert stored == card and stored.title == title and stored.author == SQL  # byte-identical
     assert all(getattr(stored, k) == v for k, v in fields.items())
-    assert db.query_rows(c.lab.root, "SELECT title, notes, tags FROM findings WHERE card_id = ?", [card.card_id]) == [
+    assert db.query_rows(c.lab, "SELECT title, notes, tags FROM findings WHERE card_id = ?", [card.card_id]) == [
         (title, fields["notes"], fields["tags"])]
-    assert fingerprint(c.lab.root, exclude=FINDINGS_TABLES) == others  # no other table changed (or was dropped)
+    assert fingerprint(c.lab, exclude=FINDINGS_TABLES) == others  # no other table changed (or was dropped)
     assert [x.card_id for x in search_cards(c.lab, text=SQL)] == [card.card_id]
     assert [x.card_id for x in search_cards(c.lab, tag=SQL)] == [card.card_id]
 
@@ -106,6 +110,6 @@ def test_hostile_text_is_stored_verbatim_exported_escaped_and_never_executed(car
 
     # and round-trips through JSON unchanged
     out = export_json(c.lab, [card.card_id])
-    other = tmp_path / "other"
+    other = Lab.at(tmp_path / "other")
     import_json(other, json.loads(json.dumps(out)))
     assert get_card(other, card.card_id) == stored

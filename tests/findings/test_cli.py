@@ -1,12 +1,12 @@
 """``python -m engine findings ...``: every action, in process (the engine's parser with the findings
-commands added, exactly as engine/cli.py will register them)."""
+commands added, exactly as ``python -m engine`` runs it: ``findings.cli.main``)."""
 
 from __future__ import annotations
 
 import json
 
 from findings import card_history, get_card, search_cards
-from engine.cli import main
+from findings.cli import main
 
 
 def run(capsys, lab, *args: str) -> tuple[int, str, str]:
@@ -18,7 +18,8 @@ def run(capsys, lab, *args: str) -> tuple[int, str, str]:
 def test_new_list_show_edit_history_delete_restore(cards_lab, capsys, monkeypatch):
     c = cards_lab
     monkeypatch.setenv("SAE_LAB_AUTHOR", "cli-user")
-    code, out, _ = run(capsys, c.lab, "new", "--run", c.run_id, "--feature", str(c.feature), "--tag", "syntax", "--note", "first look")
+    code, out, _ = run(capsys, c.lab, "new", "--run", c.run_id, "--feature", str(c.feature), "--tag", "syntax",
+                       "--note", "first look")
     assert code == 0 and out.startswith("created card-")
     (card,) = search_cards(c.lab)
     assert (card.tags, card.author) == (["syntax"], "cli-user") and card_history(c.lab, card.card_id)[0].note == "first look"
@@ -38,7 +39,8 @@ def test_new_list_show_edit_history_delete_restore(cards_lab, capsys, monkeypatc
     assert [f.feature for f in edited.features] == [c.feature, c.feature2]
 
     code, out, err = run(capsys, c.lab, "edit", card.card_id, "--version", "1", "--set", "status=refuted")
-    assert code == 4 and out == "" and err.startswith(f"error: card {card.card_id} changed since you opened it (now revision 2 by bob")
+    assert code == 4 and out == "" and err.startswith(f"error: card {card.card_id} changed since you opened it (now revision 2 "
+                                                      "by bob")
     assert get_card(c.lab, card.card_id).status == "supported"
 
     code, out, _ = run(capsys, c.lab, "show", card.card_id)
@@ -62,7 +64,8 @@ def test_new_list_show_edit_history_delete_restore(cards_lab, capsys, monkeypatc
 def test_export_and_import_from_the_command_line(cards_lab, capsys, tmp_path):
     c = cards_lab
     assert run(capsys, c.lab, "new", "--run", c.run_id, "--feature", str(c.feature), "--title", "t1")[0] == 0
-    assert run(capsys, c.lab, "new", "--run", c.run_id, "--feature", str(c.feature2), "--example", "e1", "--example", "e2")[0] == 0
+    assert run(capsys, c.lab, "new", "--run", c.run_id, "--feature", str(c.feature2), "--example", "e1",
+               "--example", "e2")[0] == 0
     code, out, _ = run(capsys, c.lab, "export", "--format", "json", "--out", str(tmp_path / "cards.json"))
     assert code == 0 and "2 cards written" in out
     code, out, _ = run(capsys, c.lab, "export", "--format", "md", "--out", str(tmp_path / "md"))
@@ -72,7 +75,7 @@ def test_export_and_import_from_the_command_line(cards_lab, capsys, tmp_path):
     assert set(reg) == {str(c.feature), str(c.feature2)} and reg[str(c.feature2)]["examples"] == ["e1", "e2"]
     (tmp_path / "reg.json").write_text(out)
 
-    from engine.lab import Lab
+    from core.lab import Lab
 
     other = Lab.at(tmp_path / "other")
     code, out, _ = run(capsys, other, "import", str(tmp_path / "cards.json"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import db
-from engine.errors import LabError
+from core.errors import LabError
 from findings import (
     card_evidence,
     card_from_feature,
@@ -34,7 +34,7 @@ def test_deleting_the_run_leaves_the_card_and_its_evidence_readable(cards_lab, t
     deleted = delete_run(c.lab, c.run_id)
     assert deleted["runs"] == 1 and deleted["features"] == c.d_sae and deleted["feature_context_rows"] > 0
     assert not c.lab.run_dir(c.run_id).exists()
-    assert db.query_rows(c.lab.root, "SELECT count(*) FROM features WHERE run_id = ?", [c.run_id])[0][0] == 0
+    assert db.query_rows(c.lab, "SELECT count(*) FROM features WHERE run_id = ?", [c.run_id])[0][0] == 0
 
     assert get_card(c.lab, card.card_id) == card and get_card(c.lab, card.card_id, 1).status == "draft"
     assert card_evidence(c.lab, card) == before  # contexts, statistics, label and score, token effects: all still there
@@ -67,7 +67,7 @@ def test_reanalysing_the_run_changes_nothing_a_card_shows(cards_lab):
     sid = card.features[0].snapshot_id
     frozen = load_snapshot(c.lab, sid)
     analyze_run(c.lab, c.run_id, seed=1)  # another seed: other quantile samples, other map
-    live = feature_detail(c.lab.root, c.run_id, c.feature)
+    live = feature_detail(c.lab, c.run_id, c.feature)
     assert live["analysis"]["created_at"].isoformat() != frozen["data"]["detail"]["analysis"]["created_at"]
     assert load_snapshot(c.lab, sid) == frozen and get_card(c.lab, card.card_id) == card
     assert live_status(c.lab, card)[0]["state"] == "reanalysed"
@@ -85,7 +85,7 @@ def test_a_run_without_analysis_gets_a_card_whose_snapshot_says_so(cards_lab):
     from engine.analysis.write import delete_analysis
 
     c = cards_lab
-    delete_analysis(c.lab.root, c.other_run)
+    delete_analysis(c.lab, c.other_run)
     card = card_from_feature(c.lab, c.other_run, 3)
     assert card.title == "feature 3 (no analysis yet)" and card.confidence == "low" and card.label == ""
     data = load_snapshot(c.lab, card.features[0].snapshot_id)["data"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.errors import LabError
+from core.errors import LabError
 from findings.model import TEXT_MAX, Card, FeatureRef, check_fields, coerce_refs
 
 HOSTILE = ["<script>alert(1)</script>", "'); DROP TABLE findings; --", "[x](javascript:alert(1))", "# heading", "Robert\"); --"]

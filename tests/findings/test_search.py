@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import LabError
+from core.errors import LabError
 from findings import cards_for_feature, create_card, delete_card, search_cards, update_card
 
 
@@ -33,7 +33,8 @@ def test_search_by_text_tag_status_run_and_feature(cards_lab):
     assert ids(search_cards(c.lab, status="refuted")) == {d.card_id}
     assert ids(search_cards(c.lab, run_id=c.run_id)) == {a.card_id, b.card_id}
     assert ids(search_cards(c.lab, feature=c.feature)) == {a.card_id, d.card_id}
-    assert ids(search_cards(c.lab, run_id=c.run_id, feature=c.feature, text="def", status="supported", tag="syntax")) == {a.card_id}
+    assert ids(search_cards(c.lab, run_id=c.run_id, feature=c.feature, text="def", status="supported",
+                            tag="syntax")) == {a.card_id}
     assert ids(cards_for_feature(c.lab, c.run_id, c.feature2)) == {b.card_id}
     assert search_cards(c.lab, limit=1)[0].card_id == d.card_id  # most recently updated first
     with pytest.raises(LabError, match="status 'done' is not one of"):

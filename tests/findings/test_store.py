@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import db
-from engine.errors import LabError
+from core.errors import LabError
 from findings import (
     CardChangedError,
     CardNotFoundError,
@@ -39,13 +39,17 @@ def test_card_from_feature_prefills_from_the_analysis_and_freezes_the_inspector_
     from engine.analysis.queries import feature_detail
 
     c = cards_lab
-    detail = feature_detail(c.lab.root, c.run_id, c.feature)
+    detail = feature_detail(c.lab, c.run_id, c.feature)
     card = card_from_feature(c.lab, c.run_id, c.feature, author="alice")
     f = detail["feature"]
     assert (card.revision, card.status, card.author, card.updated_by) == (1, "draft", "alice", "alice")
-    assert card.label == f["label"] and card.title == f["label"]
-    assert f"Feature {c.feature}" in card.claim and f"{f['label_score']:.2f}" in card.claim
-    assert card.confidence == ("high" if f["label_score"] >= 0.9 else "medium" if f["label_score"] >= 0.75 else "low")
+    assert card.label == f["label"]
+    assert card.title == (f["label"] if f["label_reliable"] else f"no reliable label (best guess: {f['label']})")
+    assert f"Feature {c.feature}" in card.claim.replace("feature", "Feature", 1) and f"{f['label_score']:.2f}" in card.claim
+    # The prefilled confidence follows the score's interval (engine.analysis.label_trust), never high when unreliable.
+    expected = ("low" if not f["label_reliable"] else
+                "high" if f["label_score_low"] >= 0.8 and f["label_precision"] >= 0.5 else "medium")
+    assert card.confidence == expected
     assert card.tags == [f["class"]]
     assert card.description.startswith("Fires most on:")
     (ref,) = card.features
@@ -56,9 +60,10 @@ def test_card_from_feature_prefills_from_the_analysis_and_freezes_the_inspector_
     assert snap["data"]["run"]["d_sae"] == c.d_sae and snap["data"]["run"]["model"] == "all-MiniLM-L6-v2"
     assert get_card(c.lab, card.card_id) == card
     overridden = card_from_feature(c.lab, c.run_id, c.feature, title="My title", tags=["mine"], status="supported")
-    assert (overridden.title, overridden.tags, overridden.status, overridden.label) == ("My title", ["mine"], "supported", f["label"])
+    assert (overridden.title, overridden.tags, overridden.status, overridden.label) == ("My title", ["mine"],
+                                                                                        "supported", f["label"])
     assert overridden.features[0].snapshot_id == ref.snapshot_id  # same evidence, one shared snapshot row
-    assert db.query_rows(c.lab.root, "SELECT count(*) FROM evidence_snapshots")[0][0] == 1
+    assert db.query_rows(c.lab, "SELECT count(*) FROM evidence_snapshots")[0][0] == 1
 
 
 def test_every_edit_is_a_revision_and_any_revision_can_be_read(cards_lab):
@@ -86,9 +91,9 @@ def test_every_edit_is_a_revision_and_any_revision_can_be_read(cards_lab):
     assert update_card(c.lab, card.card_id, 4, title="second title") == r4
     assert len(card_history(c.lab, card.card_id)) == 4
     # the index tables follow the current revision; finding_features keeps every revision's refs
-    assert db.query_rows(c.lab.root, "SELECT revision, title, status, tags FROM findings WHERE card_id = ?", [card.card_id]) == [
+    assert db.query_rows(c.lab, "SELECT revision, title, status, tags FROM findings WHERE card_id = ?", [card.card_id]) == [
         (4, "second title", "supported", ["syntax"])]
-    assert db.query_rows(c.lab.root, "SELECT revision, count(*) FROM finding_features WHERE card_id = ? GROUP BY ALL ORDER BY 1",
+    assert db.query_rows(c.lab, "SELECT revision, count(*) FROM finding_features WHERE card_id = ? GROUP BY ALL ORDER BY 1",
                          [card.card_id]) == [(1, 1), (2, 1), (3, 1), (4, 2)]
 
 
@@ -140,12 +145,13 @@ def test_two_processes_saving_the_same_revision_one_wins(cards_lab):
     c = cards_lab
     card = create_card(c.lab, "t", [(c.run_id, c.feature)])
     start = time.time() + 2.5  # both processes import, then save at the same moment
-    code = ("import sys, time; from findings import update_card, CardChangedError\n"
+    code = ("import sys, time; from core.lab import Lab; from findings import update_card, CardChangedError\n"
             "time.sleep(max(0, float(sys.argv[3]) - time.time()))\n"
-            "try:\n    update_card(sys.argv[1], sys.argv[2], 1, notes=sys.argv[4], author=sys.argv[4]); print('saved')\n"
+            "try:\n    update_card(Lab.at(sys.argv[1]), sys.argv[2], 1, notes=sys.argv[4], author=sys.argv[4]); print('saved')\n"
             "except CardChangedError as e:\n    print('changed')\n")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(c.lab.root), card.card_id, str(start), who], cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
              for who in ("p1", "p2")]
     outs = [p.communicate(timeout=60) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
@@ -177,13 +183,13 @@ def test_delete_restore_and_purge_keep_snapshots_other_cards_share(cards_lab):
     with pytest.raises(CardNotFoundError, match=f"no card '{a.card_id}'"):
         get_card(c.lab, a.card_id)
     for table in ("findings", "finding_revisions", "finding_features", "finding_evidence"):
-        assert db.query_rows(c.lab.root, f"SELECT count(*) FROM {table} WHERE card_id = ?", [a.card_id])[0][0] == 0
-    assert {r[0] for r in db.query_rows(c.lab.root, "SELECT snapshot_id FROM evidence_snapshots")} == {shared}
+        assert db.query_rows(c.lab, f"SELECT count(*) FROM {table} WHERE card_id = ?", [a.card_id])[0][0] == 0
+    assert {r[0] for r in db.query_rows(c.lab, "SELECT snapshot_id FROM evidence_snapshots")} == {shared}
     # the other card still stands, evidence included
     still = get_card(c.lab, b.card_id)
     assert card_evidence(c.lab, still)[shared]["data"]["detail"]["feature"]["feature"] == c.feature
     purge_card(c.lab, b.card_id)
-    assert db.query_rows(c.lab.root, "SELECT count(*) FROM evidence_snapshots")[0][0] == 0
+    assert db.query_rows(c.lab, "SELECT count(*) FROM evidence_snapshots")[0][0] == 0
 
 
 def test_an_old_revision_keeps_its_snapshot_after_refresh_and_purge_of_another_card(cards_lab):
@@ -206,14 +212,16 @@ def test_attached_evidence_is_frozen_by_content_and_shown_at_its_revision(cards_
             "nested": {"nan_becomes_null": float("nan")}}
     r2 = attach_evidence(c.lab, card.card_id, "intervention", data, note="ablating it removes 'def'", author="ivy")
     (ev,) = r2.evidence
-    assert (ev.evidence_no, ev.kind, ev.note, ev.attached_by, r2.revision) == (1, "intervention", "ablating it removes 'def'", "ivy", 2)
+    assert (ev.evidence_no, ev.kind, ev.note, ev.attached_by, r2.revision) == (1, "intervention",
+                                                                               "ablating it removes 'def'", "ivy", 2)
     snap = load_snapshot(c.lab, ev.snapshot_id)
-    assert snap["data"] == {**data, "nested": {"nan_becomes_null": None}} and (snap["run_id"], snap["feature"]) == (c.run_id, c.feature)
+    assert snap["data"] == {**data, "nested": {"nan_becomes_null": None}} and (snap["run_id"],
+                                                                               snap["feature"]) == (c.run_id, c.feature)
     r3 = attach_evidence(c.lab, card.card_id, "intervention", data, expected_version=2)  # same data: same snapshot row
     assert [e.evidence_no for e in r3.evidence] == [1, 2] and r3.evidence[1].snapshot_id == ev.snapshot_id
-    assert db.query_rows(c.lab.root, "SELECT count(*) FROM evidence_snapshots WHERE kind = 'intervention'")[0][0] == 1
+    assert db.query_rows(c.lab, "SELECT count(*) FROM evidence_snapshots WHERE kind = 'intervention'")[0][0] == 1
     assert get_card(c.lab, card.card_id, 1).evidence == [] and get_card(c.lab, card.card_id, 2).evidence == [ev]
-    assert db.query_rows(c.lab.root, "SELECT evidence_no, revision FROM finding_evidence WHERE card_id = ? ORDER BY 1",
+    assert db.query_rows(c.lab, "SELECT evidence_no, revision FROM finding_evidence WHERE card_id = ? ORDER BY 1",
                          [card.card_id]) == [(1, 2), (2, 3)]
     for bad, message in ((("Bad Kind", {}), "evidence kind 'Bad Kind'"), (("feature", {}), "kind 'feature' is the cards' own"),
                          (("intervention", [1, 2]), "must be a dict"), (("intervention", {"x": object()}), "JSON cannot store"),

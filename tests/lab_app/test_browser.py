@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 
 import db
-from tests.helpers import copy_lab, REPO
+from tests.helpers import REPO, copy_lab
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = REPO / "test-artifacts" / "screenshots"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]
 
 
 def _free_port() -> int:
@@ -43,9 +44,9 @@ def browser():
 
 @pytest.fixture(scope="module")
 def app_server(finished_lab, tmp_path_factory):
-    lab_dir = copy_lab(finished_lab[0].root, tmp_path_factory.mktemp("browser") / "lab").root
+    lab = copy_lab(finished_lab[0].root, tmp_path_factory.mktemp("browser") / "lab")
     port = _free_port()
-    env = {**os.environ, "SAE_LAB_DIR": str(lab_dir), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "SAE_LAB_DIR": str(lab.root), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "lab_app" / "app.py"), "--server.port", str(port),
          "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
@@ -59,14 +60,14 @@ def app_server(finished_lab, tmp_path_factory):
                 break
         except OSError:
             time.sleep(0.3)
-    yield base, lab_dir, finished_lab[2]
+    yield base, lab, finished_lab[2]
     proc.terminate()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
     # Stop any worker the app started for the sweep.
-    subprocess.run(["pkill", "-f", "--", f"--lab {lab_dir}"], check=False)
+    subprocess.run(["pkill", "-f", "--", f"--lab {lab.root}"], check=False)
 
 
 def settle(page, extra: float = 1.0) -> None:
@@ -101,7 +102,7 @@ def choose(page, selectbox, option: str, tries: int = 5) -> None:
 
 
 def test_every_page_a_sweep_from_the_sidebar_and_a_deep_link(browser, app_server):
-    base, lab_dir, outcomes = app_server
+    base, lab, outcomes = app_server
     page = browser.new_page(viewport={"width": 1500, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -139,11 +140,12 @@ def test_every_page_a_sweep_from_the_sidebar_and_a_deep_link(browser, app_server
     shot(page, "sweep-launched")
     sidebar.get_by_text("2 finished").wait_for(timeout=600_000)  # the live panel refreshes by itself
     shot(page, "sweep-finished")
-    assert db.query_rows(lab_dir, "SELECT count(*) FROM jobs WHERE status = 'FINISHED'")[0][0] == 2
+    assert db.query_rows(lab, "SELECT count(*) FROM jobs WHERE status = 'FINISHED'")[0][0] == 2
 
     # A deep link straight to a feature.
     run_id = outcomes[0].run_id
-    feature = db.query_rows(lab_dir, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY freq DESC LIMIT 1", [run_id])[0][0]
+    feature = db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY freq DESC LIMIT 1",
+                            [run_id])[0][0]
     page.goto(f"{base}/?run={run_id}&feature={feature}")
     settle(page, 2)
     page.get_by_role("heading", name=f"Feature {feature}").first.wait_for(timeout=30_000)

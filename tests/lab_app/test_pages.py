@@ -6,7 +6,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import db
-from tests.helpers import copy_lab, REPO
+from tests.helpers import REPO, copy_lab
 
 APP = str(REPO / "lab_app" / "app.py")
 
@@ -30,7 +30,8 @@ def run_page(lab, page: str | None = None, query: dict | None = None, monkeypatc
 
 
 def texts(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [t.value for t in at.title] + [s.value for s in at.subheader]
+    parts = ([m.value for m in at.markdown] + [c.value for c in at.caption] + [t.value for t in at.title]
+             + [s.value for s in at.subheader])
     return "\n".join(str(p) for p in parts)
 
 
@@ -53,7 +54,8 @@ def test_runs_page_table_and_figures(seeded, monkeypatch):
     assert at.dataframe, "the run table is missing"
     table = at.dataframe[0].value
     assert set(o.run_id for o in outcomes) <= set(table["run_id"]) and {"tags", "notes", "fvu"} <= set(table.columns)
-    assert at.segmented_control(key="runs_section").options == ["Over time", "Training curves", "A run's figures", "Sweep", "Diff two runs"]
+    assert at.segmented_control(key="runs_section").options == ["Over time", "Training curves", "A run's figures",
+                                                                "Sweep", "Diff two runs"]
     at.segmented_control(key="runs_section").set_value("A run's figures").run()
     assert len(at.get("vega_lite_chart")) >= 4  # curve, transfer heatmap and bars, freq vs magnitude
     for section in ["Over time", "Training curves", "Sweep", "Diff two runs"]:
@@ -68,7 +70,7 @@ def test_runs_page_saves_tags_and_notes(seeded, monkeypatch, tmp_path):
 
     rid = seeded[1][0].run_id
     annotate_run(lab, rid, tags=["baseline", " layer2 ", ""], notes="<b>kept</b> verbatim")
-    rows = db.query_rows(lab.root, "SELECT tags, notes FROM runs WHERE run_id = ?", [rid])
+    rows = db.query_rows(lab, "SELECT tags, notes FROM runs WHERE run_id = ?", [rid])
     assert rows[0] == (["baseline", "layer2"], "<b>kept</b> verbatim")
     at = run_page(lab, "pages/runs.py", monkeypatch=monkeypatch)
     table = at.dataframe[0].value
@@ -80,7 +82,8 @@ def test_concept_map_page(seeded, monkeypatch):
     at = run_page(lab, "pages/concept_map.py", monkeypatch=monkeypatch)
     assert at.get("plotly_chart"), "the map is missing"
     run_id = at.selectbox(key="map_run").value
-    live, dead = db.query_rows(lab.root, "SELECT count(*) FILTER (NOT dead), count(*) FILTER (dead) FROM features WHERE run_id = ?", [run_id])[0]
+    live, dead = db.query_rows(lab, "SELECT count(*) FILTER (NOT dead), count(*) FILTER (dead) FROM features WHERE run_id = ?",
+                               [run_id])[0]
     assert f"{live} of {live + dead} features shown ({dead} dead, not mapped)" in texts(at)
     assert at.selectbox(key="map_color").options == ["cluster", "class", "selectivity", "|selectivity|", "label score"]
     at.text_input(key="map_search").input("the").run()
@@ -93,7 +96,8 @@ def test_concept_map_page(seeded, monkeypatch):
 def test_inspector_deep_link_shows_contexts(seeded, monkeypatch):
     lab, outcomes = seeded
     run_id = outcomes[0].run_id
-    live = db.query_rows(lab.root, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY freq DESC LIMIT 1", [run_id])[0][0]
+    live = db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY freq DESC LIMIT 1",
+                         [run_id])[0][0]
     at = run_page(lab, "pages/inspector.py", query={"run": run_id, "feature": str(live)}, monkeypatch=monkeypatch)
     assert at.number_input(key="insp_feature").value == live
     html = "\n".join(m.value for m in at.markdown)
@@ -105,7 +109,8 @@ def test_inspector_deep_link_shows_contexts(seeded, monkeypatch):
 def test_inspector_without_a_link_opens_the_best_labelled_feature(seeded, monkeypatch):
     lab, outcomes = seeded
     run_id = outcomes[0].run_id
-    best = db.query_rows(lab.root, "SELECT feature FROM features WHERE run_id = ? ORDER BY label_score DESC NULLS LAST, feature LIMIT 1",
+    best = db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? ORDER BY label_score DESC NULLS LAST, feature "
+                              "LIMIT 1",
                          [run_id])[0][0]
     at = run_page(lab, "pages/inspector.py", query={"run": run_id}, monkeypatch=monkeypatch)
     assert at.number_input(key="insp_feature").value == best
@@ -126,7 +131,7 @@ def test_probe_page(seeded, monkeypatch):
 
 def test_sql_page_runs_queries_and_refuses_writes(seeded, monkeypatch):
     lab, outcomes = seeded
-    before = db.query_rows(lab.root, "SELECT count(*) FROM runs")[0][0]
+    before = db.query_rows(lab, "SELECT count(*) FROM runs")[0][0]
     at = run_page(lab, "pages/sql.py", monkeypatch=monkeypatch)
     result = next(d.value for d in at.dataframe if "rating" in d.value.columns)  # the default query ran on first load
     assert {"run_id", "score", "rating"} <= set(result.columns) and len(result) == before
@@ -136,7 +141,7 @@ def test_sql_page_runs_queries_and_refuses_writes(seeded, monkeypatch):
     at.text_area(key="sql_query").set_value("SELECT * FROM no_such_table").run()
     at.button(key="sql_run").click().run()
     assert any("query failed" in e.value for e in at.error) and not at.exception
-    assert db.query_rows(lab.root, "SELECT count(*) FROM runs")[0][0] == before
+    assert db.query_rows(lab, "SELECT count(*) FROM runs")[0][0] == before
     assert any(e.label == "runs" for e in at.expander)  # the schema browser
 
 
@@ -147,7 +152,8 @@ def lab_copy(seeded, tmp_path):
 
 
 def live_feature(lab, run_id: str) -> int:
-    return db.query_rows(lab.root, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY freq DESC LIMIT 1", [run_id])[0][0]
+    return db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY freq DESC LIMIT 1",
+                         [run_id])[0][0]
 
 
 def test_inspector_labels_a_feature_and_runs_an_intervention(lab_copy, monkeypatch):
@@ -195,7 +201,7 @@ def test_findings_page_shows_cards_and_refuses_a_stale_save(lab_copy, monkeypatc
 
 
 def test_empty_lab_is_explained_not_crashed(tmp_path, monkeypatch):
-    from engine.lab import Lab
+    from core.lab import Lab
 
     lab = Lab.at(tmp_path / "empty")
     for page in (None, "pages/runs.py", "pages/concept_map.py", "pages/inspector.py", "pages/sql.py"):
@@ -210,8 +216,8 @@ def test_live_panel_shows_running_and_queued_jobs(lab_copy, monkeypatch):
 
     lab, _ = lab_copy
     enqueue_sweep(lab, SweepSpec.from_dict({"name": "live", "parameters": {"k": [4]}, "base": {"sae": {"d_sae": 64}}}))
-    ids = [r[0] for r in db.query_rows(lab.root, "SELECT job_id FROM jobs ORDER BY seq")]
-    with db.transaction(lab.root) as con:
+    ids = [r[0] for r in db.query_rows(lab, "SELECT job_id FROM jobs ORDER BY seq")]
+    with db.transaction(lab) as con:
         con.execute("INSERT INTO workers VALUES ('w-test', 'elsewhere', 1, NULL, now()::TIMESTAMP, now()::TIMESTAMP, NULL, NULL)")
         con.execute("UPDATE jobs SET status = 'RUNNING', worker_id = 'w-test', phase = 'collect' WHERE job_id = ?", [ids[0]])
         con.execute("UPDATE jobs SET status = 'RUNNING', worker_id = 'w-test', phase = 'train', step = 40, total_steps = 100, "

@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+from typing import Any, ClassVar, Iterable
 
 import torch
+from torch import nn
 
-from engine.errors import LabError
+from core.errors import LabError
 from engine.training.sparse_ops import Pattern, SparseEncodeGrad, reconstruction_mse, select_relu, sparse_decode
 
-if TYPE_CHECKING:
-    from engine.training.sae import SparseAutoencoder
-
+# The SparseAutoencoder (engine.training.sae) an architecture works on; named by its base class here
+# because that module imports this package.
+SAE = nn.Module
 Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (rows sorted ascending, cols, values)
 
 
@@ -76,59 +77,59 @@ class Architecture:
         """The SAEConfig fields this architecture reads, as a plain dict."""
         return {key: getattr(sae_cfg, key) for key in cls.option_keys if hasattr(sae_cfg, key)}
 
-    def build(self, sae: "SparseAutoencoder") -> None:
+    def build(self, sae: SAE) -> None:
         """Register this architecture's extra parameters and buffers on the module."""
 
     # -- training ------------------------------------------------------------------------------------
     @torch.no_grad()
-    def init_from_batch(self, sae: "SparseAutoencoder", pre: torch.Tensor) -> None:
+    def init_from_batch(self, sae: SAE, pre: torch.Tensor) -> None:
         """Data-dependent initialisation from the first batch's pre-activations (fresh runs only)."""
 
     @torch.no_grad()
-    def revive(self, sae: "SparseAutoencoder", pre: torch.Tensor, dead: torch.Tensor) -> bool:
+    def revive(self, sae: SAE, pre: torch.Tensor, dead: torch.Tensor) -> bool:
         """Bring latents back that have not fired for ``dead_after_tokens`` (``dead`` is a [d_sae] mask);
         return True when ``pre`` must be recomputed. AuxK (``uses_auxk``) is the other remedy."""
         return False
 
-    def select_train(self, sae: "SparseAutoencoder", pre: torch.Tensor) -> Triplets:
+    def select_train(self, sae: SAE, pre: torch.Tensor) -> Triplets:
         """Entries whose values take part in this step (no autograd). ``pre`` is [batch, d_sae]."""
         raise NotImplementedError
 
-    def activate(self, sae: "SparseAutoencoder", pv: torch.Tensor, pattern: Pattern) -> torch.Tensor:
+    def activate(self, sae: SAE, pv: torch.Tensor, pattern: Pattern) -> torch.Tensor:
         """Latent values at the selected entries from their pre-activations ``pv`` (with autograd)."""
         return torch.relu(pv)
 
-    def reconstruction(self, sae: "SparseAutoencoder", vals: torch.Tensor, pattern: Pattern,
+    def reconstruction(self, sae: SAE, vals: torch.Tensor, pattern: Pattern,
                        xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, mse of the full reconstruction, err = x_hat − x). Inputs already scaled."""
         mse, err = reconstruction_mse(sparse_decode(vals, sae.W_dec, pattern), xc, sae.b_dec)
         return mse, mse, err
 
-    def penalty(self, sae: "SparseAutoencoder", vals: torch.Tensor, pv: torch.Tensor, pattern: Pattern) -> torch.Tensor | None:
+    def penalty(self, sae: SAE, vals: torch.Tensor, pv: torch.Tensor, pattern: Pattern) -> torch.Tensor | None:
         """The sparsity term added to the loss, or None."""
         return None
 
     @torch.no_grad()
-    def after_step(self, sae: "SparseAutoencoder", stats: StepStats) -> dict[str, float]:
+    def after_step(self, sae: SAE, stats: StepStats) -> dict[str, float]:
         """Runs after the optimiser step; returns extra metrics to log."""
         return {}
 
     @torch.no_grad()
-    def finalize(self, sae: "SparseAutoencoder", pre_batches: Iterable[torch.Tensor]) -> dict[str, float]:
+    def finalize(self, sae: SAE, pre_batches: Iterable[torch.Tensor]) -> dict[str, float]:
         """Runs once after the last step with pre-activations of training-split batches."""
         return {}
 
-    def train_values(self, sae: "SparseAutoencoder", pv: torch.Tensor, xc: torch.Tensor, pattern: Pattern) -> torch.Tensor:
+    def train_values(self, sae: SAE, pv: torch.Tensor, xc: torch.Tensor, pattern: Pattern) -> torch.Tensor:
         """The encoder's sparse backward wrapped around ``activate``: the trainer calls this."""
         return self.activate(sae, SparseEncodeGrad.apply(pv, xc, sae.W_enc_rows, sae.b_enc, sae.b_dec, pattern), pattern)
 
     # -- inference -----------------------------------------------------------------------------------
-    def encode(self, sae: "SparseAutoencoder", pre: torch.Tensor) -> Triplets:
+    def encode(self, sae: SAE, pre: torch.Tensor) -> Triplets:
         """Active latents at inference (raw pre-activations in, triplets with values > 0 out)."""
         return select_relu(pre)
 
     # -- SAELens layout ------------------------------------------------------------------------------
-    def saelens_cfg(self, sae: "SparseAutoencoder") -> dict[str, Any]:
+    def saelens_cfg(self, sae: SAE) -> dict[str, Any]:
         """Architecture-specific cfg.json keys (besides the shared ones the SAE writes)."""
         return {}
 
@@ -136,12 +137,12 @@ class Architecture:
         """SAELens's record of how an inference-format SAE was trained (metadata.training_architecture)."""
         return {"training_architecture": self.saelens_training_architecture or self.saelens_architecture}
 
-    def saelens_tensors(self, sae: "SparseAutoencoder") -> dict[str, torch.Tensor]:
+    def saelens_tensors(self, sae: SAE) -> dict[str, torch.Tensor]:
         """Extra tensors saved next to W_enc, b_enc, W_dec, b_dec (already in raw-activation units)."""
         return {}
 
     @torch.no_grad()
-    def load_tensors(self, sae: "SparseAutoencoder", tensors: dict[str, torch.Tensor]) -> None:
+    def load_tensors(self, sae: SAE, tensors: dict[str, torch.Tensor]) -> None:
         """Read back what ``saelens_tensors`` wrote (or what SAELens wrote)."""
 
 

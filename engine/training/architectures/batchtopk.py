@@ -13,17 +13,13 @@ training (logged as ``threshold``) and used only if the calibration never ran.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 import torch
 
-from engine.training.architectures.base import Architecture, StepStats, Triplets, largest_values
+from engine.training.architectures.base import SAE, Architecture, StepStats, Triplets, largest_values
 from engine.training.architectures.registry import register
 from engine.training.sparse_ops import select_batch_topk, select_relu
-
-if TYPE_CHECKING:
-    from engine.training.sae import SparseAutoencoder
-
 
 CALIBRATION_TOKENS = 1 << 15  # training-split tokens the threshold is measured on
 
@@ -37,15 +33,15 @@ class BatchTopK(Architecture):
     saelens_training_architecture = "batchtopk"
     ema_rate = 0.01  # SAELens's topk_threshold_lr
 
-    def build(self, sae: "SparseAutoencoder") -> None:
+    def build(self, sae: SAE) -> None:
         sae.register_buffer("threshold", torch.zeros(()))
         sae.register_buffer("threshold_calibrated", torch.zeros((), dtype=torch.bool))
 
-    def select_train(self, sae: "SparseAutoencoder", pre: torch.Tensor) -> Triplets:
+    def select_train(self, sae: SAE, pre: torch.Tensor) -> Triplets:
         return select_batch_topk(pre, self.k)
 
     @torch.no_grad()
-    def after_step(self, sae: "SparseAutoencoder", stats: StepStats) -> dict[str, float]:
+    def after_step(self, sae: SAE, stats: StepStats) -> dict[str, float]:
         active = stats.vals > 0
         if active.any() and not bool(sae.threshold_calibrated):
             lowest = stats.vals[active].min()
@@ -54,22 +50,22 @@ class BatchTopK(Architecture):
         return {"threshold": float(sae.threshold)}
 
     @torch.no_grad()
-    def finalize(self, sae: "SparseAutoencoder", pre_batches: Iterable[torch.Tensor]) -> dict[str, float]:
+    def finalize(self, sae: SAE, pre_batches: Iterable[torch.Tensor]) -> dict[str, float]:
         theta, n = largest_values(pre_batches, self.k, max_tokens=CALIBRATION_TOKENS)
         if n:
             sae.threshold.fill_(theta)
             sae.threshold_calibrated.fill_(True)
         return {"threshold": float(sae.threshold), "threshold_tokens": float(n)}
 
-    def encode(self, sae: "SparseAutoencoder", pre: torch.Tensor) -> Triplets:
+    def encode(self, sae: SAE, pre: torch.Tensor) -> Triplets:
         thr = sae.threshold
         return select_relu(torch.where(pre > thr, pre, torch.zeros((), dtype=pre.dtype, device=pre.device)))
 
-    def saelens_tensors(self, sae: "SparseAutoencoder") -> dict[str, torch.Tensor]:
+    def saelens_tensors(self, sae: SAE) -> dict[str, torch.Tensor]:
         return {"threshold": torch.full((sae.d_sae,), float(sae.threshold))}
 
     @torch.no_grad()
-    def load_tensors(self, sae: "SparseAutoencoder", tensors: dict[str, torch.Tensor]) -> None:
+    def load_tensors(self, sae: SAE, tensors: dict[str, torch.Tensor]) -> None:
         if "threshold" in tensors:
             sae.threshold.fill_(float(tensors["threshold"].float().mean()))
             sae.threshold_calibrated.fill_(True)

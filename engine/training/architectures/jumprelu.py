@@ -25,18 +25,22 @@ where that sign balances at L0 = k. SAELens's alternative, the quadratic penalty
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from engine.errors import LabError
-from engine.training.architectures.base import Architecture, StepStats, TargetController, Triplets, firing_quantile, require_positive
+from core.errors import LabError
+from engine.training.architectures.base import (
+    SAE,
+    Architecture,
+    StepStats,
+    TargetController,
+    Triplets,
+    firing_quantile,
+    require_positive,
+)
 from engine.training.architectures.registry import register
 from engine.training.sparse_ops import Pattern, select_relu
-
-if TYPE_CHECKING:
-    from engine.training.sae import SparseAutoencoder
-
 
 STE_TO_INPUT = False  # DeepMind's form; passing the STE to the pre-activations too was worse (README)
 # ε in the units of pre-activations of unit-mean-square inputs (the same units as SAELens's 0.05). On
@@ -116,17 +120,17 @@ class JumpReLU(Architecture):
         self.target = True if target is None else bool(target)
         self.controller = TargetController()
 
-    def build(self, sae: "SparseAutoencoder") -> None:
+    def build(self, sae: SAE) -> None:
         sae.threshold = torch.nn.Parameter(torch.full((sae.d_sae,), 0.01))  # SAELens's init, until the first batch
         start = self.options.get("l0_coefficient")
         sae.register_buffer("sparsity_coef", torch.tensor(float(start if start is not None else 1.0), dtype=torch.float64))
 
     @torch.no_grad()
-    def init_from_batch(self, sae: "SparseAutoencoder", pre: torch.Tensor) -> None:
+    def init_from_batch(self, sae: SAE, pre: torch.Tensor) -> None:
         sae.threshold.copy_(firing_quantile(pre, self.k, sae.d_sae).clamp_min(self.bandwidth))
 
     @torch.no_grad()
-    def revive(self, sae: "SparseAutoencoder", pre: torch.Tensor, dead: torch.Tensor) -> bool:
+    def revive(self, sae: SAE, pre: torch.Tensor, dead: torch.Tensor) -> bool:
         # A latent whose pre-activations all stay below θ − ε/2 gets no gradient at all, and Adam's
         # momentum can carry a rarely-firing latent's θ out of reach: without this, 7–25 % of latents
         # ended dead. Its θ is lowered to where it fires on k/d_sae of the batch, as at initialisation.
@@ -134,34 +138,34 @@ class JumpReLU(Architecture):
         sae.threshold[dead] = torch.minimum(sae.threshold[dead], th)
         return False
 
-    def select_train(self, sae: "SparseAutoencoder", pre: torch.Tensor) -> Triplets:
+    def select_train(self, sae: SAE, pre: torch.Tensor) -> Triplets:
         band = (sae.threshold.detach() - self.bandwidth / 2).to(pre.dtype)
         rows, cols = (pre > band).nonzero(as_tuple=True)
         return rows, cols, pre[rows, cols]
 
-    def activate(self, sae: "SparseAutoencoder", pv: torch.Tensor, pattern: Pattern) -> torch.Tensor:
+    def activate(self, sae: SAE, pv: torch.Tensor, pattern: Pattern) -> torch.Tensor:
         return JumpReLUValues.apply(pv, sae.threshold, pattern.cols, self.bandwidth, STE_TO_INPUT)
 
-    def penalty(self, sae: "SparseAutoencoder", vals: torch.Tensor, pv: torch.Tensor, pattern: Pattern) -> torch.Tensor:
+    def penalty(self, sae: SAE, vals: torch.Tensor, pv: torch.Tensor, pattern: Pattern) -> torch.Tensor:
         l0 = StepCount.apply(pv.detach(), sae.threshold, pattern.cols, self.bandwidth) / pattern.batch
         return float(sae.sparsity_coef) * l0 / sae.d_in
 
     @torch.no_grad()
-    def after_step(self, sae: "SparseAutoencoder", stats: StepStats) -> dict[str, float]:
+    def after_step(self, sae: SAE, stats: StepStats) -> dict[str, float]:
         sae.threshold.clamp_(min=0.0)  # SAELens projects θ ≥ 0 (below zero the gate passes negatives)
         if self.target:
             self.controller.update(sae.sparsity_coef, stats.l0, self.k)
         return {"sparsity_coef": float(sae.sparsity_coef)}
 
-    def encode(self, sae: "SparseAutoencoder", pre: torch.Tensor) -> Triplets:
+    def encode(self, sae: SAE, pre: torch.Tensor) -> Triplets:
         th = sae.threshold.detach().to(pre.dtype)
         return select_relu(torch.where(pre > th, pre, torch.zeros((), dtype=pre.dtype, device=pre.device)))
 
-    def saelens_tensors(self, sae: "SparseAutoencoder") -> dict[str, torch.Tensor]:
+    def saelens_tensors(self, sae: SAE) -> dict[str, torch.Tensor]:
         return {"threshold": sae.threshold.detach().float().clone()}
 
     @torch.no_grad()
-    def load_tensors(self, sae: "SparseAutoencoder", tensors: dict[str, Any]) -> None:
+    def load_tensors(self, sae: SAE, tensors: dict[str, Any]) -> None:
         if "threshold" in tensors:
             sae.threshold.copy_(tensors["threshold"].float())
         elif "log_threshold" in tensors:  # older SAELens checkpoints

@@ -15,17 +15,15 @@ gives every prefix's reconstruction from the same active entries.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from engine.errors import LabError
+from core.errors import LabError
+from engine.training.architectures.base import SAE
 from engine.training.architectures.batchtopk import BatchTopK
 from engine.training.architectures.registry import register
 from engine.training.sparse_ops import Pattern, make_pattern, sparse_decode
-
-if TYPE_CHECKING:
-    from engine.training.sae import SparseAutoencoder
 
 
 class NestedMSE(torch.autograd.Function):
@@ -84,7 +82,7 @@ class MatryoshkaBatchTopK(BatchTopK):
                            "e.g. [128, 512]")
         self.widths = widths
 
-    def reconstruction(self, sae: "SparseAutoencoder", vals: torch.Tensor, pattern: Pattern,
+    def reconstruction(self, sae: SAE, vals: torch.Tensor, pattern: Pattern,
                        xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, d = xc.shape
         m = len(self.widths)

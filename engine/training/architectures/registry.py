@@ -6,7 +6,7 @@ app's picker, loading a saved SAE) asks this registry, so a new architecture nee
 
 from __future__ import annotations
 
-from engine.errors import LabError
+from core.errors import LabError
 from engine.training.architectures.base import Architecture
 
 _REGISTRY: dict[str, type[Architecture]] = {}
@@ -56,7 +56,7 @@ def _load_builtins() -> None:
         return
     _loaded = True
     # Import order is the order offered in the app and in error messages.
-    import importlib
+    import importlib  # deferred: stdlib, needed only on the first lookup
 
     for module in ("topk", "batchtopk", "matryoshka", "jumprelu", "relu"):
         importlib.import_module(f"engine.training.architectures.{module}")

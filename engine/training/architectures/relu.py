@@ -16,17 +16,13 @@ L1 shrinks every kept activation, so at equal L0 this SAE reconstructs worse tha
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 
-from engine.errors import LabError
-from engine.training.architectures.base import Architecture, StepStats, TargetController, Triplets, firing_quantile
+from core.errors import LabError
+from engine.training.architectures.base import SAE, Architecture, StepStats, TargetController, Triplets, firing_quantile
 from engine.training.architectures.registry import register
 from engine.training.sparse_ops import Pattern, select_relu
-
-if TYPE_CHECKING:
-    from engine.training.sae import SparseAutoencoder
 
 
 @register
@@ -47,29 +43,29 @@ class ReLUL1(Architecture):
         self.target = True if target is None else bool(target)
         self.controller = TargetController()
 
-    def build(self, sae: "SparseAutoencoder") -> None:
+    def build(self, sae: SAE) -> None:
         start = self.options.get("l1_coefficient")
         sae.register_buffer("sparsity_coef", torch.tensor(float(start if start is not None else 3.0), dtype=torch.float64))
 
     @torch.no_grad()
-    def init_from_batch(self, sae: "SparseAutoencoder", pre: torch.Tensor) -> None:
+    def init_from_batch(self, sae: SAE, pre: torch.Tensor) -> None:
         sae.b_enc.sub_(firing_quantile(pre, self.k, sae.d_sae))  # pre already includes b_enc
 
     @torch.no_grad()
-    def revive(self, sae: "SparseAutoencoder", pre: torch.Tensor, dead: torch.Tensor) -> bool:
+    def revive(self, sae: SAE, pre: torch.Tensor, dead: torch.Tensor) -> bool:
         # AuxK cannot help here: a dead ReLU latent's pre-activation is negative on every token, so
         # its auxiliary value and gradient are zero. Its bias is raised instead, as at initialisation.
         sae.b_enc[dead] -= firing_quantile(pre[:, dead], self.k, sae.d_sae)
         return True
 
-    def select_train(self, sae: "SparseAutoencoder", pre: torch.Tensor) -> Triplets:
+    def select_train(self, sae: SAE, pre: torch.Tensor) -> Triplets:
         return select_relu(pre)
 
-    def penalty(self, sae: "SparseAutoencoder", vals: torch.Tensor, pv: torch.Tensor, pattern: Pattern) -> torch.Tensor:
+    def penalty(self, sae: SAE, vals: torch.Tensor, pv: torch.Tensor, pattern: Pattern) -> torch.Tensor:
         return float(sae.sparsity_coef) * vals.sum() / (pattern.batch * sae.d_in)
 
     @torch.no_grad()
-    def after_step(self, sae: "SparseAutoencoder", stats: StepStats) -> dict[str, float]:
+    def after_step(self, sae: SAE, stats: StepStats) -> dict[str, float]:
         if self.target:
             self.controller.update(sae.sparsity_coef, stats.l0, self.k)
         return {"sparsity_coef": float(sae.sparsity_coef)}

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from engine.training.architectures.base import Architecture, Triplets
+from engine.training.architectures.base import SAE, Architecture, Triplets
 from engine.training.architectures.registry import register
 from engine.training.sparse_ops import select_topk
-
-if TYPE_CHECKING:
-    from engine.training.sae import SparseAutoencoder
 
 
 @register
@@ -21,12 +18,12 @@ class TopK(Architecture):
     k_meaning = "exact"
     saelens_architecture = "topk"
 
-    def select_train(self, sae: "SparseAutoencoder", pre: torch.Tensor) -> Triplets:
+    def select_train(self, sae: SAE, pre: torch.Tensor) -> Triplets:
         return select_topk(pre, self.k)
 
-    def encode(self, sae: "SparseAutoencoder", pre: torch.Tensor) -> Triplets:
+    def encode(self, sae: SAE, pre: torch.Tensor) -> Triplets:
         rows, cols, vals = select_topk(pre, self.k)
         return rows, cols, vals.clamp_min(0)
 
-    def saelens_cfg(self, sae: "SparseAutoencoder") -> dict[str, Any]:
+    def saelens_cfg(self, sae: SAE) -> dict[str, Any]:
         return {"k": self.k, "rescale_acts_by_decoder_norm": False}

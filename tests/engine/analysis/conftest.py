@@ -50,8 +50,8 @@ def numpy_topk_codes(sae_folder: Path, x: np.ndarray) -> np.ndarray:
 
 def run_stores(lab, run_id: str) -> dict:
     """The activation stores the run was trained on, opened by the keys saved with it."""
+    from engine.artifacts import load_run_config
     from engine.collection.store import ActivationStore
-    from engine.runs import load_run_config
 
     resolved = load_run_config(lab, run_id)
     return {name: ActivationStore.open(lab.activations / key) for name, key in resolved["activation_sets"].items()}

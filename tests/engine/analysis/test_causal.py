@@ -23,12 +23,12 @@ def test_causal_model_run_is_analysed_through_the_unembedding(lab, tiny_neox):
     (outcome,) = run_experiment(config, lab, progress=False, evaluate=False)
     summary = analyze_run(lab, outcome.run_id)
     assert summary["token_effect_source"] == "unembedding"
-    f = int(db.query(lab.root, "SELECT feature FROM features WHERE run_id = ? AND NOT dead LIMIT 1", [outcome.run_id]).iloc[0, 0])
-    up = db.query(lab.root, "SELECT token_id, effect FROM feature_token_effects WHERE run_id = ? AND feature = ? AND direction = 'up' "
+    f = int(db.query(lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead LIMIT 1", [outcome.run_id]).iloc[0, 0])
+    up = db.query(lab, "SELECT token_id, effect FROM feature_token_effects WHERE run_id = ? AND feature = ? AND direction = 'up' "
                             "ORDER BY rank", [outcome.run_id, f])
     # the independent reading: decoder direction @ centred unembedding (GPT-NeoX's embed_out)
     W_U = AutoModelForCausalLM.from_pretrained(tiny_neox).get_output_embeddings().weight.detach()
-    from engine.runs import load_run_sae
+    from engine.artifacts import load_run_sae
 
     d = torch.nn.functional.normalize(load_run_sae(lab, outcome.run_id).W_dec.detach()[f], dim=0)
     keep = torch.ones(W_U.shape[0], dtype=torch.bool)

@@ -56,7 +56,8 @@ def test_stored_coordinates_are_pca_of_the_balanced_vectors(analyzed, dense):
     Xc = X - X.mean(0)
     _, _, Vt = np.linalg.svd(Xc, full_matrices=False)
     expected = Xc @ Vt[:3].T
-    got = db.query(analyzed.lab.root, "SELECT feature, map_x, map_y, map_z FROM features WHERE run_id = ? AND NOT dead ORDER BY feature",
+    got = db.query(analyzed.lab,
+                   "SELECT feature, map_x, map_y, map_z FROM features WHERE run_id = ? AND NOT dead ORDER BY feature",
                    [analyzed.run_id])
     assert np.array_equal(got["feature"].to_numpy(), np.nonzero(live)[0])
     got = got[["map_x", "map_y", "map_z"]].to_numpy()
@@ -99,8 +100,8 @@ def test_tsne_option_is_seeded(engine_side):
 def test_cluster_summaries(analyzed):
     from engine.analysis.queries import cluster_summaries
 
-    df = cluster_summaries(analyzed.lab.root, analyzed.run_id)
-    feats = db.query(analyzed.lab.root, "SELECT feature, cluster, class FROM features WHERE run_id = ?", [analyzed.run_id])
+    df = cluster_summaries(analyzed.lab, analyzed.run_id)
+    feats = db.query(analyzed.lab, "SELECT feature, cluster, class FROM features WHERE run_id = ?", [analyzed.run_id])
     assert list(df["cluster"]) == list(range(10))
     assert df["size"].sum() == feats["cluster"].notna().sum()
     for _, c in df.iterrows():

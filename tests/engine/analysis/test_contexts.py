@@ -11,11 +11,11 @@ import db
 
 @pytest.fixture(scope="module")
 def contexts(analyzed):
-    return db.query(analyzed.lab.root, "SELECT * FROM feature_contexts WHERE run_id = ?", [analyzed.run_id])
+    return db.query(analyzed.lab, "SELECT * FROM feature_contexts WHERE run_id = ?", [analyzed.run_id])
 
 
 def test_every_live_feature_has_top_contexts_where_it_fires(analyzed, contexts):
-    st = db.query(analyzed.lab.root, "SELECT feature, domain, n_fires FROM feature_domain_stats WHERE run_id = ?", [analyzed.run_id])
+    st = db.query(analyzed.lab, "SELECT feature, domain, n_fires FROM feature_domain_stats WHERE run_id = ?", [analyzed.run_id])
     tops = contexts[contexts["kind"] == "top"].groupby(["feature", "domain"]).size()
     for _, r in st.iterrows():
         have = tops.get((r["feature"], r["domain"]), 0)

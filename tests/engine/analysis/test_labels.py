@@ -70,7 +70,8 @@ def test_neighbours_correlation_matches_numpy():
     dense[:, 2] += dense[:, 0] * (rng.random(len(dense)) < 0.5)  # feature 2 co-fires with 0 half the time
     rows, cols = np.nonzero(dense)
     split = len(da)
-    a.rows, a.cols, a.vals = rows[rows < split].astype(np.int32), cols[rows < split].astype(np.int32), dense[rows[rows < split], cols[rows < split]].astype(np.float32)
+    a.rows, a.cols = rows[rows < split].astype(np.int32), cols[rows < split].astype(np.int32)
+    a.vals = dense[rows[rows < split], cols[rows < split]].astype(np.float32)
     b.rows = (rows[rows >= split] - split).astype(np.int32)
     b.cols = cols[rows >= split].astype(np.int32)
     b.vals = dense[rows[rows >= split], cols[rows >= split]].astype(np.float32)

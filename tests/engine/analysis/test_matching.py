@@ -15,13 +15,13 @@ def test_a_run_matched_against_itself_is_the_identity(analyzed):
     assert np.array_equal(m.best, np.arange(len(m.best)))
     np.testing.assert_allclose(m.cosine, 1.0, atol=1e-5)
     assert m.mutual.all()
-    df = matches(analyzed.lab.root, analyzed.run_id, analyzed.run_id)
+    df = matches(analyzed.lab, analyzed.run_id, analyzed.run_id)
     assert len(df) == len(m.best) and (df["feature_a"] == df["feature_b"]).all()
 
 
 def test_matching_two_runs_against_brute_force(analyzed):
     from engine.analysis.matching import match_runs
-    from engine.runs import load_run_sae
+    from engine.artifacts import load_run_sae
 
     a, b = analyzed.run_ids
     m = match_runs(analyzed.lab, a, b)
@@ -35,7 +35,7 @@ def test_matching_two_runs_against_brute_force(analyzed):
     again = match_runs(analyzed.lab, a, b)  # replaces, does not duplicate
     from engine.analysis.queries import matches
 
-    assert len(matches(analyzed.lab.root, a, b)) == len(again.best)
+    assert len(matches(analyzed.lab, a, b)) == len(again.best)
 
 
 def test_blocked_matching_equals_one_block():
@@ -55,8 +55,8 @@ def test_blocked_matching_equals_one_block():
 
 
 def test_runs_of_different_widths_are_refused():
+    from core.errors import LabError
     from engine.analysis.matching import match_decoders
-    from engine.errors import LabError
 
     with pytest.raises(LabError, match="different widths"):
         match_decoders(torch.randn(4, 8), torch.randn(4, 6))

@@ -76,7 +76,8 @@ def build_planted_run(lab, rng: np.random.Generator) -> tuple[str, np.ndarray, n
     np.save(folder / site_file(HOOK, LAYER), acts.astype(np.float16))
     train = acts[:val_start]
     meta = {"key": key, "material": {"synthetic": True}, "model": "all-MiniLM-L6-v2", "domain": "planted", "source": "synthetic",
-            "seq_len": SEQ_LEN, "seed": 0, "n_sequences": N_SEQ, "n_val_sequences": n_val, "n_rows": n, "val_start_row": val_start,
+            "seq_len": SEQ_LEN, "seed": 0, "n_sequences": N_SEQ, "n_val_sequences": n_val, "n_rows": n,
+            "val_start_row": val_start,
             "d_model": D, "sites": {site_name(HOOK, LAYER): {"file": site_file(HOOK, LAYER), "hook": HOOK, "layer": LAYER,
                                                              "train_mean": train.mean(0).tolist(),
                                                              "train_mean_sq_norm": float((train**2).sum(1).mean())}}}
@@ -111,8 +112,8 @@ def build_planted_run(lab, rng: np.random.Generator) -> tuple[str, np.ndarray, n
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
+    from core.lab import Lab
     from engine.analysis.analyze import analyze_run
-    from engine.lab import Lab
 
     lab = Lab.at(tmp_path_factory.mktemp("planted") / "lab")
     run_id, cos_planet, cos_control, planted_id = build_planted_run(lab, np.random.default_rng(0))
@@ -121,14 +122,14 @@ def planted(tmp_path_factory):
 
 
 def _feature(lab, run_id, f):
-    return db.query(lab.root, "SELECT * FROM features WHERE run_id = ? AND feature = ?", [run_id, f]).iloc[0]
+    return db.query(lab, "SELECT * FROM features WHERE run_id = ? AND feature = ?", [run_id, f]).iloc[0]
 
 
 def test_planted_token_feature_is_found_named_and_trusted(planted):
     lab, run_id, cos_planet, _, _ = planted
     f = int(np.argmax(cos_planet))
     assert cos_planet[f] > 0.95, "the SAE did not recover the planted direction"
-    tops = db.query(lab.root, "SELECT tokens[center + 1] AS token, activation FROM feature_contexts "
+    tops = db.query(lab, "SELECT tokens[center + 1] AS token, activation FROM feature_contexts "
                               "WHERE run_id = ? AND feature = ? AND kind = 'top' ORDER BY rank", [run_id, f])
     assert len(tops) == 20
     assert (tops["token"] == "planet").all(), tops["token"].tolist()
@@ -152,7 +153,28 @@ def test_random_direction_control_scores_near_chance(planted):
 def test_only_the_planted_feature_earns_a_trusted_label(planted):
     """Among all 64 features, labels scoring >= 0.9 name the planted token and nothing else."""
     lab, run_id, cos_planet, _, summary = planted
-    trusted = db.query(lab.root, "SELECT feature, label FROM features WHERE run_id = ? AND label_score >= 0.9", [run_id])
+    trusted = db.query(lab, "SELECT feature, label FROM features WHERE run_id = ? AND label_score >= 0.9", [run_id])
     assert len(trusted) >= 1
     assert all(lbl.startswith("planet") for lbl in trusted["label"])
     assert summary["labels_above_0_9"] == len(trusted)
+
+
+def test_the_control_label_at_chance_is_shown_as_a_guess(planted):
+    """The control feature's best label scores near chance: its interval says so, every view titles it
+    "no reliable label (best guess: ...)", and a card prefilled from it says low confidence."""
+    from engine.analysis.queries import feature_detail, list_features
+    from findings.prefill import prefill
+
+    lab, run_id, cos_planet, cos_control, _ = planted
+    control, planet = int(np.argmax(cos_control)), int(np.argmax(cos_planet))
+    row = _feature(lab, run_id, control)
+    assert row["label_chance"] == 0.5 and row["label_score_low"] < 0.6 and not row["label_reliable"]
+    detail = feature_detail(lab, run_id, control)
+    assert detail["feature"]["title"] == f"no reliable label (best guess: {row['label']})"
+    listed = list_features(lab, run_id, limit=64).set_index("feature")
+    assert listed.loc[control, "title"] == detail["feature"]["title"]
+    card = prefill({"run_id": run_id, "hook": "mlp_out", "layer": 2}, control, detail)
+    assert card["title"].startswith("no reliable label (best guess: ") and card["confidence"] == "low"
+    assert card["claim"].startswith("Unconfirmed guess:")
+    good = feature_detail(lab, run_id, planet)["feature"]
+    assert good["label_reliable"] and good["title"] == good["label"] and good["label_score_low"] >= 0.6

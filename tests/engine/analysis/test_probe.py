@@ -65,7 +65,7 @@ def test_rank_texts_finds_the_text_a_feature_fires_on(prober):
 
 
 def test_probe_refuses_empty_text_and_unknown_feature(prober):
-    from engine.errors import LabError
+    from core.errors import LabError
 
     with pytest.raises(LabError, match="empty text"):
         prober.probe("   ")
@@ -77,14 +77,14 @@ def test_top_texts_for_a_feature_come_from_the_corpora_best_first(analyzed):
     import db
     from engine.analysis.queries import top_texts
 
-    f = int(db.query(analyzed.lab.root, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY n_fires DESC LIMIT 1",
+    f = int(db.query(analyzed.lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY n_fires DESC LIMIT 1",
                      [analyzed.run_id]).iloc[0, 0])
-    rows = top_texts(analyzed.lab.root, analyzed.run_id, f, n=15)
+    rows = top_texts(analyzed.lab, analyzed.run_id, f, n=15)
     assert len(rows) == 15
     acts = [r["activation"] for r in rows]
     assert acts == sorted(acts, reverse=True)
     for r in rows:
         assert r["token"] == r["tokens"][r["center"]] and r["activation"] > 0
         assert r["token"].lstrip("#") in r["text"]
-    only = top_texts(analyzed.lab.root, analyzed.run_id, f, domain="code", n=5)
+    only = top_texts(analyzed.lab, analyzed.run_id, f, domain="code", n=5)
     assert {r["domain"] for r in only} <= {"code"}

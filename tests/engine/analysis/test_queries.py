@@ -6,17 +6,17 @@ from __future__ import annotations
 import pytest
 
 import db
-from engine.errors import LabError
+from core.errors import LabError
 
 TABLES = ("features", "feature_domain_stats", "feature_context_rows", "feature_neighbours", "feature_token_effects", "clusters")
 
 
 def counts(lab, run_id: str) -> dict[str, int]:
-    return {t: int(db.query(lab.root, f"SELECT count(*) FROM {t} WHERE run_id = ?", [run_id]).iloc[0, 0]) for t in TABLES}
+    return {t: int(db.query(lab, f"SELECT count(*) FROM {t} WHERE run_id = ?", [run_id]).iloc[0, 0]) for t in TABLES}
 
 
 def live_feature(analyzed) -> int:
-    return int(db.query(analyzed.lab.root, "SELECT feature FROM features WHERE run_id = ? AND NOT dead AND label_score IS NOT NULL "
+    return int(db.query(analyzed.lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead AND label_score IS NOT NULL "
                                            "ORDER BY label_score DESC LIMIT 1", [analyzed.run_id]).iloc[0, 0])
 
 
@@ -24,7 +24,7 @@ def test_feature_detail_returns_everything_the_inspector_needs(analyzed):
     from engine.analysis.queries import feature_detail
 
     f = live_feature(analyzed)
-    d = feature_detail(analyzed.lab.root, analyzed.run_id, f)
+    d = feature_detail(analyzed.lab, analyzed.run_id, f)
     assert d["feature"]["feature"] == f and d["feature"]["label"] and d["feature"]["map_x"] is not None
     assert [s["domain"] for s in d["domains"]] == analyzed.config.domain_names
     assert all(len(s["hist_counts"]) == 20 for s in d["domains"])
@@ -49,23 +49,23 @@ def test_reanalysis_replaces_rows_and_is_deterministic(analyzed, stores):
 
     before = counts(analyzed.lab, analyzed.run_id)
     cols = "feature, map_x, map_y, map_z, cluster, label, label_score, class"
-    map_before = db.query(analyzed.lab.root, f"SELECT {cols} FROM features WHERE run_id = ? ORDER BY feature", [analyzed.run_id])
-    ctx_before = db.query(analyzed.lab.root, "SELECT feature, domain, kind, rank, seq, pos FROM feature_contexts WHERE run_id = ? "
+    map_before = db.query(analyzed.lab, f"SELECT {cols} FROM features WHERE run_id = ? ORDER BY feature", [analyzed.run_id])
+    ctx_before = db.query(analyzed.lab, "SELECT feature, domain, kind, rank, seq, pos FROM feature_contexts WHERE run_id = ? "
                                              "ORDER BY ALL", [analyzed.run_id])
     analyze_run(analyzed.lab, analyzed.run_id, seed=0)
     assert counts(analyzed.lab, analyzed.run_id) == before
     assert all(v > 0 for v in before.values())
-    dup = db.query(analyzed.lab.root, "SELECT count(*) FROM (SELECT run_id, feature, domain, kind, rank FROM feature_context_rows "
+    dup = db.query(analyzed.lab, "SELECT count(*) FROM (SELECT run_id, feature, domain, kind, rank FROM feature_context_rows "
                                       "GROUP BY ALL HAVING count(*) > 1)").iloc[0, 0]
     assert dup == 0  # the context rows' key is unique by construction (the table has no index)
-    assert db.query(analyzed.lab.root, "SELECT count(*) FROM analysis_runs WHERE run_id = ?", [analyzed.run_id]).iloc[0, 0] == 1
-    map_after = db.query(analyzed.lab.root, f"SELECT {cols} FROM features WHERE run_id = ? ORDER BY feature", [analyzed.run_id])
+    assert db.query(analyzed.lab, "SELECT count(*) FROM analysis_runs WHERE run_id = ?", [analyzed.run_id]).iloc[0, 0] == 1
+    map_after = db.query(analyzed.lab, f"SELECT {cols} FROM features WHERE run_id = ? ORDER BY feature", [analyzed.run_id])
     assert map_after.equals(map_before)  # same seed: same map, clusters, labels
-    ctx_after = db.query(analyzed.lab.root, "SELECT feature, domain, kind, rank, seq, pos FROM feature_contexts WHERE run_id = ? "
+    ctx_after = db.query(analyzed.lab, "SELECT feature, domain, kind, rank, seq, pos FROM feature_contexts WHERE run_id = ? "
                                             "ORDER BY ALL", [analyzed.run_id])
     assert ctx_after.equals(ctx_before)
     # token strings are stored once per activation set, not once per analysis
-    n_seq = db.query(analyzed.lab.root, "SELECT count(*) FROM token_sequences").iloc[0, 0]
+    n_seq = db.query(analyzed.lab, "SELECT count(*) FROM token_sequences").iloc[0, 0]
     assert n_seq == sum(s.meta["n_sequences"] for s in stores.values())
 
 
@@ -78,27 +78,28 @@ def test_a_failed_write_leaves_the_previous_analysis_whole(analyzed):
     broken = {"features": pa.table({"run_id": [analyzed.run_id], "feature": [0]})}  # violates NOT NULL columns
 
     with pytest.raises(Exception):
-        replace_analysis(analyzed.lab.root, analyzed.run_id, broken, lambda: pa.table({"run_id": [analyzed.run_id]}))
+        replace_analysis(analyzed.lab, analyzed.run_id, broken, lambda: pa.table({"run_id": [analyzed.run_id]}))
     assert counts(analyzed.lab, analyzed.run_id) == before
 
 
 def test_concept_map_and_feature_lists(analyzed):
     from engine.analysis.queries import concept_map, list_features, search_features
 
-    df = concept_map(analyzed.lab.root, analyzed.run_id)
+    df = concept_map(analyzed.lab, analyzed.run_id)
     n_live = analyzed.summary["n_live"]
     assert len(df) == n_live and df[["map_x", "map_y", "map_z", "cluster"]].notna().all().all()
     assert {"freq_prose", "freq_code", "mean_act_prose", "freq_sel_code"} <= set(df.columns)
     assert df["tsne_x"].isna().all()  # t-SNE is an option, off by default
-    best = list_features(analyzed.lab.root, analyzed.run_id, order_by="label_score", limit=5)
+    best = list_features(analyzed.lab, analyzed.run_id, order_by="label_score", limit=5)
     assert best["label_score"].is_monotonic_decreasing
-    lean = list_features(analyzed.lab.root, analyzed.run_id, feature_class="code-leaning", limit=1000)
+    lean = list_features(analyzed.lab, analyzed.run_id, feature_class="code-leaning", limit=1000)
     assert (lean["class"] == "code-leaning").all()
     f = live_feature(analyzed)
-    token = db.query(analyzed.lab.root, "SELECT label_tokens[1] FROM features WHERE run_id = ? AND feature = ?", [analyzed.run_id, f]).iloc[0, 0]
-    hits = search_features(analyzed.lab.root, analyzed.run_id, token.strip())
+    token = db.query(analyzed.lab, "SELECT label_tokens[1] FROM features WHERE run_id = ? AND feature = ?",
+                     [analyzed.run_id, f]).iloc[0, 0]
+    hits = search_features(analyzed.lab, analyzed.run_id, token.strip())
     assert f in set(hits["feature"])
-    assert list(search_features(analyzed.lab.root, analyzed.run_id, str(f))["feature"]) == [f]
+    assert list(search_features(analyzed.lab, analyzed.run_id, str(f))["feature"]) == [f]
 
 
 def test_user_errors_are_one_line_lab_errors(analyzed, lab):
@@ -108,17 +109,17 @@ def test_user_errors_are_one_line_lab_errors(analyzed, lab):
     with pytest.raises(LabError, match="unknown run"):
         analyze_run(analyzed.lab, "no-such-run")
     with pytest.raises(LabError, match="has no feature analysis"):
-        feature_detail(analyzed.lab.root, "never-analysed", 0)
+        feature_detail(analyzed.lab, "never-analysed", 0)
     with pytest.raises(LabError, match="does not exist"):
-        feature_detail(analyzed.lab.root, analyzed.run_id, 10**6)
+        feature_detail(analyzed.lab, analyzed.run_id, 10**6)
     with pytest.raises(LabError, match="unknown domain"):
-        top_texts(analyzed.lab.root, analyzed.run_id, 0, domain="poetry")
+        top_texts(analyzed.lab, analyzed.run_id, 0, domain="poetry")
     with pytest.raises(LabError, match="cannot order"):
-        list_features(analyzed.lab.root, analyzed.run_id, order_by="label; DROP TABLE runs")
+        list_features(analyzed.lab, analyzed.run_id, order_by="label; DROP TABLE runs")
     with pytest.raises(LabError, match="empty search"):
-        search_features(analyzed.lab.root, analyzed.run_id, " ")
+        search_features(analyzed.lab, analyzed.run_id, " ")
     with pytest.raises(LabError, match="no lab database"):
-        feature_detail(lab.root, "x", 0)
+        feature_detail(lab, "x", 0)
 
 
 def test_cli_commands(analyzed, capsys):
@@ -158,8 +159,8 @@ def test_analysis_after_training_reports_failure_without_raising(analyzed, capsy
 def test_a_lab_without_the_analysis_tables_says_how_to_get_them(lab):
     from engine.analysis.queries import analysis_info, feature_detail
 
-    with db.connect(lab.root) as con:  # a database created before the analysis migration existed
+    with db.connect(lab) as con:  # a database created before the analysis migration existed
         con.execute("CREATE TABLE runs (run_id VARCHAR)")
-    assert analysis_info(lab.root, "r1") is None
+    assert analysis_info(lab, "r1") is None
     with pytest.raises(LabError, match="analyze r1"):
-        feature_detail(lab.root, "r1", 0)
+        feature_detail(lab, "r1", 0)

@@ -10,12 +10,13 @@ TABLES = ("analysis_runs", "features", "feature_domain_stats", "token_sequences"
 
 
 def test_every_analysis_table_view_and_column_is_commented(lab):
-    db.ensure_schema(lab.root)
+    db.ensure_schema(lab)
     names = list(TABLES) + ["feature_contexts"]
-    missing = db.query_rows(lab.root, "SELECT table_name, column_name FROM duckdb_columns() "
+    missing = db.query_rows(lab, "SELECT table_name, column_name FROM duckdb_columns() "
                                       "WHERE table_name IN (SELECT unnest(?)) AND coalesce(comment, '') = ''", [names])
     assert missing == []
-    tables = dict(db.query_rows(lab.root, "SELECT table_name, comment FROM duckdb_tables() WHERE table_name IN (SELECT unnest(?))", [list(TABLES)]))
+    tables = dict(db.query_rows(lab, "SELECT table_name, comment FROM duckdb_tables() WHERE table_name IN (SELECT unnest(?))",
+                                [list(TABLES)]))
     assert set(tables) == set(TABLES) and all(tables.values())
-    views = db.query_rows(lab.root, "SELECT comment FROM duckdb_views() WHERE view_name = 'feature_contexts'")
+    views = db.query_rows(lab, "SELECT comment FROM duckdb_views() WHERE view_name = 'feature_contexts'")
     assert views and views[0][0]

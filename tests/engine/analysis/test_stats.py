@@ -9,7 +9,7 @@ import db
 
 
 def test_per_domain_statistics_match_numpy(analyzed, dense):
-    rows = db.query(analyzed.lab.root, "SELECT * FROM feature_domain_stats WHERE run_id = ? ORDER BY feature",
+    rows = db.query(analyzed.lab, "SELECT * FROM feature_domain_stats WHERE run_id = ? ORDER BY feature",
                     [analyzed.run_id])
     assert set(rows["domain"]) == set(dense)
     for domain, f in dense.items():
@@ -37,7 +37,7 @@ def test_selectivity_and_classes_match_numpy(analyzed, dense):
     fa, fb = ((dense[d] > 0).mean(0) for d in (a, b))
     with np.errstate(invalid="ignore"):
         ma, mb = (np.nan_to_num(dense[d].sum(0) / (dense[d] > 0).sum(0)) for d in (a, b))
-    rows = db.query(analyzed.lab.root, "SELECT * FROM feature_domain_stats WHERE run_id = ?", [analyzed.run_id])
+    rows = db.query(analyzed.lab, "SELECT * FROM feature_domain_stats WHERE run_id = ?", [analyzed.run_id])
     ra = rows[rows["domain"] == a].set_index("feature").sort_index()
     rb = rows[rows["domain"] == b].set_index("feature").sort_index()
     np.testing.assert_allclose(ra["freq_sel"], fa - fb, atol=5e-4)  # freqA - freqB
@@ -45,7 +45,7 @@ def test_selectivity_and_classes_match_numpy(analyzed, dense):
     reliable = ((dense[a] > 0).sum(0) >= 20) & ((dense[b] > 0).sum(0) >= 20)
     np.testing.assert_allclose(ra["mag_sel"].to_numpy()[reliable], (ma - mb)[reliable], atol=5e-3)
     s = (fa - fb) / np.where(fa + fb > 0, fa + fb, 1)
-    feats = db.query(analyzed.lab.root, "SELECT feature, class, leaning_domain, dead FROM features WHERE run_id = ? ORDER BY feature",
+    feats = db.query(analyzed.lab, "SELECT feature, class, leaning_domain, dead FROM features WHERE run_id = ? ORDER BY feature",
                      [analyzed.run_id])
     expected = np.where(fa + fb == 0, "dead", np.where(s >= 0.5, f"{a}-leaning", np.where(s <= -0.5, f"{b}-leaning", "shared")))
     clear = np.abs(np.abs(s) - 0.5) > 0.02  # away from the threshold, where a tie flip could not matter
@@ -56,7 +56,7 @@ def test_selectivity_and_classes_match_numpy(analyzed, dense):
     # dead features are listed as such and fire nowhere
     dead = feats["dead"].to_numpy()
     assert (dead == ((fa + fb) == 0))[clear | dead].all()
-    info = db.query(analyzed.lab.root, "SELECT n_dead, n_live, d_sae FROM analysis_runs WHERE run_id = ?", [analyzed.run_id]).iloc[0]
+    info = db.query(analyzed.lab, "SELECT n_dead, n_live, d_sae FROM analysis_runs WHERE run_id = ?", [analyzed.run_id]).iloc[0]
     assert info["n_dead"] == dead.sum() and info["n_live"] + info["n_dead"] == info["d_sae"]
 
 

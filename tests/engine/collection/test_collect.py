@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import LabError
 from engine.collection.collect import collect_domain
 from engine.collection.models import resolve_model
 from engine.config import DataConfig, DomainSpec, parse_domain
-from engine.errors import LabError
 
 
 def small_data(tokens=1500, **kw) -> DataConfig:
@@ -30,7 +30,7 @@ def test_one_pass_equals_per_layer_passes_and_is_reused(lab):
     special = {101, 102, 0}
     assert not any(int(tokens[s, p]) in special for s, p in rows[:500])  # special tokens are not rows
     # A second lab collecting layers one at a time, each its own pass.
-    from engine.lab import Lab
+    from core.lab import Lab
 
     other = Lab.at(lab.root.parent / "other")
     for site in all_sites:
@@ -53,9 +53,11 @@ def test_too_small_and_empty_corpora_are_refused(lab, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "a.txt").write_text("")
     with pytest.raises(LabError, match="has only .* tokens, fewer than"):
-        collect_domain(lab, info, torch.device("cpu"), DomainSpec("tiny", f"file:{tmp_path / 'tiny'}"), small_data(), 0, [("mlp_out", 0)], False)
+        collect_domain(lab, info, torch.device("cpu"), DomainSpec("tiny", f"file:{tmp_path / 'tiny'}"), small_data(), 0,
+                       [("mlp_out", 0)], False)
     with pytest.raises(LabError, match="is empty"):
-        collect_domain(lab, info, torch.device("cpu"), DomainSpec("empty", f"file:{tmp_path / 'empty'}"), small_data(), 0, [("mlp_out", 0)], False)
+        collect_domain(lab, info, torch.device("cpu"), DomainSpec("empty", f"file:{tmp_path / 'empty'}"), small_data(), 0,
+                       [("mlp_out", 0)], False)
     assert not any(p.name.startswith(".tmp") for p in lab.activations.glob("*"))
 
 

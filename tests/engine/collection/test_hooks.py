@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from core.errors import LabError
 from engine.collection.hooks import hook_module, record
 from engine.collection.models import load_model, resolve_model
-from engine.errors import LabError
 
 
 @pytest.fixture(scope="module")

@@ -26,11 +26,11 @@ def numpy_topk_sae(folder, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def test_reported_metrics_match_numpy(finished_lab):
     lab, config, outcomes = finished_lab
-    from engine.runs import collect_for
+    from engine.artifacts import collect_for
 
     stores = collect_for(config, lab)
     for o in outcomes:
-        rows = db.query(lab.root, "SELECT * FROM eval_results WHERE run_id = ?", [o.run_id]).set_index("eval_domain")
+        rows = db.query(lab, "SELECT * FROM eval_results WHERE run_id = ?", [o.run_id]).set_index("eval_domain")
         assert set(rows.index) == {"prose", "code"}
         for domain, store in stores.items():
             x = np.asarray(store.acts(config.hook, config.layer)[store.val_start :], dtype=np.float64)
@@ -57,8 +57,9 @@ def test_fvu_is_mean_centred_not_around_zero():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1000, 8)) + 50.0
     x_hat = x + rng.standard_normal((1000, 8)) * 0.5
-    from engine.evaluation.metrics import MetricAccumulator
     import torch
+
+    from engine.evaluation.metrics import MetricAccumulator
     from engine.training.sae import SparseCode
 
     acc = MetricAccumulator(8, 4)

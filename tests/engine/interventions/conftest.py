@@ -32,8 +32,8 @@ def encoder_run(finished_lab, tmp_path_factory) -> RunFixture:
 
 @pytest.fixture(scope="session")
 def causal_run(tiny_neox, tmp_path_factory) -> RunFixture:
+    from core.lab import Lab
     from engine.config import build_config
-    from engine.lab import Lab
     from engine.pipeline import run_experiment
 
     lab = Lab.at(tmp_path_factory.mktemp("iv_causal") / "lab")

@@ -14,7 +14,7 @@ import math
 
 import pytest
 
-from engine.errors import LabError
+from core.errors import LabError
 from engine.interventions import ablation_specificity
 from engine.interventions.queries import specificity_detail, specificity_studies
 
@@ -32,9 +32,9 @@ def test_ablation_is_specific_to_the_features_own_contexts(encoder_run):
     # the matched control really is matched: within a factor of 3 in firing frequency for most features
     ratios = [max(f["freq"], f["control_freq"]) / min(f["freq"], f["control_freq"]) for f in r.features]
     assert sorted(ratios)[len(ratios) // 2] < 3
-    stored = specificity_detail(fx.lab.root, r.study_id)
+    stored = specificity_detail(fx.lab, r.study_id)
     assert stored["frac_own_gt_random"] == pytest.approx(r.frac_own_gt_random) and len(stored["features"]) == 12
-    assert r.study_id in set(specificity_studies(fx.lab.root, fx.run_id)["study_id"])
+    assert r.study_id in set(specificity_studies(fx.lab, fx.run_id)["study_id"])
 
 
 def test_specificity_runs_on_a_causal_lm_with_kl(causal_run):

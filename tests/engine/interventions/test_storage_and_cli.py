@@ -10,9 +10,9 @@ import math
 import pytest
 
 import db
-from engine.errors import LabError
-from engine.interventions import Edit, InterventionOptions, InterventionSpec, intervene, run_intervention
+from core.errors import LabError
 from engine.cli import main as cli_main
+from engine.interventions import Edit, InterventionOptions, InterventionSpec, intervene, run_intervention
 from engine.interventions.queries import intervention_detail, intervention_evidence, interventions_for_feature, list_interventions
 from engine.interventions.session import get_session
 from tests.engine.interventions.helpers import CAUSAL_TEXT, ENCODER_TEXT, strongest_and_silent
@@ -22,11 +22,12 @@ TABLES = ("interventions", "intervention_token_movers", "intervention_generation
 
 
 def test_every_intervention_table_and_column_is_commented(lab):
-    db.ensure_schema(lab.root)
-    missing = db.query_rows(lab.root, "SELECT table_name, column_name FROM duckdb_columns() "
+    db.ensure_schema(lab)
+    missing = db.query_rows(lab, "SELECT table_name, column_name FROM duckdb_columns() "
                                       "WHERE table_name IN (SELECT unnest(?)) AND coalesce(comment, '') = ''", [list(TABLES)])
     assert missing == []
-    tables = dict(db.query_rows(lab.root, "SELECT table_name, comment FROM duckdb_tables() WHERE table_name IN (SELECT unnest(?))", [list(TABLES)]))
+    tables = dict(db.query_rows(lab, "SELECT table_name, comment FROM duckdb_tables() WHERE table_name IN (SELECT unnest(?))",
+                                [list(TABLES)]))
     assert set(tables) == set(TABLES) and all(tables.values())
 
 
@@ -35,18 +36,18 @@ def test_encoder_intervention_is_stored_with_its_edit_and_read_back(encoder_run)
     strong, _ = strongest_and_silent(get_session(fx.lab, fx.run_id, "cpu"), ENCODER_TEXT)
     r = intervene(fx.lab, fx.run_id, strong, "scale", 4.0, ENCODER_TEXT, neighbour_corpus=16)
     assert r.stored and r.cosine_shift > 0
-    d = intervention_detail(fx.lab.root, r.intervention_id)
+    d = intervention_detail(fx.lab, r.intervention_id)
     assert d["edits"] == [{"feature": strong, "op": "scale", "value": 4.0}] and list(d["features"]) == [strong]
     assert InterventionSpec.from_dict(d["spec"]).to_dict() == r.spec  # the spec round-trips: the result can be re-run
     assert d["cosine_shift"] == pytest.approx(r.cosine_shift) and d["kl_mean"] is None
     assert [m["token"] for m in d["token_movers"]["up"]] == [m["token"] for m in r.token_movers["up"]]
     assert len(d["neighbours"]["clean_top"]) == 10 and d["neighbour_overlap"] == pytest.approx(r.neighbours["overlap"])
     assert d["generation"] is None and list(d["tokens"]) == r.tokens
-    df = interventions_for_feature(fx.lab.root, fx.run_id, strong)
+    df = interventions_for_feature(fx.lab, fx.run_id, strong)
     assert r.intervention_id in set(df["intervention_id"])
-    assert interventions_for_feature(fx.lab.root, fx.run_id, strong + 1).empty or r.intervention_id not in set(
-        interventions_for_feature(fx.lab.root, fx.run_id, strong + 1)["intervention_id"])
-    ev = intervention_evidence(fx.lab.root, r.intervention_id)
+    assert interventions_for_feature(fx.lab, fx.run_id, strong + 1).empty or r.intervention_id not in set(
+        interventions_for_feature(fx.lab, fx.run_id, strong + 1)["intervention_id"])
+    ev = intervention_evidence(fx.lab, r.intervention_id)
     assert json.loads(json.dumps(ev)) == ev  # plain JSON: attachable to a findings card
     assert ev == json.loads(json.dumps(r.evidence()))
     assert ev["feature"] == strong and ev["run_id"] == fx.run_id and "cosine shift" in ev["summary"]
@@ -58,12 +59,12 @@ def test_causal_intervention_stores_generation_and_delta_ce(causal_run):
     spec = InterventionSpec(fx.run_id, [Edit(strong, "clamp", 30.0)], text=CAUSAL_TEXT,
                             options=InterventionOptions(generate_tokens=5, ce_sequences=2, sample=True, seed=7))
     r = run_intervention(fx.lab, spec)
-    d = intervention_detail(fx.lab.root, r.intervention_id)
+    d = intervention_detail(fx.lab, r.intervention_id)
     assert d["model_kind"] == "causal" and d["kl_mean"] == pytest.approx(r.kl_mean) and len(d["kl_per_position"]) == len(r.tokens)
     assert set(d["delta_ce"]) == {"prose", "code"}
     g = d["generation"]
     assert g["sampled"] and g["seed"] == 7 and g["clean_text"] == r.generation.clean_text and len(g["edited_tokens"]) == 5
-    assert len(list_interventions(fx.lab.root, fx.run_id)) >= 1
+    assert len(list_interventions(fx.lab, fx.run_id)) >= 1
 
 
 def test_corpus_sequences_as_input(causal_run):
@@ -122,21 +123,22 @@ BAD = [
 def test_bad_input_gets_one_line_naming_the_fix(encoder_run, capsys, args, message):
     fx = encoder_run
     args = (["--run", fx.run_id] if "--run" not in args else []) + args
-    before = db.query_rows(fx.lab.root, "SELECT count(*) FROM interventions")[0][0] if _has(fx) else 0
+    before = db.query_rows(fx.lab, "SELECT count(*) FROM interventions")[0][0] if _has(fx) else 0
     code = cli_main(["--lab", str(fx.lab.root), "-q", "intervene", *args])
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert err.startswith("error: ") and "\n" not in err and message in err
-    assert (db.query_rows(fx.lab.root, "SELECT count(*) FROM interventions")[0][0] if _has(fx) else 0) == before  # nothing written
+    assert (db.query_rows(fx.lab, "SELECT count(*) FROM interventions")[0][0] if _has(fx) else 0) == before  # nothing written
 
 
 def _has(fx) -> bool:
-    return bool(db.query_rows(fx.lab.root, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'interventions'")[0][0])
+    return bool(db.query_rows(fx.lab, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'interventions'")[0][0])
 
 
 def test_bad_input_through_the_api(causal_run):
     fx = causal_run
-    with pytest.raises(LabError, match="plus 200 generated, more than the model's context of 256 tokens: shorten it or lower --generate"):
+    with pytest.raises(LabError, match="plus 200 generated, more than the model's context of 256 tokens: shorten it or lower "
+                                       "--generate"):
         intervene(fx.lab, fx.run_id, 1, "zero", None, "word " * 100, generate_tokens=200, store=False)
     with pytest.raises(LabError, match="feature 3 is edited twice"):
         run_intervention(fx.lab, InterventionSpec(fx.run_id, [Edit(3, "zero"), Edit(3, "scale", 2.0)], text="a b"), store=False)

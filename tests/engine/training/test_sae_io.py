@@ -13,7 +13,8 @@ import torch
 from engine.config import ARCHITECTURES
 from engine.training.sae import SparseAutoencoder
 
-SAELENS_NAME = {"topk": "topk", "batchtopk": "jumprelu", "matryoshka_batchtopk": "jumprelu", "jumprelu": "jumprelu", "relu": "standard"}
+SAELENS_NAME = {"topk": "topk", "batchtopk": "jumprelu", "matryoshka_batchtopk": "jumprelu", "jumprelu": "jumprelu",
+                "relu": "standard"}
 
 
 def trained_like(arch: str) -> SparseAutoencoder:

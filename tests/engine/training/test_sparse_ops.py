@@ -85,7 +85,8 @@ def test_batch_topk_keeps_k_per_token_on_average():
     assert torch.equal(rows, rows.sort().values)
 
 
-@pytest.mark.parametrize("shape,k", [((512, 2048), 16), ((300, 2048), 48), ((64, 4096), 32), ((100, 1000), 16), ((50, 256), 16), ((40, 1001), 16)])
+@pytest.mark.parametrize("shape,k", [((512, 2048), 16), ((300, 2048), 48), ((64, 4096), 32), ((100, 1000), 16),
+                                     ((50, 256), 16), ((40, 1001), 16)])
 def test_grouped_topk_finds_exactly_torch_topk_values(shape, k):
     """Random rows, and rows of small integers where ties at the k-th value are everywhere."""
     from engine.training.sparse_ops import topk_rows

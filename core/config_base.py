@@ -2,7 +2,8 @@
 
 Configs are saved with every run and read back from JSON/TOML files a person edits by hand, so
 ``from_dict`` refuses unknown keys and wrong types with a message that names the key and the fix,
-instead of silently ignoring a typo such as ``d_sea``.
+instead of silently ignoring a typo such as ``d_sea``. Numeric fields declare their allowed range
+once (``core.config_bounds.bounded``); every construction checks it, ``replace()`` included.
 """
 
 from __future__ import annotations
@@ -14,13 +15,33 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from engine.errors import LabError
+from core.config_bounds import BoundsError, check_fields
+from core.errors import LabError
 
 T = TypeVar("T", bound="ConfigBase")
 
 
 class ConfigBase:
     """Mixin for dataclass configs: ``to_dict``/``from_dict`` with strict checking."""
+
+    def __post_init__(self) -> None:
+        # Every construction -- from_dict, direct, dataclasses.replace -- checks the declared bounds.
+        check_fields(self, type(self).__name__)
+
+    def check_bounds(self: T, where: str = "") -> T:
+        """Re-check the bounds of this config and every section in it (values may be set after
+        construction); a failure names the key under ``where``."""
+        where = where or type(self).__name__
+        check_fields(self, where)
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, ConfigBase):
+                value.check_bounds(f"{where}.{f.name}")
+            elif isinstance(value, list):
+                for i, v in enumerate(value):
+                    if isinstance(v, ConfigBase):
+                        v.check_bounds(f"{where}.{f.name}[{i}]")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _dump(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
@@ -108,6 +129,8 @@ def _load(tp: Any, value: Any, where: str) -> Any:
         kwargs = {k: _load(hints[k], v, f"{where}.{k}") for k, v in value.items()}
         try:
             return tp(**kwargs)
+        except BoundsError as e:  # raised by tp's own __post_init__: restate under this key path
+            raise e.at(where) from None
         except TypeError as e:
             raise LabError(f"config section '{where}' is incomplete ({e}): add the missing keys") from None
     if tp is Any:
@@ -115,7 +138,11 @@ def _load(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise LabError(f"config key '{where}' must be a number, got {value!r}: fix the value in the config")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond the float range
+            raise LabError(f"config key '{where}' is a number too large to hold (a {value.bit_length()}-bit integer): fix the "
+                           "value in the config") from None
     if tp is int:
         if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
             raise LabError(f"config key '{where}' must be a whole number, got {value!r}: fix the value in the config")
@@ -143,6 +170,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
+    except ValueError as e:  # e.g. an integer with more digits than Python converts
+        raise LabError(f"--set '{key.strip()}' has a value that cannot be read ({e}): give a smaller number") from None
     return path, value
 
 

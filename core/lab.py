@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from db.connection import DB_FILENAME, default_lab_dir
+DB_FILENAME = "lab.duckdb"
+DEFAULT_LAB_DIR = "lab_data"
+
+
+def default_lab_dir() -> Path:
+    """$SAE_LAB_DIR, else ./lab_data."""
+    return Path(os.environ.get("SAE_LAB_DIR", DEFAULT_LAB_DIR))
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,8 @@ def code_version() -> str:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return "unversioned"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True,
+                               text=True, timeout=5)
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unversioned"
