@@ -46,9 +46,9 @@ def _stores(args, lab, config, progress: bool):
     return out
 
 
-def _contender(store, config, arch: str, l0: int, epochs: float | None) -> dict[str, Any]:
-
-    sae_cfg = SAEConfig(**{**config.sae.to_dict(), "architecture": arch, "k": l0})
+def _contender(store, config, arch: str, l0: int, epochs: float | None, label: str | None = None,
+               **sae_settings: Any) -> dict[str, Any]:
+    sae_cfg = SAEConfig(**{**config.sae.to_dict(), "architecture": arch, "k": l0, **sae_settings})
     train_cfg = TrainConfig(**{**config.train.to_dict(), "epochs": epochs or config.train.epochs})
     acts = store.acts(config.hook, config.layer)
     stats = store.site_stats(config.hook, config.layer)
@@ -57,7 +57,7 @@ def _contender(store, config, arch: str, l0: int, epochs: float | None) -> dict[
     batches = ShuffledBatches(acts, 0, store.val_start, train_cfg.batch_size, config.seed)
     tr = Trainer(sae, sae_cfg, train_cfg, batches, torch.device("cpu"), config.seed)
     it = batches.iterate(0, tr.total_steps, torch.device("cpu"), scale=float(sae.input_scale))
-    return {"arch": arch, "trainer": tr, "sae": sae, "iter": it, "tokens": 0, "seconds": 0.0, "steps": 0,
+    return {"arch": label or arch, "trainer": tr, "sae": sae, "iter": it, "tokens": 0, "seconds": 0.0, "steps": 0,
             "total": tr.total_steps, "acts": acts, "store": store}
 
 
@@ -128,3 +128,30 @@ def bench_architectures(args, lab, out: dict) -> None:
                       f"{r['dead_heldout']:14.3f} {r['tokens_per_s']:9,.0f} {ratio:>7s}")
             rows.extend(measured)
     out["architectures"] = rows
+    if args.fixed_coefficients:
+        out["fixed_coefficients"] = _fixed_coefficients(args, config, stores)
+
+
+def _fixed_coefficients(args, config, stores) -> list[dict[str, Any]]:
+    """JumpReLU's L0 and ReLU's L1 coefficient held fixed (``target_l0 = false``) at each value: how far
+    does the coefficient move L0 under Adam (SAELens issues #494/#719 say it barely does)?"""
+    try:
+        values = [float(v) for v in args.fixed_coefficients.split(",") if v.strip()]
+    except ValueError:
+        raise LabError(f"--fixed-coefficients '{args.fixed_coefficients}' must be numbers separated by commas, "
+                       "e.g. 0.1,1,10,100") from None
+    domain, store = next(iter(stores.items()))
+    contenders = [_contender(store, config, "jumprelu", 16, args.epochs, f"jumprelu l0_coefficient={v:g}",
+                             target_l0=False, l0_coefficient=v) for v in values]
+    contenders += [_contender(store, config, "relu", 16, args.epochs, f"relu l1_coefficient={v:g}",
+                              target_l0=False, l1_coefficient=v) for v in values]
+    bar = tqdm(total=sum(c["total"] for c in contenders), desc=f"{domain} fixed coefficients", unit="step",
+               disable=args.quiet, leave=False)
+    _train_interleaved(contenders, bar)
+    bar.close()
+    measured = [_measure(c) for c in contenders]
+    print(f"\n  Fixed sparsity coefficients (target_l0 = false), {domain}: L0 as the coefficient grows")
+    print(f"    {'contender':34s} {'FVU':>7s} {'L0':>6s} {'dead(train)':>11s}")
+    for r in measured:
+        print(f"    {r['architecture']:34s} {r['fvu_heldout']:7.4f} {r['l0_heldout']:6.1f} {r['dead_train']:11.3f}")
+    return measured

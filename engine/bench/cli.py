@@ -34,6 +34,9 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extra-domain", action="append", default=[],
                    help="architectures bench: also compare on name=path texts (collected at the same site), "
                         "e.g. a code corpus with docstrings")
+    p.add_argument("--fixed-coefficients", default=None,
+                   help="architectures bench: also train JumpReLU and ReLU + L1 at these fixed sparsity coefficients "
+                        "(target_l0 off), e.g. 0.1,1,10,100, to see how far the coefficient moves L0")
     p.add_argument("--bench-domains", default=None,
                    help="architectures bench: comma-separated subset of the default domains (default: all)")
 
