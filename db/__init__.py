@@ -3,16 +3,18 @@
 from db.connection import connect, query, query_rows
 from db.migrations import ensure_schema
 from db.transactions import transaction
-from db.writer import BufferedWriter, Op, replay_spools, utcnow, write_now
+from db.writer import BufferedWriter, Op, apply_ops, replay_spools, spool_of, utcnow, write_now
 
 __all__ = [
     "BufferedWriter",
     "Op",
+    "apply_ops",
     "connect",
     "ensure_schema",
     "query",
     "query_rows",
     "replay_spools",
+    "spool_of",
     "transaction",
     "utcnow",
     "write_now",

@@ -14,9 +14,10 @@ import fcntl
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 import pyarrow as pa
 
@@ -288,24 +289,39 @@ class BufferedWriter:
             self.owner.release()
 
 
-def replay_spools(lab: Lab, wait_seconds: float = 30.0) -> int:
-    """Replay the spools of runs whose writer died (after a crash); returns how many were replayed."""
+@contextmanager
+def spool_of(folder: Path) -> Iterator[list[Op]]:
+    """The ops spooled in a run folder whose writer has closed or died, to apply in a transaction.
+
+    Yields nothing while the folder's writer is alive (replaying then could reorder its writes). The
+    spool files are deleted only when the caller's block ends without an error: a transaction that
+    fails leaves them for the next replay."""
+    if not folder.is_dir():  # nothing was ever spooled there (and no run folder is made for it)
+        yield []
+        return
+    lock = OwnerLock(folder)
+    if not lock.acquire():
+        yield []
+        return
+    try:
+        claimed = claim_spool(folder)
+        yield [op for f in claimed for op in read_spool(f)]
+        for f in claimed:
+            f.unlink(missing_ok=True)
+    finally:
+        lock.release()
+
+
+def replay_spools(lab: Lab, wait_seconds: float = 30.0, folders: Iterable[Path] | None = None) -> int:
+    """Replay the spools of runs whose writer closed or died (every run's, or those in ``folders``);
+    returns how many were replayed."""
     n = 0
-    for folder in sorted({p.parent for p in lab.runs.glob("*/spool*")}):
-        lock = OwnerLock(folder)
-        if not lock.acquire():
-            continue  # its writer is alive and will replay its own spool
-        try:
-            claimed = claim_spool(folder)
-            ops = [op for f in claimed for op in read_spool(f)]
+    for folder in sorted({p.parent for p in lab.runs.glob("*/spool*")} if folders is None else set(folders)):
+        with spool_of(folder) as ops:
             if ops:
                 with transaction(lab, wait_seconds=wait_seconds) as con:
                     apply_ops(con, ops)
                 n += 1
-            for f in claimed:
-                f.unlink(missing_ok=True)
-        finally:
-            lock.release()
     return n
 
 

@@ -152,10 +152,10 @@ def _stored_quality(lab: Lab, run_id: str) -> dict | None:
 
 
 def cmd_train(args, lab, evaluate: bool = False) -> int:
+    config = config_from_args(args)  # a mistake in the settings is refused before seconds of imports
     # deferred: the pipeline loads the model code, scipy and the analysis
     from engine.pipeline import run_experiment
 
-    config = config_from_args(args)
     outcomes = run_experiment(config, lab, progress=not args.quiet, evaluate=evaluate, tags=args.tag,
                               analyze=evaluate and not getattr(args, "no_analysis", False))
     _print_outcomes(lab, outcomes)

@@ -8,10 +8,24 @@ Public API (the app, the CLI and the findings use these):
 * reads: ``engine.interventions.queries`` (``interventions_for_feature``, ``intervention_detail``, ...).
 """
 
-from engine.interventions.results import Generation, InterventionResult, SpecificityResult
-from engine.interventions.run import intervene, prepare_run, run_intervention
-from engine.interventions.spec import Edit, InterventionOptions, InterventionSpec
-from engine.interventions.specificity import ablation_specificity
+from importlib import import_module
+from typing import Any
+
+# Where each public name lives. Loaded on first use (PEP 562): the engine's CLI parser imports this
+# package's ``cli`` for every command, and ``run`` / ``specificity`` load torch (seconds).
+_HOME = {
+    "Generation": "results", "InterventionResult": "results", "SpecificityResult": "results",
+    "intervene": "run", "prepare_run": "run", "run_intervention": "run",
+    "Edit": "spec", "InterventionOptions": "spec", "InterventionSpec": "spec",
+    "ablation_specificity": "specificity",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'engine.interventions' has no attribute '{name}'")
+    return getattr(import_module(f"engine.interventions.{_HOME[name]}"), name)
+
 
 __all__ = [
     "Edit",

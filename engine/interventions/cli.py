@@ -11,9 +11,7 @@ import json
 from core.errors import LabError
 from engine.cli_args import float_arg, int_arg
 from engine.interventions.queries import interventions_for_feature, list_interventions
-from engine.interventions.run import run_intervention
 from engine.interventions.spec import Edit, InterventionOptions, InterventionSpec
-from engine.interventions.specificity import ablation_specificity
 from engine.tables import format_table
 
 
@@ -77,6 +75,9 @@ def _spec_from_args(args):
 
 
 def cmd_intervene(args, lab) -> int:
+    # deferred: torch and the model code; the engine's parser (every command) must not load them
+    from engine.interventions.run import run_intervention
+
     res = run_intervention(lab, _spec_from_args(args), store=not args.no_store)
     if args.json:
         print(json.dumps(res.to_dict(), default=str))
@@ -139,6 +140,9 @@ def cmd_interventions(args, lab) -> int:
 
 
 def cmd_ablation_specificity(args, lab) -> int:
+    # deferred: torch and the model code, as above
+    from engine.interventions.specificity import ablation_specificity
+
     res = ablation_specificity(lab, args.run, args.features, args.contexts, args.seed, n_candidates=args.candidates,
                                store=not args.no_store, progress=not args.quiet and not args.json, threads=args.threads)
     if args.json:

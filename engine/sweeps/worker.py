@@ -17,7 +17,7 @@ import torch
 
 from core.errors import LabBusyError, LabError, first_line
 from core.lab import Lab
-from db import ensure_schema, query, replay_spools, transaction, utcnow
+from db import apply_ops, ensure_schema, query, replay_spools, spool_of, transaction, utcnow
 from engine.analysis.analyze import analyze_after_training
 from engine.pipeline import run_locally
 from engine.runs import RunSpec
@@ -99,8 +99,19 @@ class JobReporter:
         return self.cancelled
 
 
-def finish_job(lab: Lab, job_id: str, status: str, error: str | None = None) -> None:
-    with transaction(lab, wait_seconds=60) as con:
+FINISH_WAIT_SECONDS = 600  # the job is over: waiting for a busy database costs nothing, losing its rows would
+
+
+def finish_job(lab: Lab, job_id: str, status: str, error: str | None = None,
+               wait_seconds: float = FINISH_WAIT_SECONDS) -> None:
+    """Close the job, and land its run's spooled rows in the same transaction.
+
+    A run's writer spools what it could not write while the database was busy (under load, even
+    its first row), and the spool is otherwise replayed only by the next command. Landing it here
+    means a FINISHED job always has its run's rows: before, two workers on a loaded machine could
+    finish every job and leave a run missing from ``runs`` until some later command ran."""
+    with spool_of(lab.run_dir(job_id)) as ops, transaction(lab, wait_seconds=wait_seconds) as con:
+        apply_ops(con, ops)
         con.execute(
             "UPDATE jobs SET status = ?, finished_at = ?, error = ?, phase = ?, eta_seconds = NULL WHERE job_id = ?",
             [status, utcnow(), error, "done" if status == "FINISHED" else status.lower(), job_id],
@@ -123,6 +134,8 @@ def execute_job(lab: Lab, spec: RunSpec, reporter: JobReporter, progress: bool =
     if not run_is_finished(lab, spec.run_id):
         run_locally(spec, lab, progress=progress, should_stop=reporter.should_stop, extra_log=reporter.on_log,
                     on_start=reporter.on_start, on_phase=reporter.phase)
+    # What a busy database made the run spool lands before the analysis reads the run's rows.
+    replay_spools(lab, FINISH_WAIT_SECONDS, folders=[lab.run_dir(spec.run_id)])
     if analysis:
         reporter.phase("analyze")
         analyze(lab, spec.run_id)
