@@ -16,13 +16,13 @@ from typing import Any, Literal
 from core.config_base import ConfigBase, apply_override, parse_override
 from core.config_bounds import bounded, seed_field
 from core.errors import LabError
-from engine.training import architectures
+from engine.training.architectures import registry as architectures
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 HOOK_POINTS = ("mlp_out", "resid_post", "attn_out")
 # The built-in architectures, as the registry lists them; what is accepted is whatever the registry
 # (engine/training/architectures) holds, including architectures registered at run time.
-ARCHITECTURES = tuple(architectures.names())
+ARCHITECTURES = tuple(architectures.BUILTIN)
 MAX_D_SAE = 2**20  # ~1M latents; the memory it needs for the model's width is checked against the machine's RAM
 MAX_LAYER = 1023
 

@@ -1,6 +1,19 @@
-"""SAE architectures: one module each, and the registry every other part of the lab reads."""
+"""SAE architectures: one module each, and the registry every other part of the lab reads.
 
-from engine.training.architectures.base import Architecture, StepStats
-from engine.training.architectures.registry import from_saelens, get, names, register
+Names resolve on first use (PEP 562): the registry's list of built-ins is read by config validation
+and the CLI without loading torch, which the architecture modules need.
+"""
+
+from importlib import import_module
+from typing import Any
+
+_HOME = {"Architecture": "base", "StepStats": "base",
+         "from_saelens": "registry", "get": "registry", "names": "registry", "register": "registry"}
 
 __all__ = ["Architecture", "StepStats", "from_saelens", "get", "names", "register"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'engine.training.architectures' has no attribute '{name}'")
+    return getattr(import_module(f"engine.training.architectures.{_HOME[name]}"), name)

@@ -6,8 +6,18 @@ app's picker, loading a saved SAE) asks this registry, so a new architecture nee
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 from core.errors import LabError
-from engine.training.architectures.base import Architecture
+
+if TYPE_CHECKING:
+    from engine.training.architectures.base import Architecture
+
+# The built-in architectures, in the order the app and error messages offer them, and the module of
+# each. Naming them needs no torch (config validation and the CLI's parser run before any training).
+BUILTIN: dict[str, str] = {"topk": "topk", "batchtopk": "batchtopk", "matryoshka_batchtopk": "matryoshka",
+                           "jumprelu": "jumprelu", "relu": "relu"}
 
 _REGISTRY: dict[str, type[Architecture]] = {}
 
@@ -55,8 +65,5 @@ def _load_builtins() -> None:
     if _loaded:
         return
     _loaded = True
-    # Import order is the order offered in the app and in error messages.
-    import importlib  # deferred: stdlib, needed only on the first lookup
-
-    for module in ("topk", "batchtopk", "matryoshka", "jumprelu", "relu"):
+    for module in BUILTIN.values():
         importlib.import_module(f"engine.training.architectures.{module}")
