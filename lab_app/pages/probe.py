@@ -51,36 +51,51 @@ for t in result.tokens:
 table = pd.DataFrame(rows)
 labels = data.concept_map(lab, run_id, info["created_at"]).set_index("feature")["title"].to_dict()  # reliable labels only
 table["label"] = table["top feature"].map(lambda j: labels.get(j) if j == j and j is not None else None)
-left, right = st.columns([3, 2])
-with left:
-    st.markdown("**Each token's top features** — select a row to look at its top feature")
-    event = st.dataframe(table[["position", "token", "top feature", "label", "activation", "features"]], hide_index=True,
-                         key="probe_table", on_select="rerun", selection_mode="single-row", height=420,
-                         column_config={"activation": st.column_config.NumberColumn(format="%.2f")})
-with right:
-    st.markdown("**Strongest over the whole text** (summed activation)")
-    totals = pd.DataFrame(result.totals, columns=["feature", "summed"])
-    totals["label"] = totals["feature"].map(labels)
-    st.dataframe(totals, hide_index=True, key="probe_totals", height=420,
-                 column_config={"summed": st.column_config.NumberColumn(format="%.2f")})
-selected_rows = event.selection.rows if hasattr(event, "selection") else []
-chosen = None
-if selected_rows:
-    chosen = table.iloc[selected_rows[0]]["top feature"]
-feature_ids = sorted({j for t in result.tokens for j, _ in t.features})
+st.markdown("**Each token's top features** — select a row to look at its top feature")
+event = st.dataframe(table[["position", "token", "top feature", "label", "activation", "features"]], hide_index=True,
+                     key="probe_table", on_select="rerun", selection_mode="single-row", height=360,
+                     column_config={"position": st.column_config.NumberColumn("#", width="small"),
+                                    "top feature": st.column_config.NumberColumn("top feature", width="small"),
+                                    "label": st.column_config.TextColumn("label", width="medium"),
+                                    "activation": st.column_config.NumberColumn(format="%.2f", width="small"),
+                                    "features": st.column_config.TextColumn(
+                                        "features (activation)", width="large",
+                                        help="every feature shown for this token, strongest first")})
+totals = pd.DataFrame(result.totals, columns=["feature", "summed"])
+totals["label"] = totals["feature"].map(labels)
+# The picker lists features strongest first (summed over the text), so it opens on the strongest one.
+strength = {int(j): s_ for j, s_ in result.totals}
+feature_ids = sorted({int(j) for t in result.tokens for j, _ in t.features}, key=lambda j: (-strength.get(j, 0.0), j))
+selected_rows = [i for i in (event.selection.rows if hasattr(event, "selection") else []) if i < len(table)]
+chosen = table.iloc[selected_rows[0]]["top feature"] if selected_rows else None
+# The selectbox keeps its own state: a newly selected row has to write the row's feature into that
+# state before the selectbox is drawn, or the click would change nothing on screen.
+row_key = (run_id, text, int(selected_rows[0])) if selected_rows else None
+if row_key is not None and st.session_state.get("_probe_row") != row_key and chosen == chosen and int(chosen) in feature_ids:
+    st.session_state["probe_feature"] = int(chosen)
+st.session_state["_probe_row"] = row_key
+if st.session_state.get("probe_feature") not in feature_ids:
+    st.session_state.pop("probe_feature", None)
 if feature_ids:
-    pick = st.selectbox("Feature", feature_ids,
-                        index=feature_ids.index(int(chosen)) if chosen is not None and int(chosen) in feature_ids else 0,
-                        key="probe_feature")
-    acts = [dict(t.features).get(pick, 0.0) for t in result.tokens if not t.special]
-    toks = [t.token for t in result.tokens if not t.special]
-    st.markdown(f"**Feature {pick} on this text**")
-    st.markdown(token_sequence_html(toks, acts, max(acts) or 1.0), unsafe_allow_html=True)
-    data.inspector_link(run_id, pick, label=f"Inspect feature {pick}")
-    with st.expander(f"Top texts for feature {pick} from the corpora"):
-        from engine.analysis.queries import top_texts
-        from lab_app.render import context_html
+    left, right = st.columns([3, 2])
+    with right:
+        st.markdown("**Strongest over the whole text** (summed activation)")
+        st.dataframe(totals, hide_index=True, key="probe_totals", height=300,
+                     column_config={"summed": st.column_config.NumberColumn(format="%.2f"),
+                                    "label": st.column_config.TextColumn("label", width="large")})
+    with left:
+        pick = st.selectbox("Feature", feature_ids, key="probe_feature",
+                            format_func=lambda j: f"{j} · {labels.get(j) or 'no reliable label'} · "
+                                                  f"summed {strength.get(j, 0):.2f}")
+        acts = [dict(t.features).get(pick, 0.0) for t in result.tokens if not t.special]
+        toks = [t.token for t in result.tokens if not t.special]
+        st.markdown(f"**Feature {pick} on this text**")
+        st.markdown(token_sequence_html(toks, acts, max(acts) or 1.0), unsafe_allow_html=True)
+        data.inspector_link(run_id, pick, label=f"Inspect feature {pick}")
+        with st.expander(f"Top texts for feature {pick} from the corpora"):
+            from engine.analysis.queries import top_texts
+            from lab_app.render import context_html
 
-        for r in top_texts(lab, run_id, int(pick), n=10):
-            st.markdown(f"<code>{r['activation']:.2f}</code> <small>{r['domain']}</small> "
-                        + context_html(r["tokens"], r["acts"], r["center"], r["activation"] or 1.0), unsafe_allow_html=True)
+            for r in top_texts(lab, run_id, int(pick), n=10):
+                st.markdown(f"<code>{r['activation']:.2f}</code> <small>{r['domain']}</small> "
+                            + context_html(r["tokens"], r["acts"], r["center"], r["activation"] or 1.0), unsafe_allow_html=True)

@@ -127,6 +127,27 @@ def test_probe_page(seeded, monkeypatch):
     at = run_page(lab, "pages/probe.py", monkeypatch=monkeypatch)
     table = at.dataframe(key="probe_table").value
     assert "import" in set(table["token"]) and table["top feature"].notna().any()
+    # The picker opens on the strongest feature over the text (summed activation), not the lowest id.
+    totals = next(d.value for d in at.dataframe if "summed" in d.value.columns)
+    strongest = int(totals.sort_values("summed", ascending=False).iloc[0]["feature"])
+    assert at.selectbox(key="probe_feature").value == strongest
+
+
+def test_probe_row_selection_shows_that_rows_top_feature(seeded, monkeypatch):
+    """Selecting a row of the token table switches the feature picker (and the shading) to that row's top feature."""
+    lab, outcomes = seeded
+    at = run_page(lab, "pages/probe.py", monkeypatch=monkeypatch)
+    table = at.dataframe(key="probe_table").value
+    first = at.selectbox(key="probe_feature").value
+    rows = [i for i, f in enumerate(table["top feature"]) if f == f and int(f) != first]
+    assert rows, "every token has the same top feature: the test text cannot tell a row apart"
+    for i in rows[:2]:  # two different rows in turn: each click changes the picker
+        at.session_state["probe_table"] = {"selection": {"rows": [i], "columns": []}}
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        want = int(table.iloc[i]["top feature"])
+        assert at.selectbox(key="probe_feature").value == want, (i, want)
+        assert f"**Feature {want} on this text**" in [m.value for m in at.markdown]
 
 
 def test_sql_page_runs_queries_and_refuses_writes(seeded, monkeypatch):
