@@ -25,9 +25,9 @@ from core.lab import Lab
 from db import query
 
 REPO = Path(__file__).resolve().parent.parent
-PAGES = [("home", None, "Lab notebook"), ("runs", "pages/runs.py", "Runs"), ("map", "pages/concept_map.py", "Concept map"),
-         ("inspector", "pages/inspector.py", "Feature inspector"), ("probe", "pages/probe.py", "Text probe"),
-         ("findings", "pages/findings.py", "Findings"), ("sql", "pages/sql.py", "SQL")]
+PAGES = [("home", None, "Lab notebook"), ("runs", "views/runs.py", "Runs"), ("map", "views/concept_map.py", "Concept map"),
+         ("inspector", "views/inspector.py", "Feature inspector"), ("probe", "views/probe.py", "Text probe"),
+         ("findings", "views/findings.py", "Findings"), ("sql", "views/sql.py", "SQL")]
 TARGET = 2.0
 
 

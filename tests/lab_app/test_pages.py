@@ -50,7 +50,7 @@ def test_notebook_home(seeded, monkeypatch):
 
 def test_runs_page_table_and_figures(seeded, monkeypatch):
     lab, outcomes = seeded
-    at = run_page(lab, "pages/runs.py", monkeypatch=monkeypatch)
+    at = run_page(lab, "views/runs.py", monkeypatch=monkeypatch)
     assert at.dataframe, "the run table is missing"
     table = at.dataframe[0].value
     assert set(o.run_id for o in outcomes) <= set(table["run_id"]) and {"tags", "notes", "fvu"} <= set(table.columns)
@@ -72,14 +72,14 @@ def test_runs_page_saves_tags_and_notes(seeded, monkeypatch, tmp_path):
     annotate_run(lab, rid, tags=["baseline", " layer2 ", ""], notes="<b>kept</b> verbatim")
     rows = db.query_rows(lab, "SELECT tags, notes FROM runs WHERE run_id = ?", [rid])
     assert rows[0] == (["baseline", "layer2"], "<b>kept</b> verbatim")
-    at = run_page(lab, "pages/runs.py", monkeypatch=monkeypatch)
+    at = run_page(lab, "views/runs.py", monkeypatch=monkeypatch)
     table = at.dataframe[0].value
     assert table.set_index("run_id").loc[rid, "tags"] == "baseline, layer2"
 
 
 def test_concept_map_page(seeded, monkeypatch):
     lab, outcomes = seeded
-    at = run_page(lab, "pages/concept_map.py", monkeypatch=monkeypatch)
+    at = run_page(lab, "views/concept_map.py", monkeypatch=monkeypatch)
     assert at.get("plotly_chart"), "the map is missing"
     run_id = at.selectbox(key="map_run").value
     live, dead = db.query_rows(lab, "SELECT count(*) FILTER (NOT dead), count(*) FILTER (dead) FROM features WHERE run_id = ?",
@@ -98,7 +98,7 @@ def test_inspector_deep_link_shows_contexts(seeded, monkeypatch):
     run_id = outcomes[0].run_id
     live = db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY freq DESC LIMIT 1",
                          [run_id])[0][0]
-    at = run_page(lab, "pages/inspector.py", query={"run": run_id, "feature": str(live)}, monkeypatch=monkeypatch)
+    at = run_page(lab, "views/inspector.py", query={"run": run_id, "feature": str(live)}, monkeypatch=monkeypatch)
     assert at.number_input(key="insp_feature").value == live
     html = "\n".join(m.value for m in at.markdown)
     assert "Top activating contexts" in html and html.count("<span") > 20  # highlighted tokens
@@ -112,7 +112,7 @@ def test_inspector_without_a_link_opens_the_best_labelled_feature(seeded, monkey
     best = db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? ORDER BY label_score DESC NULLS LAST, feature "
                               "LIMIT 1",
                          [run_id])[0][0]
-    at = run_page(lab, "pages/inspector.py", query={"run": run_id}, monkeypatch=monkeypatch)
+    at = run_page(lab, "views/inspector.py", query={"run": run_id}, monkeypatch=monkeypatch)
     assert at.number_input(key="insp_feature").value == best
 
 
@@ -124,7 +124,7 @@ def test_root_deep_link_opens_the_inspector(seeded, monkeypatch):
 
 def test_probe_page(seeded, monkeypatch):
     lab, outcomes = seeded
-    at = run_page(lab, "pages/probe.py", monkeypatch=monkeypatch)
+    at = run_page(lab, "views/probe.py", monkeypatch=monkeypatch)
     table = at.dataframe(key="probe_table").value
     assert "import" in set(table["token"]) and table["top feature"].notna().any()
     # The picker opens on the strongest feature over the text (summed activation), not the lowest id.
@@ -136,7 +136,7 @@ def test_probe_page(seeded, monkeypatch):
 def test_probe_row_selection_shows_that_rows_top_feature(seeded, monkeypatch):
     """Selecting a row of the token table switches the feature picker (and the shading) to that row's top feature."""
     lab, outcomes = seeded
-    at = run_page(lab, "pages/probe.py", monkeypatch=monkeypatch)
+    at = run_page(lab, "views/probe.py", monkeypatch=monkeypatch)
     table = at.dataframe(key="probe_table").value
     first = at.selectbox(key="probe_feature").value
     rows = [i for i, f in enumerate(table["top feature"]) if f == f and int(f) != first]
@@ -153,7 +153,7 @@ def test_probe_row_selection_shows_that_rows_top_feature(seeded, monkeypatch):
 def test_sql_page_runs_queries_and_refuses_writes(seeded, monkeypatch):
     lab, outcomes = seeded
     before = db.query_rows(lab, "SELECT count(*) FROM runs")[0][0]
-    at = run_page(lab, "pages/sql.py", monkeypatch=monkeypatch)
+    at = run_page(lab, "views/sql.py", monkeypatch=monkeypatch)
     result = next(d.value for d in at.dataframe if "rating" in d.value.columns)  # the default query ran on first load
     assert {"run_id", "score", "rating"} <= set(result.columns) and len(result) == before
     at.text_area(key="sql_query").set_value("DROP TABLE runs").run()
@@ -183,7 +183,7 @@ def test_inspector_labels_a_feature_and_runs_an_intervention(lab_copy, monkeypat
     lab, outcomes = lab_copy
     run_id = outcomes[0].run_id
     f = live_feature(lab, run_id)
-    at = run_page(lab, "pages/inspector.py", query={"run": run_id, "feature": str(f)}, monkeypatch=monkeypatch)
+    at = run_page(lab, "views/inspector.py", query={"run": run_id, "feature": str(f)}, monkeypatch=monkeypatch)
     title = next(t for t in at.text_input if t.label == "Title")
     assert title.value  # prefilled with the auto-label
     title.set_value("My <b>label</b> & [link](javascript:x)")
@@ -207,8 +207,8 @@ def test_findings_page_shows_cards_and_refuses_a_stale_save(lab_copy, monkeypatc
     lab, outcomes = lab_copy
     run_id = outcomes[0].run_id
     card = card_from_feature(lab, run_id, live_feature(lab, run_id), author="a", notes="<script>alert(1)</script>")
-    tab_a = run_page(lab, "pages/findings.py", query={"card": card.card_id}, monkeypatch=monkeypatch)
-    tab_b = run_page(lab, "pages/findings.py", query={"card": card.card_id}, monkeypatch=monkeypatch)
+    tab_a = run_page(lab, "views/findings.py", query={"card": card.card_id}, monkeypatch=monkeypatch)
+    tab_b = run_page(lab, "views/findings.py", query={"card": card.card_id}, monkeypatch=monkeypatch)
     md = "\n".join(m.value for m in tab_a.markdown)
     assert "&lt;script&gt;" in md or "\\<script" in md or "<script>" not in md.replace("&lt;", "")
     for at, claim in ((tab_a, "first tab's claim"), (tab_b, "second tab's claim")):
@@ -225,7 +225,7 @@ def test_empty_lab_is_explained_not_crashed(tmp_path, monkeypatch):
     from core.lab import Lab
 
     lab = Lab.at(tmp_path / "empty")
-    for page in (None, "pages/runs.py", "pages/concept_map.py", "pages/inspector.py", "pages/sql.py"):
+    for page in (None, "views/runs.py", "views/concept_map.py", "views/inspector.py", "views/sql.py"):
         at = run_page(lab, page, monkeypatch=monkeypatch)
         assert at.info or at.caption
 
