@@ -8,20 +8,43 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+# Vega's default categorical palette (tableau10): the run colours are fixed here, so every small
+# multiple and the shared legend under them agree.
+PALETTE = ["#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d", "#bab0ac"]
+
+
+def run_colours(labels: list[str]) -> dict[str, str]:
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(labels)}
+
+
+def step_curve(df: pd.DataFrame, metric: str, colours: dict[str, str], title: str | None = None) -> alt.Chart:
+    """One metric over training steps, one line per run (a point per logged step, so a one-step run
+    still shows its single value). No legend: the page draws one legend for all the small multiples."""
+    d = df[df["name"] == metric]
+    names = list(colours)
+    return alt.Chart(d).mark_line(point=alt.OverlayMarkDef(size=30)).encode(
+        x=alt.X("step:Q", title="step", axis=alt.Axis(format="~s", tickMinStep=1)),
+        y=alt.Y("value:Q", title=title or metric, scale=alt.Scale(zero=False), axis=alt.Axis(format="~g")),
+        color=alt.Color("run:N", scale=alt.Scale(domain=names, range=[colours[n] for n in names]), legend=None),
+        tooltip=["run", "step", "tokens", alt.Tooltip("value:Q", title=title or metric, format=".4f")],
+    ).properties(height=200)
+
 
 def step_curves(df: pd.DataFrame, label: dict[str, str]) -> alt.Chart:
+    """Every metric of ``df`` faceted in one chart (kept for callers outside the app's pages)."""
     d = df.assign(run=df["run_id"].map(lambda r: label.get(r, r)))
     return (
-        alt.Chart(d).mark_line().encode(
+        alt.Chart(d).mark_line(point=True).encode(
             x=alt.X("step:Q", title="step"), y=alt.Y("value:Q", title=None),
-            color=alt.Color("run:N", legend=alt.Legend(orient="bottom", columns=2, labelLimit=300)),
+            color=alt.Color("run:N", legend=alt.Legend(orient="bottom", columns=2, labelLimit=0)),
             tooltip=["run", "step", "tokens", alt.Tooltip("value:Q", format=".4f")],
-        ).properties(height=220).facet(facet=alt.Facet("name:N", title=None), columns=3).resolve_scale(y="independent")
+        ).properties(height=220, width=220).facet(facet=alt.Facet("name:N", title=None), columns=3)
+        .resolve_scale(y="independent")
     )
 
 
-def metric_over_time(df: pd.DataFrame, metric: str) -> alt.Chart:
-    d = df.dropna(subset=[metric])
+def metric_over_time(df: pd.DataFrame, metric: str, title: str | None = None) -> alt.Chart:
+    d = df.dropna(subset=[metric]).assign(config=lambda x: "L" + x["layer"].astype(str) + " k=" + x["k"].astype(str))
     # Runs of one experiment finish within seconds: without padding the axis zooms to milliseconds
     # and labels read ".900". Keep at least ten minutes in view, labelled as clock times.
     times = pd.to_datetime(d["ended_at"]).dropna()
@@ -29,15 +52,21 @@ def metric_over_time(df: pd.DataFrame, metric: str) -> alt.Chart:
     if len(times) and times.max() - times.min() < pd.Timedelta(minutes=10):
         mid = times.min() + (times.max() - times.min()) / 2
         scale = alt.Scale(domain=[(mid - pd.Timedelta(minutes=5)).isoformat(), (mid + pd.Timedelta(minutes=5)).isoformat()])
-    return (
-        alt.Chart(d).mark_point(filled=True, size=70).encode(  # a point mark, so shape shows the training domain
-            x=alt.X("ended_at:T", title="finished", scale=scale, axis=alt.Axis(format="%b %d %H:%M", labelOverlap=True)),
-            y=alt.Y(f"{metric}:Q", scale=alt.Scale(zero=False)),
-            color=alt.Color("layer:O"), shape="train_domain:N",
-            tooltip=["run_id", alt.Tooltip("ended_at:T", title="finished", format="%Y-%m-%d %H:%M:%S"), "layer", "k", "d_sae",
-                     "train_domain", alt.Tooltip(f"{metric}:Q", format=".4f")],
-        ).properties(height=260)
+    name = title or metric
+    # Colour = layer and k together (k = 8 and k = 16 of one layer look different); shape = training domain.
+    points = alt.Chart(d).mark_point(filled=True, size=70).encode(
+        x=alt.X("ended_at:T", title="finished", scale=scale, axis=alt.Axis(format="%b %d %H:%M", labelOverlap=True)),
+        y=alt.Y(f"{metric}:Q", title=name, scale=alt.Scale(zero=False)),
+        color=alt.Color("config:N", title="layer, k", scale=alt.Scale(scheme="tableau10")),
+        shape=alt.Shape("train_domain:N", title="trained on"),
+        tooltip=["run_id", alt.Tooltip("ended_at:T", title="finished", format="%Y-%m-%d %H:%M:%S"), "layer", "k", "d_sae",
+                 alt.Tooltip("train_domain", title="trained on"), alt.Tooltip(f"{metric}:Q", title=name, format=".4f")],
     )
+    if metric != "transfer_ratio":
+        return points.properties(height=260)
+    # transfer = 1 means no loss on the other domains: the line every point is read against.
+    rule = alt.Chart(pd.DataFrame({"y": [1.0]})).mark_rule(strokeDash=[4, 3], color="#888").encode(y="y:Q")
+    return (points + rule).properties(height=260)
 
 
 def transfer_heatmap(df: pd.DataFrame, value: str = "mse") -> alt.Chart:
@@ -57,11 +86,11 @@ def transfer_bars(df: pd.DataFrame) -> alt.Chart:
     ).properties(height=220)
 
 
-def histogram_bars(edges: list[float], counts: list[float], title: str) -> alt.Chart:
+def histogram_bars(edges: list[float], counts: list[float], title: str, y_title: str = "tokens") -> alt.Chart:
     e = np.asarray(edges, dtype=float)
     d = pd.DataFrame({"lo": e[:-1], "hi": e[1:], "count": np.asarray(counts, dtype=float)})
     return alt.Chart(d).mark_bar().encode(
-        x=alt.X("lo:Q", bin="binned", title=title), x2="hi:Q", y=alt.Y("count:Q", title="tokens"),
+        x=alt.X("lo:Q", bin="binned", title=title), x2="hi:Q", y=alt.Y("count:Q", title=y_title),
         tooltip=[alt.Tooltip("lo:Q", format=".3f"), alt.Tooltip("hi:Q", format=".3f"), "count:Q"],
     ).properties(height=180)
 
@@ -104,7 +133,9 @@ def pareto(df: pd.DataFrame, front: pd.DataFrame, by: str = "layer", by_concepts
     if "concept_coverage" in df.columns:
         tips += [alt.Tooltip("concept_coverage:Q", format=".2f"), alt.Tooltip("probe_k1:Q", format=".3f")]
     pts = alt.Chart(df).mark_point(size=80, filled=True).encode(
-        x=alt.X("l0:Q", title="L0"), y=alt.Y("fvu:Q", title="FVU (held-out, in-domain)"), color=colour,
+        # Not from 0: the configurations sit in a narrow band of both, which a zero-based axis squeezes into a corner.
+        x=alt.X("l0:Q", title="L0", scale=alt.Scale(zero=False, padding=20)),
+        y=alt.Y("fvu:Q", title="FVU (held-out, in-domain)", scale=alt.Scale(zero=False, padding=20)), color=colour,
         shape=alt.Shape("architecture:N"), tooltip=tips,
     )
     line = alt.Chart(front).mark_line(strokeDash=[4, 3]).encode(x="l0:Q", y="fvu:Q", color=f"{by}:{kind}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ import streamlit as st
 
 from core.errors import LabError
 from engine.training import architectures
-from lab_app import access, charts, data, run_admin
+from lab_app import access, charts, data, run_admin, run_table
 from lab_app.formulas import help_for
 
 
@@ -53,33 +54,22 @@ if sweep:
 if tag:
     view = view[view["tags"].map(lambda t: any(tag.lower() in x.lower() for x in (list(t) if t is not None else [])))]
 
-table = view[["run_id", "status", "name", "layer", "hook", "architecture", "k", "d_sae", "train_domain", "fvu", "r2",
-              "transfer_ratio", "l0", "dead_frac_train", "dead_frac", "concept_coverage", "probe_k1", "probe_k1_baseline",
-              "score",
-              "seconds", "ended_at", "tags", "notes"]].copy()
+table = view[["run_id", "status", "name", "sweep_id", "layer", "hook", "architecture", "k", "d_sae", "train_domain", "fvu", "r2",
+              "mse", "cosine", "transfer_ratio", "l0", "dead_frac_train", "dead_frac", "concept_coverage", "probe_k1",
+              "probe_k1_baseline", "score", "seconds", "ended_at", "tags", "notes"]].copy()
 table["score"] = [f"{s_:.2f}" + (" ⚠" if w else "") if s_ == s_ else None
                   for s_, w in zip(view["score"], view["quality_warnings"])]
 table["tags"] = table["tags"].map(lambda t: ", ".join(t) if t is not None else "")
-edited = st.data_editor(
-    table, hide_index=True, key="runs_table", disabled=[c for c in table.columns if c not in ("tags", "notes")],
-    column_config={
-        "fvu": st.column_config.NumberColumn("FVU", format="%.4f", help=help_for("fvu")),
-        "r2": st.column_config.NumberColumn("R²", format="%.3f", help=help_for("r2")),
-        "transfer_ratio": st.column_config.NumberColumn("transfer ×", format="%.2f", help=help_for("transfer_ratio")),
-        "l0": st.column_config.NumberColumn("L0", format="%.1f", help=help_for("l0")),
-        "dead_frac_train": st.column_config.NumberColumn("dead (train)", format="%.3f", help=help_for("dead_frac_train")),
-        "dead_frac": st.column_config.NumberColumn("dead (held-out)", format="%.3f", help=help_for("dead_frac")),
-        "concept_coverage": st.column_config.NumberColumn("concepts", format="%.2f", help=help_for("concept_coverage")),
-        "probe_k1": st.column_config.NumberColumn("probe k=1", format="%.3f", help=help_for("probe_k1")),
-        "probe_k1_baseline": st.column_config.NumberColumn("probe k=1 (model)", format="%.3f",
-                                                           help=help_for("probe_k1_baseline")),
-        "score": st.column_config.TextColumn(
-            "quality", help=help_for("score") + " ⚠ = the lab's own checks disagree (see the run's figures)."),
-        "seconds": st.column_config.NumberColumn("s", format="%d"),
-        "tags": st.column_config.TextColumn("tags", help="comma-separated; saved when you press Save"),
-        "notes": st.column_config.TextColumn("notes", width="large"),
-    },
+edited = run_table.show(
+    table, "runs_table", editable=("tags", "notes"),
+    default=["run_id", "fvu", "transfer_ratio", "l0", "dead_frac_train", "dead_frac", "score", "status", "layer", "k",
+             "d_sae", "architecture", "train_domain", "r2", "concept_coverage", "probe_k1", "seconds", "ended_at", "tags",
+             "notes", "name"],
+    extra_config={"score": st.column_config.TextColumn(
+        "quality", help=help_for("score") + " ⚠ = the lab's own checks disagree (see the run's figures).", pinned=True),
+        "tags": st.column_config.TextColumn("tags", help="comma-separated; saved when you press Save")},
 )
+table = run_table.with_short_names(table)
 changed = edited[(edited["tags"] != table["tags"]) | (edited["notes"].fillna("") != table["notes"].fillna(""))]
 if len(changed) and st.button(f"Save tags and notes of {len(changed)} run(s)", type="primary", key="runs_save"):
     from engine.recording import annotate_run
@@ -104,23 +94,80 @@ SECTIONS = ["Over time", "Training curves", "A run's figures", "Sweep", "Diff tw
 section = st.segmented_control("Show", SECTIONS, default="Over time", key="runs_section") or "Over time"
 
 
-label = {r.run_id: f"{r.name or r.run_id} [{r.run_id[-6:]}]" for r in runs.itertuples()}
+SPLICE_COLUMNS = {
+    "eval_domain": ("evaluated on", "the domain whose held-out sequences were run"),
+    "kind": ("model", "causal LM (cross-entropy) or encoder (sentence-embedding cosine)"),
+    "ce_clean": ("CE clean", "next-token cross-entropy of the untouched model"),
+    "ce_sae": ("CE with SAE", "cross-entropy with the SAE's reconstruction spliced in at the hook"),
+    "ce_zero": ("CE zero-ablated", "cross-entropy with the activation set to zero"),
+    "ce_recovered": ("CE recovered", help_for("ce_recovered")),
+    "kl_sae": ("KL with SAE", "KL(clean ‖ spliced) of the next-token distributions"),
+    "emb_cos_sae": ("embedding cos (SAE)", help_for("emb_cos_sae")),
+    "emb_cos_zero": ("embedding cos (zero)", "the same cosine with the activation zero-ablated"),
+    "emb_cos_recovered": ("embedding recovered", "(cos_sae − cos_zero) / (1 − cos_zero): 1 = as good as the clean model"),
+    "note": ("note", "why a figure is empty"),
+}
+QUALITY_PARTS = {"mse": "MSE", "cosine": "cosine", "explained_variance": "explained variance (R²)", "l0": "L0",
+                 "dead_frac": "dead (held-out)"}
+
+
+def quality_parts(details: dict) -> pd.DataFrame:
+    """The quality score's inputs as rows a person reads (figure, value, band), not a collapsed JSON object."""
+    rows = [{"figure": QUALITY_PARTS.get(k, k.replace("_", " ")), "value": v.get("value"), "band": v.get("band"),
+             "target": v.get("target_k")}
+            for k, v in details.items() if isinstance(v, dict) and "band" in v]
+    df = pd.DataFrame(rows)
+    if len(df) and df["target"].isna().all():
+        return df.drop(columns=["target"])
+    return df.assign(target=df["target"].map(lambda t: "" if t is None or t != t else f"{int(t)}")) if len(df) else df
+
+
+short = run_table.short_names(runs)
+label = {r: f"{n} [{r[-6:]}]" for r, n in zip(runs["run_id"], short)}
+TIME_METRICS = ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score", "concept_coverage", "probe_k1"]
+CURVE_NAMES = {"loss": "loss", "fvu": "FVU (training batch)", "mse": "MSE", "l0": "L0", "dead_frac": "dead (train)",
+               "aux_loss": "AuxK loss", "lr": "learning rate", "tokens_per_s": "tokens / s"}
+
+
+def curve_legend(colours: dict[str, str]) -> None:
+    """One legend under the small multiples, full names (HTML-escaped: run names are user text)."""
+    st.markdown(" &nbsp; ".join(f'<span style="color:{c}">●</span>&nbsp;{html.escape(n)}' for n, c in colours.items()),
+                unsafe_allow_html=True)
+
+
+def small_multiples(sm: pd.DataFrame, names: list[str], per_row: int = 3) -> None:
+    """One chart per metric, per_row to a row, each in its own column: a faceted chart has a fixed
+    width per facet and ran past its column at 1280 px."""
+    sm = sm.assign(run=sm["run_id"].map(label))
+    colours = charts.run_colours(list(dict.fromkeys(label[r] for r in sm["run_id"])))
+    present = [n for n in names if (sm["name"] == n).any()]
+    for i in range(0, len(present), per_row):
+        cols = st.columns(per_row)
+        for col, metric in zip(cols, present[i:i + per_row]):
+            col.altair_chart(charts.step_curve(sm, metric, colours, CURVE_NAMES.get(metric, metric)), width="stretch")
+    curve_legend(colours)
+    steps = sm.groupby("run")["step"].nunique()
+    if (steps <= 1).any():
+        st.caption("One logged step for " + ", ".join(steps[steps <= 1].index) + ": a single point, not a curve "
+                   "(the budget gave one training step).")
+
+
 if section == "Over time":
-    metric = st.selectbox("Metric", ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score", "concept_coverage", "probe_k1"],
-                          key="time_metric", help=help_for("fvu"))
-    st.altair_chart(charts.metric_over_time(finished, metric), width="stretch")
-    st.caption(help_for(metric))
+    metric = st.selectbox("Metric", TIME_METRICS, key="time_metric", format_func=run_table.LABELS.get)
+    st.altair_chart(charts.metric_over_time(finished, metric, run_table.LABELS.get(metric, metric)), width="stretch")
+    st.caption(help_for(metric) + (" The dashed line is transfer = 1 (no loss on the other domains)."
+                                   if metric == "transfer_ratio" else ""))
 
 if section == "Training curves":
     chosen = st.multiselect("Runs", list(finished["run_id"]), default=list(finished["run_id"][:2]),
                             format_func=lambda r: label[r], key="curve_runs")
-    names = st.multiselect("Metrics", ["loss", "fvu", "mse", "l0", "dead_frac", "aux_loss", "lr", "tokens_per_s"],
-                           default=["fvu", "dead_frac", "aux_loss"], key="curve_names")
+    names = st.multiselect("Metrics", list(CURVE_NAMES), default=["fvu", "dead_frac", "aux_loss"], key="curve_names",
+                           format_func=CURVE_NAMES.get)
     sm = data.step_metrics(lab, tuple(chosen), tuple(names))
     if sm.empty:
         st.caption("No step metrics for this choice.")
     else:
-        st.altair_chart(charts.step_curves(sm, label), width="stretch")
+        small_multiples(sm, names)
 
 if section == "A run's figures":
     rid = st.selectbox("Run", list(finished["run_id"]), format_func=lambda r: label[r], key="fig_run")
@@ -128,9 +175,13 @@ if section == "A run's figures":
     a, b = st.columns(2)
     with a:
         st.markdown("**Reconstruction curve** (training FVU per step)")
-        curve = data.step_metrics(lab, (rid,), ("fvu", "loss"))
+        curve = data.step_metrics(lab, (rid,), ("fvu",))
         if not curve.empty:
-            st.altair_chart(charts.step_curves(curve, label), width="stretch")
+            curve = curve.assign(run=curve["run_id"].map(label))
+            st.altair_chart(charts.step_curve(curve, "fvu", charts.run_colours([label[rid]]), "FVU (training batch)"),
+                            width="stretch")
+            if curve["step"].nunique() <= 1:
+                st.caption("One logged step: a single point, not a curve.")
         ev = data.eval_rows(lab, row["group_id"])
         st.markdown("**Transfer matrix** (held-out MSE; hover for the ratio)")
         st.altair_chart(charts.transfer_heatmap(ev), width="stretch")
@@ -149,7 +200,8 @@ if section == "A run's figures":
             st.markdown("**Firing frequency histogram** (log10 of the share of tokens each live feature fires on)")
             live = np.log10(fd.loc[~fd["dead"], "freq"].clip(lower=1e-6))
             counts, edges = np.histogram(live, bins=30)
-            st.altair_chart(charts.histogram_bars(edges.tolist(), counts.tolist(), "log10 frequency"), width="stretch")
+            st.altair_chart(charts.histogram_bars(edges.tolist(), counts.tolist(), "log10 frequency", "features"),
+                            width="stretch")
         else:
             st.caption("Frequency vs magnitude needs the run's feature analysis (`python -m engine analyze RUN`).")
         st.markdown(f"**L0**: {row['l0']:.1f} active latents per token ({_k_meaning(row['architecture'], int(row['k']))})")
@@ -158,22 +210,37 @@ if section == "A run's figures":
                 "tokens" if pd.notna(row.get("dead_frac_train")) else f"**Dead latents** (held-out): {row['dead_frac']:.1%}")
         st.markdown(dead, help=help_for("dead_frac_train"))
         st.markdown(f"**Matmul dtype**: {training.get('matmul_dtype', 'not recorded')}", help=help_for("matmul_dtype"))
-        sp = data.splice_rows(lab, rid)
-        if len(sp):
-            st.markdown("**Splice fidelity** (the model run with the SAE's reconstruction in place of the activation)")
-            cols = ["eval_domain", "kind", "ce_clean", "ce_sae", "ce_zero", "ce_recovered", "kl_sae", "emb_cos_sae",
-                    "emb_cos_zero", "emb_cos_recovered", "note"]
-            st.dataframe(sp[[c for c in cols if c in sp and (sp[c].notna().any() or c in ("eval_domain", "kind"))]],
-                         hide_index=True)
-        q = data.quality(lab, rid)
-        if q:
-            details = json.loads(q["details"]) if isinstance(q["details"], str) else q["details"]
-            st.markdown(f"**Quality** {q['score']:.2f}/5 ({q['rating']}): reconstruction {q['reconstruction_points']:.2f}/2, "
-                        f"sparsity {q['sparsity_points']:.2f}/2, interpretability {q['interpretability_points']:.1f}/1",
-                        help=help_for("score"))
-            for w in (details or {}).get("warnings") or []:
-                st.warning(f"Not fit for interpretability, whatever the rating says: {w}.")
-            st.json(details, expanded=False)
+    # Full width under the two columns: in a half column these tables were cut off.
+    sp = data.splice_rows(lab, rid)
+    if len(sp):
+        st.markdown("**Splice fidelity** (the model run with the SAE's reconstruction in place of the activation)")
+        cols = [c for c in SPLICE_COLUMNS if c in sp and (sp[c].notna().any() or c in ("eval_domain", "kind"))]
+        st.dataframe(sp[cols], hide_index=True, key="run_splice",
+                     column_config={c: (st.column_config.NumberColumn(SPLICE_COLUMNS[c][0], format="%.4f",
+                                                                      help=SPLICE_COLUMNS[c][1])
+                                        if c not in ("eval_domain", "kind", "note")
+                                        else st.column_config.TextColumn(SPLICE_COLUMNS[c][0], help=SPLICE_COLUMNS[c][1],
+                                                                         width="large" if c == "note" else None))
+                                    for c in cols})
+    q = data.quality(lab, rid)
+    if q:
+        details = json.loads(q["details"]) if isinstance(q["details"], str) else q["details"]
+        st.markdown(f"**Quality** {q['score']:.2f}/5 ({q['rating']}): reconstruction {q['reconstruction_points']:.2f}/2, "
+                    f"sparsity {q['sparsity_points']:.2f}/2, interpretability {q['interpretability_points']:.1f}/1",
+                    help=help_for("score"))
+        for w in (details or {}).get("warnings") or []:
+            st.warning(f"Not fit for interpretability, whatever the rating says: {w}.")
+        parts = quality_parts(details or {})
+        if len(parts):
+            st.dataframe(parts, hide_index=True, key="run_quality",
+                         column_config={"value": st.column_config.NumberColumn("value", format="%.4g"),
+                                        "band": st.column_config.TextColumn("band", help="the seed's band for this figure"),
+                                        "target": st.column_config.TextColumn("target k")})
+        if (details or {}).get("interpretable_rule"):
+            by = details.get("interpretable_by") or {}
+            st.caption(f"{details.get('distinct_interpretable_features', 0)} distinct interpretable features "
+                       f"({by.get('reliable_labels', 0)} by a reliable label, {by.get('concepts', 0)} by a concept): "
+                       f"{details['interpretable_rule']}.")
     concepts = data.concept_results(lab, rid)
     st.markdown("**Ground-truth concepts** "
                 "(held-out tokens; best latent chosen on the training split; probes vs the model's own dims)",
@@ -188,6 +255,10 @@ if section == "A run's figures":
                      hide_index=True, key="run_concepts",
                      column_config={"inspect": st.column_config.LinkColumn("inspector", display_text="open",
                                                                            help="the best latent in the inspector"),
+                                    "best_latent": st.column_config.NumberColumn("best latent", format="%d"),
+                                    "latents_to_90": st.column_config.NumberColumn(
+                                        "latents to 90 %", help="the k whose probe reaches 90 % of the 64-latent probe's recall"),
+                                    "n_val_pos": st.column_config.NumberColumn("held-out positives", format="%d"),
                                     **{c: st.column_config.NumberColumn(c.replace("_", " "), format="%.2f")
                                        for c in ("f1", "precision", "recall", "auroc", "probe_k1", "probe_k2", "probe_k5",
                                                  "baseline_k1", "baseline_k2", "baseline_k5")}})
