@@ -166,6 +166,20 @@ def test_sql_page_runs_queries_and_refuses_writes(seeded, monkeypatch):
     assert any(e.label == "runs" for e in at.expander)  # the schema browser
 
 
+def test_sql_saved_query_runs_and_charts_its_answer(seeded, monkeypatch):
+    lab, outcomes = seeded
+    at = run_page(lab, "views/sql.py", monkeypatch=monkeypatch)
+    assert not at.get("vega_lite_chart")  # no chart until asked for
+    at.selectbox(key="sql_example").set_value("k trade-off: FVU, L0 and dead latents per k").run()
+    assert not at.exception, [e.value for e in at.exception]
+    result = next(d.value for d in at.dataframe if "saes" in d.value.columns)
+    assert {"k", "fvu", "l0"} <= set(result.columns)
+    assert at.toggle(key="sql_chart").value and at.get("vega_lite_chart")  # the saved query opens with its chart
+    assert at.selectbox(key="sql_chart_x").value == "k" and at.selectbox(key="sql_chart_y").value == "fvu"
+    at.selectbox(key="sql_chart_y").set_value("l0").run()
+    assert not at.exception and at.get("vega_lite_chart")
+
+
 @pytest.fixture
 def lab_copy(seeded, tmp_path):
     lab = copy_lab(seeded[0].root, tmp_path / "lab")
