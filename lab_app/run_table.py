@@ -22,7 +22,7 @@ from lab_app.formulas import help_for
 METRICS = ["fvu", "transfer_ratio", "l0", "dead_frac_train", "dead_frac", "score"]
 FORMATS = {"fvu": "%.4f", "r2": "%.3f", "mse": "%.5f", "cosine": "%.3f", "transfer_ratio": "%.2f", "l0": "%.1f",
            "dead_frac_train": "%.3f", "dead_frac": "%.3f", "concept_coverage": "%.2f", "probe_k1": "%.3f",
-           "probe_k1_baseline": "%.3f", "overall": "%.3f", "seconds": "%d"}
+           "probe_k1_baseline": "%.3f", "overall": "%.3f", "score": "%.2f", "seconds": "%d"}
 LABELS = {"fvu": "FVU", "r2": "R²", "mse": "MSE", "cosine": "cosine", "transfer_ratio": "transfer ×", "l0": "L0",
           "dead_frac_train": "dead (train)", "dead_frac": "dead (held-out)", "score": "quality",
           "concept_coverage": "concepts", "probe_k1": "probe k=1", "probe_k1_baseline": "probe k=1 (model)",

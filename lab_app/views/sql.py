@@ -105,8 +105,10 @@ with left:
 with right:
     st.markdown("**Schema**")
     schema = data.schema(lab)
+    # A scrolling box the height of the editor: ~40 tables' expanders pushed the result below the fold.
+    box = st.container(height=330)
     for table, cols in schema.groupby("table_name", sort=True):
-        with st.expander(table):
+        with box.expander(table):
             comment = cols["table_comment"].iloc[0]
             if comment:
                 st.caption(comment)
