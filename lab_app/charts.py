@@ -101,24 +101,28 @@ def domain_histograms(edges: list[float], counts: dict[str, list[float]]) -> alt
                                  "count": np.asarray(v, dtype=float)}) for k, v in counts.items()])
     return alt.Chart(d).mark_bar(opacity=0.6).encode(
         x=alt.X("lo:Q", bin="binned", title="activation"), x2="hi:Q", y=alt.Y("count:Q", title="tokens", stack=None),
-        color="domain:N", tooltip=["domain", alt.Tooltip("lo:Q", format=".3f"), alt.Tooltip("hi:Q", format=".3f"), "count:Q"],
+        # Vega's blue and orange: Streamlit's own categorical palette starts with two blues that read as one.
+        color=alt.Color("domain:N", scale=alt.Scale(scheme="tableau10")),
+        tooltip=["domain", alt.Tooltip("lo:Q", format=".3f"), alt.Tooltip("hi:Q", format=".3f"), "count:Q"],
     ).properties(height=200)
 
 
 def freq_vs_magnitude(df: pd.DataFrame) -> alt.Chart:
     return alt.Chart(df).mark_circle(size=18, opacity=0.6).encode(
         x=alt.X("frequency:Q", scale=alt.Scale(type="log"), title="firing frequency (log)"),
-        y=alt.Y("mean_act:Q", title="mean activation when firing"), color=alt.Color("feature_class:N", title="class"),
+        y=alt.Y("mean_act:Q", title="mean activation when firing"),
+        color=alt.Color("feature_class:N", title="class", scale=alt.Scale(scheme="tableau10")),
         tooltip=["feature", "label", alt.Tooltip("frequency:Q", format=".5f"), alt.Tooltip("mean_act:Q", format=".3f")],
     ).properties(height=280)
 
 
 def token_effects(df: pd.DataFrame) -> alt.Chart:
     return alt.Chart(df).mark_bar().encode(
-        x=alt.X("score:Q", title="push"), y=alt.Y("token:N", sort="-x", title=None),
+        # Every bar labelled: 20 px a bar, and no label hidden for overlapping its neighbour.
+        x=alt.X("score:Q", title="push"), y=alt.Y("token:N", sort="-x", title=None, axis=alt.Axis(labelOverlap=False)),
         color=alt.condition(alt.datum.score > 0, alt.value("#54a24b"), alt.value("#e45756")),
         tooltip=["token", alt.Tooltip("score:Q", format=".3f")],
-    ).properties(height=max(120, 16 * len(df)))
+    ).properties(height=max(120, 20 * len(df)))
 
 
 def pareto(df: pd.DataFrame, front: pd.DataFrame, by: str = "layer", by_concepts: bool = False) -> alt.Chart:
@@ -127,8 +131,9 @@ def pareto(df: pd.DataFrame, front: pd.DataFrame, by: str = "layer", by_concepts
     Points are coloured like their front, or by ground-truth concept coverage when ``by_concepts``;
     the marker's shape is the architecture."""
     kind = "N" if by == "architecture" else "O"
+    groups = alt.Color(f"{by}:{kind}", scale=alt.Scale(scheme="tableau10"))
     colour = (alt.Color("concept_coverage:Q", title="concept coverage", scale=alt.Scale(scheme="viridis", domain=[0, 1]))
-              if by_concepts and "concept_coverage" in df.columns else alt.Color(f"{by}:{kind}"))
+              if by_concepts and "concept_coverage" in df.columns else groups)
     tips = ["architecture", "layer", "k", "d_sae", alt.Tooltip("fvu:Q", format=".4f"), alt.Tooltip("l0:Q", format=".1f")]
     if "concept_coverage" in df.columns:
         tips += [alt.Tooltip("concept_coverage:Q", format=".2f"), alt.Tooltip("probe_k1:Q", format=".3f")]
@@ -138,7 +143,7 @@ def pareto(df: pd.DataFrame, front: pd.DataFrame, by: str = "layer", by_concepts
         y=alt.Y("fvu:Q", title="FVU (held-out, in-domain)", scale=alt.Scale(zero=False, padding=20)), color=colour,
         shape=alt.Shape("architecture:N"), tooltip=tips,
     )
-    line = alt.Chart(front).mark_line(strokeDash=[4, 3]).encode(x="l0:Q", y="fvu:Q", color=f"{by}:{kind}")
+    line = alt.Chart(front).mark_line(strokeDash=[4, 3]).encode(x="l0:Q", y="fvu:Q", color=groups)
     return (pts + line).resolve_scale(color="independent").properties(height=300)
 
 
