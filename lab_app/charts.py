@@ -153,22 +153,34 @@ def parallel_coordinates(df: pd.DataFrame, cols: list[str], color: str) -> go.Fi
     return fig
 
 
+MAP_AXES = {"x2": "map x (PCA 1)", "y2": "map y (PCA 2)", "x3": "PCA 1", "y3": "PCA 2", "z3": "PCA 3"}
+
+
 def concept_map(df: pd.DataFrame, dims: int, color: str, selected: int | None = None) -> go.Figure:
-    hover = {"feature": True, "title" if "title" in df.columns else "label": True, "cluster": True, "feature_class": True}
+    """Every live feature as a point; hovering names it (label, frequency, cluster, class), not its coordinates."""
+    title = "title" if "title" in df.columns else "label"
+    df = df.assign(_label=df[title].fillna("—").astype(str).str.slice(0, 80), _freq=df["freq"].map(lambda f: f"{f:.3%}"))
+    custom = ["feature", "_label", "_freq", "cluster", "feature_class"]
+    hover = ("<b>feature %{customdata[0]}</b><br>%{customdata[1]}<br>fires on %{customdata[2]} of tokens"
+             "<br>cluster %{customdata[3]} · %{customdata[4]}<extra></extra>")
+    # Clusters in number order in the legend (they are strings, so plotly would list them as first seen).
+    orders = {"cluster": sorted(df["cluster"].unique(), key=lambda c: int(c) if str(c).isdigit() else 1_000_000)} \
+        if "cluster" in df.columns else {}
     if dims == 3:
-        fig = px.scatter_3d(df, x="x3", y="y3", z="z3", color=color, hover_data=hover, custom_data=["feature"], opacity=0.8)
-        fig.update_traces(marker=dict(size=3))
+        fig = px.scatter_3d(df, x="x3", y="y3", z="z3", color=color, custom_data=custom, opacity=0.8, category_orders=orders,
+                            labels=MAP_AXES)
+        fig.update_traces(marker=dict(size=3), hovertemplate=hover)
     else:
         # SVG draws a few thousand points faster than WebGL starts up (and a browser without a GPU
         # runs WebGL in software); WebGL only pays off for the large dictionaries.
         mode = "svg" if len(df) <= 5000 else "webgl"
-        fig = px.scatter(df, x="x2", y="y2", color=color, hover_data=hover, custom_data=["feature"],
-                         opacity=0.8, render_mode=mode)
-        fig.update_traces(marker=dict(size=6))
+        fig = px.scatter(df, x="x2", y="y2", color=color, custom_data=custom, opacity=0.8, render_mode=mode,
+                         category_orders=orders, labels=MAP_AXES)
+        fig.update_traces(marker=dict(size=6), hovertemplate=hover)
         if selected is not None and (df["feature"] == selected).any():
             row = df[df["feature"] == selected].iloc[0]
             fig.add_trace(go.Scatter(x=[row["x2"]], y=[row["y2"]], mode="markers",
                                      marker=dict(size=16, symbol="circle-open", color="black"),
                                      name=f"feature {selected}", hoverinfo="skip"))
-    fig.update_layout(height=560, margin=dict(l=0, r=0, t=10, b=0), legend=dict(orientation="h"))
+    fig.update_layout(height=520, margin=dict(l=0, r=0, t=10, b=0), legend=dict(orientation="h", title_text=color))
     return fig

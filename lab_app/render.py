@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from findings.render import context_html
+from findings.render import context_html, escape_markdown
 
 
 def token_sequence_html(tokens: Sequence[str], acts: Sequence[float], scale: float) -> str:
@@ -12,4 +12,4 @@ def token_sequence_html(tokens: Sequence[str], acts: Sequence[float], scale: flo
     return context_html(list(tokens), list(acts), None, scale, color="76,120,168")
 
 
-__all__ = ["context_html", "token_sequence_html"]
+__all__ = ["context_html", "escape_markdown", "token_sequence_html"]
