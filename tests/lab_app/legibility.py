@@ -79,6 +79,10 @@ def chart_problems(page) -> list[str]:
 def visible_headers(page, index: int = 0) -> list[str] | None:
     """The headers of the index-th visible table that are drawn without scrolling it sideways (the grid
     lists only the cells it draws, and draws only once it is on screen: it is scrolled into view first)."""
+    try:  # the first visit after the server starts can draw its tables a moment after the title
+        page.locator("[data-testid=stDataFrame]:visible").nth(index).wait_for(timeout=30_000)
+    except Exception:
+        return None
     grids = page.locator("[data-testid=stDataFrame]:visible")
     if grids.count() <= index:
         return None

@@ -265,3 +265,20 @@ def test_live_panel_shows_running_and_queued_jobs(lab_copy, monkeypatch):
     progress = sorted(p.proto.value for p in at.get("progress"))
     assert progress == [0, 40]  # percent: the just-claimed job at 0, the training one at step 40 of 100
     assert any(b.label == "Cancel" for b in at.sidebar.button)
+
+
+def test_findings_history_opens_on_the_newest_revision_with_a_field_diff(lab_copy, monkeypatch):
+    from findings import card_from_feature, update_card
+
+    lab, outcomes = lab_copy
+    run_id = outcomes[0].run_id
+    card = card_from_feature(lab, run_id, live_feature(lab, run_id), author="a", claim="first claim")
+    update_card(lab, card.card_id, card.revision, author="b", claim="second <b>claim</b>", status="supported")
+    at = run_page(lab, "views/findings.py", query={"card": card.card_id}, monkeypatch=monkeypatch)
+    assert at.selectbox(key="fd_rev").value == 2  # the newest, not the oldest
+    assert at.selectbox(key="fd_rev_against").value == 1
+    diff = next(d.value for d in at.dataframe if "field" in d.value.columns)
+    rows = diff.set_index("field")
+    assert {"claim", "status"} <= set(rows.index) and "title" not in rows.index  # only what changed
+    assert rows.loc["claim", "before"] == "first claim" and rows.loc["claim", "after"] == "second <b>claim</b>"
+    assert rows.loc["status", "after"] == "supported"
