@@ -91,6 +91,12 @@ if finished.empty:
 # One section at a time: Streamlit builds every tab's charts even when hidden, so a selector keeps
 # the page fast on a lab with many runs.
 SECTIONS = ["Over time", "Training curves", "A run's figures", "Sweep", "Diff two runs"]
+# ?run=… (the sidebar's finished jobs link here) opens that run's figures, once per link.
+wanted_run = st.query_params.get("run")
+if wanted_run in set(finished["run_id"]) and st.session_state.get("_runs_link") != wanted_run:
+    st.session_state["_runs_link"] = wanted_run
+    st.session_state["runs_section"] = "A run's figures"
+    st.session_state["fig_run"] = wanted_run
 section = st.segmented_control("Show", SECTIONS, default="Over time", key="runs_section") or "Over time"
 
 

@@ -282,3 +282,26 @@ def test_findings_history_opens_on_the_newest_revision_with_a_field_diff(lab_cop
     assert {"claim", "status"} <= set(rows.index) and "title" not in rows.index  # only what changed
     assert rows.loc["claim", "before"] == "first claim" and rows.loc["claim", "after"] == "second <b>claim</b>"
     assert rows.loc["status", "after"] == "supported"
+
+
+def test_a_run_link_opens_its_figures(seeded, monkeypatch):
+    """The sidebar links a finished job to /runs?run=…: the page opens on that run's figures."""
+    lab, outcomes = seeded
+    rid = outcomes[-1].run_id
+    at = run_page(lab, "views/runs.py", query={"run": rid}, monkeypatch=monkeypatch)
+    assert at.segmented_control(key="runs_section").value == "A run's figures"
+    assert at.selectbox(key="fig_run").value == rid
+
+
+def test_launcher_warns_about_a_one_step_budget(seeded, monkeypatch):
+    from lab_app.sidebar import MIN_STEPS, training_steps
+
+    assert training_steps(4000, 1.0) < MIN_STEPS <= training_steps(100_000, 6.0)
+    lab, _ = seeded
+    monkeypatch.setenv("SAE_LAB_DIR", str(lab.root))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["sw_tokens"] = 4000
+    at.session_state["sw_epochs"] = 1.0
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("step(s) (< 100)" in w.value for w in at.sidebar.warning)
