@@ -143,12 +143,14 @@ def pareto(df: pd.DataFrame, front: pd.DataFrame, by: str = "layer", by_concepts
         y=alt.Y("fvu:Q", title="FVU (held-out, in-domain)", scale=alt.Scale(zero=False, padding=20)), color=colour,
         shape=alt.Shape("architecture:N"), tooltip=tips,
     )
-    line = alt.Chart(front).mark_line(strokeDash=[4, 3]).encode(x="l0:Q", y="fvu:Q", color=groups)
+    line = alt.Chart(front).mark_line(strokeDash=[4, 3]).encode(
+        x="l0:Q", y="fvu:Q", color=alt.Color(f"{by}:{kind}", scale=alt.Scale(scheme="tableau10"), legend=None))
     return (pts + line).resolve_scale(color="independent").properties(height=300)
 
 
-def parallel_coordinates(df: pd.DataFrame, cols: list[str], color: str) -> go.Figure:
-    fig = px.parallel_coordinates(df, dimensions=cols, color=color, color_continuous_scale=px.colors.sequential.Viridis)
+def parallel_coordinates(df: pd.DataFrame, cols: list[str], color: str, labels: dict[str, str] | None = None) -> go.Figure:
+    fig = px.parallel_coordinates(df, dimensions=cols, color=color, color_continuous_scale=px.colors.sequential.Viridis,
+                                  labels=labels or {})
     fig.update_layout(height=360, margin=dict(l=40, r=40, t=40, b=20))
     return fig
 
@@ -168,14 +170,16 @@ def concept_map(df: pd.DataFrame, dims: int, color: str, selected: int | None = 
         if "cluster" in df.columns else {}
     if dims == 3:
         fig = px.scatter_3d(df, x="x3", y="y3", z="z3", color=color, custom_data=custom, opacity=0.8, category_orders=orders,
-                            labels=MAP_AXES)
+                            labels=MAP_AXES, color_discrete_sequence=px.colors.qualitative.T10)
         fig.update_traces(marker=dict(size=3), hovertemplate=hover)
     else:
         # SVG draws a few thousand points faster than WebGL starts up (and a browser without a GPU
         # runs WebGL in software); WebGL only pays off for the large dictionaries.
         mode = "svg" if len(df) <= 5000 else "webgl"
         fig = px.scatter(df, x="x2", y="y2", color=color, custom_data=custom, opacity=0.8, render_mode=mode,
-                         category_orders=orders, labels=MAP_AXES)
+                         category_orders=orders, labels=MAP_AXES,
+                         # Tableau's ten: Streamlit's own palette starts with two blues that read as one cluster.
+                         color_discrete_sequence=px.colors.qualitative.T10)
         fig.update_traces(marker=dict(size=6), hovertemplate=hover)
         if selected is not None and (df["feature"] == selected).any():
             row = df[df["feature"] == selected].iloc[0]

@@ -183,9 +183,10 @@ def live_panel() -> None:
             cancel_queued_and_flag_running(data.lab(), job_ids=list(queued["job_id"]))
     done = jobs[jobs["shown_status"].isin(["FINISHED", "FAILED", "KILLED"])].sort_values("finished_at", ascending=False)
     for r in done.head(3).itertuples():
-        if r.shown_status == "FINISHED":  # a link to the run's figures on the Runs page
-            st.page_link(data.page("runs"), label=f"✓ {r.label}", query_params={"run": r.job_id},
-                         help="Open this run's figures")
+        if r.shown_status == "FINISHED":  # its label in full (a link's label is cut at one line), then the link
+            st.caption(f"✓ finished · {r.label}")
+            st.page_link(data.page("runs"), label="its figures", query_params={"run": r.job_id},
+                         icon=":material/open_in_new:", help="Open this run's figures on the Runs page")
         else:
             icon = {"FAILED": "✗", "KILLED": "■"}[r.shown_status]
             st.caption(f"{icon} {r.shown_status.lower()} · {r.label}" + (f" · {r.error}" if r.shown_status == "FAILED" else ""))

@@ -50,7 +50,7 @@ df = df.assign(feature_class=cls, selectivity=df[f"freq_sel_{ref}"],
                **{"|selectivity|": df[f"freq_sel_{ref}"].abs(), "label score": df["label_score"]})
 df = df.assign(x2=df["map_x"], y2=df["map_y"], x3=df["map_x"], y3=df["map_y"], z3=df["map_z"], cluster=df["cluster"].astype(str))
 
-f1, f2 = st.columns([2, 3])
+f1, f2 = st.columns([1, 1])
 keep = f1.multiselect("Show", sorted(set(cls)), default=sorted(set(cls)), key="map_classes")
 search = f2.text_input("Search labels and contexts", key="map_search", placeholder="e.g. import, return, history")
 view = df[df["feature_class"].isin(keep) & ~df["dead"]]

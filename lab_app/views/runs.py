@@ -286,13 +286,12 @@ if section == "Sweep":
         else:
             board = configs.sort_values(s["metric"], ascending=s["goal"] == "minimize").reset_index(drop=True)
             board.insert(0, "rank", range(1, len(board) + 1))
-            st.dataframe(board[["rank", "layer", "hook", "architecture", "k", "d_sae", "fvu", "r2", "transfer_ratio", "l0",
-                                "dead_frac", "score", "concept_coverage", "probe_k1", "overall"]],
-                         hide_index=True, key="sweep_board",
-                         column_config={"concept_coverage": st.column_config.NumberColumn(
-                                            "concepts", format="%.2f", help=help_for("concept_coverage")),
-                                        "probe_k1": st.column_config.NumberColumn(
-                                            "probe k=1", format="%.3f", help=help_for("probe_k1"))})
+            board_cols = ["rank", "layer", "hook", "architecture", "k", "d_sae", "fvu", "r2", "transfer_ratio", "l0", "dead_frac",
+                          "score", "concept_coverage", "probe_k1", "overall"]
+            st.dataframe(board[board_cols], hide_index=True, key="sweep_board",
+                         column_config={c: st.column_config.NumberColumn(run_table.LABELS.get(c, c), help=help_for(c) or None,
+                                                                         format=run_table.FORMATS.get(c))
+                                        for c in board_cols if c in run_table.FORMATS or c == "score"})
             from engine.sweeps.leaderboard import pareto_front
 
             by = "architecture" if configs["architecture"].nunique() > 1 else "layer"
@@ -304,7 +303,7 @@ if section == "Sweep":
                 st.markdown("**Parallel coordinates**")
                 dims = [c for c in ["layer", "k", "d_sae", "fvu", "transfer_ratio", "l0", "dead_frac",
                                     "overall"] if configs[c].nunique() > 1 or c in ("fvu", "overall")]
-                st.plotly_chart(charts.parallel_coordinates(configs, dims, "overall"), key="parcoords")
+                st.plotly_chart(charts.parallel_coordinates(configs, dims, "overall", run_table.LABELS), key="parcoords")
 
 if section == "Diff two runs":
     ids = list(finished["run_id"])
@@ -325,10 +324,13 @@ if section == "Diff two runs":
     fa, fb = flat(ca.get("experiment")), flat(cb.get("experiment"))
     fa["train_domain"], fb["train_domain"] = ca.get("train_domain"), cb.get("train_domain")
     keys = sorted(set(fa) | set(fb))
-    diff = pd.DataFrame({"setting": keys, "A": [str(fa.get(k)) for k in keys], "B": [str(fb.get(k)) for k in keys]})
+    diff = pd.DataFrame({"setting": [k.replace("train_domain", "trained on") for k in keys], "A": [str(fa.get(k)) for k in keys],
+                         "B": [str(fb.get(k)) for k in keys]})
     only = st.toggle("Only differences", value=True, key="diff_only")
     st.dataframe(diff[diff["A"] != diff["B"]] if only else diff, hide_index=True, key="diff_table")
     mcols = ["fvu", "r2", "mse", "cosine", "transfer_ratio", "l0", "dead_frac", "score"]
     ra, rb = finished.set_index("run_id").loc[a_id, mcols], finished.set_index("run_id").loc[b_id, mcols]
-    st.dataframe(pd.DataFrame({"metric": mcols, "A": ra.values, "B": rb.values, "B − A": (rb - ra).values}),
-                 hide_index=True, key="diff_metrics")
+    st.dataframe(pd.DataFrame({"metric": [run_table.LABELS.get(c, c) for c in mcols], "A": ra.values, "B": rb.values,
+                               "B − A": (rb - ra).values}),
+                 hide_index=True, key="diff_metrics",
+                 column_config={c: st.column_config.NumberColumn(c, format="%.4f") for c in ("A", "B", "B − A")})
