@@ -49,14 +49,28 @@ for t in result.tokens:
                  "top feature": t.features[0][0] if t.features else None,
                  "activation": t.features[0][1] if t.features else 0.0})
 table = pd.DataFrame(rows)
-labels = data.concept_map(lab, run_id, info["created_at"]).set_index("feature")["title"].to_dict()  # reliable labels only
+GUESS = "no reliable label (best guess: "
+
+
+def _short_label(title):
+    """'no reliable label (best guess: x | y)' reads 'guess: x | y' in the narrow label columns."""
+    if isinstance(title, str) and title.startswith(GUESS) and title.endswith(")"):
+        return "guess: " + title[len(GUESS):-1]
+    return title
+
+
+labels = {j: _short_label(t) for j, t in  # reliable labels; a guess says so
+          data.concept_map(lab, run_id, info["created_at"]).set_index("feature")["title"].to_dict().items()}
 table["label"] = table["top feature"].map(lambda j: labels.get(j) if j == j and j is not None else None)
 st.markdown("**Each token's top features** — select a row to look at its top feature")
 event = st.dataframe(table[["position", "token", "top feature", "label", "activation", "features"]], hide_index=True,
                      key="probe_table", on_select="rerun", selection_mode="single-row", height=360,
                      column_config={"position": st.column_config.NumberColumn("#", width="small"),
                                     "top feature": st.column_config.NumberColumn("top feature", width="small"),
-                                    "label": st.column_config.TextColumn("label", width="medium"),
+                                    "label": st.column_config.TextColumn(
+                                        "label", width="medium",
+                                        help="the top feature's label; 'guess:' = its held-out detection score does not "
+                                             "clear chance, so it is only the most frequent tokens"),
                                     "activation": st.column_config.NumberColumn(format="%.2f", width="small"),
                                     "features": st.column_config.TextColumn(
                                         "features (activation)", width="large",
