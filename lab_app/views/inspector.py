@@ -12,7 +12,7 @@ import streamlit as st
 from core.errors import LabError
 from lab_app import access, charts, data, feature_actions
 from lab_app.formulas import help_for
-from lab_app.render import context_html
+from lab_app.render import context_html, short_label
 from lab_app.run_picker import pick_analysed_run
 
 access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
@@ -130,7 +130,8 @@ for col, kind, title in ((n1, "decoder", "Nearest by decoder cosine"), (n2, "act
     with col:
         st.markdown(f"**{title}**")
         for n in (nb.get(kind) or [])[:8]:
-            data.inspector_link(run_id, n["neighbour"], label=f"{n['neighbour']} · {n.get('title') or '—'} · {n['score']:.2f}")
+            data.inspector_link(run_id, n["neighbour"],
+                                label=f"{n['neighbour']} · {short_label(n.get('title')) or '—'} · {n['score']:.2f}")
 with n3:
     st.markdown("**The same feature in other runs** (best decoder-cosine match)")
     others = data.analysed_runs(lab)

@@ -9,7 +9,7 @@ import streamlit as st
 from core.errors import LabError
 from core.lab import Lab
 from lab_app import access, data
-from lab_app.render import token_sequence_html
+from lab_app.render import short_label, token_sequence_html
 from lab_app.run_picker import pick_analysed_run
 
 access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
@@ -49,17 +49,7 @@ for t in result.tokens:
                  "top feature": t.features[0][0] if t.features else None,
                  "activation": t.features[0][1] if t.features else 0.0})
 table = pd.DataFrame(rows)
-GUESS = "no reliable label (best guess: "
-
-
-def _short_label(title):
-    """'no reliable label (best guess: x | y)' reads 'guess: x | y' in the narrow label columns."""
-    if isinstance(title, str) and title.startswith(GUESS) and title.endswith(")"):
-        return "guess: " + title[len(GUESS):-1]
-    return title
-
-
-labels = {j: _short_label(t) for j, t in  # reliable labels; a guess says so
+labels = {j: short_label(t) for j, t in  # reliable labels; a guess says so
           data.concept_map(lab, run_id, info["created_at"]).set_index("feature")["title"].to_dict().items()}
 table["label"] = table["top feature"].map(lambda j: labels.get(j) if j == j and j is not None else None)
 st.markdown("**Each token's top features** — select a row to look at its top feature")
