@@ -1,4 +1,4 @@
-"""What a person sees on each page, measured in a real browser (used by test_browser_legibility.py).
+"""What a person sees on each page, measured in a real browser (test_browser.py walks every page with it).
 
 Each check returns plain-English problems ("chart 2 is cut at the right edge …"), so a failing test
 reads like a reviewer's note. What is measured, and why:
@@ -17,6 +17,9 @@ page; the run tables pin their metric columns instead, and the columns in view a
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 # Console errors Streamlit itself emits on a page's first load: the frontend probes the health and
@@ -103,13 +106,23 @@ def run_table_problems(page, index: int, where: str) -> list[str]:
     return [f"{where}: the run table shows {heads} without scrolling: {missing} hidden"] if missing else []
 
 
-def settle(page, extra_ms: int = 400) -> None:
-    """Until the script has finished (Streamlit's running indicator gone) and charts have drawn."""
-    page.wait_for_selector("[data-testid=stMain] h1", timeout=60_000)  # every page has a title: the script has started
-    page.wait_for_timeout(300)
+CHARTS_DRAWN_JS = """() => [...document.querySelectorAll('[data-testid=stVegaLiteChart], [data-testid=stPlotlyChart]')]
+  .every(c => c.querySelector('svg.marks, svg.main-svg, canvas'))"""
+
+
+def settle(page, extra_ms: int = 200, heading: str | None = None) -> None:
+    """Until the script has finished (Streamlit's running indicator gone) and every chart has drawn."""
+    # Every page has a title: once it shows (the page's own, when named), the script has started.
+    title = page.locator("[data-testid=stMain] h1", has_text=heading) if heading else page.locator("[data-testid=stMain] h1")
+    title.first.wait_for(timeout=60_000)
+    page.wait_for_timeout(200)
     try:
         page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=60_000)
     except Exception:  # the sidebar's live panel reruns every 2 s and may show it again: not a failure
+        pass
+    try:
+        page.wait_for_function(CHARTS_DRAWN_JS, timeout=20_000)
+    except Exception:  # a chart that never draws is left to the checks (it has nothing to measure)
         pass
     page.wait_for_timeout(extra_ms)
 
@@ -123,6 +136,98 @@ def shoot(page, folder: Path, name: str) -> None:
                          "[data-testid=stSidebarContent]')].map(e => e.scrollHeight))")
     if tall > size["height"]:
         page.set_viewport_size({"width": size["width"], "height": min(int(tall), 12_000)})
-        page.wait_for_timeout(300)
+        page.wait_for_timeout(150)
     page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
     page.set_viewport_size(size)
+
+
+# -- the walk over every page, shared by the browser test ----------------------------------------
+SIZES = [(1280, 720), (1440, 900)]
+NAV_TITLES = {"/": "Lab notebook", "/runs": "Runs", "/map": "Concept map", "/inspector": "Feature inspector",
+              "/probe": "Text probe", "/findings": "Findings", "/sql": "SQL"}
+RUNS_SECTIONS = ["Over time", "Training curves", "A run's figures", "Sweep", "Diff two runs"]
+# (path, heading, index of the run table among the visible tables or None)
+PAGES = [("/", "Lab notebook", 0), ("/runs", "Runs", 0), ("/map", "Concept map", None),
+         ("/inspector", "Feature inspector", None), ("/probe", "Text probe", None), ("/findings", "Findings", None),
+         ("/sql", "SQL", 0)]
+
+
+def ensure_finished_sweep(lab, repo: Path) -> None:
+    """A finished sweep whose runs train one step each (k = 4 and 8), unless the lab has one already
+    (test_browser.py's first test launches one from the sidebar: the walk reuses it)."""
+    # deferred: the engine is only needed when the walk runs alone
+    import db
+    from engine.sweeps.queue import enqueue_sweep
+    from engine.sweeps.spec import SweepSpec
+
+    if db.query_rows(lab, "SELECT count(*) FROM jobs WHERE status = 'FINISHED'")[0][0]:
+        return
+    enqueue_sweep(lab, SweepSpec.from_dict({
+        "name": "tiny", "parameters": {"k": [4, 8]},
+        "base": {"layer": 2, "train_domains": ["prose"], "sae": {"d_sae": 128}, "data": {"tokens_per_domain": 4000},
+                 "train": {"epochs": 1.0}}}))
+    proc = subprocess.run([sys.executable, "-m", "engine", "--lab", str(lab.root), "-q", "worker", "--threads", "2"],
+                          cwd=repo, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def walk(page, base: str, size: tuple[int, int], shots: Path) -> list[str]:
+    """Visit every page and Runs section at one viewport size; the problems a person would see.
+
+    Pages are reached through the sidebar's links, as a person moves around (a page load per page
+    would reload the app's scripts each time and double the test's time)."""
+    w, h = size
+    page.set_viewport_size({"width": w, "height": h})
+    problems: list[str] = []
+    page.goto(base + "/")
+    for path, heading, run_table in PAGES:
+        if path != "/":
+            page.locator("[data-testid=stSidebarNav] a", has_text=NAV_TITLES[path]).first.click()
+        settle(page, 300, heading)
+        if page.locator("[data-testid=stException]").count():
+            problems.append(f"{path}: shows an exception")
+        for section in ([None] if path != "/runs" else RUNS_SECTIONS):
+            where = f"{w}×{h} {path}" + (f" [{section}]" if section else "")
+            if section:
+                page.locator("[data-testid=stButtonGroup] button", has_text=section).first.click()
+                settle(page, 300, heading)
+            problems += [f"{where}: {p}" for p in chart_problems(page)]
+            if run_table is not None and section in (None, "Over time") and w == 1280:
+                problems += run_table_problems(page, run_table, where)
+            shoot(page, shots, f"{w}x{h}{path.replace('/', '-').rstrip('-') or '-home'}"
+                               + (f"-{section.lower().replace(' ', '-').replace(chr(39), '')}" if section else ""))
+        if path == "/probe" and w == SIZES[0][0]:  # once: a row click must switch the feature picker
+            problems += probe_row_problems(page)
+            shoot(page, shots, "probe-row-selected")
+    return problems
+
+
+def probe_row_problems(page) -> list[str]:
+    """On the probe page, click the row of a token whose top feature is not the picker's first choice:
+    the picker must follow."""
+    grid = page.locator("[data-testid=stDataFrame]").first
+    grid.locator("th").first.wait_for(state="attached", timeout=60_000)
+    heads = grid.locator("th").all_text_contents()
+    if "top feature" not in heads:
+        return [f"probe: the token table shows {heads}, not its 'top feature' column"]
+    col = heads.index("top feature")
+    picker = page.get_by_role("combobox", name="Feature", exact=True)
+    before = picker.input_value()
+    for row in range(6):
+        cell = grid.locator(f"td[aria-colindex='{col + 1}']").nth(row)
+        feature = cell.text_content().strip()
+        if feature and not (before == feature or before.startswith(f"{feature} ")):
+            break
+    else:
+        return ["probe: the first rows all have the picker's feature: nothing to click"]
+    box = grid.bounding_box()
+    header = 35  # Streamlit's grid: 35 px rows, a row-marker column at the left when rows are selectable
+    page.mouse.click(box["x"] + 18, box["y"] + header + 35 * row + 17)
+    settle(page, 300, "Text probe")
+    after = picker.input_value()
+    if after == feature or after.startswith(f"{feature} "):
+        return []
+    return [f"probe: selected row {row} (top feature {feature}) but the picker shows '{after}'"]
+
+
+
