@@ -16,6 +16,7 @@ from typing import Iterable
 import pandas as pd
 import streamlit as st
 
+from engine.config import ExperimentConfig
 from lab_app.formulas import help_for
 
 # The order metrics appear in, next to the run's name; each is pinned when shown.
@@ -36,6 +37,13 @@ def _settings(params: str) -> list[tuple[str, str]]:
     return [tuple(p.split("=", 1)) for p in params.split(", ") if "=" in p]  # type: ignore[misc]
 
 
+def _default_settings() -> dict[str, str]:
+    """The default experiment's sweepable settings, as run names spell them."""
+    cfg = ExperimentConfig()
+    return {"layer": str(cfg.layer), "hook": cfg.hook, "k": str(cfg.sae.k), "d_sae": str(cfg.sae.d_sae),
+            "architecture": str(cfg.sae.architecture)}
+
+
 def short_names(runs: pd.DataFrame) -> pd.Series:
     """A readable label per run: in a sweep, the settings that differ between its runs (the sweep's
     parameters, as the run names spell them against the sweep's base) and the training domain;
@@ -52,8 +60,11 @@ def short_names(runs: pd.DataFrame) -> pd.Series:
         settings = [dict(_settings(m["params"])) for _, m in members]
         keys = list(dict.fromkeys(k for s in settings for k in s))
         varying = [k for k in keys if len({s.get(k) for s in settings}) > 1]
+        defaults = _default_settings()
         for (idx, m), s in zip(members, settings):
-            parts = [f"{k}={s[k]}" for k in varying if k in s] or [f"{k}={v}" for k, v in s.items()]
+            # What varies in the sweep; in a one-configuration sweep, what differs from the default experiment.
+            parts = ([f"{k}={s[k]}" for k in varying if k in s]
+                     or [f"{k}={v}" for k, v in s.items() if defaults.get(k) != v] or [m["sweep"]])
             out[idx] = f"{', '.join(parts)} · {m['domain']}"
     return out.where(out != "", runs["run_id"] if "run_id" in runs else out)
 
