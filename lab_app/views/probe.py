@@ -68,7 +68,13 @@ event = st.dataframe(table[["position", "token", "top feature", "label", "activa
 totals = pd.DataFrame(result.totals, columns=["feature", "summed"])
 totals["label"] = totals["feature"].map(labels)
 # The picker lists features strongest first (summed over the text), so it opens on the strongest one.
-strength = {int(j): s_ for j, s_ in result.totals}
+# The summed activations of the strongest features over the text; a feature outside that list gets
+# the sum over the tokens it is listed for (it was shown as "summed 0.00").
+shown_sums: dict[int, float] = {}
+for t in result.tokens:
+    for j, a in ([] if t.special else t.features):
+        shown_sums[int(j)] = shown_sums.get(int(j), 0.0) + float(a)
+strength = {**shown_sums, **{int(j): float(s_) for j, s_ in result.totals}}
 feature_ids = sorted({int(j) for t in result.tokens for j, _ in t.features}, key=lambda j: (-strength.get(j, 0.0), j))
 selected_rows = [i for i in (event.selection.rows if hasattr(event, "selection") else []) if i < len(table)]
 chosen = table.iloc[selected_rows[0]]["top feature"] if selected_rows else None
