@@ -305,3 +305,22 @@ def test_launcher_warns_about_a_one_step_budget(seeded, monkeypatch):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("step(s) (< 100)" in w.value for w in at.sidebar.warning)
+
+
+def test_concept_map_side_panel_and_cluster_filter(seeded, monkeypatch):
+    """The picked feature's label and top contexts show beside the map; a cluster row filters the map to that cluster."""
+    lab, outcomes = seeded
+    at = run_page(lab, "views/concept_map.py", monkeypatch=monkeypatch)
+    feature = at.number_input(key="map_feature").value
+    md = "\n".join(m.value for m in at.markdown)
+    assert f"**Feature {feature}**" in md and "<code>" in md  # the side panel, with contexts and their activations
+    assert any(f"feature {feature}" in str(p.proto.label).lower() for p in at.get("page_link"))  # the inspector link
+    clusters = next(d.value for d in at.dataframe if "top_tokens" in d.value.columns)
+    at.session_state["map_clusters"] = {"selection": {"rows": [1], "columns": []}}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    wanted = int(clusters.iloc[1]["cluster"])
+    assert f"Showing cluster {wanted} only" in texts(at)
+    live_in_cluster = db.query_rows(lab, "SELECT count(*) FROM features WHERE run_id = ? AND cluster = ? AND NOT dead",
+                                    [at.selectbox(key="map_run").value, wanted])[0][0]
+    assert f"{live_in_cluster} of " in texts(at)  # the map now draws that cluster's features only
