@@ -110,16 +110,23 @@ CHARTS_DRAWN_JS = """() => [...document.querySelectorAll('[data-testid=stVegaLit
   .every(c => c.querySelector('svg.marks, svg.main-svg, canvas'))"""
 
 
+SCRIPT_STATE = "document.querySelector('[data-testid=stApp]')?.getAttribute('data-test-script-state')"
+
+
 def settle(page, extra_ms: int = 200, heading: str | None = None) -> None:
-    """Until the script has finished (Streamlit's running indicator gone) and every chart has drawn."""
-    # Every page has a title: once it shows (the page's own, when named), the script has started.
+    """Until the script run a click or a page load started has finished and every chart has drawn.
+
+    Streamlit marks the app ``data-test-script-state="running"`` while a script runs; a check made
+    before that run starts would measure the previous view, so the run is waited for (briefly: a fast
+    run may already be over), then its end."""
+    try:
+        page.wait_for_function(f"() => {SCRIPT_STATE} === 'running'", timeout=3_000)
+    except Exception:  # already finished (or not yet connected: the title wait below covers that)
+        pass
+    # Every page has a title: once it shows (the page's own, when named), the page's script has run.
     title = page.locator("[data-testid=stMain] h1", has_text=heading) if heading else page.locator("[data-testid=stMain] h1")
     title.first.wait_for(timeout=60_000)
-    page.wait_for_timeout(200)
-    try:
-        page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=60_000)
-    except Exception:  # the sidebar's live panel reruns every 2 s and may show it again: not a failure
-        pass
+    page.wait_for_function(f"() => {SCRIPT_STATE} === 'notRunning'", timeout=120_000)
     try:
         page.wait_for_function(CHARTS_DRAWN_JS, timeout=20_000)
     except Exception:  # a chart that never draws is left to the checks (it has nothing to measure)
