@@ -70,8 +70,9 @@ if cluster is not None:
         st.session_state.pop("_map_cluster_row", None)
         st.rerun()
 
-if "map_feature" not in st.session_state:
-    st.session_state["map_feature"] = int(view["feature"].iloc[0]) if len(view) else 0
+if "map_feature" not in st.session_state:  # the best-labelled feature, as the inspector opens on, not feature 0
+    best = data.best_feature(lab, run_id, info["created_at"])
+    st.session_state["map_feature"] = best if (view["feature"] == best).any() or not len(view) else int(view["feature"].iloc[0])
 selected = st.session_state.get("map_feature")
 chart_col, side = st.columns([3, 2])
 with chart_col:

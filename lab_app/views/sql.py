@@ -52,6 +52,7 @@ FROM jobs WHERE sweep_id = (SELECT sweep_id FROM sweeps ORDER BY created_at DESC
 }
 MARKS = ["point", "line", "bar"]
 NONE = "—"
+OWN = "— your own query (every run with its metrics, to start) —"
 
 
 def result_chart(df: pd.DataFrame, x: str, y: str, colour: str | None, mark: str) -> alt.Chart:
@@ -83,9 +84,9 @@ lab = data.lab()
 
 left, right = st.columns([3, 2])
 with left:
-    example = st.selectbox("Saved queries", [NONE, *EXAMPLES], key="sql_example",
+    example = st.selectbox("Saved queries", [OWN, *EXAMPLES], key="sql_example",
                            help="queries that answer the seed's questions; each opens with its chart")
-    if example != NONE and st.session_state.get("_sql_example") != example:
+    if example != OWN and st.session_state.get("_sql_example") != example:
         st.session_state["sql_query"] = EXAMPLES[example][0]
         st.session_state["_sql_example"] = example
         st.session_state.pop("sql_result", None)  # a saved query runs when it is chosen
