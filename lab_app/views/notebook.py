@@ -40,7 +40,7 @@ m = st.columns(6)
 for col, key, fmt in zip(m, ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score"],
                          [".4f", ".3f", ".2f", ".1f", ".1%", ".2f"]):
     v = latest[key]
-    col.metric({"fvu": "FVU", "r2": "R²", "transfer_ratio": "transfer ×", "l0": "L0", "dead_frac": "dead",
+    col.metric({"fvu": "FVU", "r2": "R²", "transfer_ratio": "transfer ×", "l0": "L0", "dead_frac": "dead (held-out)",
                 "score": "quality /5"}[key],
                "—" if v != v or v is None else format(v, fmt), help=help_for(key))
 if latest["rating"] == latest["rating"] and latest["rating"]:
