@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import sys
 from typing import Any, Callable
 
 import torch
@@ -119,17 +120,39 @@ def run_locally(
             shutil.rmtree(folder, ignore_errors=True)  # never started: nothing refers to its folder (lock, config)
 
 
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def run_experiment(config: ExperimentConfig, lab: Lab, progress: bool = True, evaluate: bool = True,
                    tags: list[str] | None = None, analyze: bool = True) -> list[RunOutcome]:
     """Collect every domain (one pass each, all layers), then train, evaluate and analyse one SAE per
-    training domain (a failed analysis warns and leaves the run FINISHED)."""
-    collect(config, lab, progress)
+    training domain (a failed analysis warns and leaves the run FINISHED).
+
+    With ``progress``, each phase is announced once, on a line naming the run it belongs to; the
+    progress bars are drawn only on a terminal (where they redraw in place): written to a file or a
+    pipe, a bar would print a line per update."""
+    bars = progress and sys.stderr.isatty()
+    specs = plan_runs(config, tags=tags)
+    if progress:
+        _say(f"collecting activations: {', '.join(config.domain_names)} "
+             f"({config.data.tokens_per_domain:,} tokens each, {config.model})")
+    collect(config, lab, bars)
     outcomes = []
-    for spec in plan_runs(config, tags=tags):
-        outcomes.append(run_locally(spec, lab, progress, evaluate))
-        if analyze and evaluate:
+    for i, spec in enumerate(specs, 1):
+        who = f"run {i}/{len(specs)} {spec.name} [{spec.run_id}]"
+
+        def announce(phase: str, who: str = who) -> None:
+            if phase != "collect":  # collected above, for every run at once
+                _say(f"{who}: {PHASES.get(phase, phase)}")
+
+        outcomes.append(run_locally(spec, lab, bars, evaluate, on_phase=announce if progress else None))
+        if analyze and evaluate:  # its one line ("feature analysis done in …") names the run
             analyze_after_training(lab, spec.run_id, progress)
     return outcomes
+
+
+PHASES = {"train": "training", "eval": "evaluating on every domain (transfer, splice, quality)"}
 
 
 def evaluate_existing(lab: Lab, run_id: str, progress: bool = False) -> dict[str, Any]:

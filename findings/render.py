@@ -102,17 +102,25 @@ def context_html(tokens: list[str], acts: list[float], center: int | None, scale
     ``scale``, default the window's peak), the centre token outlined, word pieces (##x) joined to the
     token before them. Shared by the app's inspector, probe and card pages."""
     peak = scale if scale and scale > 0 else max([a for a in acts if a is not None] + [1e-12])
-    spans = []
+    # Lines break between words only: a token and its ##pieces touch (no break opportunity between
+    # them), words are separated by ordinary spaces. (A non-breaking space between every token made
+    # the whole context one long word, which the browser then broke anywhere: "r ounded".)
+    words: list[list[str]] = []
     for i, t in enumerate(tokens):
         a = acts[i] if i < len(acts) and acts[i] is not None else 0.0
-        text, space = (str(t)[2:], False) if str(t).startswith("##") else (str(t), i > 0)
+        piece = str(t).startswith("##") and bool(words)
+        text = str(t)[2:] if str(t).startswith("##") else str(t)
         style = f"background: rgba({color}, {min(max(a / peak, 0.0), 1.0):.2f}); border-radius: 3px; padding: 0 1px;"
         if center is not None and i == center:
             style += " outline: 1.5px solid #333;"
         title = escape_html(f"{t}: {a:.3f}")
-        spans.append(("&nbsp;" if space else "") + f'<span style="{style}" title="{title}">{escape_html(text)}</span>')
+        span = f'<span style="{style}" title="{title}">{escape_html(text)}</span>'
+        if piece:
+            words[-1].append(span)
+        else:
+            words.append([span])
     return ('<div style="font-family: ui-monospace, monospace; font-size: 0.88rem; line-height: 1.7; flex: 1; '
-            'min-width: 0; overflow-wrap: anywhere;">' + "".join(spans) + "</div>")
+            'min-width: 0; overflow-wrap: break-word;">' + " ".join("".join(w) for w in words) + "</div>")
 
 
 # -- a card as a Markdown file ---------------------------------------------------------------------

@@ -10,9 +10,11 @@ and compared again on every run with ``hmac.compare_digest``, whose time does no
 many leading characters match. On loopback with no token set there is no check; once
 ``SAE_LAB_TOKEN`` is set it is always checked.
 
-Every page script calls ``require()`` too, not only app.py: until some session has reached
-``st.navigation``, Streamlit (1.67) still serves ``lab_app/pages/*.py`` the pre-``st.navigation``
-way, so an address such as ``/sql`` runs that file directly and app.py never runs.
+Every page script calls ``require()`` too, not only app.py, as a second line of defence: the page
+scripts live in ``lab_app/views/`` rather than ``pages/`` because, until some session has reached
+``st.navigation``, Streamlit (1.67) serves a ``pages/`` folder next to the entry point the
+pre-``st.navigation`` way (an address such as ``/sql`` would run that file directly, without app.py,
+its sidebar or its navigation).
 """
 
 from __future__ import annotations

@@ -52,6 +52,8 @@ def _default_text(detail: dict[str, Any]) -> str:
     for cset in (detail.get("contexts") or {}).values():
         if cset.get("top"):
             toks = [t for t in cset["top"][0]["tokens"] if t not in ("[CLS]", "[SEP]", "[PAD]")]
+            while toks and toks[0].startswith("##"):  # the window may open mid-word: start at a whole word
+                toks = toks[1:]
             return render_tokens(toks)
     return ""
 
@@ -68,7 +70,7 @@ def _interventions_section(run_id: str, feature: int, detail: dict[str, Any], ca
     st.markdown("**Intervene**: replace the activation with the SAE's reconstruction plus its error (exact when "
                 "untouched), then edit this feature, and measure what changes")
     with st.form(f"iv_{run_id}_{feature}"):
-        c1, c2 = st.columns([1, 1])
+        c1, c2 = st.columns([3, 2])
         op = c1.segmented_control("Edit", ["zero", "scale", "clamp"], default="zero")
         value = c2.number_input("Factor / value", value=4.0, step=0.5,
                                 help="scale: multiply the feature's activation; clamp: set it (also where it did not fire)")

@@ -12,7 +12,7 @@ HERE = Path(__file__).resolve().parent
 
 @lru_cache(maxsize=1)
 def pages() -> dict[str, st.Page]:
-    p = HERE / "pages"
+    p = HERE / "views"  # not "pages": Streamlit would serve a pages/ folder the pre-st.navigation way
     return {
         "home": st.Page(p / "notebook.py", title="Lab notebook", icon=":material/home:", url_path="notebook", default=True),
         "runs": st.Page(p / "runs.py", title="Runs", icon=":material/timeline:", url_path="runs"),

@@ -8,6 +8,7 @@ reruns for it and stays usable while a sweep trains.
 from __future__ import annotations
 
 import math
+import time
 
 import streamlit as st
 
@@ -60,6 +61,10 @@ def launcher() -> None:
             workers = st.number_input("Worker processes", 1, 4, 1, key="sw_workers",
                                       help="On 2 cores, 2 workers × 1 thread train faster in total than 1 × 2.")
             threads = st.number_input("Threads per worker (0 = all cores)", 0, 16, 0, key="sw_threads")
+        steps = training_steps(int(tokens), float(epochs))
+        if steps < MIN_STEPS:
+            st.warning(f"This budget trains each SAE for about {steps} step(s) (< {MIN_STEPS}): the lab will flag them as "
+                       "unfit for interpretability. Raise the tokens or the epochs under Budget and workers.")
         if st.button("Launch", type="primary", key="sw_launch", icon=":material/play_arrow:"):
             try:
                 if choice == "custom grid":
@@ -77,6 +82,8 @@ def launcher() -> None:
                 spec = spec.replace(base=b)
                 sweep_id, runs = enqueue_sweep(data.lab(), spec)
                 started = ensure_workers(data.lab(), int(workers), int(threads) or None)
+                if started:  # until the new worker registers itself, the queue must not say "no worker running"
+                    st.session_state["_workers_started_at"] = time.monotonic()
                 data.clear()
                 st.session_state["sw_message"] = (f"Sweep {sweep_id}: {len(runs)} jobs queued"
                                                   + (f", {started} worker(s) started" if started else ""))
@@ -85,6 +92,20 @@ def launcher() -> None:
         msg = st.session_state.get("sw_message")
         if msg:
             (st.error if msg.startswith("error") else st.success)(msg)
+
+
+MIN_STEPS = 100  # below this the quality score warns "features of an SAE this young are mostly its initialisation"
+WORKER_GRACE_SECONDS = 30.0  # a worker process just started takes this long, at most, to register
+
+
+def training_steps(tokens_per_domain: int, epochs: float) -> int:
+    """Training steps per SAE for a budget, with the experiment's default split and batch size."""
+    # deferred: engine.config is only needed once the launcher is drawn
+    from engine.config import ExperimentConfig
+
+    cfg = ExperimentConfig()
+    train_tokens = tokens_per_domain * (1.0 - cfg.data.val_fraction)
+    return max(0, math.ceil(train_tokens * epochs / cfg.train.batch_size))
 
 
 def _num(v) -> float | None:
@@ -139,14 +160,20 @@ def live_panel() -> None:
         st.progress(frac, text=f"{r.label} · {phase} {int(step)}/{int(total) if total else '?'} {_eta(r.eta_seconds)}")
         loss, fvu, dead = _num(r.loss), _num(r.fvu), _num(r.dead_frac)
         if fvu is not None:
-            st.caption(f"loss {loss or 0:.4f} · FVU {fvu:.3f} · dead {dead or 0:.1%}")
+            # The trainer counts a latent dead only after train.dead_after_tokens tokens without firing, so early
+            # in training this reads 0 %; the run's held-out dead fraction is measured after training.
+            st.caption(f"loss {loss or 0:.4f} · FVU {fvu:.3f} (batch) · dead so far {dead or 0:.1%} (train)")
         if st.button("Cancel", key=f"cancel_{r.job_id}", icon=":material/stop:"):
             cancel_queued_and_flag_running(data.lab(), job_ids=[r.job_id])
     queued = jobs[jobs["shown_status"] == "QUEUED"]
     interrupted = jobs[jobs["shown_status"] == "INTERRUPTED"]
     if len(queued) or len(interrupted):
         alive = live_workers(data.lab())
-        if not alive:
+        started_at = st.session_state.get("_workers_started_at")
+        starting = started_at is not None and time.monotonic() - started_at < WORKER_GRACE_SECONDS
+        if not alive and starting:
+            st.caption("Worker starting…")
+        elif not alive:
             st.warning(f"{len(queued) + len(interrupted)} job(s) waiting and no worker running.")
             if st.button("Start a worker", key="start_worker", icon=":material/play_arrow:"):
                 ensure_workers(data.lab(), 1)
@@ -156,12 +183,18 @@ def live_panel() -> None:
             cancel_queued_and_flag_running(data.lab(), job_ids=list(queued["job_id"]))
     done = jobs[jobs["shown_status"].isin(["FINISHED", "FAILED", "KILLED"])].sort_values("finished_at", ascending=False)
     for r in done.head(3).itertuples():
-        icon = {"FINISHED": "✓", "FAILED": "✗", "KILLED": "■"}[r.shown_status]
-        st.caption(f"{icon} {r.shown_status.lower()} · {r.label}" + (f" · {r.error}" if r.shown_status == "FAILED" else ""))
+        if r.shown_status == "FINISHED":  # its label in full (a link's label is cut at one line), then the link
+            st.caption(f"✓ finished · {r.label}")
+            st.page_link(data.page("runs"), label="its figures", query_params={"run": r.job_id},
+                         icon=":material/open_in_new:", help="Open this run's figures on the Runs page")
+        else:
+            icon = {"FAILED": "✗", "KILLED": "■"}[r.shown_status]
+            st.caption(f"{icon} {r.shown_status.lower()} · {r.label}" + (f" · {r.error}" if r.shown_status == "FAILED" else ""))
 
 
 def render() -> None:
     with st.sidebar:
         st.caption(f"Lab: `{data.lab_path_label()}`")
-        launcher()
+        # The queue first: below an open launcher it was pushed under the fold right after Launch.
         live_panel()
+        launcher()

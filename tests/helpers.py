@@ -32,11 +32,12 @@ def small_overrides(tokens: int = 6000, epochs: float = 2.0, layers: str = "0,1,
     ]
 
 
-def run_cli(*args: str, lab: Path | None = None, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, lab: Path | None = None, timeout: float = 600, env: dict | None = None,
+            quiet: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "engine"]
     if lab is not None:
         cmd += ["--lab", str(lab)]
-    cmd += ["-q", *args]
+    cmd += ["-q", *args] if quiet else list(args)
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=full_env)
 

@@ -43,11 +43,17 @@ class _Clock:
         self.progress = progress
 
     def lap(self, name: str) -> None:
+        """Time one stage; the stages are stored with the analysis (analysis_runs.timings), and printed
+        once, as one line naming the run, when the analysis ends (``done``), not as a line per stage."""
         now = time.perf_counter()
         self.timings[name] = round(now - self.last, 3)
         self.last = now
+
+    def done(self, run_id: str, n_live: int) -> None:
         if self.progress:
-            print(f"  analysis: {name} {self.timings[name]:.2f} s", file=sys.stderr)
+            slowest = sorted(self.timings.items(), key=lambda kv: -kv[1])[:2]
+            print(f"run {run_id}: feature analysis done in {self.total:.1f} s ({n_live:,} live features; slowest stages: "
+                  + ", ".join(f"{k} {v:.1f} s" for k, v in slowest) + ")", file=sys.stderr, flush=True)
 
     @property
     def total(self) -> float:
@@ -137,6 +143,7 @@ def analyze_run(lab: Lab, run_id: str, progress: bool = False, seed: int = 0,
     sequences = {dc.store_key: (lambda dc=dc: sequence_table(dc, vocab)) for dc in data.domains}
     replace_analysis(lab, run_id, tables, final_row, sequences)
     clock.lap("commit")
+    clock.done(run_id, int(live.sum()))
     quality = rescore_quality(lab, run_id, data.resolved)
     out = summarize(data, stats, labels, cmap, contexts.num_rows, clock, effects.source)
     out["labels_reliable"] = int(labels.reliable.sum())

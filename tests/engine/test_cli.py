@@ -78,9 +78,18 @@ def test_bad_input_leaves_an_existing_lab_untouched(finished_lab, bad_inputs):
 
 def test_run_then_sql_prints_the_transfer_matrix_and_quality(tmp_path):
     lab = Lab.at(tmp_path / "lab")
-    proc = run_cli("run", *sets(small_overrides(tokens=4000, layers="2", epochs=1.0)), lab=lab.root)
+    proc = run_cli("run", *sets(small_overrides(tokens=4000, layers="2", epochs=1.0)), lab=lab.root, quiet=False)
     assert proc.returncode == 0, proc.stderr
     assert "quality" in proc.stdout
+    # Progress written to a pipe (make lab | tee, a CI log): each phase once, on a line naming its run;
+    # no progress bar redrawn line by line, no unlabelled per-stage timings.
+    err = proc.stderr
+    assert "\r" not in err and "analysis: encode" not in err and "it/s" not in err and "step/s" not in err, err
+    ids = [r[0] for r in db.query_rows(lab, "SELECT run_id FROM runs ORDER BY name")]
+    for rid in ids:
+        for phase in ("training", "evaluating on every domain", "feature analysis done in"):
+            assert sum(phase in line and rid in line for line in err.splitlines()) == 1, (rid, phase, err)
+    assert err.count("collecting activations") == 1
     pivot = run_cli("sql", "PIVOT (SELECT r.train_domain, e.eval_domain, round(e.mse, 5) AS mse FROM runs r "
                     "JOIN eval_results e USING (run_id)) ON eval_domain USING first(mse) ORDER BY train_domain", lab=lab.root)
     assert pivot.returncode == 0, pivot.stderr

@@ -19,7 +19,7 @@ from lab_app.access import is_loopback
 from tests.helpers import REPO
 
 APP = str(REPO / "lab_app" / "app.py")
-PAGE_FILES = sorted(p.relative_to(REPO / "lab_app").as_posix() for p in (REPO / "lab_app" / "pages").glob("*.py")
+PAGE_FILES = sorted(p.relative_to(REPO / "lab_app").as_posix() for p in (REPO / "lab_app" / "views").glob("*.py")
                     if p.name != "__init__.py")
 TOKEN = "lab-token-0123456789abcdef"
 PROMPT = "This lab needs its access token"

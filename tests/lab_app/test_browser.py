@@ -1,7 +1,10 @@
 """The app in a real browser: Debian's chromium driven by Playwright against `streamlit run`.
 
 Visits every page, launches a tiny sweep from the sidebar and watches it finish in the live panel,
-opens a deep link to a feature. Screenshots are kept in test-artifacts/screenshots/.
+opens a deep link to a feature; then, on that lab (a finished experiment and a finished sweep of
+one-step runs), walks every page and Runs section at 1280×720 and 1440×900 asserting what a person
+would see (tests/lab_app/legibility.py). Screenshots of every view are kept in
+test-artifacts/screenshots/ (the run's output: the folder is gitignored).
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
 import db
 from tests.helpers import REPO, copy_lab
+from tests.lab_app.legibility import SIZES, STREAMLIT_OWN_404, ensure_finished_sweep, walk
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = REPO / "test-artifacts" / "screenshots"
@@ -152,3 +157,31 @@ def test_every_page_a_sweep_from_the_sidebar_and_a_deep_link(browser, app_server
     assert page.get_by_text("Top activating contexts").count()
     shot(page, "deep-link-inspector")
     assert not errors, errors
+
+
+def test_every_page_is_legible_at_two_sizes(browser, app_server):
+    """Every page and Runs section at 1280×720 and 1440×900, as a person sees it (tests/lab_app/legibility.py):
+    on this module's lab (the shared experiment plus the one-step sweep the test above launched)."""
+    base, lab, _ = app_server
+    ensure_finished_sweep(lab, REPO)  # when this test runs alone
+    page = browser.new_page()
+    outside: list[str] = []
+    console: list[str] = []
+    own_404: list[str] = []
+    page.on("request", lambda r: urlparse(r.url).hostname not in (None, "127.0.0.1") and r.url.split(":")[0] not in
+            ("data", "blob") and outside.append(r.url))
+    page.on("response", lambda r: r.status == 404 and r.url.endswith(STREAMLIT_OWN_404) and own_404.append(r.url))
+    page.on("console", lambda m: m.type == "error" and console.append(m.text))
+    page.on("pageerror", lambda e: console.append(f"page error: {e}"))
+
+    problems: list[str] = []
+    for size in SIZES:
+        problems += walk(page, base, size, SHOTS)
+
+    # Streamlit's own: "Failed to load resource … 404" once per page-relative health / host-config probe.
+    streamlit_404 = "Failed to load resource: the server responded with a status of 404 (Not Found)"
+    others = [c for c in console if c != streamlit_404]
+    assert console.count(streamlit_404) <= len(own_404), (console, own_404)
+    assert not outside, f"requests left the machine: {outside}"
+    assert not others, f"console errors: {others}"
+    assert not problems, "\n".join(problems)

@@ -35,7 +35,7 @@ def lab_copy(finished_lab, tmp_path):
 def runs_page(lab, monkeypatch) -> AppTest:
     monkeypatch.setenv("SAE_LAB_DIR", str(lab.root))
     at = AppTest.from_file(APP, default_timeout=120)
-    at.switch_page("pages/runs.py")
+    at.switch_page("views/runs.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
@@ -107,7 +107,7 @@ def read_only_lab(finished_lab, tmp_path_factory):
     make_writable(lab.root)
 
 
-@pytest.mark.parametrize(("page", "title"), [("-", "Lab notebook"), ("pages/runs.py", "Runs"), ("pages/sql.py", None)])
+@pytest.mark.parametrize(("page", "title"), [("-", "Lab notebook"), ("views/runs.py", "Runs"), ("views/sql.py", None)])
 def test_the_app_opens_a_lab_the_user_cannot_write(read_only_lab, page, title):
     lab = read_only_lab
     before = {p: p.read_bytes() for p in lab.root.rglob("*") if p.is_file()}

@@ -14,7 +14,7 @@ def test_run_view_names_dead_figures_and_the_matmul_dtype(finished_lab, monkeypa
     lab, _, outcomes = finished_lab
     monkeypatch.setenv("SAE_LAB_DIR", str(lab.root))
     at = AppTest.from_file(APP, default_timeout=120)
-    at.switch_page("pages/runs.py")
+    at.switch_page("views/runs.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     table = at.dataframe[0].value

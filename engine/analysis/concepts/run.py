@@ -108,5 +108,5 @@ def evaluate_run(lab: Lab, data: RunData, registry: ConceptRegistry = REGISTRY, 
     summary = coverage(results)
     for n in notes:
         if progress:
-            print(f"  concepts: {n}", file=sys.stderr)
+            print(f"run {data.run_id}: concepts: {n}", file=sys.stderr)
     return ConceptReport(results, summary, notes, timings)

@@ -12,7 +12,7 @@ import streamlit as st
 from core.errors import LabError
 from lab_app import access, charts, data, feature_actions
 from lab_app.formulas import help_for
-from lab_app.render import context_html
+from lab_app.render import context_html, short_label
 from lab_app.run_picker import pick_analysed_run
 
 access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
@@ -55,7 +55,7 @@ c[0].metric("frequency", f"{f['freq']:.3%}" if f.get("freq") is not None else "�
 c[1].metric("mean activation", f"{f['mean_act']:.3f}" if f.get("mean_act") is not None else "—",
             help="Mean activation when the feature fires.")
 c[2].metric("max activation", f"{f['max_act']:.3f}" if f.get("max_act") is not None else "—")
-c[3].metric("fires on", f"{int(f.get('n_fires') or 0):,} tokens")
+c[3].metric("fires on (tokens)", f"{int(f.get('n_fires') or 0):,}", help="Tokens of the lab's text on which it fires.")
 low, high = f.get("label_score_low"), f.get("label_score_high")
 c[4].metric("label detection", "—" if score is None else f"{score:.2f}",
             delta=None if low is None else f"95% {low:.2f}–{high:.2f}", delta_color="off", help=help_for("detection"))
@@ -78,8 +78,11 @@ with right:
     if len(dom):
         st.dataframe(dom[["domain", "freq", "mean_act", "max_act", "selectivity", "detection_score"]],
                      hide_index=True, key="insp_domains",
-                     column_config={"freq": st.column_config.NumberColumn("freq", format="%.5f", help=help_for("frequency")),
-                                    "selectivity": st.column_config.NumberColumn("selectivity", format="%.4f",
+                     column_config={"freq": st.column_config.NumberColumn("freq", format="%.4f", help=help_for("frequency")),
+                                    "mean_act": st.column_config.NumberColumn("mean", format="%.2f",
+                                                                              help="mean activation when firing"),
+                                    "max_act": st.column_config.NumberColumn("max", format="%.2f", help="max activation"),
+                                    "selectivity": st.column_config.NumberColumn("selectivity", format="%.3f",
                                                                                  help=help_for("selectivity")),
                                     "detection_score": st.column_config.NumberColumn("detection", format="%.2f",
                                                                                      help=help_for("detection"))})
@@ -114,7 +117,11 @@ with left:
                         group = [x for x in quant if x["quantile"] == q]
                         st.caption(f"quantile {q}: activation {group[0]['q_lower']:.2f}–{group[0]['q_upper']:.2f}")
                         for c_ in group:
-                            st.markdown(context_html(c_["tokens"], c_["acts"], c_["center"], scale), unsafe_allow_html=True)
+                            act = c_.get("activation")
+                            st.markdown('<div style="display:flex;gap:.6rem;align-items:baseline">'
+                                        + (f"<code>{act:.2f}</code>" if act is not None else "")
+                                        + context_html(c_["tokens"], c_["acts"], c_["center"], scale) + "</div>",
+                                        unsafe_allow_html=True)
 
 st.divider()
 n1, n2, n3 = st.columns(3)
@@ -123,7 +130,8 @@ for col, kind, title in ((n1, "decoder", "Nearest by decoder cosine"), (n2, "act
     with col:
         st.markdown(f"**{title}**")
         for n in (nb.get(kind) or [])[:8]:
-            data.inspector_link(run_id, n["neighbour"], label=f"{n['neighbour']} · {n.get('title') or '—'} · {n['score']:.2f}")
+            data.inspector_link(run_id, n["neighbour"],
+                                label=f"{n['neighbour']} · {short_label(n.get('title')) or '—'} · {n['score']:.2f}")
 with n3:
     st.markdown("**The same feature in other runs** (best decoder-cosine match)")
     others = data.analysed_runs(lab)

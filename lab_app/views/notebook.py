@@ -7,7 +7,7 @@ import json
 import streamlit as st
 
 from core.errors import LabError
-from lab_app import access, data
+from lab_app import access, data, run_table
 from lab_app.formulas import help_for
 
 access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
@@ -40,7 +40,7 @@ m = st.columns(6)
 for col, key, fmt in zip(m, ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score"],
                          [".4f", ".3f", ".2f", ".1f", ".1%", ".2f"]):
     v = latest[key]
-    col.metric({"fvu": "FVU", "r2": "R²", "transfer_ratio": "transfer ×", "l0": "L0", "dead_frac": "dead",
+    col.metric({"fvu": "FVU", "r2": "R²", "transfer_ratio": "transfer ×", "l0": "L0", "dead_frac": "dead (held-out)",
                 "score": "quality /5"}[key],
                "—" if v != v or v is None else format(v, fmt), help=help_for(key))
 if latest["rating"] == latest["rating"] and latest["rating"]:
@@ -54,21 +54,12 @@ details = json.loads(q["details"]) if q and isinstance(q["details"], str) else (
 for w in details.get("warnings") or []:
     st.warning(f"Not fit for interpretability, whatever the rating says: {w}.")
 
-left, right = st.columns([3, 2])
+st.subheader("Latest runs")
+run_table.show(runs.head(12), "home_runs", height="auto",
+               default=["run_id", "fvu", "transfer_ratio", "l0", "dead_frac", "score", "status", "layer", "k", "d_sae",
+                        "architecture", "train_domain", "ended_at"])
+left, right = st.columns([1, 1])
 with left:
-    st.subheader("Latest runs")
-    st.dataframe(
-        runs.head(12)[["run_id", "status", "layer", "k", "d_sae", "train_domain", "fvu", "transfer_ratio", "l0",
-                       "score", "ended_at"]],
-        hide_index=True, key="home_runs",
-        column_config={
-            "fvu": st.column_config.NumberColumn("FVU", format="%.4f", help=help_for("fvu")),
-            "transfer_ratio": st.column_config.NumberColumn("transfer ×", format="%.2f", help=help_for("transfer_ratio")),
-            "l0": st.column_config.NumberColumn("L0", format="%.1f", help=help_for("l0")),
-            "score": st.column_config.NumberColumn("quality", format="%.2f", help=help_for("score")),
-        },
-    )
-with right:
     st.subheader("Best configuration so far")
     configs = data.configurations(lab, None)
     if configs.empty:
@@ -80,6 +71,7 @@ with right:
                     f"R² {best['r2']:.3f} · transfer ×{best['transfer_ratio']:.2f} · L0 {best['l0']:.1f} · "
                     f"{int(best['n_saes'])} SAE(s): {best['train_domains']}")
         st.page_link(data.page("runs"), label="Compare every configuration", icon=":material/timeline:")
+with right:
     st.subheader("Recent findings")
     from findings import search_cards
     from findings.render import escape_markdown

@@ -38,6 +38,28 @@ from findings import (
 from findings.render import context_html
 from lab_app import access, data
 
+DIFF_FIELDS = ["title", "claim", "label", "description", "confidence", "status", "tags", "notes", "examples", "author",
+               "features", "evidence", "deleted_at"]
+
+
+def _field_text(card, name: str) -> str:
+    value = getattr(card, name)
+    if name == "features":
+        return "; ".join(f"{f.run_id} feature {f.feature}" for f in value)
+    if name == "evidence":
+        return "; ".join(f"{e.kind}" for e in value)
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def revision_diff(before, after) -> pd.DataFrame:
+    """Field by field: each field whose text differs between two revisions, before and after (shown as
+    text in a table cell, never rendered as Markdown or HTML)."""
+    rows = [{"field": f, "before": _field_text(before, f), "after": _field_text(after, f)} for f in DIFF_FIELDS]
+    return pd.DataFrame([r for r in rows if r["before"] != r["after"]], columns=["field", "before", "after"])
+
+
 access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
 
 st.title("Findings")
@@ -76,7 +98,11 @@ with left:
     picked = None
     if len(table):
         event = st.dataframe(table.drop(columns=["card_id"]), hide_index=True, key="fd_table", on_select="rerun",
-                             selection_mode="single-row")
+                             selection_mode="single-row",
+                             column_config={"title": st.column_config.TextColumn("title", width="medium"),
+                                            "status": st.column_config.TextColumn("status", width=90),
+                                            "confidence": st.column_config.TextColumn("confidence", width=90),
+                                            "rev": st.column_config.NumberColumn("rev", width=45)})
         rows = event.selection.rows if hasattr(event, "selection") else []
         picked = table.iloc[rows[0]]["card_id"] if rows else None
     else:
@@ -206,7 +232,26 @@ with right:
         hist_df = pd.DataFrame([{"revision": r.revision, "action": r.action, "author": r.author,
                                  "when": r.edited_at[:19].replace("T", " "),
                                  "changed": ", ".join(r.changed), "note": r.note} for r in history])
-        st.dataframe(hist_df, hide_index=True, key="fd_hist")
-        rev = st.selectbox("Show the card as it was at revision", [r.revision for r in history][::-1], key="fd_rev")
+        st.dataframe(hist_df, hide_index=True, key="fd_hist",
+                     column_config={"changed": st.column_config.TextColumn("changed", width="medium"),
+                                    "note": st.column_config.TextColumn("note", width="medium")})
+        revisions = [r.revision for r in history][::-1]  # newest first: the picker opens on the card as it is now
+        c1, c2 = st.columns(2)
+        rev = c1.selectbox("Show the card as it was at revision", revisions, index=0, key="fd_rev")
+        older = [r for r in revisions if r < rev]
+        against = c2.selectbox("Compare with revision", older or [None], index=0, key="fd_rev_against",
+                               format_func=lambda r: "— (the first revision)" if r is None else str(r),
+                               disabled=not older)
         old = get_card(lab, card.card_id, int(rev))
+        if against is not None:
+            base_card = get_card(lab, card.card_id, int(against))
+            diff = revision_diff(base_card, old)
+            st.markdown(f"**What changed from revision {against} to {rev}** ({len(diff)} field(s))")
+            if len(diff):
+                st.dataframe(diff, hide_index=True, key="fd_diff",
+                             column_config={"field": st.column_config.TextColumn("field", width="small"),
+                                            "before": st.column_config.TextColumn(f"revision {against}", width="large"),
+                                            "after": st.column_config.TextColumn(f"revision {rev}", width="large")})
+            else:
+                st.caption("No field differs.")
         st.markdown(card_markdown(old, card_evidence(lab, old), None, top_n=3))
