@@ -231,9 +231,13 @@ def probe_row_problems(page) -> list[str]:
     header = 35  # Streamlit's grid: 35 px rows, a row-marker column at the left when rows are selectable
     page.mouse.click(box["x"] + 18, box["y"] + header + 35 * row + 17)
     settle(page, 300, "Text probe")
-    after = picker.input_value()
-    if after == feature or after.startswith(f"{feature} "):
-        return []
+    # The selection can take a second script run (the row sets the picker, then the page reruns); on a
+    # loaded machine settle() may see the pause between the two. Wait for the picker, not for a time.
+    for _ in range(120):
+        after = picker.input_value()
+        if after == feature or after.startswith(f"{feature} "):
+            return []
+        page.wait_for_timeout(500)
     return [f"probe: selected row {row} (top feature {feature}) but the picker shows '{after}'"]
 
 
