@@ -76,16 +76,17 @@ with right:
     st.markdown("**Per domain**")
     dom = pd.DataFrame(domains)
     if len(dom):
-        st.dataframe(dom[["domain", "freq", "mean_act", "max_act", "selectivity", "detection_score"]],
-                     hide_index=True, key="insp_domains",
-                     column_config={"freq": st.column_config.NumberColumn("freq", format="%.4f", help=help_for("frequency")),
-                                    "mean_act": st.column_config.NumberColumn("mean", format="%.2f",
-                                                                              help="mean activation when firing"),
-                                    "max_act": st.column_config.NumberColumn("max", format="%.2f", help="max activation"),
-                                    "selectivity": st.column_config.NumberColumn("selectivity", format="%.3f",
-                                                                                 help=help_for("selectivity")),
-                                    "detection_score": st.column_config.NumberColumn("detection", format="%.2f",
-                                                                                     help=help_for("detection"))})
+        # One row per figure, one column per domain: it fits the narrow column whatever the number of
+        # domains' figures (five figure columns side by side were cut at 1280 px).
+        figures = {"freq": ("frequency", "{:.4f}"), "mean_act": ("mean when firing", "{:.2f}"),
+                   "max_act": ("max", "{:.2f}"), "selectivity": ("selectivity", "{:+.3f}"),
+                   "detection_score": ("label detection", "{:.2f}")}
+        table = pd.DataFrame({row["domain"]: [fmt.format(row[key]) if pd.notna(row.get(key)) else "–"
+                                              for key, (_, fmt) in figures.items()]
+                              for row in dom.to_dict("records")},
+                             index=[name for name, _ in figures.values()])
+        st.dataframe(table, key="insp_domains")
+        st.caption(f"frequency: {help_for('frequency')} selectivity: {help_for('selectivity')}")
         hist_max = float(f.get("hist_max") or 0)
         if hist_max > 0:
             st.markdown("**Activation histogram** (non-zero activations)")
