@@ -154,7 +154,7 @@ def test_every_page_a_sweep_from_the_sidebar_and_a_deep_link(browser, app_server
     page.goto(f"{base}/?run={run_id}&feature={feature}")
     settle(page, 2)
     page.get_by_role("heading", name=f"Feature {feature}").first.wait_for(timeout=30_000)
-    assert page.get_by_text("Top activating contexts").count()
+    page.get_by_text("Top activating contexts").first.wait_for(timeout=60_000)  # the heading draws first
     shot(page, "deep-link-inspector")
     assert not errors, errors
 
