@@ -139,8 +139,10 @@ def pareto(df: pd.DataFrame, front: pd.DataFrame, by: str = "layer", by_concepts
         tips += [alt.Tooltip("concept_coverage:Q", format=".2f"), alt.Tooltip("probe_k1:Q", format=".3f")]
     pts = alt.Chart(df).mark_point(size=80, filled=True).encode(
         # Not from 0: the configurations sit in a narrow band of both, which a zero-based axis squeezes into a corner.
-        x=alt.X("l0:Q", title="L0", scale=alt.Scale(zero=False, padding=20)),
-        y=alt.Y("fvu:Q", title="FVU (held-out, in-domain)", scale=alt.Scale(zero=False, padding=20)), color=colour,
+        # ~ trims trailing zeros: one configuration (a single tick) read "4.000000" and "0.966020".
+        x=alt.X("l0:Q", title="L0", scale=alt.Scale(zero=False, padding=20), axis=alt.Axis(format="~g")),
+        y=alt.Y("fvu:Q", title="FVU (held-out, in-domain)", scale=alt.Scale(zero=False, padding=20),
+                axis=alt.Axis(format=".3~f")), color=colour,
         shape=alt.Shape("architecture:N"), tooltip=tips,
     )
     line = alt.Chart(front).mark_line(strokeDash=[4, 3]).encode(
