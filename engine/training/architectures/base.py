@@ -147,6 +147,9 @@ class Architecture:
 
 
 # -- helpers shared by several architectures ------------------------------------------------------------
+CALIBRATION_TOKENS = 1 << 15  # training-split tokens a post-training threshold is measured on
+
+
 def largest_values(pre_batches: Iterable[torch.Tensor], per_token: float, max_tokens: int) -> tuple[float, int]:
     """The (per_token · N)-th largest pre-activation over all N tokens of the batches (N ≤ max_tokens).
 

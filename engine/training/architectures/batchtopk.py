@@ -17,11 +17,9 @@ from typing import Iterable
 
 import torch
 
-from engine.training.architectures.base import SAE, Architecture, StepStats, Triplets, largest_values
+from engine.training.architectures.base import CALIBRATION_TOKENS, SAE, Architecture, StepStats, Triplets, largest_values
 from engine.training.architectures.registry import register
 from engine.training.sparse_ops import select_batch_topk, select_relu
-
-CALIBRATION_TOKENS = 1 << 15  # training-split tokens the threshold is measured on
 
 
 @register

@@ -278,3 +278,16 @@ def test_a_recovered_ratio_over_float32_noise_is_null_with_the_reason():
     assert value is None and "noise" in note and "CE" in note
     value, note = recovered(zero=5.0, sae=3.5, clean=3.0, what="CE")
     assert value == pytest.approx(0.75) and note is None
+
+
+def test_jumprelu_target_mode_ends_at_exactly_k_on_its_training_tokens():
+    """The controller steers a moving average, so training alone ends a few per cent off k; the
+    post-training calibration scales every θ by one factor so that L0 on the training tokens is k."""
+    _, X = planted(3, zipf=True, n=20_000)
+    sae = train_on(X, "jumprelu", k=6, epochs=2)
+    with torch.no_grad():
+        code = sae.encode_sparse(torch.from_numpy(X))
+    assert float((code.vals > 0).sum()) / len(X) == pytest.approx(6, rel=0.01)
+    fixed = SparseAutoencoder(32, 128, "jumprelu", k=6, options={"target_l0": False, "l0_coefficient": 1.0})
+    pre = torch.from_numpy(X[:1000]) @ fixed.W_enc_rows.t().detach()
+    assert fixed.arch.finalize(fixed, iter([pre])) == {}  # a fixed λ asked for no L0: θ stays as trained
