@@ -21,10 +21,7 @@ def default_run(analysed) -> str:
 
 
 def pick_analysed_run(key: str) -> tuple[str, dict[str, Any]]:
-    if not data.lab_ready():
-        st.info("No lab database yet: run `make lab` or launch a sweep from the sidebar.")
-        st.stop()
-    runs = data.analysed_runs(data.lab())
+    runs = data.analysed_runs(data.lab_or_stop())
     if runs.empty:
         st.info("No run has a feature analysis yet. Runs are analysed after training; older ones with "
                 "`python -m engine analyze --all`.")

@@ -29,10 +29,7 @@ def _k_meaning(arch: str, k: int) -> str:
 access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
 
 st.title("Runs")
-if not data.lab_ready():
-    st.info("No lab database yet: run `make lab` or launch a sweep from the sidebar.")
-    st.stop()
-lab = data.lab()
+lab = data.lab_or_stop()
 runs = data.runs(lab)
 if runs.empty:
     st.info("No runs yet.")
