@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -272,6 +273,8 @@ def _lab_is_empty(root: Path) -> bool:
 
 
 def main(argv: list[str] | None = None, extra_commands: Sequence[AddCommands] = ()) -> int:
+    if os.environ.get("SAE_LAB_THREADS"):  # torch is not loaded yet: it reads this when it starts
+        os.environ.setdefault("OMP_NUM_THREADS", os.environ["SAE_LAB_THREADS"])
     parser = build_parser(extra_commands)
     args = parser.parse_args(argv)
     lab = Lab.at(args.lab)
