@@ -1,9 +1,10 @@
 """The app in a real browser: Debian's chromium driven by Playwright against `streamlit run`.
 
 Visits every page, launches a tiny sweep from the sidebar and watches it finish in the live panel,
-opens a deep link to a feature; then, on that lab (a finished experiment and a finished sweep of
-one-step runs), walks every page and Runs section at 1280×720 and 1440×900 asserting what a person
-would see (tests/lab_app/legibility.py). Screenshots of every view are kept in
+opens a deep link to a feature, labels a feature of an imported SAE (issue 16) into a findings card;
+then, on that lab (a finished experiment, a finished sweep of one-step runs and the imported SAE),
+walks every page and Runs section at 1280×720 and 1440×900 asserting what a person would see
+(tests/lab_app/legibility.py). Screenshots of every view are kept in
 test-artifacts/screenshots/ (the run's output: the folder is gitignored).
 """
 
@@ -156,6 +157,52 @@ def test_every_page_a_sweep_from_the_sidebar_and_a_deep_link(browser, app_server
     page.get_by_role("heading", name=f"Feature {feature}").first.wait_for(timeout=30_000)
     page.get_by_text("Top activating contexts").first.wait_for(timeout=60_000)  # the heading draws first
     shot(page, "deep-link-inspector")
+    assert not errors, errors
+
+
+def test_an_imported_sae_is_opened_in_the_inspector_and_labelled_into_a_card(browser, app_server, tmp_path):
+    """Issue 16: an SAE from elsewhere (a sparsify folder, in sparsify's layout) imported into the lab the app is
+    showing, opened in the inspector by a deep link and labelled into a findings card from there."""
+    from engine.imports.conduct import import_sae, plan_import
+    from engine.imports.export import export_run
+    from findings import cards_for_feature
+
+    base, lab, outcomes = app_server
+    db.ensure_schema(lab)
+    folder = export_run(lab, outcomes[0].run_id, "sparsify", tmp_path / "their_sparsify_run")
+    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    # The sidebar's preview shows what was recognised (the import itself is AppTest's: tests/lab_app/test_import_panel.py).
+    page.goto(base + "/")
+    settle(page)
+    sidebar = page.locator("[data-testid=stSidebar]")
+    sidebar.get_by_text("Import an SAE").click()
+    path_box = sidebar.get_by_role("textbox", name="SAE folder")
+    path_box.fill(str(folder))
+    path_box.press("Enter")
+    settle(page, 0.5)
+    sidebar.get_by_role("button", name="Preview", exact=True).click()
+    go = sidebar.get_by_role("button", name="Import", exact=True)
+    go.wait_for(timeout=60_000)  # drawn only after a preview that passed
+    go.scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "import-preview.png"))  # the viewport: the sidebar scrolls on its own
+
+    run_id = import_sae(lab, plan_import(lab, folder)).run_id
+    feature = db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY freq DESC LIMIT 1",
+                            [run_id])[0][0]
+    page.goto(f"{base}/?run={run_id}&feature={feature}")
+    settle(page, 2)
+    page.get_by_role("heading", name=f"Feature {feature}").first.wait_for(timeout=30_000)
+    page.get_by_text("Top activating contexts").first.wait_for(timeout=60_000)
+    form = page.locator("[data-testid=stForm]").filter(has=page.get_by_role("button", name="Save card")).first
+    form.get_by_label("Title").fill("Imported SAE: a labelled feature")
+    form.get_by_role("button", name="Save card").click()
+    page.get_by_text("Saved card").first.wait_for(timeout=60_000)
+    shot(page, "imported-run-labelled")
+    (card,) = cards_for_feature(lab, run_id, feature)
+    assert card.title == "Imported SAE: a labelled feature"
     assert not errors, errors
 
 
