@@ -37,7 +37,7 @@ def cmd_import(args, lab) -> int:
     from engine.imports.conduct import describe, import_sae
 
     outcome = import_sae(lab, plan, domains=domains, name=args.name, tags=args.tag, analyze=not args.no_analysis,
-                         progress=not args.quiet)
+                         progress=not args.quiet, tokens=args.tokens)
     lines = describe(outcome)
     if not outcome.existed:
         stored = query(lab, "SELECT score, rating FROM quality_scores WHERE run_id = ?", [outcome.run_id])
@@ -66,6 +66,7 @@ def add_import_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--hook", help="mlp_out, resid_post or attn_out: overrides what the SAE's config names")
     s.add_argument("--layer", type=int_arg, help="the layer: overrides what the SAE's config names")
     s.add_argument("--domains", help="domains to evaluate on (default: the lab's latest run's), comma-separated")
+    s.add_argument("--tokens", type=int_arg, help="token budget per domain (default: the lab's latest run's)")
     s.add_argument("--name", help="the run's name (default import/<folder>)")
     s.add_argument("--tag", action="append", default=[], help="tag the run (it is tagged 'imported' and its format anyway)")
     s.add_argument("--norm-scaling-factor", dest="norm_scaling_factor", type=float_arg,

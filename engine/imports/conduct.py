@@ -12,7 +12,8 @@ was. The feature analysis follows, as after training (``analyze_after_training``
 Choices an import has to make, and why:
 
 - the domains and token budget: the lab's latest finished run's (its activations are then reused,
-  and the import's numbers sit next to the lab's own runs), else the defaults; ``--domains`` overrides;
+  and the import's numbers sit next to the lab's own runs), else the defaults; ``--domains`` and
+  ``--tokens`` override;
 - the reference domain (``runs.train_domain``: the in-domain metrics and transfer ratios are relative
   to it): the first domain — the SAE was trained on none of them;
 - k: the source's (TopK, BatchTopK, a JumpReLU's target L0); otherwise the held-out L0 on the reference
@@ -163,11 +164,14 @@ def existing_import(lab: Lab, sha256: str, model: str, hook: str, layer: int) ->
     return rows[0][0] if rows else None
 
 
-def _config(plan: ImportPlan, base: dict[str, Any], k: int, domains: list[str] | None, name: str | None) -> ExperimentConfig:
+def _config(plan: ImportPlan, base: dict[str, Any], k: int, domains: list[str] | None, name: str | None,
+            tokens: int | None = None) -> ExperimentConfig:
     s = plan.source
     data = {**base["data"], "layers": [plan.layer], "hooks": None}
     if domains is not None:
         data["domains"] = [parse_domain(d).to_dict() for d in domains]
+    if tokens is not None:
+        data["tokens_per_domain"] = tokens
     sae = {"architecture": s.architecture, "d_sae": s.d_sae, "k": k}
     if s.options.get("prefixes"):
         sae["prefixes"] = list(s.options["prefixes"])
@@ -187,13 +191,14 @@ def _say(progress: bool, text: str) -> None:
 
 
 def import_sae(lab: Lab, plan: ImportPlan, domains: list[str] | None = None, name: str | None = None,
-               tags: list[str] | None = None, analyze: bool = True, progress: bool = False) -> ImportOutcome:
+               tags: list[str] | None = None, analyze: bool = True, progress: bool = False,
+               tokens: int | None = None) -> ImportOutcome:
     """Evaluate, record and analyse an imported SAE; an existing import of the same weights is returned as is."""
     if plan.existing:
         return ImportOutcome(plan.existing, True, plan)
     s = plan.source
     base = lab_experiment(lab)
-    config = _config(plan, base, s.k or 1, domains, name)  # settings checked before anything is collected
+    config = _config(plan, base, s.k or 1, domains, name, tokens)  # settings checked before anything is collected
     if config.data.seq_len > plan.info.max_positions:
         raise LabError(f"seq_len = {config.data.seq_len} exceeds model '{plan.model}''s context of {plan.info.max_positions}")
     device = pick_device(config.device)
@@ -209,7 +214,7 @@ def import_sae(lab: Lab, plan: ImportPlan, domains: list[str] | None = None, nam
                                            device)
         k = max(1, min(s.d_sae, int(round(probe.l0))))
         k_source = f"no k in the source: the held-out L0 on {reference} ({probe.l0:.2f}), the quality score's sparsity target"
-        config = _config(plan, base, k, domains, name)
+        config = _config(plan, base, k, domains, name, tokens)
     sae = s.to_sae(k).to(device)
     _say(progress, f"evaluating on every domain (transfer, splice, quality); reference domain {reference}")
     evals, splices, quality, _ = evaluate_sae(sae, config, reference, stores, device, train_steps=None)
@@ -218,7 +223,7 @@ def import_sae(lab: Lab, plan: ImportPlan, domains: list[str] | None = None, nam
     notes = plan.notes + [f"k = {k}: {k_source}"]
     try:
         resolved = _write_files(lab, run_dir, run_id, plan, config, sae, stores, device, notes)
-        write_now(lab, _rows(lab, run_id, plan, config, resolved, evals, splices, quality, notes, tags))
+        write_now(lab, _rows(lab, run_id, plan, config, resolved, evals, splices, quality, notes, tags) + _sets(lab, stores))
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -294,6 +299,18 @@ def _rows(lab: Lab, run_id: str, plan: ImportPlan, config: ExperimentConfig, res
             "source_model": s.model_name, "original_config": s.config_text,
             "conversion": json.dumps({"notes": notes, "k": config.sae.k}), "imported_at": now}
     ops.append(Op("insert", "run_imports", list(prov), [list(prov.values())], on_conflict="error"))
+    return ops
+
+
+def _sets(lab: Lab, stores: dict) -> list[Op]:
+    """The activation sets the import read (collected now or before), as ``engine.pipeline.collect`` records them."""
+    ops = []
+    for store in stores.values():
+        m = store.meta
+        row = {"key": m["key"], "model": m["model"], "domain": m["domain"], "source": m["source"], "n_tokens": m["n_rows"],
+               "n_sequences": m["n_sequences"], "seq_len": m["seq_len"], "seed": m["seed"], "hooks": sorted(m["sites"]),
+               "path": lab.relative(store.path), "created_at": utcnow()}
+        ops.append(Op("insert", "activation_sets", list(row), [list(row.values())], on_conflict="replace"))
     return ops
 
 
