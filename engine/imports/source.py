@@ -52,7 +52,8 @@ class SourceSAE:
         check_finite(Path(self.path) / self.weights_file, self.tensors)
         if self.k is not None and not 0 < self.k <= self.d_sae:
             raise LabError(f"{where}: k = {self.k} must be between 1 and d_sae = {self.d_sae}: the config is damaged")
-        architectures.get(self.architecture)  # a lab architecture (readers only produce registered ones)
+        # the lab architecture's own checks (e.g. Matryoshka prefixes that do not fit d_sae), before any import
+        architectures.get(self.architecture)(self.d_in, self.d_sae, self.k or 1, self.options or None)
         return self
 
     def to_sae(self, k: int):

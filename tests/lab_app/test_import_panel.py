@@ -79,6 +79,14 @@ def test_preview_then_import_from_the_sidebar(setup, monkeypatch):
     assert any(rid in i.value for i in at.sidebar.info)
     assert not [b for b in at.sidebar.button if b.key == "imp_go"]
 
+    # Its figures on the Runs page say where it came from instead of training details.
+    at.query_params["run"] = rid
+    at.switch_page("views/runs.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="fig_run").value == rid
+    assert any("**Imported** from a saelens folder" in m.value for m in at.markdown)
+    assert any("no training curves" in c.value for c in at.caption)
+
 
 def test_a_folder_without_an_sae_is_one_line_in_the_panel(setup, monkeypatch, tmp_path):
     lab, _ = setup
