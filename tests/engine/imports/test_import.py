@@ -157,6 +157,10 @@ def test_reimport_from_the_cli_names_the_existing_run(lab, saelens_topk, capsys)
     assert main(["--lab", str(lab_.root), "-q", "import", str(saelens_topk)]) == 0
     out = capsys.readouterr().out
     assert "already imported" in out and rid in out
+    # Deleting the run deletes its provenance too: the same file then imports afresh.
+    assert main(["--lab", str(lab_.root), "-q", "runs", "delete", rid]) == 0
+    assert not db.query_rows(lab_, "SELECT count(*) FROM run_imports WHERE run_id = ?", [rid])[0][0]
+    assert plan_import(lab_, saelens_topk).existing is None
 
 
 def test_a_saelens_jumprelu_measures_as_saelens_measures_it(lab, saelens_topk, tmp_path):
