@@ -155,6 +155,6 @@ def _hook_name(trainer: dict, folder: Path) -> str | None:
     if name:
         return str(name)
     for part in [folder.name, *[p.name for p in folder.parents][:3]]:
-        if HOOK_IN_PATH.match(part):
+        if HOOK_IN_PATH.match(part) or part == "embed":  # "embed" is refused by name: embeddings are no lab hook point
             return part
     return None

@@ -399,9 +399,19 @@ def test_hook_names_map_to_the_labs_hook_points(name, model_type, expected):
 
 
 @pytest.mark.parametrize("name", ["blocks.0.hook_resid_pre", "blocks.2.hook_z", "encoder.layer.2.attention", "embed_tokens",
-                                  "layers.2.mlp.act_fn"])
+                                  "layers.2.mlp.act_fn", "embed"])
 def test_hook_names_the_lab_cannot_read_are_refused(name):
     from core.errors import LabError
 
     with pytest.raises(LabError):
         hook_names.from_name(name, "bert")
+
+
+def test_dictionary_learning_names_its_hook_by_submodule_or_released_folder(tmp_path):
+    from engine.imports.dictionary_learning import _hook_name
+
+    assert _hook_name({"submodule_name": "layers.3.mlp"}, tmp_path) == "layers.3.mlp"
+    released = tmp_path / "pythia-70m-deduped" / "attn_out_layer1" / "10_32768"
+    assert _hook_name({"layer": 1}, released) == "attn_out_layer1"
+    assert _hook_name({"layer": 0}, tmp_path / "pythia-70m-deduped" / "embed" / "10_32768") == "embed"
+    assert _hook_name({"layer": 1}, tmp_path / "trainer_0") is None  # then resid_post is assumed, and said
