@@ -24,11 +24,9 @@ Choices an import has to make, and why:
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import platform
-import secrets
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -37,7 +35,7 @@ from typing import Any
 
 import torch
 
-from core.errors import LabError
+from core.errors import LabError, writing_to
 from core.lab import Lab, code_version
 from db import Op, query_rows, utcnow, write_now
 from engine.artifacts import collection_sites
@@ -50,7 +48,7 @@ from engine.imports import hook_names, recognise, release
 from engine.imports.source import SourceSAE
 from engine.recording import EVAL_COLUMNS, SPLICE_COLUMNS
 from engine.run_owner import Owner
-from engine.runs import evaluate_sae
+from engine.runs import evaluate_sae, new_run_id
 
 
 @dataclass
@@ -62,10 +60,11 @@ class ImportPlan:
     layer: int
     hook_note: str = ""  # how the hook point was decided, when the source did not say it plainly
     existing: str | None = None  # the run these weights were already imported as
+    model_note: str = ""  # the source names another model than the one it is evaluated on
 
     @property
     def notes(self) -> list[str]:
-        return ([self.hook_note] if self.hook_note else []) + list(self.source.notes)
+        return [n for n in (self.hook_note, self.model_note) if n] + list(self.source.notes)
 
     def summary(self) -> dict[str, Any]:
         """What was recognised, for the preview (CLI and app)."""
@@ -133,7 +132,15 @@ def plan_import(lab: Lab, path: str | Path | None = None, *, release_name: str |
                        f"activations: import it with the model it was trained on (--model NAME or a local folder)")
     plan = ImportPlan(source, model, info, hook_, layer_, note)
     plan.existing = existing_import(lab, source.sha256, model, hook_, layer_)
+    if source.model_name and _short(source.model_name) not in (_short(model), _short(info.name)):
+        plan.model_note = (f"the SAE's config names model '{source.model_name}'; it is evaluated on '{model}' (same width: "
+                           f"{info.d_model}); pass --model to choose another")
     return plan
+
+
+def _short(name: str) -> str:
+    """A model's name without its hub owner or folder, for comparing what a source says with the lab's model."""
+    return str(name).rstrip("/").split("/")[-1].lower()
 
 
 def _hook_and_layer(source: SourceSAE, hook: str | None, layer: int | None, info: ModelInfo) -> tuple[str, int, str]:
@@ -181,10 +188,6 @@ def _config(plan: ImportPlan, base: dict[str, Any], k: int, domains: list[str] |
     return ExperimentConfig.from_dict(cfg, "config").validate()
 
 
-def _new_run_id() -> str:
-    return f"{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-
-
 def _say(progress: bool, text: str) -> None:
     if progress:
         print(text, file=sys.stderr, flush=True)
@@ -218,7 +221,7 @@ def import_sae(lab: Lab, plan: ImportPlan, domains: list[str] | None = None, nam
     sae = s.to_sae(k).to(device)
     _say(progress, f"evaluating on every domain (transfer, splice, quality); reference domain {reference}")
     evals, splices, quality, _ = evaluate_sae(sae, config, reference, stores, device, train_steps=None)
-    run_id = _new_run_id()
+    run_id = new_run_id()
     run_dir = lab.run_dir(run_id)
     notes = plan.notes + [f"k = {k}: {k_source}"]
     try:
@@ -248,12 +251,13 @@ def _write_files(lab: Lab, run_dir: Path, run_id: str, plan: ImportPlan, config:
                    "source_architecture": s.source_architecture, "source_hook": s.hook_name, "source_model": s.model_name,
                    "notes": notes},
     }
-    sae.cpu().save(run_dir / "sae", {
+    sae.cpu().save(run_dir / "sae", {  # atomic, and a full disk is one DiskFullError
         "model_name": plan.model, "hook_name": f"{plan.hook}@{plan.layer}", "hook_layer": plan.layer,
         "context_size": config.data.seq_len, "dataset_path": f"imported ({s.format})", "run_id": run_id,
         "lab_input_scale": 1.0, "imported_from": s.path,
     })
-    (run_dir / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True))
+    with writing_to(run_dir / "config.json"):
+        (run_dir / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True))
     return resolved
 
 
