@@ -173,22 +173,7 @@ def test_an_imported_sae_is_opened_in_the_inspector_and_labelled_into_a_card(bro
     page = browser.new_page(viewport={"width": 1500, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-
-    # The sidebar's preview shows what was recognised (the import itself is AppTest's: tests/lab_app/test_import_panel.py).
-    page.goto(base + "/")
-    settle(page)
-    sidebar = page.locator("[data-testid=stSidebar]")
-    sidebar.get_by_text("Import an SAE").click()
-    path_box = sidebar.get_by_role("textbox", name="SAE folder")
-    path_box.fill(str(folder))
-    path_box.press("Enter")
-    settle(page, 0.5)
-    sidebar.get_by_role("button", name="Preview", exact=True).click()
-    go = sidebar.get_by_role("button", name="Import", exact=True)
-    go.wait_for(timeout=60_000)  # drawn only after a preview that passed
-    go.scroll_into_view_if_needed()
-    page.screenshot(path=str(SHOTS / "import-preview.png"))  # the viewport: the sidebar scrolls on its own
-
+    # Imported here, in the test's process (the sidebar's preview and import are tests/lab_app/test_import_panel.py's).
     run_id = import_sae(lab, plan_import(lab, folder)).run_id
     feature = db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY freq DESC LIMIT 1",
                             [run_id])[0][0]
@@ -208,7 +193,7 @@ def test_an_imported_sae_is_opened_in_the_inspector_and_labelled_into_a_card(bro
 
 def test_every_page_is_legible_at_two_sizes(browser, app_server):
     """Every page and Runs section at 1280×720 and 1440×900, as a person sees it (tests/lab_app/legibility.py):
-    on this module's lab (the shared experiment plus the one-step sweep the test above launched)."""
+    on this module's lab (the shared experiment plus the one-step sweep and the imported SAE of the tests above)."""
     base, lab, _ = app_server
     ensure_finished_sweep(lab, REPO)  # when this test runs alone
     page = browser.new_page()
