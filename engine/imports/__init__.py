@@ -12,7 +12,9 @@ and analysed exactly like a trained run. The modules:
   the conversions applied) and the checks shared by all of them;
 - ``hook_names``: TransformerLens hook names and module paths -> the lab's hook points;
 - ``weights``: reading safetensors and ``ae.pt`` files, with one-line errors for damaged files;
-- ``conduct``: preview and import (evaluation, the run's rows and files, the feature analysis);
+- ``conduct``: preview and import (the checks, the evaluation, then the feature analysis);
+- ``record``: what an import writes (the run's folder, and its rows in one transaction);
+- ``launch``: an import in its own process, for the app;
 - ``export``: any lab run as a dictionary_learning, sparsify or SAELens folder;
 - ``cli``: ``python -m engine import`` and ``python -m engine export``.
 

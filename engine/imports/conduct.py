@@ -4,9 +4,9 @@
 writing anything: the preview the CLI's ``--preview`` and the app show, and the only place bad input
 is refused. ``import_sae`` then evaluates the SAE on the lab's domains (the N×N transfer matrix's row,
 splice fidelity, the quality score) exactly as ``engine.runs.evaluate_sae`` evaluates a trained run,
-and only then writes: the run's folder (``config.json``, ``sae/`` in SAELens's layout) and, in one
-transaction, its rows (``runs`` as FINISHED, ``eval_results``, ``splice_results``, ``quality_scores``,
-``artifacts``, ``run_imports``). A failure before that commit removes the folder, so the lab is as it
+and only then writes (``record``): the run's folder (``config.json``, ``sae/`` in SAELens's layout) and,
+in one transaction, its rows (``runs`` as FINISHED, ``eval_results``, ``splice_results``,
+``quality_scores``, ``artifacts``, ``run_imports``). A failure before that commit removes the folder, so the lab is as it
 was. The feature analysis follows, as after training (``analyze_after_training``).
 
 Choices an import has to make, and why:
@@ -24,30 +24,24 @@ Choices an import has to make, and why:
 
 from __future__ import annotations
 
-import hashlib
 import json
-import platform
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from core.errors import LabError, writing_to
-from core.lab import Lab, code_version
-from db import Op, query_rows, utcnow, write_now
+from core.errors import LabError
+from core.lab import Lab
+from db import query_rows, write_now
 from engine.artifacts import collection_sites
 from engine.collection.collect import collect_domains
 from engine.collection.models import ModelInfo, resolve_model
 from engine.config import DEFAULT_MODEL, HOOK_POINTS, ExperimentConfig, parse_domain
 from engine.device import pick_device
 from engine.evaluation.metrics import evaluate_reconstruction
-from engine.imports import hook_names, recognise, release
+from engine.imports import hook_names, recognise, record, release
 from engine.imports.source import SourceSAE
-from engine.recording import EVAL_COLUMNS, SPLICE_COLUMNS
-from engine.run_owner import Owner
 from engine.runs import evaluate_sae, new_run_id
 
 
@@ -206,7 +200,7 @@ def import_sae(lab: Lab, plan: ImportPlan, domains: list[str] | None = None, nam
         raise LabError(f"seq_len = {config.data.seq_len} exceeds model '{plan.model}''s context of {plan.info.max_positions}")
     device = pick_device(config.device)
     _say(progress, f"importing {s.path} ({s.format}, {s.architecture}, d_sae {s.d_sae}) at {plan.hook}@{plan.layer}: "
-                   f"collecting {', '.join(config.domain_names)}")
+                   f"activations of {', '.join(config.domain_names)} (collected once, reused after)")
     stores = collect_domains(lab, plan.info, device, config.data.domains, config.data, config.seed,
                              collection_sites(config, plan.info), progress and sys.stderr.isatty())
     reference = config.domain_names[0]
@@ -225,8 +219,9 @@ def import_sae(lab: Lab, plan: ImportPlan, domains: list[str] | None = None, nam
     run_dir = lab.run_dir(run_id)
     notes = plan.notes + [f"k = {k}: {k_source}"]
     try:
-        resolved = _write_files(lab, run_dir, run_id, plan, config, sae, stores, device, notes)
-        write_now(lab, _rows(lab, run_id, plan, config, resolved, evals, splices, quality, notes, tags) + _sets(lab, stores))
+        resolved = record.write_files(lab, run_id, s, plan.info, config, sae, stores, device, notes)
+        write_now(lab, record.rows(lab, run_id, s, config, resolved, evals, splices, quality, notes, tags)
+                  + record.activation_set_rows(lab, stores))
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -236,86 +231,6 @@ def import_sae(lab: Lab, plan: ImportPlan, domains: list[str] | None = None, nam
 
         analyze_after_training(lab, run_id, progress)
     return ImportOutcome(run_id, False, plan, evals, quality, notes)
-
-
-def _write_files(lab: Lab, run_dir: Path, run_id: str, plan: ImportPlan, config: ExperimentConfig, sae, stores, device,
-                 notes: list[str]) -> dict[str, Any]:
-    s = plan.source
-    run_dir.mkdir(parents=True, exist_ok=False)
-    resolved = {
-        "run_id": run_id, "group_id": _group_id(plan), "train_domain": config.domain_names[0],
-        "experiment": config.to_dict(), "model": plan.info.to_dict(), "device": str(device),
-        "activation_sets": {n: st.key for n, st in stores.items()}, "code_version": code_version(),
-        "torch": torch.__version__, "python": platform.python_version(),
-        "import": {"format": s.format, "path": s.path, "weights_file": s.weights_file, "weights_sha256": s.sha256,
-                   "source_architecture": s.source_architecture, "source_hook": s.hook_name, "source_model": s.model_name,
-                   "notes": notes},
-    }
-    sae.cpu().save(run_dir / "sae", {  # atomic, and a full disk is one DiskFullError
-        "model_name": plan.model, "hook_name": f"{plan.hook}@{plan.layer}", "hook_layer": plan.layer,
-        "context_size": config.data.seq_len, "dataset_path": f"imported ({s.format})", "run_id": run_id,
-        "lab_input_scale": 1.0, "imported_from": s.path,
-    })
-    with writing_to(run_dir / "config.json"):
-        (run_dir / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True))
-    return resolved
-
-
-def _group_id(plan: ImportPlan) -> str:
-    key = f"{plan.source.sha256}|{plan.model}|{plan.hook}|{plan.layer}"
-    return "imp-" + hashlib.sha256(key.encode()).hexdigest()[:12]
-
-
-def _rows(lab: Lab, run_id: str, plan: ImportPlan, config: ExperimentConfig, resolved: dict, evals: list[dict],
-          splices: list[dict], quality: dict, notes: list[str], tags: list[str] | None) -> list[Op]:
-    """Every row of the imported run, written in one transaction."""
-    s, now = plan.source, utcnow()
-    reference = resolved["train_domain"]
-    run = {
-        "run_id": run_id, "group_id": resolved["group_id"], "name": config.name, "status": "FINISHED",
-        "created_at": now, "started_at": now, "ended_at": now, "heartbeat_at": now, "model": config.model,
-        "hook": config.hook, "layer": config.layer, "architecture": s.architecture, "d_in": s.d_in, "d_sae": s.d_sae,
-        "k": config.sae.k, "train_domain": reference, "domains": config.domain_names, "seed": config.seed,
-        "tokens_per_domain": config.data.tokens_per_domain, "config": json.dumps(resolved, sort_keys=True),
-        "code_version": resolved["code_version"], "device": resolved["device"],
-        "artifact_dir": lab.relative(lab.run_dir(run_id)), "tags": sorted({"imported", s.format, *(tags or [])}),
-        "sweep_id": None, **Owner.current().columns(),
-    }
-    ops = [Op("insert", "runs", list(run), [list(run.values())], on_conflict="error")]
-    for e in evals:
-        row = {"run_id": run_id, "eval_domain": e["eval_domain"], "train_domain": reference,
-               **{c: e.get(c) for c in EVAL_COLUMNS}, "evaluated_at": now}
-        ops.append(Op("insert", "eval_results", list(row), [list(row.values())], on_conflict="replace"))
-    for sp in splices:
-        row = {"run_id": run_id, "eval_domain": sp["eval_domain"], **{c: sp.get(c) for c in SPLICE_COLUMNS}, "evaluated_at": now}
-        ops.append(Op("insert", "splice_results", list(row), [list(row.values())], on_conflict="replace"))
-    if quality:
-        points = ("reconstruction_points", "sparsity_points", "interpretability_points", "score", "rating")
-        row = {"run_id": run_id, **{k: quality[k] for k in points}, "details": json.dumps(quality["details"]),
-               "scored_at": now}
-        ops.append(Op("insert", "quality_scores", list(row), [list(row.values())], on_conflict="replace"))
-    sae_dir = lab.run_dir(run_id) / "sae"
-    art = {"run_id": run_id, "name": "sae", "kind": "saelens", "path": lab.relative(sae_dir),
-           "bytes": sum(f.stat().st_size for f in sae_dir.iterdir()), "created_at": now}
-    ops.append(Op("insert", "artifacts", list(art), [list(art.values())], on_conflict="replace"))
-    prov = {"run_id": run_id, "source_format": s.format, "source_path": s.path, "weights_file": s.weights_file,
-            "weights_sha256": s.sha256, "source_architecture": s.source_architecture, "source_hook": s.hook_name,
-            "source_model": s.model_name, "original_config": s.config_text,
-            "conversion": json.dumps({"notes": notes, "k": config.sae.k}), "imported_at": now}
-    ops.append(Op("insert", "run_imports", list(prov), [list(prov.values())], on_conflict="error"))
-    return ops
-
-
-def _sets(lab: Lab, stores: dict) -> list[Op]:
-    """The activation sets the import read (collected now or before), as ``engine.pipeline.collect`` records them."""
-    ops = []
-    for store in stores.values():
-        m = store.meta
-        row = {"key": m["key"], "model": m["model"], "domain": m["domain"], "source": m["source"], "n_tokens": m["n_rows"],
-               "n_sequences": m["n_sequences"], "seq_len": m["seq_len"], "seed": m["seed"], "hooks": sorted(m["sites"]),
-               "path": lab.relative(store.path), "created_at": utcnow()}
-        ops.append(Op("insert", "activation_sets", list(row), [list(row.values())], on_conflict="replace"))
-    return ops
 
 
 def describe(outcome: ImportOutcome) -> list[str]:
