@@ -1,4 +1,4 @@
-"""``python -m engine``: collect, train, eval, run, sql, bench (and the sweep and analysis commands).
+"""``python -m engine``: collect, train, eval, run, sql, bench (and the sweep, analysis, import and export commands).
 
 Every user mistake ends as one line on stderr naming the fix, and a non-zero exit code.
 """
@@ -21,6 +21,7 @@ from engine.analysis.cli import add_analysis_commands
 from engine.bench.cli import add_bench_args, run_bench
 from engine.cli_args import comma_list, float_arg, int_arg
 from engine.config import ExperimentConfig, build_config
+from engine.imports.cli import add_import_commands
 from engine.interventions.cli import add_intervention_commands
 from engine.lab_open import open_lab
 from engine.runs_cli import add_run_commands
@@ -259,6 +260,7 @@ def build_parser(extra_commands: Sequence[AddCommands] = ()) -> argparse.Argumen
     add_sweep_commands(sub)
     add_analysis_commands(sub)
     add_intervention_commands(sub)
+    add_import_commands(sub)
     for add in extra_commands:
         add(sub)
 
