@@ -40,7 +40,7 @@ from engine.imports.source import (
     fold_scale,
     uniform_threshold,
 )
-from engine.imports.weights import load_safetensors, safetensors_shapes, sha256_of
+from engine.imports.weights import load_safetensors, read_json_object, safetensors_shapes, sha256_of
 
 CFG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
 SCALER, WHITENING = "activation_scaler.json", "activation_whitening.safetensors"
@@ -48,17 +48,8 @@ KNOWN = "standard, topk, jumprelu (with BatchTopK and Matryoshka BatchTopK saved
 
 
 def read_cfg(folder: Path) -> tuple[dict[str, Any], str]:
-    path = folder / CFG
-    try:
-        text = path.read_text(encoding="utf-8")
-        cfg = json.loads(text)
-    except OSError as e:
-        raise LabError(f"cannot read {path} ({e.strerror or e}): the folder needs its cfg.json next to the weights") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LabError(f"{path} is not valid JSON ({e}): copy it again from where the SAE was saved") from None
-    if not isinstance(cfg, dict):
-        raise LabError(f"{path} is not a JSON object: it should hold the SAE's d_in, d_sae and architecture")
-    return cfg, text
+    return read_json_object(folder / CFG, "the folder needs its cfg.json next to the weights", "where the SAE was saved",
+                            "the SAE's d_in, d_sae and architecture")
 
 
 def _legacy(cfg: dict[str, Any]) -> dict[str, Any]:

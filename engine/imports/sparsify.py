@@ -19,7 +19,7 @@ from pathlib import Path
 
 from core.errors import LabError
 from engine.imports.source import SourceSAE, check_shapes
-from engine.imports.weights import load_safetensors, safetensors_shapes, sha256_of
+from engine.imports.weights import load_safetensors, read_json_object, safetensors_shapes, sha256_of
 
 CFG, WEIGHTS, RUN_CONFIG = "cfg.json", "sae.safetensors", "config.json"
 
@@ -37,15 +37,8 @@ def read(folder: Path) -> SourceSAE:
     """One hookpoint folder."""
     folder = Path(folder)
     path = folder / CFG
-    try:
-        text = path.read_text(encoding="utf-8")
-        cfg = json.loads(text)
-    except OSError as e:
-        raise LabError(f"cannot read {path} ({e.strerror or e}): a sparsify hookpoint folder needs its cfg.json") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LabError(f"{path} is not valid JSON ({e}): copy it again from the sparsify run") from None
-    if not isinstance(cfg, dict):
-        raise LabError(f"{path} is not a JSON object: it should hold the sparse coder's d_in, k and num_latents")
+    cfg, text = read_json_object(path, "a sparsify hookpoint folder needs its cfg.json", "the sparsify run",
+                                 "the sparse coder's d_in, k and num_latents")
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise LabError(f"{folder} has {CFG} but no {WEIGHTS}: copy the weights file next to it")

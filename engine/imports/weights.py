@@ -100,3 +100,18 @@ def check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise LabError(f"{path} holds NaN or infinite values in '{name}': the SAE diverged while training; import a "
                            "checkpoint from before that")
+
+
+def read_json_object(path: Path, missing: str, recopy_from: str, holds: str) -> tuple[dict, str]:
+    """A source's JSON config and its verbatim text (kept as provenance), or one line naming the fix:
+    ``missing`` says what the folder needs, ``recopy_from`` where a good copy is, ``holds`` what it holds."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        cfg = json.loads(text)
+    except OSError as e:
+        raise LabError(f"cannot read {path} ({e.strerror or e}): {missing}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LabError(f"{path} is not valid JSON ({e}): copy it again from {recopy_from}") from None
+    if not isinstance(cfg, dict):
+        raise LabError(f"{path} is not a JSON object: it should hold {holds}")
+    return cfg, text
