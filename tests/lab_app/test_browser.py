@@ -206,9 +206,7 @@ def test_every_page_is_legible_at_two_sizes(browser, app_server):
     page.on("console", lambda m: m.type == "error" and console.append(m.text))
     page.on("pageerror", lambda e: console.append(f"page error: {e}"))
 
-    problems: list[str] = []
-    for size in SIZES:
-        problems += walk(page, base, size, SHOTS)
+    problems = walk(page, base, SIZES, SHOTS)
 
     # Streamlit's own: "Failed to load resource … 404" once per page-relative health / host-config probe.
     streamlit_404 = "Failed to load resource: the server responded with a status of 404 (Not Found)"
