@@ -72,8 +72,12 @@ def run_locally(
     extra_log: Callable[[int, int, dict[str, float]], None] | None = None,
     on_start: Callable[[dict], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
 ) -> RunOutcome:
-    """Execute a run and record it: RUNNING → FINISHED, or FAILED / KILLED with the reason."""
+    """Execute a run and record it: RUNNING → FINISHED, or FAILED / KILLED with the reason.
+
+    ``on_checkpoint(step)`` is called after each checkpoint is on disk (with every row logged before it
+    already written): the Ray backend sends both back to its driver then."""
     rec = RunRecorder(lab, spec)
 
     def on_log(step: int, tokens: int, metrics: dict[str, float]) -> None:
@@ -87,7 +91,8 @@ def run_locally(
             on_start(resolved)
 
     # Everything logged before a checkpoint is made durable first, so a resumed run has no gaps.
-    hooks = TrainHooks(on_log=on_log, should_stop=should_stop, before_checkpoint=lambda step: rec.writer.flush())
+    hooks = TrainHooks(on_log=on_log, should_stop=should_stop, before_checkpoint=lambda step: rec.writer.flush(),
+                       on_checkpoint=on_checkpoint)
     folder = lab.run_dir(spec.run_id)
     try:
         with _TermAsInterrupt():
