@@ -12,8 +12,6 @@ import torch
 from core.errors import DiskFullError, LabError, first_line
 from core.lab import Lab
 from db import Op, query, utcnow, write_now
-from engine.analysis.analyze import analyze_after_training
-from engine.analysis.quality_update import rescore_quality
 from engine.artifacts import collect_for, load_run, run_row_exists, stores_for_run
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
@@ -153,6 +151,9 @@ def run_experiment(config: ExperimentConfig, lab: Lab, progress: bool = True, ev
 
         outcomes.append(run_locally(spec, lab, bars, evaluate, on_phase=announce if progress else None))
         if analyze and evaluate:  # its one line ("feature analysis done in …") names the run
+            # deferred: the analysis loads scipy and scikit-learn, which a run without it never needs
+            from engine.analysis.analyze import analyze_after_training
+
             analyze_after_training(lab, spec.run_id, progress)
     return outcomes
 
@@ -175,6 +176,9 @@ def evaluate_existing(lab: Lab, run_id: str, progress: bool = False) -> dict[str
         rec.writer.flush(wait_seconds=30)
     finally:
         rec.close()
+    # deferred: the analysis's modules load scipy, which training and evaluating never need
+    from engine.analysis.quality_update import rescore_quality
+
     quality = rescore_quality(lab, run_id, resolved) or quality  # an analysed run keeps the analysis-time rule
     return {"evals": evals, "splices": splices, "quality": quality}
 

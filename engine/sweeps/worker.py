@@ -18,7 +18,6 @@ import torch
 from core.errors import LabBusyError, LabError, first_line
 from core.lab import Lab
 from db import apply_ops, ensure_schema, query, replay_spools, spool_of, transaction, utcnow
-from engine.analysis.analyze import analyze_after_training
 from engine.pipeline import run_locally
 from engine.runs import RunOutcome, RunSpec
 from engine.sweeps.queue import (
@@ -137,6 +136,10 @@ def run_is_finished(lab: Lab, run_id: str) -> bool:
 
 def analyze(lab: Lab, run_id: str) -> None:
     """A failed analysis warns (and can be redone with `engine analyze`); it does not fail the job."""
+    # deferred: the analysis loads scipy and scikit-learn; a worker started with --no-analysis (and each
+    # Ray task started so) never imports them
+    from engine.analysis.analyze import analyze_after_training
+
     analyze_after_training(lab, run_id)
 
 
