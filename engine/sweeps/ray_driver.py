@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import threading
@@ -48,7 +49,7 @@ from engine.sweeps.queue import (
     worker_alive,
 )
 from engine.sweeps.ray_board import Board
-from engine.sweeps.ray_runtime import lab_key, reap_runtime_of, remember_address, start_runtime
+from engine.sweeps.ray_runtime import lab_key, node_folder, reap_runtime_of, remember_address, start_runtime
 from engine.sweeps.ray_task import CHECKPOINT, TaskSettings, sae_lab_job
 from engine.sweeps.worker import FINISH_WAIT_SECONDS, Heartbeat, finish_job
 
@@ -105,6 +106,7 @@ class RayDriver:
         does not answer queues nothing."""
         ensure_schema(self.lab)
         self.reap_dead_drivers()
+        self.prune_scratch()
         register_worker(self.lab, self.me)
         beat = Heartbeat(self.lab, self.me, self.heartbeat_seconds)
         beat.start()
@@ -316,6 +318,17 @@ class RayDriver:
             return False
         time.sleep(self.heartbeat_seconds)
         return True
+
+    def prune_scratch(self) -> None:
+        """Remove this machine's scratch labs of jobs that are over (a task removes its own when it
+        returns; one whose worker was killed and never retried leaves it behind)."""
+        folder = node_folder(lab_key(self.lab)) / "jobs"
+        if not folder.is_dir():
+            return
+        active = {r[0] for r in query_rows(self.lab, "SELECT job_id FROM jobs WHERE status IN ('QUEUED', 'RUNNING')")}
+        for d in folder.iterdir():
+            if d.is_dir() and d.name not in active:
+                shutil.rmtree(d, ignore_errors=True)
 
     def reap_dead_drivers(self) -> None:
         """Stop the leftovers of local runtimes whose drivers died on this host (see ``reap_runtime_of``)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import tempfile
@@ -79,9 +80,22 @@ def start_runtime(lab: Lab, address: str | None, num_cpus: int | None = None) ->
     os.environ.pop("RAY_ADDRESS", None)  # "local" below: never attach to some other cluster by accident
     log_dir = node_folder(lab_key(lab)) / "runtime"
     log_dir.mkdir(parents=True, exist_ok=True)
+    prune_sessions(log_dir)
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, _temp_dir=str(log_dir),
              namespace=NAMESPACE, logging_level="WARNING", log_to_driver=True)
     return Runtime(None, log_dir)
+
+
+def prune_sessions(log_dir: Path) -> list[str]:
+    """Remove the log folders of earlier local runtimes (``session_<date>_<time>_<driver pid>``)
+    whose driver is gone: Ray keeps every session's logs, and a lab starts one per sweep."""
+    removed = []
+    for d in log_dir.glob("session_*"):
+        pid = d.name.rsplit("_", 1)[-1]
+        if d.is_dir() and not d.is_symlink() and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d.name)
+    return removed
 
 
 # -- the address a lab's driver used, so `ray-driver` re-attaches to the same place --------------------
