@@ -68,6 +68,8 @@ def run_ray_driver(args, lab, enqueue=None) -> int:
     from engine.sweeps.ray_driver import RayDriver
 
     address = args.address if args.address is not None else (last_address(lab) if enqueue is None else None)
+    if address == "local":
+        address = None
     ship = None if args.checkpoint_every < 0 else args.checkpoint_every
     driver = RayDriver(lab, address=address or None, threads=args.threads or 1, analysis=not args.no_analysis,
                        max_retries=args.max_retries, ship_seconds=ship, stale_seconds=args.stale_seconds,
@@ -79,9 +81,9 @@ def run_ray_driver(args, lab, enqueue=None) -> int:
 
 def add_ray_args(s: argparse.ArgumentParser, for_sweep: bool) -> None:
     g = s.add_argument_group("ray backend" + (" (with --backend ray)" if for_sweep else ""))
-    g.add_argument("--address", help="a Ray cluster's address (host:port, see `ray start --head`); without it, a Ray runtime "
-                                     "starts on this machine" + ("" if for_sweep else "; default: where the lab's last "
-                                                                                       "driver ran"))
+    g.add_argument("--address", help="a Ray cluster's address (host:port, see `ray start --head`); 'local' or none: a Ray "
+                                     "runtime on this machine" + ("" if for_sweep else " (none: where the lab's last driver "
+                                                                                       "ran)"))
     g.add_argument("--num-cpus", type=int, help="CPUs of a Ray runtime started on this machine (default: all)")
     g.add_argument("--max-retries", type=int, default=3, help="times Ray reruns a job whose worker process died (default 3)")
     g.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",

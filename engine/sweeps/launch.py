@@ -53,9 +53,9 @@ def spawn_ray_driver(lab: Lab, address: str | None = None, threads: int | None =
     runtime's processes join the group, so a later driver can clean up after one that was killed)."""
     logs = lab.root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "engine", "--lab", str(lab.root.resolve()), "-q", "ray-driver"]
-    if address:
-        cmd += ["--address", address]
+    # "local": a Ray runtime on this machine, whatever cluster the lab's last driver used
+    cmd = [sys.executable, "-m", "engine", "--lab", str(lab.root.resolve()), "-q", "ray-driver", "--address",
+           address or "local"]
     if threads:
         cmd += ["--threads", str(threads)]
     cmd += extra_args or []
