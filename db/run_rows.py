@@ -80,15 +80,15 @@ def with_values(table: pa.Table, values: Mapping[str, Any]) -> pa.Table:
     return table
 
 
-def _key_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    rows = con.execute("SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = ? "
-                       "AND constraint_type = 'PRIMARY KEY'", [table]).fetchall()
-    return list(rows[0][0]) if rows else []
-
-
-def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    return [r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND schema_name = 'main' "
-                                      "ORDER BY column_index", [table]).fetchall()]
+def _schema(con: duckdb.DuckDBPyConnection, tables: list[str]) -> tuple[dict[str, set[str]], set[str]]:
+    """The columns of each table, and the tables that have a primary key (two queries for all)."""
+    columns: dict[str, set[str]] = {t: set() for t in tables}
+    for table, column in con.execute("SELECT table_name, column_name FROM duckdb_columns() WHERE schema_name = 'main' "
+                                     "AND table_name IN (SELECT unnest(?))", [tables]).fetchall():
+        columns[table].add(column)
+    keyed = {r[0] for r in con.execute("SELECT DISTINCT table_name FROM duckdb_constraints() WHERE constraint_type = "
+                                       "'PRIMARY KEY' AND table_name IN (SELECT unnest(?))", [tables]).fetchall()}
+    return columns, keyed
 
 
 def _run_ids(table: pa.Table) -> list[str]:
@@ -108,12 +108,14 @@ def land_run_rows(con: duckdb.DuckDBPyConnection, rows: Mapping[str, pa.Table], 
         ids = sorted({i for t in arriving for i in _run_ids(t)})
         for name in group:
             con.execute(f'DELETE FROM "{name}" WHERE {RUN_KEY} IN (SELECT unnest(?))', [ids])
+    columns, keyed = _schema(con, list(rows))
     for n, (name, table) in enumerate(rows.items()):
         if table.num_rows == 0:
             continue
         table = with_values(table, (overrides or {}).get(name, {}))
-        target = set(_columns(con, name))
-        cols = [c for c in table.column_names if c in target]  # a node a migration behind lacks new columns
+        cols = [c for c in table.column_names if c in columns[name]]  # a node on other code: the columns both know
+        if not cols:
+            continue
         col_list = ", ".join(f'"{c}"' for c in cols)
         view = f"_landing_{n}"
         con.register(view, table.select(cols))
@@ -124,7 +126,7 @@ def land_run_rows(con: duckdb.DuckDBPyConnection, rows: Mapping[str, pa.Table], 
                             f'WHERE "{key}" NOT IN (SELECT DISTINCT "{key}" FROM "{name}")')
             elif name in group:
                 con.execute(f'INSERT INTO "{name}" ({col_list}) SELECT {col_list} FROM {view}')
-            elif _key_columns(con, name):
+            elif name in keyed:
                 con.execute(f'INSERT OR REPLACE INTO "{name}" ({col_list}) SELECT {col_list} FROM {view}')
             else:
                 con.execute(f'DELETE FROM "{name}" WHERE {RUN_KEY} IN (SELECT unnest(?))', [_run_ids(table)])

@@ -27,9 +27,10 @@ import signal
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import ray
 
@@ -104,6 +105,15 @@ class RayDriver:
 
         ``enqueue`` (``sweep --backend ray``) queues the sweep once Ray is reachable: an address that
         does not answer queues nothing."""
+        with self.session():
+            if enqueue is not None:
+                enqueue()
+            self.drain(wait, poll_seconds)
+        return self.done
+
+    @contextmanager
+    def session(self) -> Iterator["RayDriver"]:
+        """Registered as a worker, heartbeat beating, connected to Ray, board up: ready to ``drain``."""
         ensure_schema(self.lab)
         self.reap_dead_drivers()
         self.prune_scratch()
@@ -115,17 +125,11 @@ class RayDriver:
                 runtime = start_runtime(self.lab, self.address, self.num_cpus)
                 remember_address(self.lab, self.address)
                 self.log(f"{self.me.worker_id}: running jobs on {runtime.describe()}")
-                if enqueue is not None:
-                    enqueue()
                 self.board = Board.remote()
                 self.settings = TaskSettings(str(self.lab.root.resolve()), socket.gethostname(), lab_key(self.lab),
                                              self.analysis, self.threads, self.niceness, self.ship_seconds)
                 replay_spools(self.lab)
-                try:
-                    self._loop(wait, poll_seconds)
-                except KeyboardInterrupt:
-                    self.stop_all("driver stopped (SIGTERM / Ctrl-C)")
-                    raise
+                yield self
         finally:
             beat.stopping.set()
             beat.join(timeout=5)
@@ -137,7 +141,14 @@ class RayDriver:
                 pass
             if ray.is_initialized():
                 ray.shutdown()
-        return self.done
+
+    def drain(self, wait: bool = False, poll_seconds: float = 0.5) -> None:
+        """Run jobs until the queue is empty (inside ``session``); SIGTERM / Ctrl-C stops them KILLED."""
+        try:
+            self._loop(wait, poll_seconds)
+        except KeyboardInterrupt:
+            self.stop_all("driver stopped (SIGTERM / Ctrl-C)")
+            raise
 
     def _loop(self, wait: bool, poll_seconds: float) -> None:
         while True:
@@ -151,7 +162,9 @@ class RayDriver:
                 time.sleep(poll_seconds)
                 continue
             refs = {f.ref: job_id for job_id, f in self.inflight.items()}
-            ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=poll_seconds)
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=poll_seconds)  # back as soon as one is done
+            if ready and len(refs) > 1:
+                ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)  # and whatever else is done too
             self.pump()  # before landing: what a task posted before it returned is written first
             for ref in ready:
                 self.land(self.inflight[refs[ref]], ref)
