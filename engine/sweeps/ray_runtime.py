@@ -70,6 +70,7 @@ def start_runtime(lab: Lab, address: str | None, num_cpus: int | None = None) ->
     """``ray.init`` for the driver: connect to ``address``, or start a private local runtime."""
     ray = import_ray()
     if address:
+        check_reachable(address)
         try:
             ray.init(address=address, namespace=NAMESPACE, logging_level="WARNING", log_to_driver=True)
         except Exception as e:  # ConnectionError, an auth error, a timeout: all say the cluster is not there for us
@@ -96,6 +97,23 @@ def prune_sessions(log_dir: Path) -> list[str]:
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d.name)
     return removed
+
+
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Refuse at once an address nothing listens on (``ray.init`` keeps retrying it for minutes)."""
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        if address == "auto":
+            return  # Ray finds the cluster a `ray start` on this machine recorded
+        raise LabError(f"--address '{address}' is not host:port: give the address `ray start --head` printed, e.g. "
+                       "192.168.1.10:6379")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise LabError(f"nothing answers at the Ray address {address} ({first_line(e)}): start the cluster's head there "
+                       "with `ray start --head` (see the README), check the address, or leave out --address for a Ray "
+                       "runtime on this machine") from None
 
 
 # -- the address a lab's driver used, so `ray-driver` re-attaches to the same place --------------------

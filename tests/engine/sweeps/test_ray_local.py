@@ -7,6 +7,7 @@ real DuckDB file; then the same spec through the local worker, to compare the SA
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -28,6 +29,25 @@ from tests.ray_helpers import (
 )
 
 pytestmark = pytest.mark.timeout(1200)
+
+
+def test_the_command_line_starts_without_ray_or_torch():
+    """Ray (and torch) are imported only when a command needs them: `make lab` and every other command
+    start without a cluster, and without paying for the imports."""
+    code = ("import sys; from engine.cli import build_parser; from findings.cli import add_findings_commands; "
+            "build_parser([add_findings_commands]).parse_args(['sweep', 'x', '--backend', 'ray']); "
+            "print(sorted(m for m in ('ray', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_an_address_where_nothing_answers_is_refused_in_one_line_and_queues_nothing(tmp_path):
+    lab = Lab.at(tmp_path / "lab")
+    proc = subprocess.run(engine_cmd(lab, "sweep", str(spec_file(tmp_path)), "--backend", "ray", "--address", "127.0.0.1:1"),
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: nothing answers at the Ray address 127.0.0.1:1")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not lab.root.exists()  # nothing queued, nothing written
 
 
 def test_a_local_ray_runtime_runs_a_sweep_once_and_trains_what_the_local_worker_trains(tmp_path):
