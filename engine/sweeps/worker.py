@@ -136,8 +136,8 @@ def run_is_finished(lab: Lab, run_id: str) -> bool:
 
 def analyze(lab: Lab, run_id: str) -> None:
     """A failed analysis warns (and can be redone with `engine analyze`); it does not fail the job."""
-    # deferred: the analysis loads scipy and scikit-learn; a worker started with --no-analysis (and each
-    # Ray task started so) never imports them
+    # A worker started with --no-analysis (and each Ray task started so) never imports the analysis.
+    # deferred: the analysis loads scipy and scikit-learn
     from engine.analysis.analyze import analyze_after_training
 
     analyze_after_training(lab, run_id)
