@@ -116,12 +116,12 @@ class RayDriver:
         """Connected to Ray, registered as a worker, heartbeat beating, board up: ready to ``drain``.
 
         Ray first: an address that does not answer (or Ray missing) changes nothing in the lab."""
-        with _term_as_interrupt():
-            if self.lab.db.exists():
-                self.reap_dead_drivers()  # before a new local runtime starts beside their leftovers
-            runtime = start_runtime(self.lab, self.address, self.num_cpus)
-            beat = None
-            try:
+        if self.lab.db.exists():
+            self.reap_dead_drivers()  # before a new local runtime starts beside their leftovers
+        runtime = start_runtime(self.lab, self.address, self.num_cpus)
+        beat = None
+        try:
+            with _term_as_interrupt():  # after ray.init, which installs a SIGTERM handler of its own
                 ensure_schema(self.lab)
                 self.prune_scratch()
                 register_worker(self.lab, self.me)
@@ -134,18 +134,18 @@ class RayDriver:
                                              self.analysis, self.threads, self.niceness, self.ship_seconds)
                 replay_spools(self.lab)
                 yield self
-            finally:
-                if beat is not None:
-                    beat.stopping.set()
-                    beat.join(timeout=5)
-                    try:
-                        with transaction(self.lab, wait_seconds=30) as con:
-                            con.execute("UPDATE workers SET stopped_at = ?, current_job = NULL WHERE worker_id = ?",
-                                        [utcnow(), self.me.worker_id])
-                    except LabError:
-                        pass
-                if ray.is_initialized():
-                    ray.shutdown()
+        finally:
+            if beat is not None:
+                beat.stopping.set()
+                beat.join(timeout=5)
+                try:
+                    with transaction(self.lab, wait_seconds=30) as con:
+                        con.execute("UPDATE workers SET stopped_at = ?, current_job = NULL WHERE worker_id = ?",
+                                    [utcnow(), self.me.worker_id])
+                except LabError:
+                    pass
+            if ray.is_initialized():
+                ray.shutdown()
 
     def drain(self, wait: bool = False, poll_seconds: float = 0.5) -> None:
         """Run jobs until the queue is empty (inside ``session``); SIGTERM / Ctrl-C stops them KILLED."""
