@@ -68,7 +68,7 @@ def start_engine(lab: Lab, log: Path, *args: str, env: dict | None = None) -> su
                             env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, start_new_session=True)
 
 
-def stop_group(pgid: int, grace: float = 5.0) -> None:
+def stop_group(pgid: int, grace: float = 10.0) -> None:
     """Stop a process group we started and every process that descends from it."""
     members = []
     for p in psutil.process_iter():
@@ -78,16 +78,12 @@ def stop_group(pgid: int, grace: float = 5.0) -> None:
                 members.extend(p.children(recursive=True))
         except (ProcessLookupError, psutil.Error, OSError):
             continue
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for p in members:
-            try:
-                p.send_signal(sig)
-            except psutil.Error:
-                pass
-        _, alive = psutil.wait_procs(members, timeout=grace)
-        if not alive:
-            return
-        members = alive
+    for p in members:  # test processes: nothing to save, no grace needed
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            pass
+    psutil.wait_procs(members, timeout=grace)
 
 
 def jobs(lab: Lab, sweep_id: str | None = None):
@@ -100,12 +96,18 @@ def training_step(lab: Lab) -> int:
     return int(v or 0)
 
 
-def assert_every_run_complete_once(lab: Lab, sweep_id: str, n: int, analysed: set[str] | None = None) -> None:
-    """Every job FINISHED, its run FINISHED with every logged step exactly once, evaluated on both
-    domains, its SAE on disk; the runs in ``analysed`` with their feature analysis too."""
+def assert_every_run_complete_once(lab: Lab, sweep_id: str, n: int, analysed: set[str] | None = None,
+                                   only: set[str] | None = None) -> None:
+    """Every job FINISHED (of the sweep, or those in ``only``), its run FINISHED with every logged step
+    exactly once, evaluated on both domains, its SAE on disk; the runs in ``analysed`` with their
+    feature analysis too."""
     j = jobs(lab, sweep_id)
+    if only is not None:
+        j = j[j["job_id"].isin(only)]
     assert len(j) == n and set(j["status"]) == {"FINISHED"}, j[["job_id", "status", "error"]]
     runs = db.query(lab, "SELECT run_id, status, config FROM runs WHERE sweep_id = ?", [sweep_id])
+    if only is not None:
+        runs = runs[runs["run_id"].isin(only)]
     assert len(runs) == n and set(runs["status"]) == {"FINISHED"} and set(runs["run_id"]) == set(j["job_id"])
     ids = list(runs["run_id"])
     m = db.query(lab, "SELECT run_id, step, name, count(*) AS n FROM step_metrics WHERE run_id IN (SELECT unnest(?)) "
@@ -134,6 +136,19 @@ def in_domain_fvu(lab: Lab, sweep_id: str) -> dict[tuple[int, str], float]:
 
 def sweep_ids(lab: Lab) -> list[str]:
     return [r[0] for r in db.query_rows(lab, "SELECT sweep_id FROM sweeps ORDER BY created_at")]
+
+
+def lab_sharing_activations(tmp_path: Path, tmp_path_factory) -> Lab:
+    """A fresh lab whose activation cache is the test session's shared one for the Ray tests: they
+    all collect the same small sets (the same content hash), so the first collects them, under the
+    collection's own lock, and the others -- in another test file running beside it too -- reuse them."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if base.name.startswith("popen-gw") else base) / "ray-tests-activations"
+    shared.mkdir(parents=True, exist_ok=True)
+    lab = Lab.at(tmp_path / "lab")
+    lab.root.mkdir(parents=True)
+    lab.activations.symlink_to(shared, target_is_directory=True)
+    return lab
 
 
 def remove_node_folders(lab: Lab) -> None:

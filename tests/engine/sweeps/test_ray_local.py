@@ -17,12 +17,14 @@ from core.lab import Lab
 from engine.sweeps.queue import enqueue_sweep
 from engine.sweeps.spec import load_spec
 from engine.sweeps.worker import Worker
+from findings.cli import main
 from tests.helpers import REPO
 from tests.ray_helpers import (
     assert_every_run_complete_once,
     engine_cmd,
     in_domain_fvu,
     jobs,
+    lab_sharing_activations,
     remove_node_folders,
     spec_file,
     sweep_ids,
@@ -41,17 +43,18 @@ def test_the_command_line_starts_without_ray_or_torch():
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-def test_an_address_where_nothing_answers_is_refused_in_one_line_and_queues_nothing(tmp_path):
+def test_an_address_where_nothing_answers_is_refused_in_one_line_and_queues_nothing(tmp_path, capsys):
     lab = Lab.at(tmp_path / "lab")
-    proc = subprocess.run(engine_cmd(lab, "sweep", str(spec_file(tmp_path)), "--backend", "ray", "--address", "127.0.0.1:1"),
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 2 and proc.stderr.startswith("error: nothing answers at the Ray address 127.0.0.1:1")
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    code = main(["--lab", str(lab.root), "-q", "sweep", str(spec_file(tmp_path)), "--backend", "ray", "--address",
+                 "127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: nothing answers at the Ray address 127.0.0.1:1"), err
+    assert len(err.strip().splitlines()) == 1, err
     assert not lab.root.exists()  # nothing queued, nothing written
 
 
-def test_a_local_ray_runtime_runs_a_sweep_once_and_trains_what_the_local_worker_trains(tmp_path):
-    lab = Lab.at(tmp_path / "lab")
+def test_a_local_ray_runtime_runs_a_sweep_once_and_trains_what_the_local_worker_trains(tmp_path, tmp_path_factory):
+    lab = lab_sharing_activations(tmp_path, tmp_path_factory)
     spec = spec_file(tmp_path)
     try:
         proc = subprocess.run(engine_cmd(lab, "sweep", str(spec), "--backend", "ray", "--num-cpus", "2", "--nice", "0",
