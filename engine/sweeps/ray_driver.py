@@ -261,7 +261,8 @@ class RayDriver:
         except ray.exceptions.TaskCancelledError:
             result = {"status": "KILLED", "error": "cancelled"}
         except ray.exceptions.RayError as e:  # the worker died more than max_retries times, a node was lost, ...
-            result = {"status": "FAILED", "error": f"Ray: {type(e).__name__}: {first_line(e)}"[:500]}
+            # (stopping, a task that does not answer in time is KILLED with the reason, not FAILED)
+            result = {"status": "KILLED" if error else "FAILED", "error": f"Ray: {type(e).__name__}: {first_line(e)}"[:500]}
         status, error = result["status"], error or result.get("error")
         rows, folder = result.get("rows") or {}, self.lab.run_dir(job_id)
         for rel, data in (result.get("files") or {}).items():
