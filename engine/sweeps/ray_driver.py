@@ -272,6 +272,8 @@ class RayDriver:
 
         def write(con) -> None:
             land_run_rows(con, rows, ANALYSIS_GROUP, overrides={"runs": self.owner})
+            if result.get("node"):  # also when its "started" post could not be written before it ended
+                con.execute("UPDATE jobs SET node = ? WHERE job_id = ?", [result["node"], job_id])
             if not rows.get("runs") and status != "FINISHED":  # no rows came back: end what the checkpoints landed
                 con.execute("UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE run_id = ? AND status = 'RUNNING'",
                             [status, utcnow(), error, job_id])

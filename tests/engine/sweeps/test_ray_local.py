@@ -66,7 +66,8 @@ def test_a_local_ray_runtime_runs_a_sweep_once_and_trains_what_the_local_worker_
         # Every job ran once, on this machine's one node, and landed with all its rows and files.
         assert_every_run_complete_once(lab, ray_sweep, 4)
         j = jobs(lab, ray_sweep)
-        assert (j["attempts"] == 1).all() and j["node"].notna().all() and j["node"].nunique() == 1
+        assert (j["attempts"] == 1).all() and j["node"].notna().all() and j["node"].nunique() == 1, (
+            j[["job_id", "attempts", "node"]], proc.stdout[-3000:])
         assert j["worker_id"].str.startswith("ray-").all()
         # The driver made itself the runs' owner and left the queue's worker table tidy.
         owners = db.query_rows(lab, "SELECT DISTINCT owner_pid FROM runs")
