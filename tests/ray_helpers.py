@@ -68,8 +68,14 @@ def start_engine(lab: Lab, log: Path, *args: str, env: dict | None = None) -> su
                             env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, start_new_session=True)
 
 
-def stop_group(pgid: int, grace: float = 10.0) -> None:
-    """Stop a process group we started and every process that descends from it."""
+def stop_group(pgid: int, leader: subprocess.Popen | None = None, grace: float = 10.0) -> None:
+    """Stop a process group we started and every process that descends from it.
+
+    Only while the id is still ours: once the group's leader has exited and been reaped, a process id
+    can be reused, and a new process with this id leads a group that is not ours (no process can get
+    the id while our group has a member, so when no process ``pgid`` exists, the group is ours)."""
+    if not (leader is not None and leader.poll() is None) and psutil.pid_exists(pgid):
+        return
     members = []
     for p in psutil.process_iter():
         try:

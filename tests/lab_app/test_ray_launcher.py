@@ -37,11 +37,11 @@ def test_the_ray_choice_starts_one_driver_with_the_address(tmp_path, monkeypatch
             assert driver.args[driver.args.index("ray-driver") + 1:][:2] == ["--address", expected]
             at.button(key="sw_launch").click().run()  # a second launch while it starts: no second driver
             assert len(launch._SPAWNED) == 1
-            stop_group(driver.pid)
+            stop_group(driver.pid, driver)
             driver.wait(timeout=60)
             launch._SPAWNED.clear()
         assert db.query_rows(lab, "SELECT count(*) FROM jobs WHERE status = 'QUEUED'")[0][0] > 0
     finally:
         for p in launch._SPAWNED:
-            stop_group(p.pid)
+            stop_group(p.pid, p)
             p.wait(timeout=60)

@@ -101,7 +101,7 @@ def test_jobs_run_on_both_nodes_a_killed_worker_resumes_and_a_cancel_stops_its_t
         cancel_queued_and_flag_running(lab, job_ids=[long])
         assert driver.wait(timeout=900) == 0, log_text(log)[-4000:]
     finally:
-        stop_group(driver.pid)
+        stop_group(driver.pid, driver)
     out = log_text(log)
     (sweep,) = sweep_ids(lab)
     j = jobs(lab, sweep).set_index("job_id")
@@ -130,7 +130,7 @@ def test_a_driver_killed_with_sigkill_is_replaced_and_the_sweep_completes_once(c
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=60)
     finally:
-        stop_group(first.pid)
+        stop_group(first.pid, first)
     (sweep,) = sweep_ids(lab)
     assert jobs(lab, sweep)["status"].tolist() == ["RUNNING"]  # left RUNNING under the dead driver's identity
     # A new driver (at the address the lab's last driver used) re-attaches and finishes the sweep; this
@@ -140,7 +140,7 @@ def test_a_driver_killed_with_sigkill_is_replaced_and_the_sweep_completes_once(c
     try:
         assert second.wait(timeout=900) == 0, log_text(log2)[-4000:]
     finally:
-        stop_group(second.pid)
+        stop_group(second.pid, second)
     out = log_text(log2)
     assert f"job {caught} was interrupted: requeued" in out
     resumed = re.search(rf"job {caught}: FINISHED on node \S+, resumed from step (\d+)", out)
