@@ -86,6 +86,8 @@ class RayDriver:
             raise LabError(f"--threads {threads} is out of range: each Ray task needs at least 1 CPU")
         if max_retries < 0:
             raise LabError(f"--max-retries {max_retries} is out of range: use 0 (never retry) or more")
+        if num_cpus is not None and num_cpus < 1:
+            raise LabError(f"--num-cpus {num_cpus} is out of range: give the local Ray runtime at least 1 CPU")
         self.lab, self.address, self.threads, self.analysis = lab, address, threads, analysis
         self.max_retries, self.ship_seconds, self.stale_seconds = max_retries, ship_seconds, stale_seconds
         self.heartbeat_seconds, self.niceness, self.num_cpus, self.log = heartbeat_seconds, niceness, num_cpus, log
@@ -121,6 +123,7 @@ class RayDriver:
         runtime = start_runtime(self.lab, self.address, self.num_cpus)
         beat = None
         try:
+            self.check_fits()
             with _term_as_interrupt():  # after ray.init, which installs a SIGTERM handler of its own
                 ensure_schema(self.lab)
                 self.prune_scratch()
@@ -176,6 +179,13 @@ class RayDriver:
             self.check_cancels()
 
     # -- submitting -----------------------------------------------------------------------------------
+    def check_fits(self) -> None:
+        """A task that asks for more CPUs than any node has would wait forever: refuse it now."""
+        most = max((n.get("Resources", {}).get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+        if most < self.threads:
+            raise LabError(f"--threads {self.threads} is more CPUs than any node of {self.address or 'this machine'} has "
+                           f"({most:g}): lower --threads, or add a bigger node")
+
     def slots(self) -> int:
         """Jobs in flight at once: the cluster's CPUs over the CPUs a task reserves (asked every 5 s)."""
         at, n = self.slots_cache
