@@ -13,6 +13,7 @@ Ray is imported only when this benchmark runs.
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import tempfile
 import time
@@ -44,6 +45,7 @@ def bench_ray(args, lab: Lab, out: dict) -> None:
     import_ray()
     # deferred: as above (the driver imports ray)
     from engine.sweeps.ray_driver import RayDriver
+    from engine.sweeps.ray_runtime import lab_key, node_folder  # deferred: as above
 
     n = max(2, int(args.ray_jobs))
     threads = torch.get_num_threads()
@@ -67,6 +69,7 @@ def bench_ray(args, lab: Lab, out: dict) -> None:
                     driver.drain()
         finally:
             torch.set_num_threads(threads)
+            shutil.rmtree(node_folder(lab_key(on_ray)), ignore_errors=True)  # the runtime's logs, the scratch labs
         a, b = _job_seconds(local), _job_seconds(on_ray)
     if len(a) != n or len(b) != n:
         raise RuntimeError(f"bench ray: {len(a)} local and {len(b)} Ray jobs finished of {n} each")
