@@ -1,4 +1,4 @@
-"""``python -m engine``: collect, train, eval, run, sql, bench (and the sweep and analysis commands).
+"""``python -m engine``: collect, train, eval, run, sql, bench (and the sweep, analysis, import and export commands).
 
 Every user mistake ends as one line on stderr naming the fix, and a non-zero exit code.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from engine.analysis.cli import add_analysis_commands
 from engine.bench.cli import add_bench_args, run_bench
 from engine.cli_args import comma_list, float_arg, int_arg
 from engine.config import ExperimentConfig, build_config
+from engine.imports.cli import add_import_commands
 from engine.interventions.cli import add_intervention_commands
 from engine.lab_open import open_lab
 from engine.runs_cli import add_run_commands
@@ -258,6 +260,7 @@ def build_parser(extra_commands: Sequence[AddCommands] = ()) -> argparse.Argumen
     add_sweep_commands(sub)
     add_analysis_commands(sub)
     add_intervention_commands(sub)
+    add_import_commands(sub)
     for add in extra_commands:
         add(sub)
 
@@ -272,6 +275,8 @@ def _lab_is_empty(root: Path) -> bool:
 
 
 def main(argv: list[str] | None = None, extra_commands: Sequence[AddCommands] = ()) -> int:
+    if os.environ.get("SAE_LAB_THREADS"):  # torch is not loaded yet: it reads this when it starts
+        os.environ.setdefault("OMP_NUM_THREADS", os.environ["SAE_LAB_THREADS"])
     parser = build_parser(extra_commands)
     args = parser.parse_args(argv)
     lab = Lab.at(args.lab)

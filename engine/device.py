@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from core.errors import LabError
+
+THREADS_ENV = "SAE_LAB_THREADS"
+
+
+def cpu_threads() -> int:
+    """The torch threads a lab process may use: all cores, or ``SAE_LAB_THREADS`` where it is set.
+
+    On a machine shared with other CPU-bound work (a test suite's parallel workers, two sweeps),
+    each extra OpenMP thread mostly waits on a busy core: a test worker with two threads ran its jobs
+    5× slower than with one. Setting the variable caps every lab process it reaches, collection
+    included (which otherwise takes every core)."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if raw:
+        try:
+            wanted = int(raw)
+        except ValueError:
+            raise LabError(f"{THREADS_ENV} = {raw!r} is not a whole number: set it to e.g. 1, or unset it") from None
+        if wanted < 1:
+            raise LabError(f"{THREADS_ENV} = {wanted} must be at least 1: set it to e.g. 1, or unset it")
+        return wanted
+    return os.cpu_count() or 1
 
 
 def pick_device(preference: str = "auto") -> torch.device:

@@ -31,6 +31,17 @@ def lab_ready() -> bool:
     return lab().db.exists()
 
 
+NO_LAB = "No lab database yet: run `make lab` or launch a sweep from the sidebar."
+
+
+def lab_or_stop(message: str = NO_LAB) -> Lab:
+    """The lab a page reads; a page on a lab with no database yet says how to fill it and stops there."""
+    if not lab_ready():
+        st.info(message)
+        st.stop()
+    return lab()
+
+
 def clear() -> None:
     st.cache_data.clear()
 

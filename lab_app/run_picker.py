@@ -21,16 +21,19 @@ def default_run(analysed) -> str:
 
 
 def pick_analysed_run(key: str) -> tuple[str, dict[str, Any]]:
-    if not data.lab_ready():
-        st.info("No lab database yet: run `make lab` or launch a sweep from the sidebar.")
-        st.stop()
-    runs = data.analysed_runs(data.lab())
+    lab = data.lab_or_stop()
+    runs = data.analysed_runs(lab)
+    wanted = st.query_params.get("run") or st.session_state.get("current_run")
+    if wanted and wanted not in set(runs["run_id"]):
+        # A link to a run analysed seconds ago (an import, a sweep job) met the few-seconds cache
+        # from before it existed, and silently opened another run with the same feature number.
+        data.clear()
+        runs = data.analysed_runs(lab)
     if runs.empty:
         st.info("No run has a feature analysis yet. Runs are analysed after training; older ones with "
                 "`python -m engine analyze --all`.")
         st.stop()
     ids = list(runs["run_id"])
-    wanted = st.query_params.get("run") or st.session_state.get("current_run")
     index = ids.index(wanted) if wanted in ids else ids.index(default_run(runs))
     every = data.runs(data.lab())
     short = dict(zip(every["run_id"], short_names(every)))

@@ -1,4 +1,4 @@
-"""The sidebar on every page: launch a sweep, watch the queue live, cancel.
+"""The sidebar on every page: launch a sweep, watch the queue live, cancel, import an SAE trained elsewhere.
 
 Launching only enqueues jobs in DuckDB and makes sure a worker process is running (with the ray
 backend, a Ray driver process, which registers as a worker and writes the same columns); the live panel
@@ -17,7 +17,7 @@ from core.errors import LabError
 from engine.cli_args import comma_list
 from engine.sweeps.spec import PRESETS, SweepSpec
 from engine.training import architectures
-from lab_app import data
+from lab_app import data, import_panel
 
 PRESET_HELP = {
     "topk-sweep": "Seed experiment 2: k = 48, 24, 16 at d_sae 2048, layer 2",
@@ -218,3 +218,4 @@ def render() -> None:
         # The queue first: below an open launcher it was pushed under the fold right after Launch.
         live_panel()
         launcher()
+        import_panel.panel()

@@ -15,6 +15,11 @@ from tests.helpers import small_overrides
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# `make test` runs two pytest workers on two cores: one torch thread each, in this process and in every
+# lab process a test starts (engine.device.cpu_threads). With two threads each, the OpenMP threads spun
+# waiting for a core the other worker held: a queue test's worker ran 5x slower.
+os.environ.setdefault("SAE_LAB_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", os.environ["SAE_LAB_THREADS"])
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,7 @@ from engine.collection.store import (
     write_json_atomic,
 )
 from engine.config import DataConfig, DomainSpec
+from engine.device import cpu_threads
 
 Site = tuple[str, int]  # (hook, layer)
 
@@ -303,10 +304,10 @@ def collect_domains(
 
 
 def _collect_all_threads(fn):
-    """Collect with every core: a worker limited to one thread for training would otherwise collect
-    at half speed while the other workers wait for the collection lock it holds."""
+    """Collect with every core (``device.cpu_threads``): a worker limited to one thread for training
+    would otherwise collect at half speed while the other workers wait for the collection lock it holds."""
     before = torch.get_num_threads()
-    torch.set_num_threads(max(before, os.cpu_count() or 1))
+    torch.set_num_threads(cpu_threads())
     try:
         return fn()
     finally:

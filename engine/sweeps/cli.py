@@ -233,7 +233,7 @@ def add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(fn=cmd_ray_driver)
 
     s = sub.add_parser("worker", help="drain the job queue (resumes interrupted jobs first)")
-    s.add_argument("--threads", type=int, help="torch threads for this worker (default: all cores)")
+    s.add_argument("--threads", type=int, help="torch threads for this worker (default: all cores, or SAE_LAB_THREADS)")
     s.add_argument("--wait", action="store_true", help="keep waiting for new jobs instead of exiting when the queue is empty")
     s.add_argument("--max-jobs", type=int)
     s.add_argument("--no-analysis", action="store_true", help="skip the feature analysis after each run")

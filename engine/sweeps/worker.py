@@ -18,6 +18,7 @@ import torch
 from core.errors import LabBusyError, LabError, first_line
 from core.lab import Lab
 from db import apply_ops, ensure_schema, query, replay_spools, spool_of, transaction, utcnow
+from engine.device import cpu_threads
 from engine.pipeline import run_locally
 from engine.runs import RunOutcome, RunSpec
 from engine.sweeps.queue import (
@@ -167,8 +168,7 @@ class Worker:
                  log: Callable[[str], None] = print, niceness: int = 10):
         self.lab, self.stale_seconds = lab, stale_seconds
         self.heartbeat_seconds, self.progress, self.analysis, self.log = heartbeat_seconds, progress, analysis, log
-        if threads:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(threads or cpu_threads())
         try:
             os.nice(niceness)  # batch work: the app (and the researcher's terminal) keep the CPU when they need it
         except OSError:

@@ -63,10 +63,7 @@ def revision_diff(before, after) -> pd.DataFrame:
 access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
 
 st.title("Findings")
-if not data.lab_ready():
-    st.info("No lab database yet: run `make lab` or launch a sweep from the sidebar.")
-    st.stop()
-lab = data.lab()
+lab = data.lab_or_stop()
 
 # -- search -----------------------------------------------------------------------------------------
 with st.container(horizontal=True):

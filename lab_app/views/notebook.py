@@ -14,12 +14,8 @@ access.require()  # the access gate, before this page draws anything (why on eve
 
 st.title("Lab notebook")
 
-if not data.lab_ready():
-    st.info("This lab is empty. Run `make lab` (or `python -m engine run`) to fill it with the default "
-            "experiment, or launch a sweep from the sidebar.")
-    st.stop()
-
-lab = data.lab()
+lab = data.lab_or_stop("This lab is empty. Run `make lab` (or `python -m engine run`) to fill it with the default "
+                       "experiment, or launch a sweep from the sidebar.")
 runs = data.runs(lab)
 finished = runs[runs["status"] == "FINISHED"]
 c = st.columns(4)

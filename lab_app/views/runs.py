@@ -13,6 +13,7 @@ from core.errors import LabError
 from engine.training import architectures
 from lab_app import access, charts, data, run_admin, run_table
 from lab_app.formulas import help_for
+from lab_app.render import escape_markdown
 
 
 def _k_meaning(arch: str, k: int) -> str:
@@ -29,10 +30,7 @@ def _k_meaning(arch: str, k: int) -> str:
 access.require()  # the access gate, before this page draws anything (why on every page: lab_app/access.py)
 
 st.title("Runs")
-if not data.lab_ready():
-    st.info("No lab database yet: run `make lab` or launch a sweep from the sidebar.")
-    st.stop()
-lab = data.lab()
+lab = data.lab_or_stop()
 runs = data.runs(lab)
 if runs.empty:
     st.info("No runs yet.")
@@ -188,6 +186,8 @@ if section == "A run's figures":
                             width="stretch")
             if curve["step"].nunique() <= 1:
                 st.caption("One logged step: a single point, not a curve.")
+        elif data.run_config(lab, rid).get("import"):
+            st.caption("Imported from elsewhere: no training curves.")
         ev = data.eval_rows(lab, row["group_id"])
         st.markdown("**Transfer matrix** (held-out MSE; hover for the ratio)")
         st.altair_chart(charts.transfer_heatmap(ev), width="stretch")
@@ -215,7 +215,16 @@ if section == "A run's figures":
         dead = (f"**Dead latents**: {row['dead_frac_train']:.1%} on the training split, {row['dead_frac']:.1%} on the held-out "
                 "tokens" if pd.notna(row.get("dead_frac_train")) else f"**Dead latents** (held-out): {row['dead_frac']:.1%}")
         st.markdown(dead, help=help_for("dead_frac_train"))
-        st.markdown(f"**Matmul dtype**: {training.get('matmul_dtype', 'not recorded')}", help=help_for("matmul_dtype"))
+        imported = data.run_config(lab, rid).get("import")
+        if imported:
+            where = escape_markdown(str(imported.get("path")), one_line=True)
+            st.markdown(f"**Imported** from a {imported.get('format')} folder: {where} (weights sha256 "
+                        f"{str(imported.get('weights_sha256', ''))[:16]}…, "
+                        f"{escape_markdown(str(imported.get('source_architecture')), one_line=True)})")
+            for note in imported.get("notes") or []:
+                st.caption(f"import: {escape_markdown(str(note), one_line=True)}")
+        else:
+            st.markdown(f"**Matmul dtype**: {training.get('matmul_dtype', 'not recorded')}", help=help_for("matmul_dtype"))
     # Full width under the two columns: in a half column these tables were cut off.
     sp = data.splice_rows(lab, rid)
     if len(sp):

@@ -77,10 +77,7 @@ def result_chart(df: pd.DataFrame, x: str, y: str, colour: str | None, mark: str
 st.title("SQL")
 st.caption("Read-only: only queries run (SELECT, WITH, FROM, PIVOT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN), on a read-only "
            "connection with file access, extensions and settings locked. DuckDB dialect: lambdas are written `lambda x: x + 1`.")
-if not data.lab_ready():
-    st.info("No lab database yet: run `make lab` or launch a sweep from the sidebar.")
-    st.stop()
-lab = data.lab()
+lab = data.lab_or_stop()
 
 left, right = st.columns([3, 2])
 with left:

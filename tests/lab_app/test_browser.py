@@ -1,9 +1,10 @@
 """The app in a real browser: Debian's chromium driven by Playwright against `streamlit run`.
 
 Visits every page, launches a tiny sweep from the sidebar and watches it finish in the live panel,
-opens a deep link to a feature; then, on that lab (a finished experiment and a finished sweep of
-one-step runs), walks every page and Runs section at 1280×720 and 1440×900 asserting what a person
-would see (tests/lab_app/legibility.py). Screenshots of every view are kept in
+opens a deep link to a feature, labels a feature of an imported SAE (issue 16) into a findings card;
+then, on that lab (a finished experiment, a finished sweep of one-step runs and the imported SAE),
+walks every page and Runs section at 1280×720 and 1440×900 asserting what a person would see
+(tests/lab_app/legibility.py). Screenshots of every view are kept in
 test-artifacts/screenshots/ (the run's output: the folder is gitignored).
 """
 
@@ -159,9 +160,40 @@ def test_every_page_a_sweep_from_the_sidebar_and_a_deep_link(browser, app_server
     assert not errors, errors
 
 
+def test_an_imported_sae_is_opened_in_the_inspector_and_labelled_into_a_card(browser, app_server, tmp_path):
+    """Issue 16: an SAE from elsewhere (a sparsify folder, in sparsify's layout) imported into the lab the app is
+    showing, opened in the inspector by a deep link and labelled into a findings card from there."""
+    from engine.imports.conduct import import_sae, plan_import
+    from engine.imports.export import export_run
+    from findings import cards_for_feature
+
+    base, lab, outcomes = app_server
+    db.ensure_schema(lab)
+    folder = export_run(lab, outcomes[0].run_id, "sparsify", tmp_path / "their_sparsify_run")
+    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    # Imported here, in the test's process (the sidebar's preview and import are tests/lab_app/test_import_panel.py's).
+    run_id = import_sae(lab, plan_import(lab, folder)).run_id
+    feature = db.query_rows(lab, "SELECT feature FROM features WHERE run_id = ? AND NOT dead ORDER BY freq DESC LIMIT 1",
+                            [run_id])[0][0]
+    page.goto(f"{base}/?run={run_id}&feature={feature}")
+    settle(page, 2)
+    page.get_by_role("heading", name=f"Feature {feature}").first.wait_for(timeout=30_000)
+    page.get_by_text("Top activating contexts").first.wait_for(timeout=60_000)
+    form = page.locator("[data-testid=stForm]").filter(has=page.get_by_role("button", name="Save card")).first
+    form.get_by_label("Title").fill("Imported SAE: a labelled feature")
+    form.get_by_role("button", name="Save card").click()
+    page.get_by_text("Saved card").first.wait_for(timeout=60_000)
+    shot(page, "imported-run-labelled")
+    (card,) = cards_for_feature(lab, run_id, feature)
+    assert card.title == "Imported SAE: a labelled feature"
+    assert not errors, errors
+
+
 def test_every_page_is_legible_at_two_sizes(browser, app_server):
     """Every page and Runs section at 1280×720 and 1440×900, as a person sees it (tests/lab_app/legibility.py):
-    on this module's lab (the shared experiment plus the one-step sweep the test above launched)."""
+    on this module's lab (the shared experiment plus the one-step sweep and the imported SAE of the tests above)."""
     base, lab, _ = app_server
     ensure_finished_sweep(lab, REPO)  # when this test runs alone
     page = browser.new_page()

@@ -29,7 +29,9 @@ pytestmark = pytest.mark.timeout(1800)
 BASE = {
     "data": {"tokens_per_domain": 8000, "layers": [0, 1, 2]},
     "sae": {"d_sae": 256, "k": 8},
-    "train": {"epochs": 12, "batch_size": 256, "checkpoint_every_seconds": 0.3, "log_every_steps": 5},
+    # 8 epochs = 225 steps: enough to kill mid-training at step 60. A checkpoint a second, not more:
+    # each costs a file write and a database flush, and at 0.3 s they were a fifth of a job's time.
+    "train": {"epochs": 8, "batch_size": 256, "checkpoint_every_seconds": 1.0, "log_every_steps": 5},
     "eval": {"splice_sequences": 2},
 }
 
@@ -44,8 +46,9 @@ def start_worker(lab: Lab, *extra: str, env: dict | None = None, pause_in_write:
     """``python -m engine worker``; with ``pause_in_write``, through tests/fault_worker.py (pauses inside a write)."""
     program = ["-m", "engine"] if pause_in_write is None else ["-m", "tests.fault_worker", str(pause_in_write)]
     # --nice 0: at the default niceness 10, CPU-bound neighbours starve a worker to ~5 % of a core.
+    # --threads 1: tiny matrices; next to other CPU-bound processes, two OpenMP threads mostly wait on each other.
     cmd = [sys.executable, *program, "--lab", str(lab.root), "-q", "worker", "--no-analysis", "--nice", "0",
-           "--stale-seconds", "3", *extra]
+           "--threads", "1", "--stale-seconds", "3", *extra]
     return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -128,7 +131,7 @@ def uninterrupted(tmp_path_factory):
     """The crash test's sweep run to completion by two workers at once, never interrupted."""
     lab = Lab.at(tmp_path_factory.mktemp("clean") / "lab")
     _, runs = enqueue_sweep(lab, spec())
-    ws = [start_worker(lab, "--threads", "1") for _ in range(2)]
+    ws = [start_worker(lab) for _ in range(2)]
     for w in ws:
         assert w.wait(timeout=900) == 0, w.stdout.read()
     return lab, runs
@@ -188,7 +191,8 @@ def test_a_worker_started_within_a_second_of_a_crash_recovers_the_job_before_it_
     killed_job = db.query_rows(lab, "SELECT job_id FROM jobs WHERE status = 'RUNNING'")[0][0]
     w.send_signal(signal.SIGKILL)
     w.wait()
-    cmd = [sys.executable, "-m", "engine", "--lab", str(lab.root), "-q", "worker", "--no-analysis", "--nice", "0"]
+    cmd = [sys.executable, "-m", "engine", "--lab", str(lab.root), "-q", "worker", "--no-analysis", "--nice", "0",
+           "--threads", "1"]
     w = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out, _ = w.communicate(timeout=900)
