@@ -12,8 +12,6 @@ import torch
 from core.errors import DiskFullError, LabError, first_line
 from core.lab import Lab
 from db import Op, query, utcnow, write_now
-from engine.analysis.analyze import analyze_after_training
-from engine.analysis.quality_update import rescore_quality
 from engine.artifacts import collect_for, load_run, run_row_exists, stores_for_run
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
@@ -72,8 +70,12 @@ def run_locally(
     extra_log: Callable[[int, int, dict[str, float]], None] | None = None,
     on_start: Callable[[dict], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
 ) -> RunOutcome:
-    """Execute a run and record it: RUNNING → FINISHED, or FAILED / KILLED with the reason."""
+    """Execute a run and record it: RUNNING → FINISHED, or FAILED / KILLED with the reason.
+
+    ``on_checkpoint(step)`` is called after each checkpoint is on disk (with every row logged before it
+    already written): the Ray backend sends both back to its driver then."""
     rec = RunRecorder(lab, spec)
 
     def on_log(step: int, tokens: int, metrics: dict[str, float]) -> None:
@@ -87,7 +89,8 @@ def run_locally(
             on_start(resolved)
 
     # Everything logged before a checkpoint is made durable first, so a resumed run has no gaps.
-    hooks = TrainHooks(on_log=on_log, should_stop=should_stop, before_checkpoint=lambda step: rec.writer.flush())
+    hooks = TrainHooks(on_log=on_log, should_stop=should_stop, before_checkpoint=lambda step: rec.writer.flush(),
+                       on_checkpoint=on_checkpoint)
     folder = lab.run_dir(spec.run_id)
     try:
         with _TermAsInterrupt():
@@ -148,6 +151,9 @@ def run_experiment(config: ExperimentConfig, lab: Lab, progress: bool = True, ev
 
         outcomes.append(run_locally(spec, lab, bars, evaluate, on_phase=announce if progress else None))
         if analyze and evaluate:  # its one line ("feature analysis done in …") names the run
+            # deferred: the analysis loads scipy and scikit-learn, which a run without it never needs
+            from engine.analysis.analyze import analyze_after_training
+
             analyze_after_training(lab, spec.run_id, progress)
     return outcomes
 
@@ -170,6 +176,9 @@ def evaluate_existing(lab: Lab, run_id: str, progress: bool = False) -> dict[str
         rec.writer.flush(wait_seconds=30)
     finally:
         rec.close()
+    # deferred: the analysis's modules load scipy, which training and evaluating never need
+    from engine.analysis.quality_update import rescore_quality
+
     quality = rescore_quality(lab, run_id, resolved) or quality  # an analysed run keeps the analysis-time rule
     return {"evals": evals, "splices": splices, "quality": quality}
 

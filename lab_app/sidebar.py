@@ -1,6 +1,7 @@
 """The sidebar on every page: launch a sweep, watch the queue live, cancel, import an SAE trained elsewhere.
 
-Launching only enqueues jobs in DuckDB and makes sure a worker process is running; the live panel
+Launching only enqueues jobs in DuckDB and makes sure a worker process is running (with the ray
+backend, a Ray driver process, which registers as a worker and writes the same columns); the live panel
 is an ``st.fragment(run_every=…)`` that rereads the jobs table, so the rest of the page never
 reruns for it and stays usable while a sweep trains.
 """
@@ -39,7 +40,7 @@ def _ints(text: str, what: str) -> list[int]:
 
 def launcher() -> None:
     # deferred: loads torch, which the app's pages start without
-    from engine.sweeps.launch import ensure_workers
+    from engine.sweeps.launch import ensure_ray_driver, ensure_workers
     from engine.sweeps.queue import enqueue_sweep
 
     with st.expander("Launch a sweep", icon=":material/rocket_launch:", expanded=False):
@@ -58,9 +59,19 @@ def launcher() -> None:
         with st.popover("Budget and workers", icon=":material/tune:"):
             tokens = st.number_input("Tokens per domain", 2_000, 10_000_000, 100_000, step=10_000, key="sw_tokens")
             epochs = st.number_input("Epochs", 0.5, 100.0, 6.0, step=0.5, key="sw_epochs")
-            workers = st.number_input("Worker processes", 1, 4, 1, key="sw_workers",
-                                      help="On 2 cores, 2 workers × 1 thread train faster in total than 1 × 2.")
-            threads = st.number_input("Threads per worker (0 = all cores)", 0, 16, 0, key="sw_threads")
+            backend = st.radio("Run the jobs on", list(BACKENDS), key="sw_backend", horizontal=True,
+                               help="\n".join(f"{k}: {v}" for k, v in BACKENDS.items()))
+            address = ""
+            if backend == "ray":
+                address = st.text_input("Ray address", "", key="sw_ray_address", placeholder="empty: Ray on this machine",
+                                        help="host:port of a Ray cluster's head (`ray start --head` prints it); empty "
+                                             "starts a Ray runtime on this machine. Ray belongs on a trusted network.")
+                workers = 1
+                threads = st.number_input("CPUs per job", 1, 16, 1, key="sw_ray_threads")
+            else:
+                workers = st.number_input("Worker processes", 1, 4, 1, key="sw_workers",
+                                          help="On 2 cores, 2 workers × 1 thread train faster in total than 1 × 2.")
+                threads = st.number_input("Threads per worker (0 = all cores)", 0, 16, 0, key="sw_threads")
         steps = training_steps(int(tokens), float(epochs))
         if steps < MIN_STEPS:
             st.warning(f"This budget trains each SAE for about {steps} step(s) (< {MIN_STEPS}): the lab will flag them as "
@@ -81,12 +92,16 @@ def launcher() -> None:
                 b["train"] = {**b.get("train", {}), "epochs": float(epochs)}
                 spec = spec.replace(base=b)
                 sweep_id, runs = enqueue_sweep(data.lab(), spec)
-                started = ensure_workers(data.lab(), int(workers), int(threads) or None)
+                if backend == "ray":
+                    started = ensure_ray_driver(data.lab(), address.strip() or None, int(threads))
+                    what = f", a Ray driver started (its log in {data.lab().root / 'logs'})" if started else ""
+                else:
+                    started = ensure_workers(data.lab(), int(workers), int(threads) or None)
+                    what = f", {started} worker(s) started" if started else ""
                 if started:  # until the new worker registers itself, the queue must not say "no worker running"
                     st.session_state["_workers_started_at"] = time.monotonic()
                 data.clear()
-                st.session_state["sw_message"] = (f"Sweep {sweep_id}: {len(runs)} jobs queued"
-                                                  + (f", {started} worker(s) started" if started else ""))
+                st.session_state["sw_message"] = f"Sweep {sweep_id}: {len(runs)} jobs queued{what}"
             except LabError as e:
                 st.session_state["sw_message"] = f"error: {e}"
         msg = st.session_state.get("sw_message")
@@ -94,6 +109,11 @@ def launcher() -> None:
             (st.error if msg.startswith("error") else st.success)(msg)
 
 
+BACKENDS = {
+    "local workers": "worker processes on this machine",
+    "ray": "Ray tasks: on a Ray runtime this app starts on this machine, or on the Ray cluster at an address; "
+           "a driver process writes their results here (see the README's Ray section)",
+}
 MIN_STEPS = 100  # below this the quality score warns "features of an SAE this young are mostly its initialisation"
 WORKER_GRACE_SECONDS = 30.0  # a worker process just started takes this long, at most, to register
 

@@ -1,4 +1,4 @@
-"""``python -m engine bench [train collect memory analysis app architectures]``: the benchmarks, named explicitly.
+"""``python -m engine bench [train collect memory analysis app architectures ray]``: the benchmarks, named explicitly.
 
 The parser's arguments are defined here without loading torch (the engine's parser is built for
 every command); ``run_bench`` imports the benchmarks themselves. The app's benchmark runs as its
@@ -22,7 +22,7 @@ DEFAULT = ["train", "collect", "memory"]
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", nargs="*", default=DEFAULT,
-                   help="train, collect, memory (default: all three), analysis, app, architectures")
+                   help="train, collect, memory (default: all three), analysis, app, architectures, ray")
     p.add_argument("--epochs", type=float, default=None,
                    help="training budget for the side-by-side (default: the default config's epochs)")
     p.add_argument("--collect-sequences", type=int, default=192, help="sequences per round in the collection comparison")
@@ -37,6 +37,7 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fixed-coefficients", default=None,
                    help="architectures bench: also train JumpReLU and ReLU + L1 at these fixed sparsity coefficients "
                         "(target_l0 off), e.g. 0.1,1,10,100, to see how far the coefficient moves L0")
+    p.add_argument("--ray-jobs", type=int, default=5, help="ray bench: jobs run on each side (default 5)")
     p.add_argument("--bench-domains", default=None,
                    help="architectures bench: comma-separated subset of the default domains (default: all)")
 
@@ -64,10 +65,11 @@ def run_bench(args) -> int:
     from engine.analysis.bench import bench_analysis  # deferred: as above
     from engine.bench.architectures import bench_architectures  # deferred: as above
     from engine.bench.measure import bench_collect, bench_memory, bench_train, machine_description  # deferred: as above
+    from engine.bench.ray_overhead import bench_ray  # deferred: as above (it imports Ray only when it runs)
     from engine.training.trainer import resolve_matmul_dtype  # deferred: as above
 
     benchmarks = {"train": bench_train, "collect": bench_collect, "memory": bench_memory,
-                  "analysis": bench_analysis, "app": bench_app, "architectures": bench_architectures}
+                  "analysis": bench_analysis, "app": bench_app, "architectures": bench_architectures, "ray": bench_ray}
     lab = _default_lab(args)
     out: dict = {"machine": machine_description()}
     print(f"machine: {out['machine']}")

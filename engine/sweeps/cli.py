@@ -17,7 +17,7 @@ from engine.tables import format_table
 def cmd_sweep(args, lab) -> int:
     # deferred: loads torch, and the parser is built for every command
     from engine.sweeps.launch import ensure_workers
-    from engine.sweeps.queue import enqueue_sweep
+    from engine.sweeps.queue import enqueue_sweep, plan_sweep
 
     spec = load_spec(args.spec)
     if args.run_cap is not None:
@@ -27,8 +27,19 @@ def cmd_sweep(args, lab) -> int:
         base = dict(spec.base)
         apply_override(base, path, value)
         spec = spec.replace(base=base)
-    sweep_id, runs = enqueue_sweep(lab, spec)
-    print(f"sweep {sweep_id} ({spec.name}): {len(runs)} jobs queued, ranked by {spec.metric_name()} ({spec.goal()})")
+
+    def enqueue() -> None:
+        sweep_id, runs = enqueue_sweep(lab, spec)
+        print(f"sweep {sweep_id} ({spec.name}): {len(runs)} jobs queued, ranked by {spec.metric_name()} ({spec.goal()})",
+              flush=True)
+
+    if args.backend == "ray":
+        if args.workers:
+            raise LabError("--workers starts local worker processes: leave it out with --backend ray (the cluster's CPUs "
+                           "decide how many jobs run at once)")
+        plan_sweep(spec)  # a bad spec is refused before a Ray runtime starts
+        return run_ray_driver(args, lab, enqueue=enqueue)
+    enqueue()
     if args.workers:
         started = ensure_workers(lab, args.workers, args.threads)
         print(f"started {started} worker(s) in the background (logs in {lab.root / 'logs'})")
@@ -45,6 +56,52 @@ def cmd_worker(args, lab) -> int:
                stale_seconds=args.stale_seconds, niceness=args.nice).run(wait=args.wait, max_jobs=args.max_jobs)
     print(f"worker done: {n} job(s) run")
     return 0
+
+
+def run_ray_driver(args, lab, enqueue=None) -> int:
+    """The Ray backend in the foreground: ``sweep --backend ray`` and ``ray-driver``."""
+    # deferred: Ray is imported only when its backend is chosen (import_ray says how to install it)
+    from engine.sweeps.ray_runtime import import_ray, last_address
+
+    import_ray()
+    # deferred: as above (the driver imports ray, torch and the job code)
+    from engine.sweeps.ray_driver import RayDriver
+
+    address = args.address if args.address is not None else (last_address(lab) if enqueue is None else None)
+    if address == "local":
+        address = None
+    ship = None if args.checkpoint_every < 0 else args.checkpoint_every
+    driver = RayDriver(lab, address=address or None, threads=args.threads or 1, analysis=not args.no_analysis,
+                       max_retries=args.max_retries, ship_seconds=ship, stale_seconds=args.stale_seconds,
+                       niceness=args.nice, num_cpus=args.num_cpus)
+    n = driver.run(wait=getattr(args, "wait", False), enqueue=enqueue)
+    print(f"ray driver done: {n} job(s) ended")
+    return 0
+
+
+def add_ray_args(s: argparse.ArgumentParser, for_sweep: bool) -> None:
+    g = s.add_argument_group("ray backend" + (" (with --backend ray)" if for_sweep else ""))
+    g.add_argument("--address", help="a Ray cluster's address (host:port, see `ray start --head`); 'local' or none: a Ray "
+                                     "runtime on this machine" + ("" if for_sweep else " (none: where the lab's last driver "
+                                                                                       "ran)"))
+    g.add_argument("--num-cpus", type=int, help="CPUs of a Ray runtime started on this machine (default: all)")
+    g.add_argument("--max-retries", type=int, default=3, help="times Ray reruns a job whose worker process died (default 3)")
+    g.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+                   help="send a running job's checkpoint to the driver at most this often (default 60; -1: never), so a "
+                        "retry on another node or after a driver restart resumes from it")
+    if not for_sweep:
+        g.add_argument("--threads", type=int, default=1, help="CPUs (torch threads) each job's task reserves (default 1)")
+        g.add_argument("--no-analysis", action="store_true", help="skip the feature analysis after each run")
+        g.add_argument("--wait", action="store_true", help="keep waiting for new jobs instead of exiting when the queue "
+                                                           "is empty")
+        g.add_argument("--stale-seconds", type=float, default=30.0,
+                       help="heartbeat age after which a job of a worker on ANOTHER host is requeued")
+        g.add_argument("--nice", type=int, default=10, choices=range(0, 20), metavar="0-19",
+                       help="scheduling niceness of the jobs' processes (default 10)")
+
+
+def cmd_ray_driver(args, lab) -> int:
+    return run_ray_driver(args, lab)
 
 
 def cmd_status(args, lab) -> int:
@@ -159,8 +216,21 @@ def add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--run-cap", type=int, help="most jobs to enqueue")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the shared experiment settings")
     s.add_argument("--workers", type=int, default=0, help="also start this many background workers")
-    s.add_argument("--threads", type=int, help="torch threads per background worker")
+    s.add_argument("--threads", type=int, help="torch threads per background worker (ray: CPUs per job, default 1)")
+    s.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local: queue the jobs for worker processes (default); ray: run them as Ray tasks, with this "
+                        "command as their driver until the queue is empty")
+    s.add_argument("--no-analysis", action="store_true", help="ray: skip the feature analysis after each run")
+    s.add_argument("--nice", type=int, default=10, choices=range(0, 20), metavar="0-19",
+                   help="ray: scheduling niceness of the jobs' processes (default 10)")
+    s.add_argument("--stale-seconds", type=float, default=30.0, help=argparse.SUPPRESS)
+    add_ray_args(s, for_sweep=True)
     s.set_defaults(fn=cmd_sweep)
+
+    s = sub.add_parser("ray-driver", help="run the queue's jobs on Ray (re-attaches a sweep whose driver was stopped or "
+                                          "killed: its unfinished jobs resume from their checkpoints)")
+    add_ray_args(s, for_sweep=False)
+    s.set_defaults(fn=cmd_ray_driver)
 
     s = sub.add_parser("worker", help="drain the job queue (resumes interrupted jobs first)")
     s.add_argument("--threads", type=int, help="torch threads for this worker (default: all cores, or SAE_LAB_THREADS)")

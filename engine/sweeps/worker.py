@@ -11,17 +11,16 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
 from core.errors import LabBusyError, LabError, first_line
 from core.lab import Lab
 from db import apply_ops, ensure_schema, query, replay_spools, spool_of, transaction, utcnow
-from engine.analysis.analyze import analyze_after_training
 from engine.device import cpu_threads
 from engine.pipeline import run_locally
-from engine.runs import RunSpec
+from engine.runs import RunOutcome, RunSpec
 from engine.sweeps.queue import (
     STALE_SECONDS,
     WorkerIdentity,
@@ -48,6 +47,16 @@ class Heartbeat(threading.Thread):
                     con.execute("UPDATE workers SET heartbeat_at = ? WHERE worker_id = ?", [utcnow(), self.me.worker_id])
             except (LabBusyError, LabError):
                 continue  # the database is busy; liveness is also checked by pid
+
+
+def progress_fields(step: int, total_steps: int | None, seconds: float, metrics: dict[str, float]) -> dict:
+    """The live columns of a training job's row (``jobs``), as the app's live panel reads them."""
+    eta = None
+    if total_steps:
+        rate = step / max(seconds, 1e-6)
+        eta = (total_steps - step) / rate if rate > 0 else None
+    return {"phase": "train", "step": step, "total_steps": total_steps, "loss": metrics.get("loss"),
+            "fvu": metrics.get("fvu"), "dead_frac": metrics.get("dead_frac"), "eta_seconds": eta}
 
 
 class JobReporter:
@@ -81,12 +90,10 @@ class JobReporter:
         if now - self.last_write < self.every and step != self.total_steps:
             return
         self.last_write = now
-        eta = None
-        if self.total_steps:
-            rate = step / max(now - self.t0, 1e-6)
-            eta = (self.total_steps - step) / rate if rate > 0 else None
-        self._write({"phase": "train", "step": step, "total_steps": self.total_steps, "loss": metrics.get("loss"),
-                     "fvu": metrics.get("fvu"), "dead_frac": metrics.get("dead_frac"), "eta_seconds": eta}, wait=0.5)
+        self._write(progress_fields(step, self.total_steps, now - self.t0, metrics), wait=0.5)
+
+    def on_checkpoint(self, step: int) -> None:
+        """A local job's checkpoint is already where a resumed job looks for it."""
 
     def should_stop(self) -> bool:
         now = time.monotonic()
@@ -104,15 +111,18 @@ FINISH_WAIT_SECONDS = 600  # the job is over: waiting for a busy database costs 
 
 
 def finish_job(lab: Lab, job_id: str, status: str, error: str | None = None,
-               wait_seconds: float = FINISH_WAIT_SECONDS) -> None:
+               wait_seconds: float = FINISH_WAIT_SECONDS, land: Callable[[Any], None] | None = None) -> None:
     """Close the job, and land its run's spooled rows in the same transaction.
 
     A run's writer spools what it could not write while the database was busy (under load, even
     its first row), and the spool is otherwise replayed only by the next command. Landing it here
     means a FINISHED job always has its run's rows: before, two workers on a loaded machine could
-    finish every job and leave a run missing from ``runs`` until some later command ran."""
+    finish every job and leave a run missing from ``runs`` until some later command ran. ``land``
+    writes more in the same transaction (the Ray driver: the rows its task sent back)."""
     with spool_of(lab.run_dir(job_id)) as ops, transaction(lab, wait_seconds=wait_seconds) as con:
         apply_ops(con, ops)
+        if land is not None:
+            land(con)
         con.execute(
             "UPDATE jobs SET status = ?, finished_at = ?, error = ?, phase = ?, eta_seconds = NULL WHERE job_id = ?",
             [status, utcnow(), error, "done" if status == "FINISHED" else status.lower(), job_id],
@@ -127,19 +137,29 @@ def run_is_finished(lab: Lab, run_id: str) -> bool:
 
 def analyze(lab: Lab, run_id: str) -> None:
     """A failed analysis warns (and can be redone with `engine analyze`); it does not fail the job."""
+    # A worker started with --no-analysis (and each Ray task started so) never imports the analysis.
+    # deferred: the analysis loads scipy and scikit-learn
+    from engine.analysis.analyze import analyze_after_training
+
     analyze_after_training(lab, run_id)
 
 
-def execute_job(lab: Lab, spec: RunSpec, reporter: JobReporter, progress: bool = False, analysis: bool = True) -> None:
-    """One job: train + evaluate (resuming from a checkpoint if one exists), then analyse."""
+def execute_job(lab: Lab, spec: RunSpec, reporter: JobReporter, progress: bool = False,
+                analysis: bool = True) -> RunOutcome | None:
+    """One job: train + evaluate (resuming from a checkpoint if one exists), then analyse.
+
+    Returns the run's outcome (None when the run had finished before and only the analysis ran).
+    ``reporter`` is a ``JobReporter`` or anything with its methods (the Ray task's reporter)."""
+    outcome = None
     if not run_is_finished(lab, spec.run_id):
-        run_locally(spec, lab, progress=progress, should_stop=reporter.should_stop, extra_log=reporter.on_log,
-                    on_start=reporter.on_start, on_phase=reporter.phase)
+        outcome = run_locally(spec, lab, progress=progress, should_stop=reporter.should_stop, extra_log=reporter.on_log,
+                              on_start=reporter.on_start, on_phase=reporter.phase, on_checkpoint=reporter.on_checkpoint)
     # What a busy database made the run spool lands before the analysis reads the run's rows.
     replay_spools(lab, FINISH_WAIT_SECONDS, folders=[lab.run_dir(spec.run_id)])
     if analysis:
         reporter.phase("analyze")
         analyze(lab, spec.run_id)
+    return outcome
 
 
 class Worker:
