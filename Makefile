@@ -49,7 +49,7 @@ lab: install
 
 test: dev-install chromium
 	$(BIN)/ruff check .
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist loadfile
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist loadfile --durations=25
 
 # Regenerate the exact pins from requirements*.in in a throwaway venv.
 freeze:
