@@ -45,6 +45,8 @@ def step_curves(df: pd.DataFrame, label: dict[str, str]) -> alt.Chart:
 
 def metric_over_time(df: pd.DataFrame, metric: str, title: str | None = None) -> alt.Chart:
     d = df.dropna(subset=[metric]).assign(config=lambda x: "L" + x["layer"].astype(str) + " k=" + x["k"].astype(str))
+    if "trained_on" not in d:  # an imported SAE reads "imported (format)", not its reference domain
+        d = d.assign(trained_on=d["train_domain"])
     # Runs of one experiment finish within seconds: without padding the axis zooms to milliseconds
     # and labels read ".900". Keep at least ten minutes in view, labelled as clock times.
     times = pd.to_datetime(d["ended_at"]).dropna()
@@ -58,9 +60,9 @@ def metric_over_time(df: pd.DataFrame, metric: str, title: str | None = None) ->
         x=alt.X("ended_at:T", title="finished", scale=scale, axis=alt.Axis(format="%b %d %H:%M", labelOverlap=True)),
         y=alt.Y(f"{metric}:Q", title=name, scale=alt.Scale(zero=False)),
         color=alt.Color("config:N", title="layer, k", scale=alt.Scale(scheme="tableau10")),
-        shape=alt.Shape("train_domain:N", title="trained on"),
+        shape=alt.Shape("trained_on:N", title="trained on"),
         tooltip=["run_id", alt.Tooltip("ended_at:T", title="finished", format="%Y-%m-%d %H:%M:%S"), "layer", "k", "d_sae",
-                 alt.Tooltip("train_domain", title="trained on"), alt.Tooltip(f"{metric}:Q", title=name, format=".4f")],
+                 alt.Tooltip("trained_on", title="trained on"), alt.Tooltip(f"{metric}:Q", title=name, format=".4f")],
     )
     if metric != "transfer_ratio":
         return points.properties(height=260)
@@ -69,10 +71,13 @@ def metric_over_time(df: pd.DataFrame, metric: str, title: str | None = None) ->
     return (points + rule).properties(height=260)
 
 
-def transfer_heatmap(df: pd.DataFrame, value: str = "mse") -> alt.Chart:
-    base = alt.Chart(df).encode(x=alt.X("eval_domain:N", title="evaluated on"), y=alt.Y("train_domain:N", title="trained on"))
+def transfer_heatmap(df: pd.DataFrame, value: str = "mse", y_title: str = "trained on") -> alt.Chart:
+    """Rows: the domain each SAE was trained on (for an imported SAE, the reference domain its transfer
+    ratios are relative to: ``y_title`` says which)."""
+    base = alt.Chart(df).encode(x=alt.X("eval_domain:N", title="evaluated on"), y=alt.Y("train_domain:N", title=y_title))
     return (base.mark_rect().encode(color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="oranges")),
-                                    tooltip=["train_domain", "eval_domain", alt.Tooltip(f"{value}:Q", format=".4f"),
+                                    tooltip=[alt.Tooltip("train_domain", title=y_title), "eval_domain",
+                                              alt.Tooltip(f"{value}:Q", format=".4f"),
                                              alt.Tooltip("transfer_ratio:Q", format=".2f")])
             + base.mark_text(baseline="middle").encode(text=alt.Text(f"{value}:Q", format=".4f"))).properties(height=200)
 

@@ -48,7 +48,10 @@ def clear() -> None:
 
 @st.cache_data(ttl=3, show_spinner=False)
 def runs(lab: Lab) -> pd.DataFrame:
-    """Every run with its in-domain metrics, mean transfer ratio, quality score and analysis state."""
+    """Every run with its in-domain metrics, mean transfer ratio, quality score and analysis state.
+
+    ``trained_on`` is what a person reads: the training domain, or "imported (saelens)" for an SAE
+    trained elsewhere, whose ``train_domain`` is only the reference domain its metrics are read on."""
     return query(
         lab,
         """
@@ -59,8 +62,12 @@ def runs(lab: Lab) -> pd.DataFrame:
                m.concept_coverage, m.probe_k1, m.probe_k1_baseline,
                q.score, q.rating, coalesce(json_array_length(q.details->'$.warnings'), 0) AS quality_warnings,
                r.code_version, r.error,
-               r.run_id IN (SELECT run_id FROM analysis_runs) AS analysed
+               r.run_id IN (SELECT run_id FROM analysis_runs) AS analysed,
+               imp.source_format AS imported_from,
+               CASE WHEN imp.run_id IS NULL THEN r.train_domain
+                    ELSE 'imported (' || imp.source_format || ')' END AS trained_on
         FROM runs r LEFT JOIN run_metrics m USING (run_id) LEFT JOIN quality_scores q USING (run_id)
+             LEFT JOIN run_imports imp USING (run_id)
         ORDER BY r.created_at DESC
         """,
     )
@@ -82,7 +89,8 @@ def step_metrics(lab: Lab, run_ids: tuple[str, ...], names: tuple[str, ...]) -> 
 def eval_rows(lab: Lab, group_id: str) -> pd.DataFrame:
     return query(
         lab,
-        """SELECT r.run_id, r.train_domain, e.eval_domain, e.mse, e.fvu, e.r2, e.cosine, e.l0, e.transfer_ratio
+        """SELECT r.run_id, r.train_domain, e.eval_domain, e.mse, e.fvu, e.r2, e.cosine, e.l0, e.transfer_ratio,
+                  r.run_id IN (SELECT run_id FROM run_imports) AS imported
            FROM runs r JOIN eval_results e USING (run_id) WHERE r.group_id = ? ORDER BY r.train_domain, e.eval_domain""",
         [group_id],
     )

@@ -11,7 +11,8 @@ FORMULAS: dict[str, tuple[str, str]] = {
     "dead_frac": ("dead (held-out)", "Share of latents that never fire on the held-out tokens of the training domain. A small "
                                      "held-out set reads 5–14× the training-split figure."),
     "dead_frac_train": ("dead (train)", "Share of latents that had not fired in the last train.dead_after_tokens training tokens "
-                                        "when training ended (tokens since last fired, as the trainer counts them)."),
+                                        "when training ended (tokens since last fired, as the trainer counts them). "
+                                        "None for an SAE imported from elsewhere: the lab did not train it."),
     "transfer_ratio": ("transfer ×",
                        "MSE(train on A, eval on B) / MSE(train on A, eval on A), averaged over the other domains. 1 = no loss."),
     "score": ("quality", "Seed 004's 0–5 score: reconstruction 0–2 (MSE, cosine, explained-variance bands) + sparsity 0–2 (L0 "

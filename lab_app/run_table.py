@@ -27,7 +27,8 @@ FORMATS = {"fvu": "%.4f", "r2": "%.3f", "mse": "%.5f", "cosine": "%.3f", "transf
 LABELS = {"fvu": "FVU", "r2": "R²", "mse": "MSE", "cosine": "cosine", "transfer_ratio": "transfer ×", "l0": "L0",
           "dead_frac_train": "dead (train)", "dead_frac": "dead (held-out)", "score": "quality",
           "concept_coverage": "concepts", "probe_k1": "probe k=1", "probe_k1_baseline": "probe k=1 (model)",
-          "train_domain": "trained on", "d_sae": "d_sae", "seconds": "s", "ended_at": "finished", "run_id": "run id",
+          "train_domain": "trained on",
+          "trained_on": "trained on", "d_sae": "d_sae", "seconds": "s", "ended_at": "finished", "run_id": "run id",
           "run": "run", "sweep": "sweep"}
 
 _SWEEP_NAME = re.compile(r"^(?P<sweep>[^:]+): (?P<params>.*)/(?P<domain>[^/]+)$")

@@ -11,7 +11,8 @@ The composite, in the seed's sense of reconstruction, transfer and sparsity toge
   overall = ( R²_in + 1 / transfer_ratio + (1 − L0 / d_in) ) / 3
 (each term is 1 at its ideal: perfect in-domain reconstruction, no loss on the other domain, no
 active latents). The Pareto front holds, per layer, the configurations no other beats on both
-FVU and L0.
+FVU and L0. SAEs imported from elsewhere are not configurations of this lab's (no training domain,
+settings it did not choose): they are compared in the run tables, not ranked here.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ SELECT r.group_id, any_value(r.layer) AS layer, any_value(r.hook) AS hook, any_v
        list(r.run_id ORDER BY r.train_domain) AS run_ids
 FROM runs r JOIN run_metrics m USING (run_id) LEFT JOIN spl USING (run_id)
      LEFT JOIN quality_scores q USING (run_id)
-WHERE r.status = 'FINISHED' {where}
+WHERE r.status = 'FINISHED' AND r.run_id NOT IN (SELECT run_id FROM run_imports) {where}
 GROUP BY r.group_id
 """
 

@@ -31,7 +31,9 @@ if finished.empty:
 latest = finished.iloc[0]
 st.subheader(f"Latest: {latest['name'] or latest['run_id']}")
 st.caption(f"run `{latest['run_id']}` · {latest['model']} · {latest['hook']} layer {latest['layer']} · "
-           f"{latest['architecture']} k={latest['k']} d_sae={latest['d_sae']} · trained on {latest['train_domain']}")
+           f"{latest['architecture']} k={latest['k']} d_sae={latest['d_sae']} · "
+           + (f"trained on {latest['train_domain']}" if not isinstance(latest["imported_from"], str) else
+              f"imported from {latest['imported_from']} (metrics read on {latest['train_domain']})"))
 m = st.columns(6)
 for col, key, fmt in zip(m, ["fvu", "r2", "transfer_ratio", "l0", "dead_frac", "score"],
                          [".4f", ".3f", ".2f", ".1f", ".1%", ".2f"]):
@@ -53,7 +55,7 @@ for w in details.get("warnings") or []:
 st.subheader("Latest runs")
 run_table.show(runs.head(12), "home_runs", height="auto",
                default=["run_id", "fvu", "transfer_ratio", "l0", "dead_frac", "score", "status", "layer", "k", "d_sae",
-                        "architecture", "train_domain", "ended_at"])
+                        "architecture", "trained_on", "ended_at"])
 left, right = st.columns([1, 1])
 with left:
     st.subheader("Best configuration so far")

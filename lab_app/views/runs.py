@@ -52,7 +52,7 @@ if sweep:
 if tag:
     view = view[view["tags"].map(lambda t: any(tag.lower() in x.lower() for x in (list(t) if t is not None else [])))]
 
-table = view[["run_id", "status", "name", "sweep_id", "layer", "hook", "architecture", "k", "d_sae", "train_domain", "fvu", "r2",
+table = view[["run_id", "status", "name", "sweep_id", "layer", "hook", "architecture", "k", "d_sae", "trained_on", "fvu", "r2",
               "mse", "cosine", "transfer_ratio", "l0", "dead_frac_train", "dead_frac", "concept_coverage", "probe_k1",
               "probe_k1_baseline", "score", "seconds", "ended_at", "tags", "notes"]].copy()
 table["score"] = [f"{s_:.2f}" + (" ⚠" if w else "") if s_ == s_ else None
@@ -61,7 +61,7 @@ table["tags"] = table["tags"].map(lambda t: ", ".join(t) if t is not None else "
 edited = run_table.show(
     table, "runs_table", editable=("tags", "notes"),
     default=["run_id", "fvu", "transfer_ratio", "l0", "dead_frac_train", "dead_frac", "score", "status", "layer", "k",
-             "d_sae", "architecture", "train_domain", "r2", "concept_coverage", "probe_k1", "seconds", "ended_at", "tags",
+             "d_sae", "architecture", "trained_on", "r2", "concept_coverage", "probe_k1", "seconds", "ended_at", "tags",
              "notes", "name"],
     extra_config={"score": st.column_config.TextColumn(
         "quality", help=help_for("score") + " ⚠ = the lab's own checks disagree (see the run's figures).", pinned=True),
@@ -190,7 +190,8 @@ if section == "A run's figures":
             st.caption("Imported from elsewhere: no training curves.")
         ev = data.eval_rows(lab, row["group_id"])
         st.markdown("**Transfer matrix** (held-out MSE; hover for the ratio)")
-        st.altair_chart(charts.transfer_heatmap(ev), width="stretch")
+        st.altair_chart(charts.transfer_heatmap(ev, y_title="reference domain (imported)" if ev["imported"].any()
+                                                else "trained on"), width="stretch")
         st.altair_chart(charts.transfer_bars(ev), width="stretch")
         st.caption(help_for("transfer_ratio"))
     with b:

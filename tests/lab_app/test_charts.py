@@ -19,7 +19,7 @@ def test_runs_finished_within_a_second_get_a_readable_time_axis():
     lo, hi = (pd.Timestamp(v) for v in x["scale"]["domain"])
     assert hi - lo == pd.Timedelta(minutes=10)  # not a millisecond-wide axis labelled ".900"
     assert x["axis"]["format"] == "%b %d %H:%M"
-    assert spec["mark"]["type"] == "point" and spec["encoding"]["shape"]["field"] == "train_domain"
+    assert spec["mark"]["type"] == "point" and spec["encoding"]["shape"]["field"] == "trained_on"  # "imported (…)" if imported
 
 
 def test_runs_spread_over_days_keep_the_data_extent():

@@ -80,6 +80,15 @@ def test_preview_then_import_from_the_sidebar(setup, monkeypatch):
     assert any(rid in i.value for i in at.sidebar.info)
     assert not [b for b in at.sidebar.button if b.key == "imp_go"]
 
+    # The notebook says where the newest run came from, and does not rank it among the lab's configurations.
+    home = app(lab, monkeypatch)
+    caption = next(c.value for c in home.caption if rid in c.value)
+    assert "imported from saelens (metrics read on" in caption and "trained on" not in caption, caption
+    table = home.dataframe[0].value
+    assert table.loc[table["run_id"] == rid, "trained_on"].tolist() == ["imported (saelens)"]
+    best = next(m.value for m in home.markdown if "SAE(s):" in m.value)
+    assert "1 SAE(s)" not in best and "2 SAE(s): code+prose" in best, best
+
     # Its figures on the Runs page say where it came from instead of training details.
     at.query_params["run"] = rid
     at.switch_page("views/runs.py").run()
