@@ -77,7 +77,7 @@ def transfer_heatmap(df: pd.DataFrame, value: str = "mse", y_title: str = "train
     base = alt.Chart(df).encode(x=alt.X("eval_domain:N", title="evaluated on"), y=alt.Y("train_domain:N", title=y_title))
     return (base.mark_rect().encode(color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="oranges")),
                                     tooltip=[alt.Tooltip("train_domain", title=y_title), "eval_domain",
-                                              alt.Tooltip(f"{value}:Q", format=".4f"),
+                                             alt.Tooltip(f"{value}:Q", format=".4f"),
                                              alt.Tooltip("transfer_ratio:Q", format=".2f")])
             + base.mark_text(baseline="middle").encode(text=alt.Text(f"{value}:Q", format=".4f"))).properties(height=200)
 
