@@ -13,14 +13,19 @@ SERVE   = $(BIN)/python -m lab_app.serve --lab $(LAB) --port $(PORT) --address $
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch first, pinned to the CPU build on disk, so no later requirement can pull CUDA wheels.
+# torch first, with pip, pinned to the CPU build on disk, so no later requirement can pull CUDA wheels.
+# The rest with uv (pinned here): the same exact pins in ~7 s instead of pip's ~110 s on a fresh machine
+# (measured side by side, no cache), a third of the CI budget's set-up. uv keeps the installed torch
+# (2.13.0+cpu satisfies ==2.13.0); where uv cannot reach an index, pip installs the same file.
+UV_VERSION = 0.13.9
+UV = $(BIN)/uv pip install -q --python $(BIN)/python
 $(VENV)/.runtime-installed: requirements.txt | $(BIN)/python
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q torch==2.13.0 uv==$(UV_VERSION)
+	$(UV) -r requirements.txt || $(BIN)/pip install -q -r requirements.txt
 	touch $@
 
 $(VENV)/.dev-installed: requirements-dev.txt $(VENV)/.runtime-installed
-	$(BIN)/pip install -q -r requirements-dev.txt
+	$(UV) -r requirements-dev.txt || $(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
 # The lab's own packages (core, db, engine, findings, lab_app), installed in place from this folder:
