@@ -83,3 +83,19 @@ def finished_lab(tmp_path_factory):
     config = build_config(overrides=small_overrides(tokens=8000, epochs=3.0, d_sae=512, k=8) + ["layer=2", "name=small"])
     outcomes = run_experiment(config, lab, progress=False)
     return lab, config, outcomes
+
+
+# The longest files, first: `make test` hands whole files to its two workers in collection order
+# (`--dist loadfile`), so a file of several minutes collected last (the browser walk sorts late) ran
+# alone at the end while the other worker sat idle. Started first, they overlap the many short files.
+LONGEST_FIRST = ("tests/lab_app/test_browser.py", "tests/engine/sweeps/test_ray_cluster.py",
+                 "tests/engine/sweeps/test_queue.py", "tests/engine/sweeps/test_ray_local.py",
+                 "tests/engine/test_disk_full.py", "tests/engine/test_cli.py")
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    def rank(item) -> int:
+        path = Path(str(item.fspath)).relative_to(Path(__file__).parent.parent).as_posix()
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file keeps its own order
