@@ -16,6 +16,7 @@ tokens/s. Reported per SAE, each named for what it measures:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -102,31 +103,40 @@ def bench_architectures(args, lab, out: dict) -> None:
         raise LabError(f"--l0s '{args.l0s}' must be whole numbers separated by commas, e.g. 8,16,32") from None
     if not l0s or min(l0s) < 1:
         raise LabError(f"--l0s '{args.l0s}' must list at least one L0 of 1 or more, e.g. 8,16,32")
+    try:
+        seeds = [int(v) for v in str(args.seeds).split(",") if v.strip()]
+    except ValueError:
+        raise LabError(f"--seeds '{args.seeds}' must be whole numbers separated by commas, e.g. 0,1,2") from None
+    if not seeds or min(seeds) < 0:
+        raise LabError(f"--seeds '{args.seeds}' must list at least one seed of 0 or more, e.g. 0,1,2")
     stores = _stores(args, lab, config, not args.quiet)
     rows: list[dict[str, Any]] = []
     print(f"\nArchitectures side by side: {config.hook} layer {config.layer}, d_sae {config.sae.d_sae}, the lab's defaults "
           f"(batch {config.train.batch_size}, {args.epochs or config.train.epochs:g} epochs, lr auto), interleaved step by step.")
     print("  FVU and L0 on held-out tokens; dead (train) = no firing in the last dead_after_tokens training tokens; "
           "dead (held-out) = never fires on the held-out tokens.")
-    for domain, store in stores.items():
-        for l0 in l0s:
-            contenders = [_contender(store, config, a, l0, args.epochs) for a in names]
-            bar = tqdm(total=sum(c["total"] for c in contenders), desc=f"{domain} L0 {l0}", unit="step",
-                       disable=args.quiet, leave=False)
-            _train_interleaved(contenders, bar)
-            bar.close()
-            measured = [_measure(c) for c in contenders]
-            ref = next((r["tokens_per_s"] for r in measured if r["architecture"] == "topk"), None)
-            print(f"\n  {domain} ({store.n_rows - store.val_start:,} held-out tokens), k / target L0 = {l0}, "
-                  f"matmul {measured[0]['matmul_dtype']}:")
-            print(f"    {'architecture':22s} {'FVU':>7s} {'L0':>6s} {'dead(train)':>11s} {'dead(held-out)':>14s} "
-                  f"{'tokens/s':>9s} {'vs topk':>7s}")
-            for r in measured:
-                r.update({"domain": domain, "l0_target": l0, "vs_topk_tokens_per_s": r["tokens_per_s"] / ref if ref else None})
-                ratio = f"x{r['vs_topk_tokens_per_s']:.2f}" if ref else "-"
-                print(f"    {r['architecture']:22s} {r['fvu_heldout']:7.4f} {r['l0_heldout']:6.1f} {r['dead_train']:11.3f} "
-                      f"{r['dead_heldout']:14.3f} {r['tokens_per_s']:9,.0f} {ratio:>7s}")
-            rows.extend(measured)
+    for domain, store, l0, seed in ((d, s, l0, seed) for d, s in stores.items() for l0 in l0s for seed in seeds):
+        seeded = dataclasses.replace(config, seed=seed)
+        contenders = [_contender(store, seeded, a, l0, args.epochs) for a in names]
+        bar = tqdm(total=sum(c["total"] for c in contenders), desc=f"{domain} L0 {l0}", unit="step",
+                   disable=args.quiet, leave=False)
+        _train_interleaved(contenders, bar)
+        bar.close()
+        measured = [_measure(c) for c in contenders]
+        ref = next((r for r in measured if r["architecture"] == "topk"), None)
+        print(f"\n  {domain} ({store.n_rows - store.val_start:,} held-out tokens), k / target L0 = {l0}, seed {seed}, "
+              f"matmul {measured[0]['matmul_dtype']}:")
+        print(f"    {'architecture':22s} {'FVU':>7s} {'FVU/topk':>8s} {'L0':>6s} {'dead(train)':>11s} {'dead(held-out)':>14s} "
+              f"{'tokens/s':>9s} {'vs topk':>7s}")
+        for r in measured:
+            r.update({"domain": domain, "l0_target": l0, "seed": seed,
+                      "vs_topk_tokens_per_s": r["tokens_per_s"] / ref["tokens_per_s"] if ref else None,
+                      "fvu_vs_topk": r["fvu_heldout"] / ref["fvu_heldout"] if ref else None})
+            ratio = f"x{r['vs_topk_tokens_per_s']:.2f}" if ref else "-"
+            fvu_ratio = f"{r['fvu_vs_topk']:.3f}" if ref else "-"
+            print(f"    {r['architecture']:22s} {r['fvu_heldout']:7.4f} {fvu_ratio:>8s} {r['l0_heldout']:6.1f} "
+                  f"{r['dead_train']:11.3f} {r['dead_heldout']:14.3f} {r['tokens_per_s']:9,.0f} {ratio:>7s}")
+        rows.extend(measured)
     out["architectures"] = rows
     if args.fixed_coefficients:
         out["fixed_coefficients"] = _fixed_coefficients(args, config, stores)

@@ -30,6 +30,7 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-bf16", action="store_true", help="skip the bf16-matmul contender in the training comparison")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--l0s", default="8,16,32", help="architectures bench: the L0 values compared (default 8,16,32)")
+    p.add_argument("--seeds", default="0", help="architectures bench: comma-separated seeds, one side-by-side group each")
     p.add_argument("--archs", default=None, help="architectures bench: comma-separated subset of the registered architectures")
     p.add_argument("--extra-domain", action="append", default=[],
                    help="architectures bench: also compare on name=path texts (collected at the same site), "

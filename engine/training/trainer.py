@@ -34,7 +34,7 @@ from core.errors import writing_to
 from engine.config import SAEConfig, TrainConfig
 from engine.device import cpu_has_fast_bf16
 from engine.training import architectures
-from engine.training.architectures import StepStats
+from engine.training.architectures import Calibration, StepStats
 from engine.training.data import ShuffledBatches
 from engine.training.sae import SparseAutoencoder, auto_lr
 from engine.training.sparse_ops import SparseEncodeGrad, make_pattern, row_offsets, select_masked_topk, sparse_decode
@@ -279,16 +279,17 @@ class Trainer:
     @torch.no_grad()
     def finalize(self) -> dict[str, float]:
         """The architecture's end-of-training step (e.g. BatchTopK's threshold calibration), given
-        pre-activations of training-split batches (the first epoch's order) with the final weights;
-        the architecture stops reading when it has seen enough."""
+        training-split batches (the first epoch's order) and their pre-activations with the final
+        weights; the architecture stops reading when it has seen enough."""
         sae = self.sae
         scale = float(sae.input_scale)
 
-        def pre_batches():
+        def batches():
             for x in self.batches._epoch(0, scale):
-                yield self._encoder_pre(x.to(self.device) - sae.b_dec)
+                xc = x.to(self.device) - sae.b_dec
+                yield Calibration(xc, self._encoder_pre(xc))
 
-        return sae.arch.finalize(sae, pre_batches())
+        return sae.arch.finalize(sae, batches())
 
     # -- the loop ----------------------------------------------------------------------------------
     def run(self, resume: bool = True) -> TrainResult:

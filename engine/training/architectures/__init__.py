@@ -7,10 +7,10 @@ and the CLI without loading torch, which the architecture modules need.
 from importlib import import_module
 from typing import Any
 
-_HOME = {"Architecture": "base", "StepStats": "base",
+_HOME = {"Architecture": "base", "Calibration": "base", "StepStats": "base",
          "from_saelens": "registry", "get": "registry", "names": "registry", "register": "registry"}
 
-__all__ = ["Architecture", "StepStats", "from_saelens", "get", "names", "register"]
+__all__ = ["Architecture", "Calibration", "StepStats", "from_saelens", "get", "names", "register"]
 
 
 def __getattr__(name: str) -> Any:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar, Iterable, NamedTuple
 
 import torch
 from torch import nn
@@ -115,8 +115,8 @@ class Architecture:
         return {}
 
     @torch.no_grad()
-    def finalize(self, sae: SAE, pre_batches: Iterable[torch.Tensor]) -> dict[str, float]:
-        """Runs once after the last step with pre-activations of training-split batches."""
+    def finalize(self, sae: SAE, batches: Iterable[Calibration]) -> dict[str, float]:
+        """Runs once after the last step with training-split batches (inputs and pre-activations)."""
         return {}
 
     def train_values(self, sae: SAE, pv: torch.Tensor, xc: torch.Tensor, pattern: Pattern) -> torch.Tensor:
@@ -148,6 +148,13 @@ class Architecture:
 
 # -- helpers shared by several architectures ------------------------------------------------------------
 CALIBRATION_TOKENS = 1 << 15  # training-split tokens a post-training threshold is measured on
+
+
+class Calibration(NamedTuple):
+    """One training-split batch handed to ``finalize``, with the final weights."""
+
+    xc: torch.Tensor  # the inputs, scaled and centred (x · input_scale − b_dec): what the decoder reconstructs
+    pre: torch.Tensor  # their pre-activations
 
 
 def largest_values(pre_batches: Iterable[torch.Tensor], per_token: float, max_tokens: int) -> tuple[float, int]:

@@ -17,7 +17,15 @@ from typing import Iterable
 
 import torch
 
-from engine.training.architectures.base import CALIBRATION_TOKENS, SAE, Architecture, StepStats, Triplets, largest_values
+from engine.training.architectures.base import (
+    CALIBRATION_TOKENS,
+    SAE,
+    Architecture,
+    Calibration,
+    StepStats,
+    Triplets,
+    largest_values,
+)
 from engine.training.architectures.registry import register
 from engine.training.sparse_ops import select_batch_topk, select_relu
 
@@ -48,8 +56,8 @@ class BatchTopK(Architecture):
         return {"threshold": float(sae.threshold)}
 
     @torch.no_grad()
-    def finalize(self, sae: SAE, pre_batches: Iterable[torch.Tensor]) -> dict[str, float]:
-        theta, n = largest_values(pre_batches, self.k, max_tokens=CALIBRATION_TOKENS)
+    def finalize(self, sae: SAE, batches: Iterable[Calibration]) -> dict[str, float]:
+        theta, n = largest_values((b.pre for b in batches), self.k, max_tokens=CALIBRATION_TOKENS)
         if n:
             sae.threshold.fill_(theta)
             sae.threshold_calibrated.fill_(True)

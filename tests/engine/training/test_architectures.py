@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from engine.config import ARCHITECTURES, SAEConfig, TrainConfig
+from engine.training.architectures import Calibration
 from engine.training.data import ShuffledBatches
 from engine.training.sae import SparseAutoencoder
 from engine.training.sparse_ops import make_pattern
@@ -290,4 +291,39 @@ def test_jumprelu_target_mode_ends_at_exactly_k_on_its_training_tokens():
     assert float((code.vals > 0).sum()) / len(X) == pytest.approx(6, rel=0.01)
     fixed = SparseAutoencoder(32, 128, "jumprelu", k=6, options={"target_l0": False, "l0_coefficient": 1.0})
     pre = torch.from_numpy(X[:1000]) @ fixed.W_enc_rows.t().detach()
-    assert fixed.arch.finalize(fixed, iter([pre])) == {}  # a fixed λ asked for no L0: θ stays as trained
+    xc = torch.from_numpy(X[:1000]) * fixed.input_scale - fixed.b_dec.detach()
+    assert fixed.arch.finalize(fixed, iter([Calibration(xc, pre)])) == {}  # a fixed λ asked for no L0: θ stays as trained
+
+
+def calibration(sae: SparseAutoencoder, X: np.ndarray) -> list:
+    with torch.no_grad():
+        x = torch.from_numpy(X)
+        return [Calibration(x * sae.input_scale - sae.b_dec, sae.pre_acts(x))]
+
+
+def mse_and_support(sae: SparseAutoencoder, X: np.ndarray) -> tuple[float, set]:
+    with torch.no_grad():
+        x = torch.from_numpy(X)
+        code = sae.encode_sparse(x)
+        err = float(((sae.decode_sparse(code) - x) ** 2).sum(1).mean())
+    return err, set(zip(code.rows.tolist(), code.cols.tolist()))
+
+
+def test_relu_gain_refit_undoes_shrinkage_and_keeps_which_latents_fire():
+    """L1 shrinks each active value; the refit after training solves for one gain per latent. Halving
+    every latent's encoder row and bias (a known, uniform shrinkage) is undone to gain 2, with the same
+    latents firing on the same tokens; on the SAE as trained (already refitted) the gains stay at 1."""
+    _, X = planted(3, zipf=True, n=20_000)
+    sae = train_on(X, "relu", k=4, epochs=2)
+    mse, support = mse_and_support(sae, X)
+    again = sae.arch.finalize(sae, calibration(sae, X))
+    assert again["gain_median"] == pytest.approx(1.0, abs=0.02) and again["gain_tokens"] == len(X)
+    with torch.no_grad():
+        sae.W_enc_rows.mul_(0.5)
+        sae.b_enc.mul_(0.5)
+    shrunk, shrunk_support = mse_and_support(sae, X)
+    assert shrunk_support == support and shrunk > 1.2 * mse
+    out = sae.arch.finalize(sae, calibration(sae, X))
+    assert out["gain_median"] == pytest.approx(2.0, rel=0.02)
+    refit, refit_support = mse_and_support(sae, X)
+    assert refit_support == support and refit == pytest.approx(mse, rel=0.02)
