@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -153,3 +154,17 @@ def add_running_run(lab, run_id: str, pid: int, started: float, host: str | None
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "checkpoint.pt").write_bytes(b"c" * 100)
     (folder / "checkpoint.tmp").write_bytes(b"t" * 10)
+
+
+def wait_for(predicate, timeout: float = 420, every: float = 0.2):
+    """The predicate's first truthy value, polled every ``every`` s; fails after ``timeout`` s.
+    Generous by default: on a loaded 2-core machine, importing torch and collecting take minutes in
+    a worker at nice 10, and a Ray worker's imports alone half a minute. Tests check what happens,
+    never how fast."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")

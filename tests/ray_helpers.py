@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
@@ -24,6 +23,7 @@ import psutil
 import db
 from core.lab import Lab
 from tests.helpers import REPO
+from tests.helpers import wait_for as helpers_wait_for
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -47,14 +47,8 @@ def spec_file(folder: Path, name: str = "t", parameters: dict | None = None, **b
 
 
 def wait_for(predicate, timeout: float = 600, every: float = 0.2):
-    """Generous: on a loaded 2-core machine a Ray worker's imports alone can take half a minute."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
+    """``tests.helpers.wait_for`` with Ray's longer default."""
+    return helpers_wait_for(predicate, timeout, every)
 
 
 def engine_cmd(lab: Lab, *args: str) -> list[str]:

@@ -44,15 +44,19 @@ from engine.sweeps.queue import (
     STALE_SECONDS,
     WorkerIdentity,
     claim_next,
-    jobs_awaiting_verdict,
     register_worker,
-    requeue_interrupted,
     worker_alive,
 )
 from engine.sweeps.ray_board import Board
 from engine.sweeps.ray_runtime import lab_key, node_folder, reap_runtime_of, remember_address, start_runtime
 from engine.sweeps.ray_task import CHECKPOINT, TaskSettings, sae_lab_job
-from engine.sweeps.worker import FINISH_WAIT_SECONDS, Heartbeat, finish_job
+from engine.sweeps.worker import (
+    FINISH_WAIT_SECONDS,
+    Heartbeat,
+    finish_job,
+    pause_while_awaiting_verdict,
+    recover_interrupted,
+)
 
 ANALYSIS_GROUP = (*ANALYSIS_TABLES, "analysis_runs")
 CANCEL_GRACE_SECONDS = 15.0  # then the Ray task is cancelled (a job in collection or analysis never checks)
@@ -139,14 +143,7 @@ class RayDriver:
                 yield self
         finally:
             if beat is not None:
-                beat.stopping.set()
-                beat.join(timeout=5)
-                try:
-                    with transaction(self.lab, wait_seconds=30) as con:
-                        con.execute("UPDATE workers SET stopped_at = ?, current_job = NULL WHERE worker_id = ?",
-                                    [utcnow(), self.me.worker_id])
-                except LabError:
-                    pass
+                beat.sign_off()
             if ray.is_initialized():
                 ray.shutdown()
 
@@ -339,16 +336,10 @@ class RayDriver:
             self.land(flight, flight.ref, error=reason, timeout=30)
 
     def recover(self) -> list[str]:
-        ids = requeue_interrupted(self.lab, self.stale_seconds)
-        for jid in ids:
-            self.log(f"job {jid} was interrupted: requeued, it resumes from its last checkpoint")
-        return ids
+        return recover_interrupted(self.lab, self.stale_seconds, self.log)
 
     def awaiting_verdict(self) -> bool:
-        if not jobs_awaiting_verdict(self.lab, self.stale_seconds, self.heartbeat_seconds):
-            return False
-        time.sleep(self.heartbeat_seconds)
-        return True
+        return pause_while_awaiting_verdict(self.lab, self.stale_seconds, self.heartbeat_seconds)
 
     def prune_scratch(self) -> None:
         """Remove this machine's scratch labs of jobs that are over (a task removes its own when it

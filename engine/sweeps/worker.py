@@ -48,6 +48,18 @@ class Heartbeat(threading.Thread):
             except (LabBusyError, LabError):
                 continue  # the database is busy; liveness is also checked by pid
 
+    def sign_off(self) -> None:
+        """Stop beating and mark the worker stopped (best effort: a busy database leaves it to the
+        liveness check by pid)."""
+        self.stopping.set()
+        self.join(timeout=5)
+        try:
+            with transaction(self.lab, wait_seconds=30) as con:
+                con.execute("UPDATE workers SET stopped_at = ?, current_job = NULL WHERE worker_id = ?",
+                            [utcnow(), self.me.worker_id])
+        except LabError:
+            pass
+
 
 def progress_fields(step: int, total_steps: int | None, seconds: float, metrics: dict[str, float]) -> dict:
     """The live columns of a training job's row (``jobs``), as the app's live panel reads them."""
@@ -211,26 +223,27 @@ class Worker:
                     self.log(f"job {spec.run_id}: FAILED: {msg}")
                 done += 1
         finally:
-            beat.stopping.set()
-            beat.join(timeout=5)
-            try:
-                with transaction(self.lab, wait_seconds=30) as con:
-                    con.execute("UPDATE workers SET stopped_at = ?, current_job = NULL WHERE worker_id = ?",
-                                [utcnow(), self.me.worker_id])
-            except LabError:
-                pass
+            beat.sign_off()
         return done
 
     def recover(self) -> list[str]:
-        """Requeue the jobs of workers that are gone; they resume from their last checkpoint."""
-        ids = requeue_interrupted(self.lab, self.stale_seconds)
-        for jid in ids:
-            self.log(f"job {jid} was interrupted: requeued, it resumes from its last checkpoint")
-        return ids
+        return recover_interrupted(self.lab, self.stale_seconds, self.log)
 
     def awaiting_verdict(self) -> bool:
-        """True (after a pause) while a job on another host has an owner that missed its heartbeats."""
-        if not jobs_awaiting_verdict(self.lab, self.stale_seconds, self.heartbeat_seconds):
-            return False
-        time.sleep(self.heartbeat_seconds)
-        return True
+        return pause_while_awaiting_verdict(self.lab, self.stale_seconds, self.heartbeat_seconds)
+
+
+def recover_interrupted(lab: Lab, stale_seconds: float, log: Callable[[str], None]) -> list[str]:
+    """Requeue the jobs of workers (or Ray drivers) that are gone; they resume from their last checkpoint."""
+    ids = requeue_interrupted(lab, stale_seconds)
+    for jid in ids:
+        log(f"job {jid} was interrupted: requeued, it resumes from its last checkpoint")
+    return ids
+
+
+def pause_while_awaiting_verdict(lab: Lab, stale_seconds: float, heartbeat_seconds: float) -> bool:
+    """True (after a pause) while a job on another host has an owner that missed its heartbeats."""
+    if not jobs_awaiting_verdict(lab, stale_seconds, heartbeat_seconds):
+        return False
+    time.sleep(heartbeat_seconds)
+    return True

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +20,7 @@ from core.lab import Lab
 from engine.sweeps.leaderboard import pareto_front
 from engine.sweeps.queue import enqueue_sweep
 from engine.sweeps.spec import SweepSpec, expand, load_spec
-from tests.helpers import REPO
+from tests.helpers import REPO, wait_for
 
 # Real worker processes on a loaded machine: the per-test limit allows for a slow start, not a hang.
 pytestmark = pytest.mark.timeout(1800)
@@ -51,18 +50,6 @@ def start_worker(lab: Lab, *extra: str, env: dict | None = None, pause_in_write:
            "--threads", "1", "--stale-seconds", "3", *extra]
     return subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_for(predicate, timeout: float = 420, every: float = 0.2):
-    """Generous: workers run at nice 10, and on a loaded 2-core machine importing torch and collecting
-    take minutes. The tests check what happens, never how fast."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
 
 
 def jobs(lab: Lab) -> pd.DataFrame:
