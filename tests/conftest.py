@@ -73,29 +73,32 @@ def lab(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def finished_lab(tmp_path_factory):
-    """A lab holding one finished small experiment on the bundled model (prose + code), shared by read-only tests."""
-    from core.lab import Lab
+def finished_lab(tmp_path_factory, worker_id):
+    """A lab holding one finished small experiment on the bundled model (prose + code), shared by read-only tests.
+
+    Trained once per test session (~30 s): under `make test` the first of the two pytest workers to
+    need it trains it into the session's shared temporary folder, under a file lock, and each worker
+    then uses its own copy (two processes never open one DuckDB file)."""
+    import dataclasses
+    import fcntl
+    import pickle
+
     from engine.config import build_config
     from engine.pipeline import run_experiment
+    from tests.helpers import copy_lab
 
-    lab = Lab.at(tmp_path_factory.mktemp("finished") / "lab")
-    config = build_config(overrides=small_overrides(tokens=8000, epochs=3.0, d_sae=512, k=8) + ["layer=2", "name=small"])
-    outcomes = run_experiment(config, lab, progress=False)
+    own = tmp_path_factory.mktemp("finished") / "lab"
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    built, record = shared / "finished-lab", shared / "finished-lab.pickle"
+    with open(shared / "finished-lab.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.exists():
+            from core.lab import Lab
+
+            config = build_config(overrides=small_overrides(tokens=8000, epochs=3.0, d_sae=512, k=8) + ["layer=2", "name=small"])
+            outcomes = run_experiment(config, Lab.at(built), progress=False)
+            record.write_bytes(pickle.dumps((config, outcomes)))
+        config, outcomes = pickle.loads(record.read_bytes())
+    lab = copy_lab(built, own)
+    outcomes = [dataclasses.replace(o, sae_dir=str(o.sae_dir).replace(str(built), str(own))) for o in outcomes]
     return lab, config, outcomes
-
-
-# The longest files, first: `make test` hands whole files to its two workers in collection order
-# (`--dist loadfile`), so a file of several minutes collected last (the browser walk sorts late) ran
-# alone at the end while the other worker sat idle. Started first, they overlap the many short files.
-LONGEST_FIRST = ("tests/lab_app/test_browser.py", "tests/engine/sweeps/test_ray_cluster.py",
-                 "tests/engine/sweeps/test_queue.py", "tests/engine/sweeps/test_ray_local.py",
-                 "tests/engine/test_disk_full.py", "tests/engine/test_cli.py")
-
-
-def pytest_collection_modifyitems(session, config, items) -> None:
-    def rank(item) -> int:
-        path = Path(str(item.fspath)).relative_to(Path(__file__).parent.parent).as_posix()
-        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
-
-    items.sort(key=rank)  # stable: each file keeps its own order
