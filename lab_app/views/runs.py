@@ -190,7 +190,7 @@ if section == "A run's figures":
             st.caption("Imported from elsewhere: no training curves.")
         ev = data.eval_rows(lab, row["group_id"])
         st.markdown("**Transfer matrix** (held-out MSE; hover for the ratio)")
-        st.altair_chart(charts.transfer_heatmap(ev, y_title="reference domain (imported)" if ev["imported"].any()
+        st.altair_chart(charts.transfer_heatmap(ev, y_title="reference (imported)" if ev["imported"].any()
                                                 else "trained on"), width="stretch")
         st.altair_chart(charts.transfer_bars(ev), width="stretch")
         st.caption(help_for("transfer_ratio"))
