@@ -159,6 +159,9 @@ def parallel_coordinates(df: pd.DataFrame, cols: list[str], color: str, labels: 
     fig = px.parallel_coordinates(df, dimensions=cols, color=color, color_continuous_scale=px.colors.sequential.Viridis,
                                   labels=labels or {})
     fig.update_layout(height=360, margin=dict(l=40, r=40, t=40, b=20))
+    # Ticks and the range labels at each axis's ends with 4 significant digits, not "0.9737957".
+    fig.update_traces(dimensions=[{**d.to_plotly_json(), "tickformat": ".4~g"} for d in fig.data[0].dimensions])
+    fig.update_coloraxes(colorbar_tickformat=".4~g")
     return fig
 
 

@@ -117,16 +117,24 @@ def settle(page, extra_ms: int = 200, heading: str | None = None) -> None:
     """Until the script run a click or a page load started has finished and every chart has drawn.
 
     Streamlit marks the app ``data-test-script-state="running"`` while a script runs; a check made
-    before that run starts would measure the previous view, so the run is waited for (briefly: a fast
-    run may already be over), then its end."""
+    before that run starts would measure the previous view, so the run is waited for, then its end.
+    The wait for the start is polled every animation frame, so even a fast run is seen; it is long
+    (15 s) because on a loaded machine a click's run can start seconds later: with a 3 s wait, a
+    screenshot of the Runs page's "Sweep" section showed the previous section, greyed out. Once the
+    run has ended, no element may still be stale (``data-stale``: drawn by the previous run)."""
     try:
-        page.wait_for_function(f"() => {SCRIPT_STATE} === 'running'", timeout=3_000)
+        page.wait_for_function(f"() => {SCRIPT_STATE} === 'running'", timeout=15_000, polling="raf")
     except Exception:  # already finished (or not yet connected: the title wait below covers that)
         pass
     # Every page has a title: once it shows (the page's own, when named), the page's script has run.
     title = page.locator("[data-testid=stMain] h1", has_text=heading) if heading else page.locator("[data-testid=stMain] h1")
     title.first.wait_for(timeout=60_000)
     page.wait_for_function(f"() => {SCRIPT_STATE} === 'notRunning'", timeout=120_000)
+    try:
+        page.wait_for_function("() => !document.querySelector('[data-testid=stElementContainer][data-stale=true]')",
+                               timeout=30_000)
+    except Exception:  # (a view left stale shows greyed in its screenshot)
+        pass
     try:
         page.wait_for_function(CHARTS_DRAWN_JS, timeout=20_000)
     except Exception:  # a chart that never draws is left to the checks (it has nothing to measure)
