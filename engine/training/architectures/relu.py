@@ -15,7 +15,8 @@ latent's gain is refitted by least squares on training-split tokens (the decoder
 x from g ⊙ f; the normal equations are d_sae × d_sae) and folded into its encoder row and bias
 (g · ReLU(z) = ReLU(g · z) for g > 0), so which latents fire -- and L0 -- do not change, only how
 strongly. This is the "feature suppression" fix of Wright & Sharkey (2024), solved in closed form
-instead of fine-tuned. On code at L0 8 (seed 0) it took held-out FVU from 1.52× TopK's to 1.45×.
+instead of fine-tuned. On code at L0 8 it took held-out FVU from 1.52-1.55× TopK's to 1.34-1.37×
+(three seeds, README).
 The bench (``python -m engine bench architectures``) reports the gap.
 """
 
@@ -90,8 +91,8 @@ class ReLUL1(Architecture):
     def finalize(self, sae: SAE, batches: Iterable[Calibration]) -> dict[str, float]:
         gains, n = least_squares_gains(sae, batches, CALIBRATION_TOKENS)
         if n:
-            sae.W_enc_rows.mul_(gains.to(sae.W_enc_rows.dtype)[:, None])
-            sae.b_enc.mul_(gains.to(sae.b_enc.dtype))
+            sae.W_enc_rows.mul_(gains.to(sae.W_enc_rows.device, sae.W_enc_rows.dtype)[:, None])
+            sae.b_enc.mul_(gains.to(sae.b_enc.device, sae.b_enc.dtype))
         return {"gain_median": float(gains.median()) if n else 1.0, "gain_tokens": float(n)}
 
 
@@ -106,9 +107,10 @@ def least_squares_gains(sae: SAE, batches: Iterable[Calibration], max_tokens: in
 
     Normal equations: (G ∘ W Wᵀ) g = r, with G = Σ_t f_t f_tᵀ (sparse: a token's few active pairs)
     and r_i = Σ_t f_ti (W_dec[i] · xc_t), in float64; a small ridge towards g = 1 keeps latents that
-    rarely fire near their trained scale. Latents that never fire keep gain 1."""
+    rarely fire near their trained scale. Latents that never fire keep gain 1. Solved on the CPU
+    (float64, which MPS lacks), whatever device trained the SAE."""
     F = sae.d_sae
-    W = sae.W_dec.detach().double()
+    W = sae.W_dec.detach().cpu().double()
     G = torch.zeros(F, F, dtype=torch.float64)
     r = torch.zeros(F, dtype=torch.float64)
     n = 0
@@ -116,11 +118,11 @@ def least_squares_gains(sae: SAE, batches: Iterable[Calibration], max_tokens: in
         take = min(b.pre.shape[0], max_tokens - n)
         if take <= 0:
             break
-        rows, cols, vals = select_relu(b.pre[:take])
+        rows, cols, vals = select_relu(b.pre[:take].cpu())
         v = vals.double()
         f = torch.sparse_coo_tensor(torch.stack([rows, cols]), v, (take, F), check_invariants=False).coalesce()
         G += torch.sparse.mm(f.t(), f).to_dense()
-        r.index_add_(0, cols, v * (b.xc[:take].double()[rows] * W[cols]).sum(1))
+        r.index_add_(0, cols, v * (b.xc[:take].cpu().double()[rows] * W[cols]).sum(1))
         n += take
     if n == 0:
         return torch.ones(F), 0
