@@ -93,8 +93,11 @@ def finished_lab(tmp_path_factory, worker_id):
     with open(shared / "finished-lab.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not record.exists():
+            import shutil
+
             from core.lab import Lab
 
+            shutil.rmtree(built, ignore_errors=True)  # what a worker that failed while building left
             config = build_config(overrides=small_overrides(tokens=8000, epochs=3.0, d_sae=512, k=8) + ["layer=2", "name=small"])
             outcomes = run_experiment(config, Lab.at(built), progress=False)
             record.write_bytes(pickle.dumps((config, outcomes)))
