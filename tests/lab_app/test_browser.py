@@ -135,7 +135,7 @@ def test_a_sweep_from_the_sidebar_and_a_deep_link(browser, app_server):
     settle(page, 0.5)
     page.keyboard.press("Escape")
     sidebar.get_by_role("button", name="Launch").click()
-    sidebar.get_by_text("2 jobs queued").wait_for(timeout=60_000)
+    sidebar.get_by_text("2 jobs queued").wait_for(timeout=180_000)
     shot(page, "sweep-launched")
     sidebar.get_by_text("2 finished").wait_for(timeout=600_000)  # the live panel refreshes by itself
     shot(page, "sweep-finished")
