@@ -1,6 +1,6 @@
 """The app in a real browser: Debian's chromium driven by Playwright against `streamlit run`.
 
-Launches a tiny sweep from the sidebar and watches it finish in the live panel,
+Visits every page, launches a tiny sweep from the sidebar and watches it finish in the live panel,
 opens a deep link to a feature, labels a feature of an imported SAE (issue 16) into a findings card;
 then, on that lab (a finished experiment, a finished sweep of one-step runs and the imported SAE),
 walks every page and Runs section at 1280×720 and 1440×900 asserting what a person would see
@@ -107,12 +107,19 @@ def choose(page, selectbox, option: str, tries: int = 5) -> None:
     raise AssertionError(f"could not choose '{option}'")
 
 
-def test_a_sweep_from_the_sidebar_and_a_deep_link(browser, app_server):
-    """(Every page, at both sizes, is the walk's: test_every_page_is_legible_at_two_sizes.)"""
+def test_every_page_a_sweep_from_the_sidebar_and_a_deep_link(browser, app_server):
     base, lab, outcomes = app_server
     page = browser.new_page(viewport={"width": 1500, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+
+    for path, heading in [("/", "Lab notebook"), ("/runs", "Runs"), ("/map", "Concept map"), ("/inspector", "Feature inspector"),
+                          ("/probe", "Text probe"), ("/findings", "Findings"), ("/sql", "SQL")]:
+        page.goto(base + path)
+        settle(page, 1.5)
+        page.get_by_role("heading", name=heading).first.wait_for(timeout=30_000)
+        assert not page.locator("[data-testid=stException]").count(), f"{path} shows an exception"
+        shot(page, (path.strip("/") or "home"))
 
     # Launch a tiny custom sweep from the sidebar and watch it finish in the live panel.
     page.goto(base + "/")
