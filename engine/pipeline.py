@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 import signal
 import sys
+import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -18,7 +20,8 @@ from engine.config import ExperimentConfig
 from engine.device import pick_device
 from engine.recording import RunRecorder
 from engine.run_owner import remove_temporary_files
-from engine.runs import RunOutcome, RunSpec, evaluate_sae, execute_run, plan_runs
+from engine.runs import RunOutcome, RunSpec, complete_run, evaluate_sae, plan_runs, prepare_run, share_key
+from engine.training.group import Member, train_together
 from engine.training.trainer import TrainHooks, TrainingCancelled
 
 
@@ -60,43 +63,64 @@ class _TermAsInterrupt:
         return False
 
 
-def run_locally(
-    spec: RunSpec,
-    lab: Lab,
-    progress: bool = False,
-    evaluate: bool = True,
-    device: torch.device | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    extra_log: Callable[[int, int, dict[str, float]], None] | None = None,
-    on_start: Callable[[dict], None] | None = None,
-    on_phase: Callable[[str], None] | None = None,
-    on_checkpoint: Callable[[int], None] | None = None,
-) -> RunOutcome:
-    """Execute a run and record it: RUNNING → FINISHED, or FAILED / KILLED with the reason.
+@dataclass
+class RunCallbacks:
+    """What the caller of a recorded run hears of it (a worker's job reporter, the CLI's phase lines).
 
-    ``on_checkpoint(step)`` is called after each checkpoint is on disk (with every row logged before it
-    already written): the Ray backend sends both back to its driver then."""
+    ``on_checkpoint(step)`` is called after each checkpoint is on disk (with every row logged before
+    it already written): the Ray backend sends both back to its driver then."""
+
+    should_stop: Callable[[], bool] | None = None
+    extra_log: Callable[[int, int, dict[str, float]], None] | None = None
+    on_start: Callable[[dict], None] | None = None
+    on_phase: Callable[[str], None] | None = None
+    on_checkpoint: Callable[[int], None] | None = None
+
+
+def recorded_run(spec: RunSpec, lab: Lab, calls: RunCallbacks, progress: bool = False, evaluate: bool = True,
+                 device: torch.device | None = None, own_rng: bool = False) -> Member:
+    """A run as a group member (``engine.training.group``): RUNNING → FINISHED, or FAILED / KILLED with
+    the reason. It yields its trainer whenever it wants the next batch and returns its outcome."""
     rec = RunRecorder(lab, spec)
 
     def on_log(step: int, tokens: int, metrics: dict[str, float]) -> None:
         rec.log(step, tokens, metrics)
-        if extra_log:
-            extra_log(step, tokens, metrics)
+        if calls.extra_log:
+            calls.extra_log(step, tokens, metrics)
 
     def started(resolved: dict) -> None:
         rec.start(resolved)
-        if on_start:
-            on_start(resolved)
+        if calls.on_start:
+            calls.on_start(resolved)
 
     # Everything logged before a checkpoint is made durable first, so a resumed run has no gaps.
-    hooks = TrainHooks(on_log=on_log, should_stop=should_stop, before_checkpoint=lambda step: rec.writer.flush(),
-                       on_checkpoint=on_checkpoint)
+    hooks = TrainHooks(on_log=on_log, should_stop=calls.should_stop, before_checkpoint=lambda step: rec.writer.flush(),
+                       on_checkpoint=calls.on_checkpoint)
     folder = lab.run_dir(spec.run_id)
     try:
-        with _TermAsInterrupt():
-            outcome = execute_run(spec, lab, hooks, on_start=started, progress=progress, device=device,
-                                  evaluate=evaluate, on_phase=on_phase)
-            rec.finish(outcome)
+        clock = time.perf_counter()
+        prepared = prepare_run(spec, lab, hooks, on_start=started, progress=progress, device=device,
+                               on_phase=calls.on_phase)
+        seconds = {"collect": time.perf_counter() - clock, "train": 0.0}
+        if calls.on_phase:
+            calls.on_phase("train")
+        trainer = prepared.trainer
+        trainer.begin(resume=True, own_rng=own_rng)
+        while not trainer.done_training:
+            step, x = yield trainer  # its own steps only: the others' run while it waits here
+            clock = time.perf_counter()
+            trainer.take_step(step, x)
+            seconds["train"] += time.perf_counter() - clock
+        clock = time.perf_counter()
+        result = trainer.end()
+        seconds["train"] += time.perf_counter() - clock
+        clock = time.perf_counter()
+        outcome = complete_run(prepared, lab, result, evaluate, calls.on_phase)
+        seconds["eval"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        rec.finish(outcome)
+        seconds["database"] = time.perf_counter() - clock
+        outcome.phase_seconds = {k: round(v, 3) for k, v in seconds.items()}
         return outcome
     except TrainingCancelled:
         remove_temporary_files(folder)  # the checkpoint stays: a cancelled job may be resumed
@@ -121,6 +145,44 @@ def run_locally(
         rec.close()
         if not rec.started and not run_row_exists(lab, spec.run_id):
             shutil.rmtree(folder, ignore_errors=True)  # never started: nothing refers to its folder (lock, config)
+
+
+def run_group_locally(specs: list[RunSpec], lab: Lab, calls: list[RunCallbacks] | None = None, progress: bool = False,
+                      evaluate: bool = True, device: torch.device | None = None,
+                      on_end: Callable[[int, RunOutcome | BaseException], None] | None = None
+                      ) -> list[RunOutcome | BaseException]:
+    """Train runs that share their batches (``engine.runs.share_key``) in one pass, each recorded as
+    if it ran alone; returns each run's outcome or the exception it ended with (a KeyboardInterrupt
+    is raised, after every run still training is recorded KILLED). ``on_end(i, result)``: run ``i``
+    has just ended (see ``train_together``)."""
+    calls = calls or [RunCallbacks() for _ in specs]
+    keys = {share_key(s) for s in specs}
+    if len(keys) > 1:
+        raise ValueError(f"runs of one group must share their batches (share_key): got {len(keys)} keys")
+    dev = device or pick_device(specs[0].config.device)
+    members = [recorded_run(s, lab, c, progress, evaluate, dev, own_rng=len(specs) > 1) for s, c in zip(specs, calls)]
+    with _TermAsInterrupt():
+        return train_together(members, dev, on_end)
+
+
+def run_locally(
+    spec: RunSpec,
+    lab: Lab,
+    progress: bool = False,
+    evaluate: bool = True,
+    device: torch.device | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    extra_log: Callable[[int, int, dict[str, float]], None] | None = None,
+    on_start: Callable[[dict], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
+) -> RunOutcome:
+    """Execute one run and record it (a group of one); its failure or cancel is raised."""
+    calls = RunCallbacks(should_stop, extra_log, on_start, on_phase, on_checkpoint)
+    (result,) = run_group_locally([spec], lab, [calls], progress, evaluate, device)
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def _say(text: str) -> None:

@@ -32,7 +32,7 @@ from engine.evaluation.quality import interpretable_features, quality_score
 from engine.evaluation.splice import splice_fidelity
 from engine.training.data import ShuffledBatches
 from engine.training.sae import SparseAutoencoder
-from engine.training.trainer import Trainer, TrainHooks, describe_training, init_sae_from_store_stats
+from engine.training.trainer import Trainer, TrainHooks, TrainResult, describe_training, init_sae_from_store_stats
 
 
 @dataclass
@@ -78,6 +78,7 @@ class RunOutcome:
     quality: dict[str, Any]
     sae_dir: str
     interpretable: dict[int, int] = field(default_factory=dict)
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # collect, train, eval, database
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,17 +143,42 @@ def evaluate_sae(
     return evals, splices, q.to_dict(), interp
 
 
-def execute_run(
+@dataclass
+class PreparedRun:
+    """A run ready to train: its trainer (already given its SAE, batches and checkpoint path), the
+    activation stores it is evaluated on, and its resolved configuration (saved as config.json)."""
+
+    spec: RunSpec
+    trainer: Trainer
+    stores: dict[str, ActivationStore]
+    resolved: dict[str, Any]
+    device: torch.device
+
+
+def share_key(spec: RunSpec) -> str:
+    """Runs with equal keys train on the very same batches in the same order (same activations,
+    training domain, batch size and seed), so one gather of each batch can feed all of them
+    (``engine.training.group``). What only the SAE or its optimiser sees (``sae.*``, the learning
+    rate, the schedule, how it is evaluated) is left out: those may differ within a group."""
+    d = spec.config.to_dict()
+    train = d.pop("train")
+    for key in ("sae", "eval", "name", "train_domains"):
+        d.pop(key, None)
+    d["batch_size"] = train["batch_size"]
+    d["train_domain"] = spec.train_domain
+    return "share-" + hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def prepare_run(
     spec: RunSpec,
     lab: Lab,
     hooks: TrainHooks | None = None,
     on_start: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = False,
     device: torch.device | None = None,
-    evaluate: bool = True,
     on_phase: Callable[[str], None] | None = None,
-) -> RunOutcome:
-    """Collect (or reuse) activations, train, save the SAE, evaluate. No database access."""
+) -> PreparedRun:
+    """Collect (or reuse) activations, build the SAE and its trainer, save config.json."""
     phase = on_phase or (lambda _name: None)
     config = spec.config
     phase("collect")
@@ -175,8 +201,14 @@ def execute_run(
         (run_dir / "config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True))
     if on_start:
         on_start(resolved)
-    phase("train")
-    result = trainer.run(resume=True)
+    return PreparedRun(spec, trainer, stores, resolved, device)
+
+
+def complete_run(run: PreparedRun, lab: Lab, result: TrainResult, evaluate: bool = True,
+                 on_phase: Callable[[str], None] | None = None) -> RunOutcome:
+    """Save the trained SAE, evaluate it on every domain, drop the checkpoint."""
+    spec, config, sae = run.spec, run.spec.config, run.trainer.sae
+    run_dir = lab.run_dir(spec.run_id)
     sae_dir = run_dir / "sae"
     sae.save(sae_dir, {
         "model_name": config.model,
@@ -187,10 +219,28 @@ def execute_run(
         "run_id": spec.run_id,
         "lab_input_scale": float(sae.input_scale),
     })
-    if evaluate:
-        phase("eval")
-    evals, splices, quality, interp = (evaluate_sae(sae, config, spec.train_domain, stores, device,
-                                                    train_steps=trainer.total_steps)
+    if evaluate and on_phase:
+        on_phase("eval")
+    evals, splices, quality, interp = (evaluate_sae(sae, config, spec.train_domain, run.stores, run.device,
+                                                    train_steps=run.trainer.total_steps)
                                        if evaluate else ([], [], {}, {}))
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
-    return RunOutcome(spec.run_id, resolved, asdict(result), evals, splices, quality, lab.relative(sae_dir), interp)
+    return RunOutcome(spec.run_id, run.resolved, asdict(result), evals, splices, quality, lab.relative(sae_dir), interp)
+
+
+def execute_run(
+    spec: RunSpec,
+    lab: Lab,
+    hooks: TrainHooks | None = None,
+    on_start: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = False,
+    device: torch.device | None = None,
+    evaluate: bool = True,
+    on_phase: Callable[[str], None] | None = None,
+) -> RunOutcome:
+    """Collect (or reuse) activations, train, save the SAE, evaluate. No database access."""
+    run = prepare_run(spec, lab, hooks, on_start, progress, device, on_phase)
+    if on_phase:
+        on_phase("train")
+    result = run.trainer.run(resume=True)
+    return complete_run(run, lab, result, evaluate, on_phase)

@@ -291,47 +291,81 @@ class Trainer:
 
         return sae.arch.finalize(sae, batches())
 
-    # -- the loop ----------------------------------------------------------------------------------
-    def run(self, resume: bool = True) -> TrainResult:
-        resumed_from = 0
+    # -- the loop ---------------------------------------------------------------------------------
+    # ``run`` is ``begin``, ``take_step`` for every batch, ``end``. A group of SAEs that share their
+    # activations (``engine.training.group``) drives the same three with one batch gather per step.
+    def begin(self, resume: bool = True, own_rng: bool = False) -> None:
+        """Resume from the checkpoint if there is one, seed, and start the clocks.
+
+        ``own_rng``: this trainer keeps its own torch RNG state between steps, so it draws the same
+        numbers whether it trains alone or interleaved with other trainers."""
+        self.resumed_from = 0
         if resume and self.load_checkpoint():
-            resumed_from = self.step
+            self.resumed_from = self.step
         torch.manual_seed(self.seed)
+        self._rng = torch.get_rng_state() if own_rng else None
         self.sae.train()
-        B = self.batches.batch_size
-        t0 = time.perf_counter()
-        last_ckpt = time.monotonic()
-        metrics: dict[str, float] = {}
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not self.progress, leave=False)
-        window_t, window_tokens = time.perf_counter(), 0
-        for step, x in self.batches.iterate(self.step, self.total_steps, self.device, scale=float(self.sae.input_scale)):
-            if self.hooks.should_stop and self.hooks.should_stop():
-                self.save_checkpoint()
-                raise TrainingCancelled(f"cancelled at step {step}")
-            log_now = (step + 1) % self.cfg.log_every_steps == 0 or step + 1 == self.total_steps
-            metrics = self.train_step(x, self.lr_at(step), want_metrics=log_now) or metrics
-            self.step = step + 1
-            window_tokens += B
-            bar.update(1)
-            if log_now:
-                now = time.perf_counter()
-                metrics["tokens_per_s"] = window_tokens / max(now - window_t, 1e-9)
-                window_t, window_tokens = now, 0
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", fvu=f"{metrics['fvu']:.3f}", l0=f"{metrics['l0']:.1f}",
-                                dead=f"{metrics['dead_frac']:.2f}")
-                if self.hooks.on_log:
-                    self.hooks.on_log(self.step, self.step * B, metrics)
-            if self.checkpoint_path and time.monotonic() - last_ckpt >= self.cfg.checkpoint_every_seconds:
-                self.save_checkpoint()
-                last_ckpt = time.monotonic()
-        bar.close()
+        self._t0 = time.perf_counter()
+        self._last_ckpt = time.monotonic()
+        self._metrics: dict[str, float] = {}
+        self._bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not self.progress,
+                         leave=False)
+        self._window_t, self._window_tokens = time.perf_counter(), 0
+
+    @property
+    def done_training(self) -> bool:
+        return self.step >= self.total_steps
+
+    def take_step(self, step: int, x: torch.Tensor, owned: bool = False) -> None:
+        """Train on batch ``step`` (``x``: raw rows; scaled here, in place when ``owned``)."""
+        if self.hooks.should_stop and self.hooks.should_stop():
+            self.save_checkpoint()
+            raise TrainingCancelled(f"cancelled at step {step}")
+        scale = float(self.sae.input_scale)
+        x = (x.mul_(scale) if owned else x * scale) if scale != 1.0 else x
+        if self._rng is not None:
+            torch.set_rng_state(self._rng)
+        B = x.shape[0]
+        log_now = (step + 1) % self.cfg.log_every_steps == 0 or step + 1 == self.total_steps
+        self._metrics = self.train_step(x, self.lr_at(step), want_metrics=log_now) or self._metrics
+        if self._rng is not None:
+            self._rng = torch.get_rng_state()
+        self.step = step + 1
+        self._window_tokens += B
+        self._bar.update(1)
+        if log_now:
+            metrics = self._metrics
+            now = time.perf_counter()
+            metrics["tokens_per_s"] = self._window_tokens / max(now - self._window_t, 1e-9)
+            self._window_t, self._window_tokens = now, 0
+            self._bar.set_postfix(loss=f"{metrics['loss']:.4f}", fvu=f"{metrics['fvu']:.3f}", l0=f"{metrics['l0']:.1f}",
+                                  dead=f"{metrics['dead_frac']:.2f}")
+            if self.hooks.on_log:
+                self.hooks.on_log(self.step, self.step * B, metrics)
+        if self.checkpoint_path and time.monotonic() - self._last_ckpt >= self.cfg.checkpoint_every_seconds:
+            self.save_checkpoint()
+            self._last_ckpt = time.monotonic()
+
+    def end(self) -> TrainResult:
+        """Finalize (the architecture's calibration), checkpoint, and report."""
+        self._bar.close()
+        if self._rng is not None:
+            torch.set_rng_state(self._rng)
+        metrics = self._metrics
         metrics.update(self.finalize())
         metrics["dead_frac_train"] = float((self.tokens_since_fired >= self.cfg.dead_after_tokens).float().mean())
         self.save_checkpoint()  # a kill during evaluation resumes here instead of retraining
         self.sae.eval()
-        seconds = time.perf_counter() - t0
-        trained = (self.step - resumed_from) * B
-        return TrainResult(self.step, self.step * B, seconds, trained / max(seconds, 1e-9), metrics, resumed_from)
+        seconds = time.perf_counter() - self._t0
+        B = self.batches.batch_size
+        trained = (self.step - self.resumed_from) * B
+        return TrainResult(self.step, self.step * B, seconds, trained / max(seconds, 1e-9), metrics, self.resumed_from)
+
+    def run(self, resume: bool = True) -> TrainResult:
+        self.begin(resume)
+        for step, x in self.batches.iterate(self.step, self.total_steps, self.device):
+            self.take_step(step, x, owned=True)
+        return self.end()
 
 
 def init_sae_from_store_stats(d_in: int, sae_cfg: SAEConfig, mean: np.ndarray, mean_sq_norm: float,

@@ -1,0 +1,83 @@
+"""Training several SAEs in one pass over their shared batches.
+
+SAEs trained on the same activations, domain, batch size and seed (``engine.runs.share_key``) see
+the very same batches in the same order. Each is a *member*: a generator that yields its
+``Trainer`` whenever it wants the next batch (``(step, x)`` is sent back) and returns its result
+when it is done (or raises). ``train_together`` gathers every batch once and hands it to each
+member in turn, so a group costs one read of the activation file instead of one per SAE.
+
+A member's failure or cancel ends that member only: its exception becomes its result and the
+others go on. A KeyboardInterrupt (Ctrl-C, or SIGTERM turned into one) is thrown into every
+member still training, so each records itself as interrupted, and then raised.
+
+Each trainer keeps its own RNG state (``Trainer.begin(own_rng=True)``) and its own optimiser,
+checkpoint, progress and cancel flag, so a member's numbers are what it would get alone.
+
+Why not one stacked encoder product for the group: on a CPU the encoder of one 2048-latent SAE
+at batch 2048 is already a GEMM large enough to run at the ``torch.mm`` rate (``python -m engine
+bench sweep`` prints that share), so stacking would save nothing and would tie the members'
+numerics together.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Generator
+
+import torch
+
+from engine.training.trainer import Trainer
+
+Member = Generator[Trainer, tuple[int, torch.Tensor], Any]
+
+
+def _advance(member: Member, results: list[Any], i: int, send: tuple[int, torch.Tensor] | None,
+             on_end: Callable[[int, Any], None] | None) -> Trainer | None:
+    """The member's next request (its trainer), or None once it has returned or raised."""
+    try:
+        return next(member) if send is None else member.send(send)
+    except StopIteration as stop:
+        results[i] = stop.value
+    except Exception as e:  # a member's failure (or cancel) is its result, not the group's
+        results[i] = e
+    if on_end is not None:
+        on_end(i, results[i])
+    return None
+
+
+def train_together(members: list[Member], device: torch.device,
+                   on_end: Callable[[int, Any], None] | None = None) -> list[Any]:
+    """Drive every member to its end; returns each one's result or the exception it ended with.
+
+    ``on_end(i, result)`` is called as soon as member ``i`` ends (the others wait meanwhile): a
+    worker closes that job there, instead of after the whole group."""
+    results: list[Any] = [None] * len(members)
+    waiting: dict[int, Trainer] = {}
+    try:
+        for i, member in enumerate(members):
+            trainer = _advance(member, results, i, None, on_end)
+            if trainer is not None:
+                waiting[i] = trainer
+        if not waiting:
+            return results
+        first = next(iter(waiting.values()))
+        start = min(t.step for t in waiting.values())
+        total = max(t.total_steps for t in waiting.values())
+        for step, x in first.batches.iterate(start, total, device):
+            for i, trainer in list(waiting.items()):
+                if trainer.step != step:
+                    continue  # resumed from a later checkpoint than the others: it joins at its own step
+                nxt = _advance(members[i], results, i, (step, x), on_end)
+                if nxt is None:
+                    del waiting[i]
+                else:
+                    waiting[i] = nxt
+            if not waiting:
+                break
+    except KeyboardInterrupt:
+        for i in list(waiting):
+            try:
+                members[i].throw(KeyboardInterrupt("interrupted"))
+            except (KeyboardInterrupt, StopIteration, Exception):  # each records itself
+                pass
+        raise
+    return results
