@@ -53,7 +53,8 @@ def cmd_worker(args, lab) -> int:
     from engine.sweeps.worker import Worker
 
     n = Worker(lab, threads=args.threads, progress=not args.quiet, analysis=not args.no_analysis,
-               stale_seconds=args.stale_seconds, niceness=args.nice).run(wait=args.wait, max_jobs=args.max_jobs)
+               stale_seconds=args.stale_seconds, niceness=args.nice,
+               group_size=args.group_size).run(wait=args.wait, max_jobs=args.max_jobs)
     print(f"worker done: {n} job(s) run")
     return 0
 
@@ -236,6 +237,8 @@ def add_sweep_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--threads", type=int, help="torch threads for this worker (default: all cores, or SAE_LAB_THREADS)")
     s.add_argument("--wait", action="store_true", help="keep waiting for new jobs instead of exiting when the queue is empty")
     s.add_argument("--max-jobs", type=int)
+    s.add_argument("--group-size", type=int, default=8, choices=range(1, 65), metavar="1-64",
+                   help="most jobs that share their activations trained together in one pass (default 8; 1: one at a time)")
     s.add_argument("--no-analysis", action="store_true", help="skip the feature analysis after each run")
     s.add_argument("--stale-seconds", type=float, default=30.0,
                    help="heartbeat age after which a job of a worker on ANOTHER host is requeued (on this host: at once)")

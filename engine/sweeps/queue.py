@@ -28,7 +28,7 @@ from core.lab import Lab
 from db import Op, query, query_rows, transaction, utcnow, write_now
 from engine.artifacts import check_against_model
 from engine.collection.models import resolve_model
-from engine.runs import RunSpec, plan_runs
+from engine.runs import RunSpec, plan_runs, share_key
 from engine.sweeps.spec import PARAMETERS, SweepSpec, expand
 
 STALE_SECONDS = 30.0
@@ -199,22 +199,47 @@ def requeue_interrupted(lab: Lab, stale_seconds: float = STALE_SECONDS, found: l
     return requeued
 
 
+MAX_SHARE_GROUP = 8  # most jobs one worker trains in one pass (memory, and work left for other workers)
+
+
 def claim_next(lab: Lab, me: WorkerIdentity) -> RunSpec | None:
+    """The next queued job, alone."""
+    group = claim_group(lab, me, max_jobs=1)
+    return group[0] if group else None
+
+
+def claim_group(lab: Lab, me: WorkerIdentity, max_jobs: int = MAX_SHARE_GROUP) -> list[RunSpec]:
+    """The next queued job and up to ``max_jobs - 1`` more that train on the same batches
+    (``engine.runs.share_key``), claimed in one transaction: they train together in one pass.
+
+    The group is claimed as a unit but ends job by job: each job keeps its own status, progress,
+    cancel flag and checkpoint, and an interrupted group's jobs are requeued one by one (and, being
+    next in the queue and still sharing their batches, claimed together again)."""
     with transaction(lab) as con:
-        row = con.execute(
-            "SELECT job_id, spec FROM jobs WHERE status = 'QUEUED' AND NOT cancel_requested ORDER BY seq LIMIT 1"
+        rows = con.execute(
+            "SELECT job_id, spec FROM jobs WHERE status = 'QUEUED' AND NOT cancel_requested ORDER BY seq LIMIT ?",
+            [1 if max_jobs <= 1 else 256],  # a group is looked for among the next 256 queued jobs
         ).fetchall()
-        if not row:
-            return None
-        row = row[0]
+        if not rows:
+            return []
+        specs = [(job_id, RunSpec.from_dict(json.loads(text), "job")) for job_id, text in rows[:1]]
+        if max_jobs > 1:
+            key = share_key(specs[0][1])
+            for job_id, text in rows[1:]:
+                if len(specs) >= max_jobs:
+                    break
+                spec = RunSpec.from_dict(json.loads(text), "job")
+                if share_key(spec) == key:
+                    specs.append((job_id, spec))
         now = utcnow()
+        ids = [job_id for job_id, _ in specs]
         con.execute(
             "UPDATE jobs SET status = 'RUNNING', worker_id = ?, claimed_at = ?, attempts = attempts + 1, phase = 'collect', "
-            "progress_at = ? WHERE job_id = ?",
-            [me.worker_id, now, now, row[0]],
+            "progress_at = ?, share_group = ? WHERE job_id IN (SELECT unnest(?))",
+            [me.worker_id, now, now, ids[0] if len(ids) > 1 else None, ids],
         )
-        con.execute("UPDATE workers SET current_job = ?, heartbeat_at = ? WHERE worker_id = ?", [row[0], now, me.worker_id])
-    return RunSpec.from_dict(json.loads(row[1]), "job")
+        con.execute("UPDATE workers SET current_job = ?, heartbeat_at = ? WHERE worker_id = ?", [ids[0], now, me.worker_id])
+    return [spec for _, spec in specs]
 
 
 def cancel_queued_and_flag_running(lab: Lab, job_ids: list[str] | None = None, sweep_id: str | None = None) -> int:

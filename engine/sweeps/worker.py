@@ -8,6 +8,7 @@ resume from their last checkpoint. SIGTERM / Ctrl-C flushes, marks the run and j
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -19,12 +20,13 @@ from core.errors import LabBusyError, LabError, first_line
 from core.lab import Lab
 from db import apply_ops, ensure_schema, query, replay_spools, spool_of, transaction, utcnow
 from engine.device import cpu_threads
-from engine.pipeline import run_locally
+from engine.pipeline import RunCallbacks, run_group_locally
 from engine.runs import RunOutcome, RunSpec
 from engine.sweeps.queue import (
+    MAX_SHARE_GROUP,
     STALE_SECONDS,
     WorkerIdentity,
-    claim_next,
+    claim_group,
     jobs_awaiting_verdict,
     register_worker,
     requeue_interrupted,
@@ -123,7 +125,8 @@ FINISH_WAIT_SECONDS = 600  # the job is over: waiting for a busy database costs 
 
 
 def finish_job(lab: Lab, job_id: str, status: str, error: str | None = None,
-               wait_seconds: float = FINISH_WAIT_SECONDS, land: Callable[[Any], None] | None = None) -> None:
+               wait_seconds: float = FINISH_WAIT_SECONDS, land: Callable[[Any], None] | None = None,
+               phase_seconds: dict[str, float] | None = None) -> None:
     """Close the job, and land its run's spooled rows in the same transaction.
 
     A run's writer spools what it could not write while the database was busy (under load, even
@@ -136,8 +139,10 @@ def finish_job(lab: Lab, job_id: str, status: str, error: str | None = None,
         if land is not None:
             land(con)
         con.execute(
-            "UPDATE jobs SET status = ?, finished_at = ?, error = ?, phase = ?, eta_seconds = NULL WHERE job_id = ?",
-            [status, utcnow(), error, "done" if status == "FINISHED" else status.lower(), job_id],
+            "UPDATE jobs SET status = ?, finished_at = ?, error = ?, phase = ?, eta_seconds = NULL, "
+            "phase_seconds = coalesce(?, phase_seconds) WHERE job_id = ?",
+            [status, utcnow(), error, "done" if status == "FINISHED" else status.lower(),
+             json.dumps(phase_seconds) if phase_seconds else None, job_id],
         )
         con.execute("UPDATE workers SET current_job = NULL WHERE current_job = ?", [job_id])
 
@@ -147,13 +152,54 @@ def run_is_finished(lab: Lab, run_id: str) -> bool:
     return bool(len(rows)) and rows.iloc[0, 0] == "FINISHED"
 
 
-def analyze(lab: Lab, run_id: str) -> None:
+def analyze(lab: Lab, run_id: str) -> dict[str, Any] | None:
     """A failed analysis warns (and can be redone with `engine analyze`); it does not fail the job."""
     # A worker started with --no-analysis (and each Ray task started so) never imports the analysis.
     # deferred: the analysis loads scipy and scikit-learn
     from engine.analysis.analyze import analyze_after_training
 
-    analyze_after_training(lab, run_id)
+    return analyze_after_training(lab, run_id)
+
+
+DATABASE_STAGES = ("tables", "write", "commit")  # the analysis's stages that build and write its tables
+
+
+def train_jobs(lab: Lab, specs: list[RunSpec], reporters: list[Any], progress: bool = False,
+               on_end: Callable[[int, RunOutcome | BaseException | None], None] | None = None
+               ) -> list[RunOutcome | BaseException | None]:
+    """Train and evaluate a share group's runs in one pass (resuming each from its checkpoint);
+    per run its outcome, the exception it ended with, or None when it had finished before.
+    ``on_end(i, result)`` is called as soon as run ``i`` has ended."""
+    todo = [i for i, s in enumerate(specs) if not run_is_finished(lab, s.run_id)]
+    results: list[RunOutcome | BaseException | None] = [None] * len(specs)
+    for i in range(len(specs)):
+        if i not in todo and on_end is not None:
+            on_end(i, None)
+    if todo:
+        calls = [RunCallbacks(r.should_stop, r.on_log, r.on_start, r.phase, r.on_checkpoint)
+                 for r in (reporters[i] for i in todo)]
+        ended = None if on_end is None else (lambda j, result: on_end(todo[j], result))
+        for i, result in zip(todo, run_group_locally([specs[i] for i in todo], lab, calls, progress, on_end=ended)):
+            results[i] = result
+    return results
+
+
+def settle_job(lab: Lab, spec: RunSpec, reporter: Any, outcome: RunOutcome | None, analysis: bool = True) -> dict[str, float]:
+    """After training: land the run's spooled rows, analyse it; returns seconds per phase."""
+    seconds = dict(outcome.phase_seconds) if outcome is not None else {}
+    clock = time.perf_counter()
+    # What a busy database made the run spool lands before the analysis reads the run's rows.
+    replay_spools(lab, FINISH_WAIT_SECONDS, folders=[lab.run_dir(spec.run_id)])
+    seconds["database"] = seconds.get("database", 0.0) + time.perf_counter() - clock
+    if analysis:
+        reporter.phase("analyze")
+        clock = time.perf_counter()
+        summary = analyze(lab, spec.run_id)
+        total = time.perf_counter() - clock
+        writing = sum((summary or {}).get("timings", {}).get(k, 0.0) for k in DATABASE_STAGES)
+        seconds["analyze"] = total - writing
+        seconds["database"] += writing
+    return {k: round(v, 3) for k, v in seconds.items()}
 
 
 def execute_job(lab: Lab, spec: RunSpec, reporter: JobReporter, progress: bool = False,
@@ -162,23 +208,18 @@ def execute_job(lab: Lab, spec: RunSpec, reporter: JobReporter, progress: bool =
 
     Returns the run's outcome (None when the run had finished before and only the analysis ran).
     ``reporter`` is a ``JobReporter`` or anything with its methods (the Ray task's reporter)."""
-    outcome = None
-    if not run_is_finished(lab, spec.run_id):
-        outcome = run_locally(spec, lab, progress=progress, should_stop=reporter.should_stop, extra_log=reporter.on_log,
-                              on_start=reporter.on_start, on_phase=reporter.phase, on_checkpoint=reporter.on_checkpoint)
-    # What a busy database made the run spool lands before the analysis reads the run's rows.
-    replay_spools(lab, FINISH_WAIT_SECONDS, folders=[lab.run_dir(spec.run_id)])
-    if analysis:
-        reporter.phase("analyze")
-        analyze(lab, spec.run_id)
+    (outcome,) = train_jobs(lab, [spec], [reporter], progress)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    settle_job(lab, spec, reporter, outcome, analysis)
     return outcome
 
 
 class Worker:
     def __init__(self, lab: Lab, threads: int | None = None, stale_seconds: float = STALE_SECONDS,
                  heartbeat_seconds: float = 2.0, progress: bool = False, analysis: bool = True,
-                 log: Callable[[str], None] = print, niceness: int = 10):
-        self.lab, self.stale_seconds = lab, stale_seconds
+                 log: Callable[[str], None] = print, niceness: int = 10, group_size: int = MAX_SHARE_GROUP):
+        self.lab, self.stale_seconds, self.group_size = lab, stale_seconds, group_size
         self.heartbeat_seconds, self.progress, self.analysis, self.log = heartbeat_seconds, progress, analysis, log
         torch.set_num_threads(threads or cpu_threads())
         try:
@@ -198,33 +239,58 @@ class Worker:
             replay_spools(self.lab)
             while max_jobs is None or done < max_jobs:
                 self.recover()  # whenever it looks for work: a crashed worker's job comes first again
-                spec = claim_next(self.lab, self.me)
-                if spec is None:
+                room = self.group_size if max_jobs is None else min(self.group_size, max_jobs - done)
+                specs = claim_group(self.lab, self.me, room)
+                if not specs:
                     if self.recover() or self.awaiting_verdict():
                         continue  # a job it could recover remains: it does not exit before that is settled
                     if not wait:
                         break
                     time.sleep(poll_seconds)
                     continue
-                self.log(f"{self.me.worker_id}: running job {spec.run_id} ({spec.name})")
-                reporter = JobReporter(self.lab, spec.run_id)
-                try:
-                    execute_job(self.lab, spec, reporter, self.progress, self.analysis)
-                    finish_job(self.lab, spec.run_id, "FINISHED")
-                except TrainingCancelled:
-                    finish_job(self.lab, spec.run_id, "KILLED", "cancelled")
-                    self.log(f"job {spec.run_id}: cancelled")
-                except KeyboardInterrupt:
-                    finish_job(self.lab, spec.run_id, "KILLED", "worker stopped (SIGTERM / Ctrl-C)")
-                    raise
-                except Exception as e:  # one failed job does not stop the queue
-                    msg = first_line(e)
-                    finish_job(self.lab, spec.run_id, "FAILED", f"{type(e).__name__}: {msg}"[:500])
-                    self.log(f"job {spec.run_id}: FAILED: {msg}")
-                done += 1
+                done += self.run_group(specs)
         finally:
             beat.sign_off()
         return done
+
+    def run_group(self, specs: list[RunSpec]) -> int:
+        """Train a claimed share group in one pass, then settle each job on its own: one job's failure
+        or cancel leaves the others running to their end."""
+        names = ", ".join(f"{s.run_id} ({s.name})" for s in specs)
+        self.log(f"{self.me.worker_id}: running {'job' if len(specs) == 1 else f'{len(specs)} jobs in one pass:'} {names}")
+        reporters = [JobReporter(self.lab, s.run_id) for s in specs]
+        open_jobs = [s.run_id for s in specs]
+
+        def ended(i: int, result: RunOutcome | BaseException | None) -> None:
+            spec = specs[i]
+            try:
+                if isinstance(result, TrainingCancelled):
+                    finish_job(self.lab, spec.run_id, "KILLED", "cancelled")
+                    self.log(f"job {spec.run_id}: cancelled")
+                elif isinstance(result, BaseException):
+                    self._failed(spec.run_id, result)
+                else:
+                    seconds = settle_job(self.lab, spec, reporters[i], result, self.analysis)
+                    finish_job(self.lab, spec.run_id, "FINISHED", phase_seconds=seconds)
+            except Exception as e:  # closing this job failed: the others of the group go on
+                self._failed(spec.run_id, e)
+            open_jobs.remove(spec.run_id)
+
+        try:
+            train_jobs(self.lab, specs, reporters, self.progress, on_end=ended)
+        except KeyboardInterrupt:
+            for job_id in list(open_jobs):
+                finish_job(self.lab, job_id, "KILLED", "worker stopped (SIGTERM / Ctrl-C)")
+            raise
+        except Exception as e:  # one failed job does not stop the queue
+            for job_id in list(open_jobs):
+                self._failed(job_id, e)
+        return len(specs)
+
+    def _failed(self, job_id: str, e: BaseException) -> None:
+        msg = first_line(e)
+        finish_job(self.lab, job_id, "FAILED", f"{type(e).__name__}: {msg}"[:500])
+        self.log(f"job {job_id}: FAILED: {msg}")
 
     def recover(self) -> list[str]:
         return recover_interrupted(self.lab, self.stale_seconds, self.log)
