@@ -13,6 +13,7 @@ of the clean value it is left NULL and ``note`` says why.
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -71,6 +72,39 @@ def model_outputs(loaded: LoadedModel, ids: torch.Tensor) -> torch.Tensor:
     return mean_pool(out.last_hidden_state.float(), mask)
 
 
+class ReferenceOutputs:
+    """The clean and zero-ablated outputs of the last few batches, kept per process.
+
+    They depend on the model, the site and the tokens, not on the SAE: the SAEs of a share group
+    (same layer, hook and held-out text) are evaluated one after another in one worker, and each
+    would otherwise rerun the same two of its three model passes. Only small outputs are kept (an
+    encoder's pooled embeddings: a causal model's logits are vocabulary-wide)."""
+
+    MAX_ENTRIES = 64
+    MAX_BYTES = 1 << 20  # per entry
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple, torch.Tensor] = {}
+
+    def get(self, key: tuple, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        if key in self.entries:
+            return self.entries[key]
+        out = compute()
+        if out.numel() * out.element_size() <= self.MAX_BYTES:
+            if len(self.entries) >= self.MAX_ENTRIES:
+                self.entries.pop(next(iter(self.entries)))
+            self.entries[key] = out
+        return out
+
+
+_REFERENCE = ReferenceOutputs()
+
+
+def _batch_key(loaded: LoadedModel, hook: str, layer: int, ids: torch.Tensor, keep: torch.Tensor) -> tuple:
+    digest = hashlib.sha1(ids.cpu().numpy().tobytes() + keep.cpu().numpy().tobytes()).hexdigest()
+    return (loaded.info.path, str(loaded.device), hook, layer, tuple(ids.shape), digest)
+
+
 def site_editor(sae: SparseAutoencoder, keep: torch.Tensor,
                 edit: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
     """A hook function replacing the activations at ``keep`` positions with ``edit(acts)``."""
@@ -103,13 +137,18 @@ def splice_fidelity(
         ids = torch.from_numpy(np.asarray(tokens[start : start + batch_size], dtype=np.int64)).to(loaded.device)
         k = torch.from_numpy(np.asarray(keep[start : start + batch_size])).to(loaded.device)
         outs = {}
+        key = _batch_key(loaded, hook, layer, ids, k)
         for name, ctx in (
             ("clean", nullcontext()),
             ("sae", replace_output(module, site_editor(sae, k, lambda a: sae(a)))),
             ("zero", replace_output(module, site_editor(sae, k, torch.zeros_like))),
         ):
-            with ctx:
-                outs[name] = model_outputs(loaded, ids)
+
+            def run(ctx=ctx) -> torch.Tensor:
+                with ctx:
+                    return model_outputs(loaded, ids)
+
+            outs[name] = run() if name == "sae" else _REFERENCE.get((name, *key), run)
         n_seq += len(ids)
         if info.is_causal:
             targets = ids[:, 1:]
