@@ -1,4 +1,4 @@
-"""``python -m engine bench [train collect memory analysis app architectures ray]``: the benchmarks, named explicitly.
+"""``python -m engine bench [train collect memory analysis app architectures ray sweep]``: the benchmarks, named explicitly.
 
 The parser's arguments are defined here without loading torch (the engine's parser is built for
 every command); ``run_bench`` imports the benchmarks themselves. The app's benchmark runs as its
@@ -22,7 +22,7 @@ DEFAULT = ["train", "collect", "memory"]
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", nargs="*", default=DEFAULT,
-                   help="train, collect, memory (default: all three), analysis, app, architectures, ray")
+                   help="train, collect, memory (default: all three), analysis, app, architectures, ray, sweep")
     p.add_argument("--epochs", type=float, default=None,
                    help="training budget for the side-by-side (default: the default config's epochs)")
     p.add_argument("--collect-sequences", type=int, default=192, help="sequences per round in the collection comparison")
@@ -39,6 +39,11 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
                    help="architectures bench: also train JumpReLU and ReLU + L1 at these fixed sparsity coefficients "
                         "(target_l0 off), e.g. 0.1,1,10,100, to see how far the coefficient moves L0")
     p.add_argument("--ray-jobs", type=int, default=5, help="ray bench: jobs run on each side (default 5)")
+    p.add_argument("--preset", default="everything", help="sweep bench: the sweep preset (or spec file) run from an empty lab")
+    p.add_argument("--workers", type=int, default=2, help="sweep bench: worker processes (each gets cores / workers threads)")
+    p.add_argument("--group-size", type=int, default=8, help="sweep bench: most jobs trained together in one pass (1: none)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="sweep bench: override the sweep's base settings, e.g. train.epochs=2")
     p.add_argument("--bench-domains", default=None,
                    help="architectures bench: comma-separated subset of the default domains (default: all)")
 
@@ -67,10 +72,12 @@ def run_bench(args) -> int:
     from engine.bench.architectures import bench_architectures  # deferred: as above
     from engine.bench.measure import bench_collect, bench_memory, bench_train, machine_description  # deferred: as above
     from engine.bench.ray_overhead import bench_ray  # deferred: as above (it imports Ray only when it runs)
+    from engine.bench.sweep import bench_sweep  # deferred: as above
     from engine.training.trainer import resolve_matmul_dtype  # deferred: as above
 
     benchmarks = {"train": bench_train, "collect": bench_collect, "memory": bench_memory,
-                  "analysis": bench_analysis, "app": bench_app, "architectures": bench_architectures, "ray": bench_ray}
+                  "analysis": bench_analysis, "app": bench_app, "architectures": bench_architectures, "ray": bench_ray,
+                  "sweep": bench_sweep}
     lab = _default_lab(args)
     out: dict = {"machine": machine_description()}
     print(f"machine: {out['machine']}")

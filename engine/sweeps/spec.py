@@ -190,14 +190,14 @@ PRESETS: dict[str, dict[str, Any]] = {
                     "base": {"sae": {"k": 16, "d_sae": 2048}}},
     # Seed 000, Experiment 2: top-k at d_sae 2048 on layer 2.
     "topk-sweep": {"name": "topk-sweep", "parameters": {"k": [48, 24, 16]}, "base": {"layer": 2, "sae": {"d_sae": 2048}}},
-    # Every layer x k in {48, 24, 16}: 6 x 3 x 2 training domains = 36 SAEs, 4 epochs each (not 6)
-    # so the whole grid trains, evaluates and is analysed within 15 minutes on 2 cores.
     # Every built-in architecture at L0 = 8, 16, 32 on layer 2 (k is the target L0 of jumprelu and relu):
     # 15 configurations x 2 training domains; the Pareto view draws one FVU-vs-L0 front per architecture.
     "architectures": {"name": "architectures", "parameters": {"architecture": list(ARCHITECTURES), "k": [8, 16, 32]},
                       "base": {"layer": 2, "sae": {"d_sae": 2048}}},
+    # Every layer x k in {48, 24, 16}: 6 x 3 x 2 training domains = 36 SAEs at the default 6 epochs; the
+    # three k of a layer and domain train in one pass (share groups). `python -m engine bench sweep` times it.
     "everything": {"name": "everything", "parameters": {"layer": [0, 1, 2, 3, 4, 5], "k": [48, 24, 16]},
-                   "base": {"sae": {"d_sae": 2048}, "train": {"epochs": 4}}},
+                   "base": {"sae": {"d_sae": 2048}}},
 }
 
 
