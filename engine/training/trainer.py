@@ -8,7 +8,12 @@ What it does, and why (Gao et al. 2024 and the reference tools):
   keeps latents from dying (aux_k = min(d_in / 2, 4k));
 - linear learning-rate warm-up, then linear decay to zero over the last ``decay_fraction``;
 - inputs scaled to mean squared norm d_in, folded back into the weights on save;
-- a sparse backward (``sparse_ops``): gradients are computed from the k active latents only.
+- a sparse backward (``sparse_ops``): gradients are computed from the k active latents only;
+- bf16 matmuls where the CPU has them (``matmul_dtype``): the encoder's GEMM and the selection run
+  on bf16, the selected entries get exact fp32 values (``_exact_pre``). Where a step's time goes
+  and how close it gets to the ``torch.mm`` limit: ``python -m engine bench trainer``. On this
+  2-core EPYC (1 thread, batch 2048) the bf16 step is ~1.5x the fp32 one: the per-token top-k
+  (torch's CPU topk over the group maxima, ~4 us a row) costs about as much as the bf16 GEMM itself.
 
 What differs between architectures (selection, activation, loss, penalty, thresholds) is asked of
 ``sae.arch`` (``engine.training.architectures``); this loop never tests an architecture's name.
@@ -111,12 +116,13 @@ class Trainer:
         self._buffers: dict[str, torch.Tensor] = {}
         self._fresh = True  # the first batch may initialise data-dependent parameters (architectures)
 
-    def _buffer(self, name: str, shape: tuple[int, ...], fill_last_col: float | None = None) -> torch.Tensor:
+    def _buffer(self, name: str, shape: tuple[int, ...], fill_last_col: float | None = None,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Persistent work buffers: reusing warm memory instead of fresh 30 MB allocations each step
         avoids the page faults that otherwise cost about a quarter of the encoder's time."""
         buf = self._buffers.get(name)
         if buf is None or buf.shape != shape:
-            buf = torch.empty(shape, device=self.device)
+            buf = torch.empty(shape, device=self.device, dtype=dtype)
             if fill_last_col is not None:
                 buf[:, -1] = fill_last_col
             self._buffers[name] = buf
@@ -124,18 +130,22 @@ class Trainer:
 
     def _encoder_pre(self, xc: torch.Tensor) -> torch.Tensor:
         """pre = xc @ W_enc + b_enc as one GEMM: the bias rides along as an extra input column of ones
-        (a separate bias add is a full extra pass over the [batch, d_sae] result)."""
+        (a separate bias add is a full extra pass over the [batch, d_sae] result).
+
+        In bf16 (``matmul_dtype``) the inputs are cast straight into persistent bf16 buffers and the
+        result stays bf16: selection compares bf16 values (the same comparisons as on their exact
+        fp32 conversions), and the selected entries get fp32 values from ``_exact_pre``. Converting
+        the whole [batch, d_sae] result to fp32, as this did before, was a pass over 50 MB a step."""
         sae = self.sae
         B, d = xc.shape
-        x_aug = self._buffer("x_aug", (B, d + 1), fill_last_col=1.0)
-        w_aug = self._buffer("w_aug", (sae.d_sae, d + 1))
+        md = self.matmul_dtype
+        tag = "" if md == torch.float32 else "_lo"
+        x_aug = self._buffer("x_aug" + tag, (B, d + 1), fill_last_col=1.0, dtype=md)
+        w_aug = self._buffer("w_aug" + tag, (sae.d_sae, d + 1), dtype=md)
         x_aug[:, :d].copy_(xc)
         w_aug[:, :d].copy_(sae.W_enc_rows)
         w_aug[:, d].copy_(sae.b_enc)
-        if self.matmul_dtype == torch.float32:
-            return torch.mm(x_aug, w_aug.t(), out=self._buffer("pre", (B, sae.d_sae)))
-        md = self.matmul_dtype
-        return torch.mm(x_aug.to(md), w_aug.to(md).t()).float()
+        return torch.mm(x_aug, w_aug.t(), out=self._buffer("pre" + tag, (B, sae.d_sae), dtype=md))
 
     # -- schedule ---------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -287,7 +297,7 @@ class Trainer:
         def batches():
             for x in self.batches._epoch(0, scale):
                 xc = x.to(self.device) - sae.b_dec
-                yield Calibration(xc, self._encoder_pre(xc))
+                yield Calibration(xc, self._encoder_pre(xc).float())
 
         return sae.arch.finalize(sae, batches())
 

@@ -143,7 +143,7 @@ class JumpReLU(Architecture):
         return False
 
     def select_train(self, sae: SAE, pre: torch.Tensor) -> Triplets:
-        band = (sae.threshold.detach() - self.bandwidth / 2).to(pre.dtype)
+        band = sae.threshold.detach() - self.bandwidth / 2  # compared in fp32 also with a bf16 pre
         rows, cols = (pre > band).nonzero(as_tuple=True)
         return rows, cols, pre[rows, cols]
 
