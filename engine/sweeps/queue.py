@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import secrets
 import socket
@@ -214,7 +215,12 @@ def claim_group(lab: Lab, me: WorkerIdentity, max_jobs: int = MAX_SHARE_GROUP) -
 
     The group is claimed as a unit but ends job by job: each job keeps its own status, progress,
     cancel flag and checkpoint, and an interrupted group's jobs are requeued one by one (and, being
-    next in the queue and still sharing their batches, claimed together again)."""
+    next in the queue and still sharing their batches, claimed together again).
+
+    A group leaves work for the lab's other live workers: of n queued jobs (any batches), with w
+    workers beating, it takes at most ceil(n / w) (a worker on this host counts
+    while its process lives). Grouping saves a batch gather per step; a core
+    left idle while one worker trains the whole queue would cost far more."""
     with transaction(lab) as con:
         rows = con.execute(
             "SELECT job_id, spec FROM jobs WHERE status = 'QUEUED' AND NOT cancel_requested ORDER BY seq LIMIT ?",
@@ -223,15 +229,18 @@ def claim_group(lab: Lab, me: WorkerIdentity, max_jobs: int = MAX_SHARE_GROUP) -
         if not rows:
             return []
         specs = [(job_id, RunSpec.from_dict(json.loads(text), "job")) for job_id, text in rows[:1]]
+        now = utcnow()
         if max_jobs > 1:
             key = share_key(specs[0][1])
-            for job_id, text in rows[1:]:
-                if len(specs) >= max_jobs:
-                    break
-                spec = RunSpec.from_dict(json.loads(text), "job")
-                if share_key(spec) == key:
-                    specs.append((job_id, spec))
-        now = utcnow()
+            sharing = [(job_id, spec) for job_id, spec in ((j, RunSpec.from_dict(json.loads(t), "job")) for j, t in rows[1:])
+                       if share_key(spec) == key]
+            others = con.execute(
+                "SELECT host, pid, proc_started FROM workers WHERE stopped_at IS NULL AND heartbeat_at >= ? "
+                "AND worker_id != ?", [now - dt.timedelta(seconds=STALE_SECONDS), me.worker_id],
+            ).fetchall()
+            alive = sum(worker_alive(host, pid, started) for host, pid, started in others)  # a killed one beats no more
+            fair = math.ceil(len(rows) / (1 + alive))
+            specs.extend(sharing[: min(max_jobs, fair) - 1])
         ids = [job_id for job_id, _ in specs]
         con.execute(
             "UPDATE jobs SET status = 'RUNNING', worker_id = ?, claimed_at = ?, attempts = attempts + 1, phase = 'collect', "

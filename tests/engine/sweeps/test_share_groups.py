@@ -92,3 +92,19 @@ def test_sigkill_of_a_worker_mid_group_then_resume(lab):
     assert "was interrupted: requeued" in out and "2 jobs in one pass" in out
     assert_complete_and_unique(lab, len(runs))
     assert jobs(lab)["attempts"].max() >= 2
+
+
+def test_a_group_leaves_work_for_the_other_live_workers(lab):
+    from engine.sweeps.queue import WorkerIdentity, claim_group, register_worker
+
+    _, runs = enqueue_sweep(lab, SweepSpec.from_dict({**GRID, "parameters": {"k": [8, 4, 2, 1]}}))
+    assert len({share_key(r) for r in runs}) == 1
+    me = WorkerIdentity.current()
+    register_worker(lab, me)
+    register_worker(lab, WorkerIdentity("w-other", me.host, me.pid, me.proc_started))  # beating: it wants work too
+    first = claim_group(lab, me)
+    assert [r.run_id for r in first] == [r.run_id for r in runs[:2]]  # 4 queued, 2 workers: half each
+    second = claim_group(lab, me)  # 2 left, 2 workers: one each, so both cores train
+    assert [r.run_id for r in second] == [r.run_id for r in runs[2:3]]
+    j = db.query(lab, "SELECT job_id, share_group FROM jobs ORDER BY seq")
+    assert j["share_group"].tolist()[:2] == [runs[0].run_id] * 2 and j["share_group"].iloc[2:].isna().all()
