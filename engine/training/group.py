@@ -30,6 +30,7 @@ alone (tests/engine/sweeps/test_share_groups.py).
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Generator
 
 import torch
@@ -71,10 +72,17 @@ def train_together(members: list[Member], device: torch.device,
         first = next(iter(waiting.values()))
         start = min(t.step for t in waiting.values())
         total = max(t.total_steps for t in waiting.values())
-        for step, x in first.batches.iterate(start, total, device):
-            for i, trainer in list(waiting.items()):
-                if trainer.step != step:
-                    continue  # resumed from a later checkpoint than the others: it joins at its own step
+        batches = first.batches.iterate(start, total, device)
+        while True:
+            clock = time.perf_counter()
+            step, x = next(batches, (None, None))
+            if step is None:
+                break
+            # A member resumed from a later checkpoint than the others joins at its own step.
+            takers = [i for i, trainer in waiting.items() if trainer.step == step]
+            share = (time.perf_counter() - clock) / max(1, len(takers))
+            for i in takers:
+                waiting[i].gather_seconds += share  # each member's part of reading the batch it trained on
                 nxt = _advance(members[i], results, i, (step, x), on_end)
                 if nxt is None:
                     del waiting[i]

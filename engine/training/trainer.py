@@ -310,6 +310,7 @@ class Trainer:
         ``own_rng``: this trainer keeps its own torch RNG state between steps, so it draws the same
         numbers whether it trains alone or interleaved with other trainers."""
         self.resumed_from = 0
+        self.gather_seconds = 0.0  # reading batches for this trainer, when a group reads them (engine.training.group)
         if resume and self.load_checkpoint():
             self.resumed_from = self.step
         torch.manual_seed(self.seed)
