@@ -108,9 +108,11 @@ def evaluate_sae(
     device: torch.device,
     splice: bool = True,
     train_steps: int | None = None,
+    codes_run_id: str | None = None,
 ) -> tuple[list[dict], list[dict], dict, dict[int, int]]:
     """Eval rows per domain (with transfer ratios), splice rows, the quality score (with warnings when
-    the SAE fails the lab's own checks; ``train_steps`` feeds the too-few-steps one)."""
+    the SAE fails the lab's own checks; ``train_steps`` feeds the too-few-steps one). With
+    ``codes_run_id`` the held-out codes stay in ``engine.evaluation.codes.CODES`` for the run's analysis."""
     evals, splices = [], []
     interp: dict[int, int] = {}
     loaded = load_model(resolve_model(config.model), device) if splice and config.eval.splice_sequences > 0 else None
@@ -118,8 +120,9 @@ def evaluate_sae(
     for name, store in stores.items():
         own = name == train_domain
         acts = store.acts(config.hook, config.layer)
+        keep = (codes_run_id, store.key, config.hook, config.layer) if codes_run_id else None
         m, tops = evaluate_reconstruction(sae, acts, store.val_start, store.n_rows, device,
-                                          top_n=config.eval.interpretable_top_n if own else 0)
+                                          top_n=config.eval.interpretable_top_n if own else 0, keep_codes=keep)
         if own:
             train_metrics = m
             val_tokens = store.tokens()[store.rows()[store.val_start :, 0], store.rows()[store.val_start :, 1]]
@@ -222,7 +225,7 @@ def complete_run(run: PreparedRun, lab: Lab, result: TrainResult, evaluate: bool
     if evaluate and on_phase:
         on_phase("eval")
     evals, splices, quality, interp = (evaluate_sae(sae, config, spec.train_domain, run.stores, run.device,
-                                                    train_steps=run.trainer.total_steps)
+                                                    train_steps=run.trainer.total_steps, codes_run_id=spec.run_id)
                                        if evaluate else ([], [], {}, {}))
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
     return RunOutcome(spec.run_id, run.resolved, asdict(result), evals, splices, quality, lab.relative(sae_dir), interp)

@@ -34,6 +34,7 @@ from engine.analysis.token_effects import TokenEffects, compute_token_effects, e
 from engine.analysis.vocab import Vocab, load_vocab
 from engine.analysis.write import replace_analysis
 from engine.collection.models import ModelInfo, load_model, resolve_model
+from engine.evaluation.codes import CODES
 
 
 class _Clock:
@@ -91,8 +92,14 @@ def analyze_run(lab: Lab, run_id: str, progress: bool = False, seed: int = 0,
     cfg = (config or AnalysisConfig(seed=seed)).validate()
     clock = _Clock(progress)
     torch.manual_seed(cfg.seed)
-    data = load_run_data(lab, run_id, cfg.chunk_rows)
+    try:
+        data = load_run_data(lab, run_id, cfg.chunk_rows)
+    finally:
+        CODES.drop(run_id)  # evaluation's held-out codes (if it left any) are read once, then released
     clock.lap("encode")
+    # The concept evaluation runs after the other stages, in this thread: on a second thread beside
+    # them (it needs only the codes) the shared 2-core VM gained nothing and lost 10 s on a cold start
+    # (GIL and BLAS-limit contention; measured side by side with `bench analysis`).
     info, vocab, matrix, source = _prepare_model(data.config.model)
     clock.lap("model")
     F = data.d_sae
@@ -147,6 +154,7 @@ def analyze_run(lab: Lab, run_id: str, progress: bool = False, seed: int = 0,
     quality = rescore_quality(lab, run_id, data.resolved)
     out = summarize(data, stats, labels, cmap, contexts.num_rows, clock, effects.source)
     out["labels_reliable"] = int(labels.reliable.sum())
+    out["reused_code_rows"] = sum(dc.reused_rows for dc in data.domains)
     out["concepts"] = concepts.summary if concepts else None
     out["quality"] = quality
     if concepts:

@@ -19,6 +19,7 @@ from core.lab import Lab
 from engine.artifacts import load_run, stores_for_run
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
+from engine.evaluation.codes import CHUNK_ROWS, CODES, CodeCache, Encoder, RowCodes, encode_range
 from engine.training.sae import SparseAutoencoder
 
 
@@ -36,6 +37,7 @@ class DomainCodes:
     row_seq: np.ndarray  # int32 [n_rows]
     row_pos: np.ndarray  # int32 [n_rows]
     store_key: str = ""  # the activation set (activation_sets.key) the rows come from
+    reused_rows: int = 0  # held-out rows whose codes evaluation had computed in this process (not encoded again)
 
     @cached_property
     def row_tokens(self) -> np.ndarray:
@@ -93,33 +95,34 @@ class RunData:
 
 @torch.inference_mode()
 def encode_store(sae: SparseAutoencoder, store: ActivationStore, name: str, hook: str, layer: int,
-                 chunk_rows: int) -> DomainCodes:
-    """Stream a domain's activations through the SAE chunk by chunk, keeping the active entries."""
+                 chunk_rows: int = CHUNK_ROWS, run_id: str | None = None, encoder: Encoder | None = None,
+                 cache: CodeCache = CODES) -> DomainCodes:
+    """Stream a domain's activations through the SAE chunk by chunk, keeping the active entries.
+
+    The training rows and the held-out rows are encoded as two ranges, the way evaluation encodes
+    the held-out ones (``engine.evaluation.codes``): when evaluation left them in ``cache`` for this
+    run, this SAE and this activation set, they are read from there instead of encoded again."""
     acts = store.acts(hook, layer)
     if acts.shape[1] != sae.d_in:
         raise LabError(f"the SAE expects {sae.d_in}-wide activations but domain '{name}' has {acts.shape[1]}: the run and its "
                        "activation set do not match")
-    n = store.n_rows
-    parts_r, parts_c, parts_v = [], [], []
-    for a in range(0, n, chunk_rows):
-        x = torch.from_numpy(np.asarray(acts[a : min(a + chunk_rows, n)], dtype=np.float32))
-        code = sae.encode_sparse(x)
-        keep = code.vals > 0
-        parts_r.append((code.rows[keep].to(torch.int32) + a).numpy())
-        parts_c.append(code.cols[keep].to(torch.int32).numpy())
-        parts_v.append(code.vals[keep].float().numpy())
-    rows = np.concatenate(parts_r) if parts_r else np.zeros(0, np.int32)
-    cols = np.concatenate(parts_c) if parts_c else np.zeros(0, np.int32)
-    vals = np.concatenate(parts_v) if parts_v else np.zeros(0, np.float32)
+    encoder = encoder or Encoder.of(sae, "cpu")
+    n, v = store.n_rows, store.val_start
+    parts = [encode_range(encoder, acts, 0, v, chunk_rows)]
+    held = cache.get(CodeCache.key(run_id, encoder, store.key, hook, layer, v, n, chunk_rows)) if run_id else None
+    parts.append(held if held is not None else encode_range(encoder, acts, v, n, chunk_rows))
+    codes = RowCodes.join(parts)
     rs = np.asarray(store.rows())
     tokens = np.asarray(store.tokens())
-    return DomainCodes(name, n, store.val_start, rows, cols, vals, tokens, rs[:, 0].astype(np.int32), rs[:, 1].astype(np.int32),
-                       store_key=store.key)
+    return DomainCodes(name, n, v, codes.rows, codes.cols, codes.vals, tokens, rs[:, 0].astype(np.int32),
+                       rs[:, 1].astype(np.int32), store_key=store.key, reused_rows=(n - v) if held is not None else 0)
 
 
-def load_run_data(lab: Lab, run_id: str, chunk_rows: int = 16384) -> RunData:
+def load_run_data(lab: Lab, run_id: str, chunk_rows: int = CHUNK_ROWS, cache: CodeCache = CODES) -> RunData:
     run = load_run(lab, run_id, "cpu")
     resolved, config, sae = run.resolved, run.config, run.sae
     stores, notes = stores_for_run(lab, resolved, config)
-    domains = [encode_store(sae, s, name, config.hook, config.layer, chunk_rows) for name, s in stores.items()]
+    encoder = Encoder.of(sae, "cpu")
+    domains = [encode_store(sae, s, name, config.hook, config.layer, chunk_rows, run_id, encoder, cache)
+               for name, s in stores.items()]
     return RunData(run_id, resolved, config, sae, domains, notes)

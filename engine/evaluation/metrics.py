@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from engine.evaluation.codes import CHUNK_ROWS, CODES, CodeCache, Encoder, RowCodes, encode_rows, to_numpy
 from engine.training.sae import SparseAutoencoder
 
 
@@ -116,14 +117,27 @@ def evaluate_reconstruction(
     stop: int,
     device: torch.device,
     top_n: int = 0,
-    chunk_rows: int = 8192,
+    chunk_rows: int = CHUNK_ROWS,
+    keep_codes: tuple[str, str, str, int] | None = None,
+    encoder: Encoder | None = None,
+    cache: CodeCache = CODES,
 ) -> tuple[ReconstructionMetrics, FeatureTops]:
-    """Stream rows [start, stop) of a float16 activation file through the SAE."""
+    """Stream rows [start, stop) of a float16 activation file through the SAE.
+
+    ``keep_codes = (run_id, activation set key, hook, layer)`` leaves the rows' sparse codes in
+    ``cache`` for the run's analysis in this process (``engine.evaluation.codes``)."""
     sae = sae.to(device).eval()
+    encoder = encoder or Encoder.of(sae, device)
     acc = MetricAccumulator(sae.d_in, sae.d_sae, top_n)
-    for a in range(start, stop, chunk_rows):
-        x = torch.from_numpy(np.asarray(acts[a : min(a + chunk_rows, stop)], dtype=np.float32)).to(device)
-        code = sae.encode_sparse(x)
+    parts: list[RowCodes] = []
+    for a, x, code in encode_rows(encoder, acts, start, stop, chunk_rows):
         x_hat = sae.decode_sparse(code)
         acc.add(x, x_hat, code, a - start)
+        if keep_codes is not None:
+            parts.append(RowCodes(a, a + code.batch, *to_numpy(code, a)))
+    if keep_codes is not None:
+        run_id, store_key, hook, layer = keep_codes
+        codes = RowCodes.join(parts)
+        codes.start, codes.stop = start, stop
+        cache.put(CodeCache.key(run_id, encoder, store_key, hook, layer, start, stop, chunk_rows), codes)
     return acc.result(), acc.tops()
