@@ -115,10 +115,10 @@ def compute_labels(domains: list[DomainCodes], d_sae: int, vocab: Vocab, max_tok
     corpus_tokens = None
     for kind, prev in zip(KINDS, (False, True)):
         f, t, corpus, n_total = _train_parts(domains, V, prev)
-        key, c = np.unique(f.astype(np.int64) * V + t, return_counts=True)  # sorted by (feature, token)
-        indptr = np.zeros(d_sae + 1, dtype=np.int64)
-        indptr[1:] = np.cumsum(np.bincount(key // V, minlength=d_sae))
-        counts = sp.csr_matrix((c.astype(np.float32), (key % V).astype(np.int32), indptr), shape=(d_sae, V))
+        # (feature, token) counts: COO -> CSR is a counting sort by feature, then each feature's few
+        # tokens are sorted and summed (faster than np.unique's sort of all 64-bit keys).
+        counts = sp.coo_matrix((np.ones(len(f), np.float32), (f, t)), shape=(d_sae, V)).tocsr()
+        counts.sum_duplicates()
         if not prev:
             fire_tokens, corpus_tokens = counts, corpus
         cand[kind] = _best_tokens(counts, corpus, n_total, max_tokens, min_count, min_share)

@@ -117,16 +117,15 @@ def best_f1_threshold(scores: np.ndarray, labels: np.ndarray, neg_weight: float 
     (for a sample with subsampled negatives). Only scores above ``floor`` are candidates (a latent
     that does not fire never counts as predicting the concept)."""
     labels = labels.astype(bool)
-    order = np.argsort(-scores, kind="stable")
+    P = labels.sum()
+    cand = np.flatnonzero(scores > floor)  # only these can be thresholds: sort them alone (most rows do not fire)
+    order = cand[np.argsort(-scores[cand], kind="stable")]
     s, y = scores[order], labels[order]
-    keep = s > floor
-    s, y = s[keep], y[keep]
     if not len(s):
         return float("inf")
     tp = np.cumsum(y)
     fp = np.cumsum(~y) * neg_weight
     last = np.r_[s[1:] != s[:-1], True]  # the last row of each tie group: a threshold includes all ties
-    P = labels.sum()
     f1 = np.where(last, 2 * tp / np.maximum(2 * tp + fp + (P - tp), 1e-12), -1)
     return float(s[int(np.argmax(f1))])
 
@@ -182,7 +181,9 @@ def _rank_matrix(A: sp.csr_matrix) -> tuple[sp.csc_matrix, np.ndarray]:
     C.sort_indices()
     col = np.repeat(np.arange(F), np.diff(C.indptr))
     key = (col.astype(np.int64) << 32) | np.ascontiguousarray(C.data, dtype=np.float32).view(np.int32).astype(np.int64)
-    order = np.argsort(key, kind="stable")
+    # Equal keys (same latent, same value) share one average rank whatever their order, so the sort
+    # need not be stable: numpy's quicksort of 64-bit ints is its SIMD one, several times a stable sort.
+    order = np.argsort(key)
     k_sorted = key[order]
     pos = np.arange(len(order)) - C.indptr[col[order]]  # 0-based position within the latent's firing rows
     new = np.r_[True, k_sorted[1:] != k_sorted[:-1]]
