@@ -173,6 +173,8 @@ def live_panel() -> None:
         data.clear()
         st.rerun(scope="app")
     running = jobs[jobs["shown_status"] == "RUNNING"]
+    # Jobs claimed together train in one pass over the same batches (engine.training.group).
+    together = running["share_group"].value_counts().to_dict() if "share_group" in running else {}
     for r in running.itertuples():
         total, step = _num(r.total_steps), _num(r.step) or 0.0
         frac = min(1.0, step / total) if total else 0.0
@@ -182,7 +184,9 @@ def live_panel() -> None:
         if fvu is not None:
             # The trainer counts a latent dead only after train.dead_after_tokens tokens without firing, so early
             # in training this reads 0 %; the run's held-out dead fraction is measured after training.
-            st.caption(f"loss {loss or 0:.4f} · FVU {fvu:.3f} (batch) · dead so far {dead or 0:.1%} (train)")
+            others = together.get(getattr(r, "share_group", None), 1) - 1
+            shared = f" · one pass with {others} other{'s' if others > 1 else ''}" if others > 0 else ""
+            st.caption(f"loss {loss or 0:.4f} · FVU {fvu:.3f} (batch) · dead so far {dead or 0:.1%} (train){shared}")
         if st.button("Cancel", key=f"cancel_{r.job_id}", icon=":material/stop:"):
             cancel_queued_and_flag_running(data.lab(), job_ids=[r.job_id])
     queued = jobs[jobs["shown_status"] == "QUEUED"]

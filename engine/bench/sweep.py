@@ -111,7 +111,8 @@ def bench_sweep(args, lab: Lab, out: dict) -> None:
     total = sum(per_phase.values())
     minutes, secs = divmod(round(wall), 60)
     print(f"\n{n_fin}/{len(jobs)} jobs finished; wall time {minutes} min {secs} s "
-          f"(collection included); peak memory of the workers {peak / 2**30:.2f} GiB")
+          f"(collection included; target <= 6 min: {'met' if wall <= 360 else 'NOT met'}); "
+          f"peak memory of the workers {peak / 2**30:.2f} GiB (target < 4 GB: {'met' if peak < 4e9 else 'NOT met'})")
     print(f"where the time went ({workers} workers in parallel; worker-seconds, each job's own):")
     for k in PHASES:
         print(f"  {k:<9} {per_phase.get(k, 0.0):8.1f} s  {per_phase.get(k, 0.0) / max(total, 1e-9):6.1%}"
