@@ -218,5 +218,10 @@ class CodeCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def held_for(self, run_id: str) -> int:
+        """Entries kept for one run."""
+        with self._lock:
+            return sum(k[0] == run_id for k in self._entries)
+
 
 CODES = CodeCache()

@@ -20,6 +20,7 @@ from core.errors import LabBusyError, LabError, first_line
 from core.lab import Lab
 from db import apply_ops, ensure_schema, query, replay_spools, spool_of, transaction, utcnow
 from engine.device import cpu_threads
+from engine.evaluation.codes import CODES
 from engine.pipeline import RunCallbacks, run_group_locally
 from engine.runs import RunOutcome, RunSpec
 from engine.sweeps.queue import (
@@ -199,6 +200,7 @@ def settle_job(lab: Lab, spec: RunSpec, reporter: Any, outcome: RunOutcome | Non
         writing = sum((summary or {}).get("timings", {}).get(k, 0.0) for k in DATABASE_STAGES)
         seconds["analyze"] = total - writing
         seconds["database"] += writing
+    CODES.drop(spec.run_id)  # a worker without analysis never reads the codes evaluation kept
     return {k: round(v, 3) for k, v in seconds.items()}
 
 
