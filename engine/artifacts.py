@@ -1,4 +1,4 @@
-"""A run's inputs and outputs on disk, apart from the conductor (``engine.runs.execute_run``).
+"""A run's inputs and outputs on disk, apart from the conductor (``engine.runs.prepare_run`` / ``complete_run``).
 
 The activation stores a configuration needs (checked against the model and the machine first,
 collected once and reused after), the stores a finished run was trained on (by the keys saved with

@@ -1,4 +1,4 @@
-"""Recording a run in the lab database: the local wrapper around ``execute_run``.
+"""Recording a run in the lab database: the local wrapper around ``engine.runs.prepare_run`` / ``complete_run``.
 
 Everything goes through ``db.BufferedWriter``: step metrics are buffered and flushed in batches,
 and a busy database never stops training (rows are spooled in the run's folder and replayed).

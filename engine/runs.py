@@ -1,7 +1,8 @@
 """A run: one SAE trained on one domain and evaluated on every domain of its experiment.
 
-``execute_run(spec, lab, hooks)`` is a plain function of the spec that returns its results; it never
-touches the database. The local recorder (``engine.recording``) and the sweep worker wrap it; a
+``prepare_run``, training, ``complete_run`` (``engine.pipeline`` drives them) are plain functions of
+the spec that return its results; they never touch the database.
+The local recorder (``engine.recording``) and the sweep worker wrap them; a
 distributed executor could run it on another machine and ship the outcome back. Opening what a run
 needs or saved (activation stores, its SAE, its resolved config) is ``engine.artifacts``.
 """
@@ -229,21 +230,3 @@ def complete_run(run: PreparedRun, lab: Lab, result: TrainResult, evaluate: bool
                                        if evaluate else ([], [], {}, {}))
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)
     return RunOutcome(spec.run_id, run.resolved, asdict(result), evals, splices, quality, lab.relative(sae_dir), interp)
-
-
-def execute_run(
-    spec: RunSpec,
-    lab: Lab,
-    hooks: TrainHooks | None = None,
-    on_start: Callable[[dict[str, Any]], None] | None = None,
-    progress: bool = False,
-    device: torch.device | None = None,
-    evaluate: bool = True,
-    on_phase: Callable[[str], None] | None = None,
-) -> RunOutcome:
-    """Collect (or reuse) activations, train, save the SAE, evaluate. No database access."""
-    run = prepare_run(spec, lab, hooks, on_start, progress, device, on_phase)
-    if on_phase:
-        on_phase("train")
-    result = run.trainer.run(resume=True)
-    return complete_run(run, lab, result, evaluate, on_phase)
