@@ -30,7 +30,9 @@ number below noise), on the domains the concept applies to:
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -288,9 +290,45 @@ def _act_mean_diff(inputs: list[DomainInput], split: _Split, member: np.ndarray,
     return pos_sum / np.maximum(P, 1) - (total[None, :] - pos_sum - unk_sum) / np.maximum(N, 1)
 
 
+class BaselineCache:
+    """The model-dims baseline of every concept, kept per process for the runs that share its inputs.
+
+    The baseline reads only the model's activations, the memberships and the seeded choice of probe
+    rows (whose draws do not depend on the SAE), so every run on the same activation sets, site and
+    seed gets the very same numbers: a sweep's six runs of a layer compute them once (about a third
+    of the concept evaluation). Keyed by the caller's ``baseline_key`` (activation sets, site,
+    memberships), the seed and the concepts; a few entries, since each is a few numbers per concept."""
+
+    def __init__(self, max_entries: int = 32):
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple, dict[str, tuple[dict[int, float], int | None, float | None]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> dict[str, tuple[dict[int, float], int | None, float | None]] | None:
+        with self._lock:
+            return self._entries.get(key)
+
+    def put(self, key: tuple, value: dict[str, tuple[dict[int, float], int | None, float | None]]) -> None:
+        with self._lock:
+            self._entries[key] = value
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+BASELINES = BaselineCache()
+
+
 def evaluate_concepts(inputs: list[DomainInput], concepts: list[Concept], d_sae: int, seed: int = 0,
-                      timings: dict[str, float] | None = None) -> list[ConceptResult]:
-    """One result per concept (in registry order), evaluated on the domains of its kind."""
+                      timings: dict[str, float] | None = None, baseline_key: str | None = None,
+                      cache: BaselineCache = BASELINES) -> list[ConceptResult]:
+    """One result per concept (in registry order), evaluated on the domains of its kind.
+
+    ``baseline_key`` names the activations and memberships (``engine.analysis.concepts.run``): with
+    it, the model-dims baseline is read from ``cache`` when a run on the same inputs computed it."""
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     names = [c.name for c in concepts]
@@ -306,16 +344,23 @@ def evaluate_concepts(inputs: list[DomainInput], concepts: list[Concept], d_sae:
             groups.setdefault(tuple(have), []).append(ci)
     # One BLAS thread: these are hundreds of small products, and a multi-threaded BLAS on a busy
     # machine spends 30x longer handing them between threads than computing them (measured).
+    key = (baseline_key, seed, tuple(names), tuple((x.name, x.kind, x.members is not None) for x in inputs),
+           MIN_POSITIVES, MAX_TRAIN_POS, NEG_PER_POS, MIN_TRAIN_NEG, BASELINE_DIMS, PROBE_KS) if baseline_key else None
+    known = cache.get(key) if key else None
     with threadpool_limits(limits=1, user_api="blas"):
         for dom, cis in groups.items():
-            _evaluate_group(inputs, list(dom), cis, names, results, d_sae, rng)
+            _evaluate_group(inputs, list(dom), cis, names, results, d_sae, rng, known)
+    if key and known is None:
+        cache.put(key, {r.concept: (dict(r.baseline), r.baseline_dim, r.baseline_f1) for r in results.values()})
     if timings is not None:
         timings["concepts_eval"] = round(time.perf_counter() - t0, 3)
+        timings["concepts_baseline_reused"] = float(known is not None)
     return [results[n] for n in names]
 
 
 def _evaluate_group(inputs: list[DomainInput], dom: list[int], cis: list[int], names: list[str],
-                    results: dict[str, ConceptResult], d_sae: int, rng: np.random.Generator) -> None:
+                    results: dict[str, ConceptResult], d_sae: int, rng: np.random.Generator,
+                    known_baseline: dict[str, tuple[dict[int, float], int | None, float | None]] | None = None) -> None:
     col = {n: i for i, n in enumerate(inputs[dom[0]].members.names)}
     idx = np.array([col[names[ci]] for ci in cis])
     tr = _split(inputs, dom, d_sae, val=False)
@@ -350,7 +395,7 @@ def _evaluate_group(inputs: list[DomainInput], dom: list[int], cis: list[int], n
     tot = np.asarray(A.sum(0)).ravel()
     neg_mean = (tot[None, :] - pos_mean * P[:, None]) / np.maximum(Nn, 1)[:, None]
     lat_diff = np.abs(pos_mean - neg_mean)
-    dim_diff = _act_mean_diff(inputs, tr, tr_member[:, todo_a], tr_known[:, todo_a])
+    dim_diff = None if known_baseline else _act_mean_diff(inputs, tr, tr_member[:, todo_a], tr_known[:, todo_a])
     Acsc = A.tocsc()
     Vcsc = va.codes.tocsc()
     text_rows = np.flatnonzero(text)
@@ -399,7 +444,11 @@ def _evaluate_group(inputs: list[DomainInput], dom: list[int], cis: list[int], n
                 r.latents_to_90 = k
         if r.latents_to_90 is None and full > 0:
             r.latents_to_90 = LADDER[-1]
-        # Baseline: the same probes on the model's own dimensions.
+        # Baseline: the same probes on the model's own dimensions (or a run on the same inputs' numbers).
+        if known_baseline:
+            probes, r.baseline_dim, r.baseline_f1 = known_baseline[r.concept]
+            r.baseline = dict(probes)
+            continue
         dims = np.argsort(-np.abs(dim_diff[t]), kind="stable")[: max(max(PROBE_KS), BASELINE_DIMS)]
         if va_acts is None:
             va_acts = va.acts(inputs, np.arange(va.codes.shape[0]))

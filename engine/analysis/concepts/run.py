@@ -10,16 +10,17 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from core.errors import LabError
 from core.lab import Lab
 from engine.analysis.codes import RunData
-from engine.analysis.concepts.evaluate import ConceptResult, DomainInput, coverage, evaluate_concepts
+from engine.analysis.concepts.evaluate import BASELINES, BaselineCache, ConceptResult, DomainInput, coverage, evaluate_concepts
 from engine.analysis.concepts.members import Memberships, cache_key, memberships
 from engine.analysis.concepts.registry import REGISTRY, ConceptRegistry, domain_kind
 from engine.analysis.concepts.texts import StoreText, load_store_text
-from engine.collection.store import ActivationStore
+from engine.collection.store import ActivationStore, site_file
 
 
 @dataclass
@@ -45,8 +46,9 @@ def _tokenizer_loader(model_path: str, local_only: bool) -> Callable[[], Any]:
 
 
 def run_memberships(lab: Lab, data: RunData, registry: ConceptRegistry = REGISTRY,
-                    tokenizer: Callable[[], Any] | None = None) -> tuple[list[tuple[str, Memberships | None]], list[str]]:
-    """(kind, memberships or None) per domain of the run, in its order, and notes on what is missing."""
+                    tokenizer: Callable[[], Any] | None = None) -> tuple[list[tuple[str, Memberships | None]], list[str], str]:
+    """(kind, memberships or None) per domain of the run, in its order; notes on what is missing; the
+    memberships' cache key (it names the activation sets, their kinds and the concepts)."""
     # deferred: the model registry loads transformers
     from engine.collection.models import resolve_model
 
@@ -62,7 +64,7 @@ def run_memberships(lab: Lab, data: RunData, registry: ConceptRegistry = REGISTR
     cached = [Memberships.load(p) if p.exists() else None for p in paths]
     names = [c.name for c in registry.concepts]
     if all(m is not None and m.names == names and len(m.member) == s.n_rows for m, s in zip(cached, stores)):
-        return list(zip(kinds, cached)), []
+        return list(zip(kinds, cached)), [], key
     notes: list[str] = []
     texts: list[StoreText | None] = []
     for dc, s in zip(data.domains, stores):
@@ -91,20 +93,34 @@ def run_memberships(lab: Lab, data: RunData, registry: ConceptRegistry = REGISTR
         except OSError:
             pass
         out.append((k, m))
-    return out, notes
+    return out, notes, key
+
+
+def _file_identity(path: Path) -> str:
+    try:
+        st = path.stat()
+    except OSError:
+        return f"{path}:missing"
+    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def evaluate_run(lab: Lab, data: RunData, registry: ConceptRegistry = REGISTRY, seed: int = 0,
-                 progress: bool = False) -> ConceptReport:
+                 progress: bool = False, baselines: BaselineCache = BASELINES) -> ConceptReport:
     """Every concept of the registry scored on the run's held-out tokens."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    members, notes = run_memberships(lab, data, registry)
+    members, notes, members_key = run_memberships(lab, data, registry)
     timings["concepts_members"] = round(time.perf_counter() - t0, 3)
     inputs = [DomainInput(dc.name, kind, dc, m,
                           ActivationStore.open(lab.activations / dc.store_key).acts(data.config.hook, data.config.layer))
               for dc, (kind, m) in zip(data.domains, members)]
-    results = evaluate_concepts(inputs, registry.concepts, data.d_sae, seed, timings)
+    # The model-dims baseline depends only on these activations and memberships: runs that share them
+    # (a sweep's runs of one layer) share it (``BASELINES``). The key names each site file by path, size
+    # and modification time, so a lab elsewhere or a collection redone never reads another's numbers.
+    baseline_key = "|".join([members_key, data.config.hook, str(data.config.layer),
+                             *(_file_identity(lab.activations / dc.store_key / site_file(data.config.hook, data.config.layer))
+                               for dc in data.domains)])
+    results = evaluate_concepts(inputs, registry.concepts, data.d_sae, seed, timings, baseline_key, baselines)
     summary = coverage(results)
     for n in notes:
         if progress:
