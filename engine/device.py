@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import os
 
 import torch
@@ -55,3 +58,20 @@ def cpu_has_fast_bf16() -> bool:
     except OSError:
         return False
     return any(f in flags for f in (" amx_bf16", " avx512_bf16"))
+
+
+def release_freed_memory() -> bool:
+    """Hand the memory a finished job freed back to the system (glibc's ``malloc_trim``).
+
+    A job's analysis frees hundreds of MB of numpy temporaries, but glibc keeps freed heap pages
+    resident (it returns only the heap's top), so a worker's resident size would stay at its
+    largest job's high-water mark through the jobs after it, beside the other worker's. Returns
+    whether anything was trimmed; a no-op where the C library is not glibc."""
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        trim = getattr(libc, "malloc_trim", None)
+    except OSError:
+        trim = None
+    return bool(trim(0)) if trim is not None else False

@@ -5,7 +5,9 @@ where the time went from the jobs' own ``phase_seconds`` (each job counts only i
 when it trained in one pass with others). The training's share of this machine's limit is the
 encoder's FLOPs (2 x batch x (d_in + 1) x d_sae a step) over the FLOP rate a bare ``torch.mm`` of
 the same shape reaches at the workers' thread count, measured in this run, in the dtype the
-training used. Peak memory is the largest sum of the workers' resident memory, sampled.
+training used. Peak memory is the largest sum of the workers' proportional set size (PSS), sampled:
+the memory they hold together, each shared page counted once. Their resident sizes (RSS) are printed
+too; summed, RSS counts twice the pages both workers map from one activation file (page cache).
 """
 
 from __future__ import annotations
@@ -59,15 +61,19 @@ def _start_workers(lab: Lab, workers: int, threads: int, group_size: int) -> lis
             for i in range(workers)]
 
 
-def _rss(procs: list[subprocess.Popen]) -> int:
-    total = 0
+def _memory(procs: list[subprocess.Popen]) -> tuple[int, int]:
+    """(sum of PSS, sum of RSS) of the workers and their children, in bytes."""
+    pss = rss = 0
     for p in procs:
         try:
             proc = psutil.Process(p.pid)
-            total += proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+            for q in [proc, *proc.children(recursive=True)]:
+                info = q.memory_full_info()
+                pss += getattr(info, "pss", info.rss)  # PSS is Linux's; elsewhere RSS stands in
+                rss += info.rss
         except psutil.Error:
             pass
-    return total
+    return pss, rss
 
 
 def bench_sweep(args, lab: Lab, out: dict) -> None:
@@ -83,9 +89,10 @@ def bench_sweep(args, lab: Lab, out: dict) -> None:
             raise LabError(f"could not enqueue '{preset}': {enq.stderr.strip().splitlines()[-1] if enq.stderr.strip() else ''}")
         t0 = time.perf_counter()
         procs = _start_workers(fresh, workers, threads, args.group_size)
-        peak = 0
+        peak = peak_rss = 0
         while any(p.poll() is None for p in procs):
-            peak = max(peak, _rss(procs))
+            pss, rss = _memory(procs)
+            peak, peak_rss = max(peak, pss), max(peak_rss, rss)
             time.sleep(0.25)
         wall = time.perf_counter() - t0
         if any(p.returncode for p in procs):
@@ -112,7 +119,8 @@ def bench_sweep(args, lab: Lab, out: dict) -> None:
     minutes, secs = divmod(round(wall), 60)
     print(f"\n{n_fin}/{len(jobs)} jobs finished; wall time {minutes} min {secs} s "
           f"(collection included; target <= 6 min: {'met' if wall <= 360 else 'NOT met'}); "
-          f"peak memory of the workers {peak / 2**30:.2f} GiB (target < 4 GB: {'met' if peak < 4e9 else 'NOT met'})")
+          f"peak memory of the workers {peak / 2**30:.2f} GiB PSS (target < 4 GB: {'met' if peak < 4e9 else 'NOT met'}; "
+          f"summed RSS {peak_rss / 2**30:.2f} GiB counts shared file pages twice)")
     print(f"where the time went ({workers} workers in parallel; worker-seconds, each job's own):")
     for k in PHASES:
         print(f"  {k:<9} {per_phase.get(k, 0.0):8.1f} s  {per_phase.get(k, 0.0) / max(total, 1e-9):6.1%}"
@@ -122,6 +130,7 @@ def bench_sweep(args, lab: Lab, out: dict) -> None:
     print(f"training ({used} matmuls): encoder {train_rate / 1e9:.0f} GFLOP/s = {train_rate / rates[used]:.0%} of the "
           f"{used} torch.mm limit")
     out["sweep"] = {"preset": preset, "workers": workers, "threads": threads, "group_size": args.group_size,
-                    "jobs": len(jobs), "finished": n_fin, "wall_seconds": wall, "peak_rss_bytes": peak,
+                    "jobs": len(jobs), "finished": n_fin, "wall_seconds": wall, "peak_pss_bytes": peak,
+                    "peak_rss_bytes": peak_rss,
                     "phase_worker_seconds": per_phase, "mm_flops": rates, "train_flops": train_rate,
                     "train_dtype": used, "train_share_of_mm": train_rate / rates[used]}

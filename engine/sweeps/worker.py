@@ -19,7 +19,7 @@ import torch
 from core.errors import LabBusyError, LabError, first_line
 from core.lab import Lab
 from db import apply_ops, ensure_schema, query, replay_spools, spool_of, transaction, utcnow
-from engine.device import cpu_threads
+from engine.device import cpu_threads, release_freed_memory
 from engine.evaluation.codes import CODES
 from engine.pipeline import RunCallbacks, run_group_locally
 from engine.runs import RunOutcome, RunSpec
@@ -201,6 +201,7 @@ def settle_job(lab: Lab, spec: RunSpec, reporter: Any, outcome: RunOutcome | Non
         seconds["analyze"] = total - writing
         seconds["database"] += writing
     CODES.drop(spec.run_id)  # a worker without analysis never reads the codes evaluation kept
+    release_freed_memory()  # the analysis's temporaries leave the worker's resident memory now
     return {k: round(v, 3) for k, v in seconds.items()}
 
 

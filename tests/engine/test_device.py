@@ -37,3 +37,33 @@ def test_a_worker_process_runs_with_the_capped_thread_count(tmp_path):
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "threads 1" in out.stdout
+
+
+def test_release_freed_memory_hands_a_jobs_freed_heap_back():
+    """Many mid-sized arrays (a job's analysis temporaries) freed but one: glibc keeps their pages
+    resident until ``malloc_trim``. Measured in a fresh process, so the suite's own heap does not count."""
+    script = """
+import numpy as np, psutil
+from engine.device import release_freed_memory
+p = psutil.Process()
+kept = []
+for i in range(400):
+    a = np.ones(250_000)  # 2 MB: from the heap once glibc's mmap threshold has grown
+    if i % 100 == 99:
+        kept.append(a)
+    del a
+big = [np.ones(250_000) for _ in range(300)]
+kept.append(big[-1])
+del big
+before = p.memory_info().rss
+trimmed = release_freed_memory()
+print(before, p.memory_info().rss, trimmed)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO).stdout.split()
+    before, after, trimmed = int(out[0]), int(out[1]), out[2] == "True"
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_trim is glibc's")
+    assert trimmed
+    assert after < before - 300 * 2**20, (before, after)
