@@ -26,6 +26,7 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+from torch.profiler import ProfilerActivity, profile
 from tqdm.auto import tqdm
 
 from engine.bench.measure import _prose_store, val_fvu
@@ -61,6 +62,32 @@ class MMClock:
 def _encoder_flops(trainer: Trainer) -> float:
     sae = trainer.sae
     return 2.0 * trainer.batches.batch_size * (sae.d_in + 1) * sae.d_sae
+
+
+STAGES = ("encoder_gemm", "select", "forward", "backward", "optimizer", "bookkeeping")
+
+
+def step_stages(tr: Trainer, label: str, warmup: int = 5, steps: int = 10) -> dict[str, float]:
+    """Where a training step's time goes: ``torch.profiler`` over ``steps`` steps (after ``warmup``),
+    summing the CPU time of the step's named ranges (``engine.training.trainer._stage``), in ms a step.
+    The profiler adds its own cost, so the parts are shares of a somewhat slower step."""
+    it = tr.batches.iterate(0, warmup + steps, torch.device("cpu"))
+    batches = [x for _, x in it]
+    for i, x in enumerate(batches[:warmup]):
+        tr.take_step(i, x.clone(), owned=True)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        for i, x in enumerate(batches[warmup:], start=warmup):
+            tr.take_step(i, x.clone(), owned=True)
+        wall = (time.perf_counter() - t0) / steps * 1e3
+    ms = {name: 0.0 for name in STAGES}
+    for e in prof.key_averages():
+        if e.key.startswith("sae_step."):
+            ms[e.key.removeprefix("sae_step.")] = e.cpu_time_total / 1e3 / steps
+    ms["step"] = wall
+    parts = ", ".join(f"{name.replace('_', ' ')} {ms[name]:.1f}" for name in STAGES)
+    print(f"  {label} step at batch {tr.batches.batch_size}, k {tr.sae.k} (profiled, ms): {ms['step']:.1f} = {parts}", flush=True)
+    return ms
 
 
 def bench_trainer(args, lab, out: dict) -> None:
@@ -136,6 +163,7 @@ def _bench(args, lab, out: dict, threads: int) -> None:
     print(f"  target (a) (bf16 >= 2.5x fp32's tokens/s at held-out FVU within 1 %): {'met' if ok else 'NOT met'} "
           f"({', '.join('x%.2f at batch %d' % (r['speedup'], r['batch']) for r in rows)})")
     out["trainer"] = {"threads": threads, "epochs": epochs, "dtypes": rows}
+    out["trainer"]["stages"] = {name: step_stages(trainer(name, batches[-1]), name) for name in ("float32", "bfloat16")}
 
     # -- a share group in fp32 -------------------------------------------------------------------
     ks = [int(k) for k in str(args.group_ks).split(",") if k.strip()]

@@ -11,9 +11,11 @@ What it does, and why (Gao et al. 2024 and the reference tools):
 - a sparse backward (``sparse_ops``): gradients are computed from the k active latents only;
 - bf16 matmuls where the CPU has them (``matmul_dtype``): the encoder's GEMM and the selection run
   on bf16, the selected entries get exact fp32 values (``_exact_pre``). Where a step's time goes
-  and how close it gets to the ``torch.mm`` limit: ``python -m engine bench trainer``. On this
-  2-core EPYC (1 thread, batch 2048) the bf16 step is ~1.5x the fp32 one: the per-token top-k
-  (torch's CPU topk over the group maxima, ~4 us a row) costs about as much as the bf16 GEMM itself.
+  (the step's named ranges, ``_stage``) and how close it gets to the ``torch.mm`` limit:
+  ``python -m engine bench trainer``. On this 2-core EPYC (1 thread, batch 4096, k 16) a bf16 step
+  is ~81 ms against fp32's ~116: GEMM 31 ms, top-k selection 23 ms (torch's CPU topk over the group
+  maxima, ~5 us a row; a numba quickselect kernel was only 1.1-1.5x faster and was not added),
+  sparse backward 12 ms. Running the step in row blocks that stay in cache gained nothing either.
 
 What differs between architectures (selection, activation, loss, penalty, thresholds) is asked of
 ``sae.arch`` (``engine.training.architectures``); this loop never tests an architecture's name.
@@ -67,6 +69,12 @@ class TrainResult:
     tokens_per_second: float
     final_metrics: dict[str, float] = field(default_factory=dict)
     resumed_from_step: int = 0
+
+
+def _stage(name: str) -> torch.profiler.record_function:
+    """A named range of the step for ``torch.profiler`` (``python -m engine bench trainer`` sums them
+    into where a step's time goes); about a microsecond when no profiler runs."""
+    return torch.profiler.record_function("sae_step." + name)
 
 
 def resolve_matmul_dtype(setting: str, device: torch.device) -> torch.dtype:
@@ -214,7 +222,7 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = lr * g.get("lr_scale", 1.0)
         arch = sae.arch
-        with torch.no_grad():
+        with torch.no_grad(), _stage("encoder_gemm"):
             xc = x - sae.b_dec
             pre = self._encoder_pre(xc)
             if self._fresh:
@@ -222,6 +230,7 @@ class Trainer:
                 if self.step == 0:
                     arch.init_from_batch(sae, pre)
                     pre = self._encoder_pre(xc)
+        with torch.no_grad(), _stage("select"):
             dead = self.tokens_since_fired >= self.cfg.dead_after_tokens
             n_dead = int(dead.sum())
             if n_dead and arch.revive(sae, pre, dead):
@@ -237,29 +246,31 @@ class Trainer:
             del pre
             pattern = make_pattern(rows, cols, B, sae.d_sae)
             aux_pattern = make_pattern(aux[0], aux[1], B, sae.d_sae) if aux is not None else None
-        vals = arch.train_values(sae, pv, xc, pattern)
-        loss, mse, err = arch.reconstruction(sae, vals, pattern, xc)
-        penalty = arch.penalty(sae, vals, pv, pattern)
-        if penalty is not None:
-            loss = loss + penalty
-        l1 = vals.sum() / B
-        aux_loss = None
-        if aux is not None:
-            avals = torch.relu(SparseEncodeGrad.apply(aux[2], xc, sae.W_enc_rows, sae.b_enc, sae.b_dec, aux_pattern))
-            # The dead latents learn to explain the residual x - x_hat = -err.
-            e_hat = sparse_decode(avals, sae.W_dec, aux_pattern)
-            denom = (err - err.mean(0)).pow(2).sum().clamp_min(1e-12)
-            aux_loss = (e_hat + err).pow(2).sum() / denom
-            loss = loss + self.cfg.aux_coefficient * aux_loss
+        with _stage("forward"):
+            vals = arch.train_values(sae, pv, xc, pattern)
+            loss, mse, err = arch.reconstruction(sae, vals, pattern, xc)
+            penalty = arch.penalty(sae, vals, pv, pattern)
+            if penalty is not None:
+                loss = loss + penalty
+            l1 = vals.sum() / B
+            aux_loss = None
+            if aux is not None:
+                avals = torch.relu(SparseEncodeGrad.apply(aux[2], xc, sae.W_enc_rows, sae.b_enc, sae.b_dec, aux_pattern))
+                # The dead latents learn to explain the residual x - x_hat = -err.
+                e_hat = sparse_decode(avals, sae.W_dec, aux_pattern)
+                denom = (err - err.mean(0)).pow(2).sum().clamp_min(1e-12)
+                aux_loss = (e_hat + err).pow(2).sum() / denom
+                loss = loss + self.cfg.aux_coefficient * aux_loss
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        with torch.no_grad():
+        with _stage("backward"):
+            loss.backward()
+        with torch.no_grad(), _stage("optimizer"):
             W, G = sae.W_dec, sae.W_dec.grad
             if G is not None:
                 G -= (G * W).sum(-1, keepdim=True) * W  # remove the part that only changes row norms
-        self.opt.step()
-        with torch.no_grad():
+            self.opt.step()
             sae.W_dec /= sae.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        with torch.no_grad(), _stage("bookkeeping"):
             v = vals.detach()
             active = v > 0
             n_active = int(active.sum())
