@@ -342,11 +342,11 @@ def evaluate_concepts(inputs: list[DomainInput], concepts: list[Concept], d_sae:
         results[c.name] = res
         if have:
             groups.setdefault(tuple(have), []).append(ci)
-    # One BLAS thread: these are hundreds of small products, and a multi-threaded BLAS on a busy
-    # machine spends 30x longer handing them between threads than computing them (measured).
     key = (baseline_key, seed, tuple(names), tuple((x.name, x.kind, x.members is not None) for x in inputs),
            MIN_POSITIVES, MAX_TRAIN_POS, NEG_PER_POS, MIN_TRAIN_NEG, BASELINE_DIMS, PROBE_KS) if baseline_key else None
     known = cache.get(key) if key else None
+    # One BLAS thread: these are hundreds of small products, and a multi-threaded BLAS on a busy
+    # machine spends 30x longer handing them between threads than computing them (measured).
     with threadpool_limits(limits=1, user_api="blas"):
         for dom, cis in groups.items():
             _evaluate_group(inputs, list(dom), cis, names, results, d_sae, rng, known)
