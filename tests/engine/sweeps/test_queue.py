@@ -144,7 +144,11 @@ def test_sigkill_during_training_and_during_a_write_then_resume(lab, tmp_path, u
     wait_for(lambda: training_step(lab) >= 60 and list(lab.runs.glob("*/checkpoint.pt")))
     w.send_signal(signal.SIGKILL)
     w.wait()
-    assert set(db.query(lab, "SELECT status FROM jobs")["status"]) <= {"QUEUED", "RUNNING"}
+    # A job of the worker's share group may have ended before the kill landed (members end at their
+    # own steps); the kill must leave no job failed or killed, and at least one caught mid-training.
+    statuses = db.query(lab, "SELECT status FROM jobs")["status"]
+    assert set(statuses) <= {"QUEUED", "RUNNING", "FINISHED"}
+    assert (statuses == "RUNNING").any()
     # 2. SIGKILL inside an open write transaction (the fault point pauses before COMMIT).
     marker = tmp_path / "in-write"
     w = start_worker(lab, pause_in_write=marker)
