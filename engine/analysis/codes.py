@@ -19,7 +19,7 @@ from core.lab import Lab
 from engine.artifacts import load_run, stores_for_run
 from engine.collection.store import ActivationStore
 from engine.config import ExperimentConfig
-from engine.evaluation.codes import CHUNK_ROWS, CODES, CodeCache, Encoder, RowCodes, encode_range
+from engine.evaluation.codes import CHUNK_ROWS, CODES, CodeCache, Encoder, RowCodes, encode_chunks
 from engine.training.sae import SparseAutoencoder
 
 
@@ -108,10 +108,11 @@ def encode_store(sae: SparseAutoencoder, store: ActivationStore, name: str, hook
                        "activation set do not match")
     encoder = encoder or Encoder.of(sae, "cpu")
     n, v = store.n_rows, store.val_start
-    parts = [encode_range(encoder, acts, 0, v, chunk_rows)]
+    parts = encode_chunks(encoder, acts, 0, v, chunk_rows)
     held = cache.get(CodeCache.key(run_id, encoder, store.key, hook, layer, v, n, chunk_rows)) if run_id else None
-    parts.append(held if held is not None else encode_range(encoder, acts, v, n, chunk_rows))
-    codes = RowCodes.join(parts)
+    parts += [held] if held is not None else encode_chunks(encoder, acts, v, n, chunk_rows)
+    codes = RowCodes.join(parts)  # one copy into the joined arrays, not one per range
+    del parts
     rs = np.asarray(store.rows())
     tokens = np.asarray(store.tokens())
     return DomainCodes(name, n, v, codes.rows, codes.cols, codes.vals, tokens, rs[:, 0].astype(np.int32),

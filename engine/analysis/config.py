@@ -7,12 +7,15 @@ from dataclasses import dataclass
 from core.config_base import ConfigBase
 from core.config_bounds import bounded, seed_field
 from core.errors import LabError
+from engine.evaluation.codes import CHUNK_ROWS
 
 
 @dataclass
 class AnalysisConfig(ConfigBase):
     seed: int = seed_field(0)  # quantile sampling, k-means, t-SNE
-    chunk_rows: int = bounded(16384, ge=1, le=2**24)  # activation rows encoded per step (memory stays bounded by the chunk)
+    # Activation rows encoded per step (memory stays bounded by the chunk); evaluation's, so the held-out
+    # codes it leaves behind are read instead of encoded again (another size encodes them anew).
+    chunk_rows: int = bounded(CHUNK_ROWS, ge=1, le=2**24)
     # Contexts (sae_vis defaults: top 20, 10 equal-width activation intervals x 5 random samples).
     window: int = bounded(10, ge=0, le=64)  # tokens each side of the activating token
     top_contexts: int = bounded(20, ge=0, le=10_000)

@@ -48,6 +48,7 @@ def select_contexts(dc: DomainCodes, d_sae: int, max_act: np.ndarray, cfg: Analy
     if cfg.top_contexts > 0:
         key = (cols << 32) | (0x7FFFFFFF - _float_key(dc.vals))  # feature asc, activation desc
         order = np.argsort(key)
+        del key  # (each of these temporaries is 8 bytes an entry: ~40 MB a domain at k = 48)
         rank = _rank_in_groups(cols[order], d_sae)
         keep = rank < cfg.top_contexts
         sel = order[keep]
@@ -57,23 +58,28 @@ def select_contexts(dc: DomainCodes, d_sae: int, max_act: np.ndarray, cfg: Analy
         out["quantile"].append(np.full(len(sel), -1, np.int16))
         out["q_lower"].append(np.full(len(sel), np.nan, np.float32))
         out["q_upper"].append(np.full(len(sel), np.nan, np.float32))
+        del order, rank, keep
     nq, gs = cfg.n_quantiles, cfg.quantile_group_size
     if nq > 0 and gs > 0:
         m = max_act[cols].astype(np.float64)
         q = np.clip(np.ceil(dc.vals / np.maximum(m, 1e-30) * nq).astype(np.int64) - 1, 0, nq - 1)  # (lower, upper]
+        del m
         group = cols * nq + q
         shuffled = rng.permutation(len(group))  # a random draw inside each interval: shuffle, then stable group sort
         order = shuffled[stable_group_order(group[shuffled], d_sae * nq)]
+        del shuffled
         rank = _rank_in_groups(group[order], d_sae * nq)
+        del group
         keep = rank < gs
         sel = order[keep]
         qs = q[sel]
+        sel_m = max_act[cols[sel]].astype(np.float64)
         out["entry"].append(sel)
         out["kind"].append(np.full(len(sel), KIND_QUANTILE, np.int8))
         out["rank"].append(qs * gs + rank[keep])
         out["quantile"].append(qs.astype(np.int16))
-        out["q_lower"].append((qs * m[sel] / nq).astype(np.float32))
-        out["q_upper"].append(((qs + 1) * m[sel] / nq).astype(np.float32))
+        out["q_lower"].append((qs * sel_m / nq).astype(np.float32))
+        out["q_upper"].append(((qs + 1) * sel_m / nq).astype(np.float32))
     return {k: np.concatenate(v) for k, v in out.items()}
 
 

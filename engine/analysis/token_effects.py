@@ -124,10 +124,12 @@ class _Bf16TopK:
     def __init__(self, M: torch.Tensor, n: int):
         self.M, self.n, self.m = M.contiguous(), n, max(8, n)
         self.M16 = M.to(torch.bfloat16)
-        m64 = M.double()
-        self.m_norm = float(m64.norm(dim=1).max())
-        self.dm_norm = float((m64 - self.M16.double()).norm(dim=1).max())
-        self.m16_norm = float(self.M16.double().norm(dim=1).max())
+        self.m_norm = self.dm_norm = self.m16_norm = 0.0
+        for a in range(0, len(M), 4096):  # in row blocks: fp64 copies of the whole [V, d] matrix were ~400 MB
+            m64, m16 = M[a : a + 4096].double(), self.M16[a : a + 4096].double()
+            self.m_norm = max(self.m_norm, float(m64.norm(dim=1).max()))
+            self.dm_norm = max(self.dm_norm, float((m64 - m16).norm(dim=1).max()))
+            self.m16_norm = max(self.m16_norm, float(m16.norm(dim=1).max()))
         self.fallback_rows = 0
 
     def __call__(self, d: torch.Tensor):

@@ -146,7 +146,7 @@ def _csr(dc: DomainCodes, d_sae: int, lo: int, hi: int) -> sp.csr_matrix:
 
 @dataclass
 class _Split:
-    codes: sp.csr_matrix  # [n, F]
+    codes: sp.csr_matrix | None  # [n, F]; the training split lets go of it once its rows with text are taken
     member: np.ndarray  # bool [n, C]
     known: np.ndarray  # bool [n, C]
     domain_rows: list[tuple[int, int, int]]  # (domain index, first row in the domain, n rows)
@@ -175,29 +175,62 @@ def _split(inputs: list[DomainInput], dom: list[int], d_sae: int, val: bool) -> 
     return _Split(sp.vstack(parts, format="csr"), np.concatenate(mem), np.concatenate(kn), rows)
 
 
-def _rank_matrix(A: sp.csr_matrix) -> tuple[sp.csc_matrix, np.ndarray]:
-    """Per latent, the average rank (1-based, ascending) of each firing row among all rows, non-firing
-    rows tied at the bottom; and each latent's rank of a non-firing row."""
-    n, F = A.shape
-    C = A.tocsc()
-    C.sort_indices()
-    col = np.repeat(np.arange(F), np.diff(C.indptr))
-    key = (col.astype(np.int64) << 32) | np.ascontiguousarray(C.data, dtype=np.float32).view(np.int32).astype(np.int64)
+def _column_ranks(C: sp.csc_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Per latent (column), the average rank (1-based, ascending) of each firing row among all rows,
+    non-firing rows tied at the bottom, in the order of ``C.data`` (indices sorted); and each latent's
+    rank of a non-firing row."""
+    n, F = C.shape
+    nnz = np.diff(C.indptr)
+    col = np.repeat(np.arange(F, dtype=np.int64), nnz)
+    key = (col << 32) | np.ascontiguousarray(C.data, dtype=np.float32).view(np.int32).astype(np.int64)
     # Equal keys (same latent, same value) share one average rank whatever their order, so the sort
     # need not be stable: numpy's quicksort of 64-bit ints is its SIMD one, several times a stable sort.
     order = np.argsort(key)
     k_sorted = key[order]
-    pos = np.arange(len(order)) - C.indptr[col[order]]  # 0-based position within the latent's firing rows
+    del key
+    col = col[order]
+    pos = np.arange(len(order)) - C.indptr[col]  # 0-based position within the latent's firing rows
     new = np.r_[True, k_sorted[1:] != k_sorted[:-1]]
+    del k_sorted
     run = np.cumsum(new) - 1
     first = np.flatnonzero(new)
+    del new
     last = np.r_[first[1:], len(order)] - 1
     avg_pos = (pos[first] + pos[last])[run] / 2.0
-    nnz = np.diff(C.indptr)
+    del pos, run, first, last
     ranks = np.empty(len(order))
-    ranks[order] = (n - nnz[col[order]]) + avg_pos + 1
+    ranks[order] = (n - nnz[col]) + avg_pos + 1
     zero_rank = (n - nnz + 1) / 2.0
-    return sp.csc_matrix((ranks, C.indices, C.indptr), shape=(n, F)), zero_rank
+    return ranks, zero_rank
+
+
+RANK_BLOCK = 256  # latents per pass of the rank computation
+
+
+def _latent_sums(C: sp.csc_matrix, M: sp.csr_matrix,
+                 block: int = RANK_BLOCK) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per (concept, latent), over the concept's positive rows (``M``, [n, C]): the sum of the
+    latent's ranks (``_column_ranks``) where it fires, how many of them it fires on, and the sum of
+    its activations; and each latent's rank of a non-firing row.
+
+    In blocks of ``block`` latents, so the rank pass's temporaries (a few 64-bit arrays per active
+    entry) stay one block's size: at k = 48 on the default 200k tokens the whole matrix at once held
+    ~1.1 GB for a moment, a worker's peak. Every sum runs over the rows in the same order either way
+    (and ranks are half-integers, summed exactly), so the numbers do not depend on ``block``."""
+    n, F = C.shape
+    MT = M.T.tocsr()
+    shape = (MT.shape[0], F)
+    rank_pos, fire_pos, act_pos = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    zero_rank = np.empty(F)
+    for a in range(0, F, block):
+        blk = C[:, a : min(a + block, F)]
+        blk.sort_indices()
+        ranks, zero_rank[a : a + blk.shape[1]] = _column_ranks(blk)
+        cols = slice(a, a + blk.shape[1])
+        rank_pos[:, cols] = (MT @ sp.csc_matrix((ranks, blk.indices, blk.indptr), shape=blk.shape)).toarray()
+        fire_pos[:, cols] = (MT @ sp.csc_matrix((np.ones(len(ranks)), blk.indices, blk.indptr), shape=blk.shape)).toarray()
+        act_pos[:, cols] = (MT @ blk).toarray()
+    return rank_pos, fire_pos, act_pos, zero_rank
 
 
 def fit_logistic(X: np.ndarray, y: np.ndarray, C: float = 1.0, max_iter: int = 100, tol: float = 1e-8) -> np.ndarray:
@@ -379,24 +412,22 @@ def _evaluate_group(inputs: list[DomainInput], dom: list[int], cis: list[int], n
     # Training AUROC of every latent for every concept, on rows with text for these concepts.
     text = tr_known[:, todo_a].any(1)
     A = tr.codes[text]
-    ranks, zero_rank = _rank_matrix(A)
+    tr.codes = None  # only the rows with text are read from here on
+    tot = np.asarray(A.sum(0)).ravel()
+    Acsc = A.tocsc()
+    del A
     M = sp.csr_matrix(tr_member[text][:, todo_a].astype(np.float64))
     P = np.asarray(M.sum(0)).ravel()
-    n = A.shape[0]
+    n = Acsc.shape[0]
     Nn = n - P
-    B = A.copy()
-    B.data[:] = 1.0
-    rank_pos = np.asarray((M.T @ ranks).todense())
-    fire_pos = np.asarray((M.T @ B).todense())
+    rank_pos, fire_pos, act_pos, zero_rank = _latent_sums(Acsc, M)
     U = rank_pos + (P[:, None] - fire_pos) * zero_rank[None, :] - (P * (P + 1) / 2)[:, None]
     train_auc = U / np.maximum(P * Nn, 1)[:, None]
     # Mean activation differences (latents from the same sparse products, model dims streamed).
-    pos_mean = np.asarray((M.T @ A).todense()) / np.maximum(P, 1)[:, None]
-    tot = np.asarray(A.sum(0)).ravel()
+    pos_mean = act_pos / np.maximum(P, 1)[:, None]
     neg_mean = (tot[None, :] - pos_mean * P[:, None]) / np.maximum(Nn, 1)[:, None]
     lat_diff = np.abs(pos_mean - neg_mean)
     dim_diff = None if known_baseline else _act_mean_diff(inputs, tr, tr_member[:, todo_a], tr_known[:, todo_a])
-    Acsc = A.tocsc()
     Vcsc = va.codes.tocsc()
     text_rows = np.flatnonzero(text)
     va_acts = None

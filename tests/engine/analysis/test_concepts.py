@@ -209,27 +209,32 @@ def test_the_probe_solves_sklearns_objective():
         assert abs(beta[-1] - ref.intercept_[0]) < 1e-5
 
 
-def test_rank_matrix_gives_every_latents_auroc():
-    """The one-pass AUROC of all latents (ranks through a sparse product) equals sklearn's per latent."""
+@pytest.mark.parametrize("block", [256, 7, 1])
+def test_latent_sums_give_every_latents_auroc_in_any_block_size(block):
+    """The one-pass AUROC of all latents (ranks through a sparse product, in blocks of latents) equals
+    sklearn's per latent; the positives' firing counts and activation sums are the dense ones; and the
+    numbers are the same whatever the block size."""
     import scipy.sparse as sp
     from sklearn.metrics import roc_auc_score
 
-    from engine.analysis.concepts.evaluate import _rank_matrix
+    from engine.analysis.concepts.evaluate import _latent_sums
 
     rng = np.random.default_rng(2)
     n, F = 800, 30
-    dense = np.where(rng.random((n, F)) < 0.15, np.round(rng.gamma(2, 1, (n, F)), 1), 0.0)
-    y = rng.random(n) < 0.1
-    dense[y, 3] += 2.0
-    A = sp.csr_matrix(dense)
-    ranks, zero = _rank_matrix(A)
-    M = sp.csr_matrix(y[:, None].astype(float))
-    P = y.sum()
-    fire_pos = np.asarray((M.T @ (A > 0).astype(float)).todense()).ravel()
-    U = np.asarray((M.T @ ranks).todense()).ravel() + (P - fire_pos) * zero - P * (P + 1) / 2
-    ours = U / (P * (n - P))
-    ref = np.array([roc_auc_score(y, dense[:, f]) for f in range(F)])
+    dense = np.where(rng.random((n, F)) < 0.15, np.round(rng.gamma(2, 1, (n, F)), 1), 0.0).astype(np.float32)
+    y = rng.random((n, 2)) < [0.1, 0.3]
+    dense[y[:, 0], 3] += 2.0
+    M = sp.csr_matrix(y.astype(float))
+    P = y.sum(0)
+    rank_pos, fire_pos, act_pos, zero = _latent_sums(sp.csc_matrix(dense), M, block=block)
+    U = rank_pos + (P[:, None] - fire_pos) * zero[None, :] - (P * (P + 1) / 2)[:, None]
+    ours = U / (P * (n - P))[:, None]
+    ref = np.array([[roc_auc_score(y[:, c], dense[:, f]) for f in range(F)] for c in range(2)])
     assert np.abs(ours - ref).max() < 1e-12
+    assert np.array_equal(fire_pos, (y.T.astype(float) @ (dense > 0)))
+    assert np.allclose(act_pos, y.T.astype(float) @ dense.astype(np.float64), rtol=1e-12)
+    whole = _latent_sums(sp.csc_matrix(dense), M, block=F)
+    assert all(np.array_equal(x, w) for x, w in zip((rank_pos, fire_pos, act_pos, zero), whole))
 
 
 def test_label_interval_and_titles():
