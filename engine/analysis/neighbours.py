@@ -68,7 +68,8 @@ def activation_matrix(domains: list[DomainCodes], d_sae: int) -> sp.csr_matrix:
     included, as COO -> CSR per domain and a vstack, without those two intermediate copies."""
     n = sum(dc.n_rows for dc in domains)
     indptr = np.zeros(n + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum(np.concatenate([np.bincount(dc.rows, minlength=dc.n_rows) for dc in domains] or [np.zeros(0, np.int64)]))
+    counts = [np.bincount(dc.rows, minlength=dc.n_rows) for dc in domains] or [np.zeros(0, np.int64)]
+    indptr[1:] = np.cumsum(np.concatenate(counts))
     data = np.concatenate([dc.vals for dc in domains]) if domains else np.zeros(0, np.float32)
     indices = np.concatenate([dc.cols for dc in domains]) if domains else np.zeros(0, np.int32)
     return sp.csr_matrix((data, indices, indptr), shape=(n, d_sae))

@@ -85,7 +85,7 @@ class LiveBoard:
     ``budget`` of its time on them: after a transaction that took t seconds the next waits at least
     t / budget (at most ``max_every``), so a slow database slows the live panel, not the training."""
 
-    def __init__(self, lab: Lab, every: float = 1.0, budget: float = 0.03, max_every: float = 10.0):
+    def __init__(self, lab: Lab, every: float = 1.0, budget: float = 0.05, max_every: float = 5.0):
         self.lab, self.every, self.budget, self.max_every = lab, every, budget, max_every
         self.jobs: list[str] = []
         self.pending: dict[str, dict] = {}
