@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from core.config_base import ConfigBase
 from core.config_bounds import bounded, seed_field
 from core.errors import LabError
-from engine.evaluation.codes import CHUNK_ROWS
+from engine.evaluation.chunks import CHUNK_ROWS
 
 
 @dataclass

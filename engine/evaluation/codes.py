@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from engine.device import cpu_has_fast_bf16
+from engine.evaluation.chunks import CHUNK_ROWS
 from engine.training.architectures.topk import TopK
 from engine.training.sae import SparseAutoencoder, SparseCode
 from engine.training.sparse_ops import topk_rows
@@ -50,10 +51,6 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta"
 # the sampled fp32 recompute adds the rest: 2.52 s against 2.42 s (the previous encode_sparse) for
 # 65k rows, interleaved (/tmp bench in the commit message; `python -m engine bench analysis` prints it).
 BF16_ON_CPU = False
-# Rows per encoder step, for evaluation and analysis alike (same chunks, same bits). 8192 rather than
-# 16384: as fast (measured at 1 thread, 200k rows, k 48: 6.2-6.8 s either way) with half the
-# [rows, d_sae] temporaries -- an analysis's encoding peaked 500-640 MB above its start, now ~380.
-CHUNK_ROWS = 8192
 BF16_U = 2.0 ** -8  # unit roundoff of bfloat16 (8 significant bits)
 
 
