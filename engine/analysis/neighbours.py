@@ -66,13 +66,12 @@ def activation_matrix(domains: list[DomainCodes], d_sae: int) -> sp.csr_matrix:
 
     Built straight from the codes (their entries are sorted by row): the same matrix, entry order
     included, as COO -> CSR per domain and a vstack, without those two intermediate copies."""
-    n = sum(dc.n_rows for dc in domains)
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    counts = [np.bincount(dc.rows, minlength=dc.n_rows) for dc in domains] or [np.zeros(0, np.int64)]
-    indptr[1:] = np.cumsum(np.concatenate(counts))
-    data = np.concatenate([dc.vals for dc in domains]) if domains else np.zeros(0, np.float32)
-    indices = np.concatenate([dc.cols for dc in domains]) if domains else np.zeros(0, np.int32)
-    return sp.csr_matrix((data, indices, indptr), shape=(n, d_sae))
+    if not domains:
+        return sp.csr_matrix((0, d_sae), dtype=np.float32)
+    counts = np.concatenate([np.bincount(dc.rows, minlength=dc.n_rows) for dc in domains])
+    indptr = np.concatenate([np.zeros(1, np.int64), np.cumsum(counts)])
+    data, indices = np.concatenate([dc.vals for dc in domains]), np.concatenate([dc.cols for dc in domains])
+    return sp.csr_matrix((data, indices, indptr), shape=(len(counts), d_sae))
 
 
 def correlation_neighbours(X: sp.csr_matrix, live: np.ndarray, n: int, max_pairs: int = MAX_PAIRS,

@@ -96,9 +96,13 @@ class LiveBoard:
         if job_id not in self.jobs:
             self.jobs.append(job_id)
 
-    def leave(self, job_id: str) -> None:
-        """The job left training (its phase or status is written directly): nothing pending may overwrite it."""
+    def drop_pending(self, job_id: str) -> None:
+        """The job's phase or status is written directly: no pending progress may overwrite it."""
         self.pending.pop(job_id, None)
+
+    def leave(self, job_id: str) -> None:
+        """The job left training: nothing pending for it, and its cancel flag no longer read."""
+        self.drop_pending(job_id)
         if job_id in self.jobs:
             self.jobs.remove(job_id)
 
@@ -143,7 +147,7 @@ class JobReporter:
 
     def phase(self, name: str) -> None:
         if name != "train":
-            self.board.pending.pop(self.job_id, None)  # a late progress write must not put it back in "train"
+            self.board.drop_pending(self.job_id)  # a late progress write must not put it back in "train"
         try:
             with transaction(self.lab, wait_seconds=5.0) as con:
                 con.execute("UPDATE jobs SET phase = ?, progress_at = ? WHERE job_id = ?", [name, utcnow(), self.job_id])
