@@ -74,6 +74,9 @@ def progress_fields(step: int, total_steps: int | None, seconds: float, metrics:
             "fvu": metrics.get("fvu"), "dead_frac": metrics.get("dead_frac"), "eta_seconds": eta}
 
 
+LIVE_MAX_SECONDS = 5.0  # the longest a share group goes without writing its progress and reading its cancel flags
+
+
 class LiveBoard:
     """The live state of the jobs a worker trains in one pass: their progress written, and their
     cancel flags read, in one transaction per interval for all of them.
@@ -85,7 +88,7 @@ class LiveBoard:
     ``budget`` of its time on them: after a transaction that took t seconds the next waits at least
     t / budget (at most ``max_every``), so a slow database slows the live panel, not the training."""
 
-    def __init__(self, lab: Lab, every: float = 1.0, budget: float = 0.05, max_every: float = 5.0):
+    def __init__(self, lab: Lab, every: float = 1.0, budget: float = 0.05, max_every: float = LIVE_MAX_SECONDS):
         self.lab, self.every, self.budget, self.max_every = lab, every, budget, max_every
         self.jobs: list[str] = []
         self.pending: dict[str, dict] = {}

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,7 @@ from core.lab import Lab
 from engine.sweeps.leaderboard import pareto_front
 from engine.sweeps.queue import enqueue_sweep
 from engine.sweeps.spec import SweepSpec, expand, load_spec
+from engine.sweeps.worker import LIVE_MAX_SECONDS
 from tests.helpers import REPO, wait_for
 
 # Real worker processes on a loaded machine: the per-test limit allows for a slow start, not a hang.
@@ -41,9 +43,10 @@ def spec(**kw) -> SweepSpec:
     return SweepSpec.from_dict(d)
 
 
-def start_worker(lab: Lab, *extra: str, env: dict | None = None, pause_in_write: Path | None = None) -> subprocess.Popen:
-    """``python -m engine worker``; with ``pause_in_write``, through tests/fault_worker.py (pauses inside a write)."""
-    program = ["-m", "engine"] if pause_in_write is None else ["-m", "tests.fault_worker", str(pause_in_write)]
+def start_worker(lab: Lab, *extra: str, env: dict | None = None, fault: tuple[str, Path] | None = None) -> subprocess.Popen:
+    """``python -m engine worker``; with ``fault`` = (FAULT, MARKER), through tests/fault_worker.py: ``write``
+    pauses inside a database write, ``step=N`` holds each job's training at step N until MARKER is deleted."""
+    program = ["-m", "engine"] if fault is None else ["-m", "tests.fault_worker", fault[0], str(fault[1])]
     # --nice 0: at the default niceness 10, CPU-bound neighbours starve a worker to ~5 % of a core.
     # --threads 1: tiny matrices; next to other CPU-bound processes, two OpenMP threads mostly wait on each other.
     cmd = [sys.executable, *program, "--lab", str(lab.root), "-q", "worker", "--no-analysis", "--nice", "0",
@@ -56,9 +59,17 @@ def jobs(lab: Lab) -> pd.DataFrame:
     return db.query(lab, "SELECT * FROM jobs ORDER BY seq")
 
 
-def training_step(lab: Lab) -> int:
-    v = db.query_rows(lab, "SELECT max(step) FROM jobs WHERE status = 'RUNNING' AND phase = 'train'")[0][0]
-    return int(v or 0)
+def held_in_training(lab: Lab, tmp_path: Path, step: int, *extra: str) -> tuple[subprocess.Popen, Path]:
+    """A worker whose first job holds mid-training at ``step``, checkpointed there, and the hold's marker.
+
+    Polling the live panel for a step raced the training: on an idle machine these jobs train in
+    under a second, between two of the panel's writes (CI once waited 420 s for a step it never saw).
+    Delete the marker to let the worker go on; its next job holds at the same step. A cancel flagged
+    during the hold is seen at the first step after it once the hold lasted ``LIVE_MAX_SECONDS``."""
+    marker = tmp_path / "held"
+    w = start_worker(lab, *extra, fault=(f"step={step}", marker))
+    wait_for(marker.exists)
+    return w, marker
 
 
 def assert_complete_and_unique(lab: Lab, n_runs: int) -> None:
@@ -140,8 +151,8 @@ def test_two_workers_claim_each_job_once(uninterrupted):
 def test_sigkill_during_training_and_during_a_write_then_resume(lab, tmp_path, uninterrupted):
     _, runs = enqueue_sweep(lab, spec())
     # 1. SIGKILL while training (after a checkpoint exists).
-    w = start_worker(lab)
-    wait_for(lambda: training_step(lab) >= 60 and list(lab.runs.glob("*/checkpoint.pt")))
+    w, _ = held_in_training(lab, tmp_path, 60)
+    assert list(lab.runs.glob("*/checkpoint.pt"))
     w.send_signal(signal.SIGKILL)
     w.wait()
     # A job of the worker's share group may have ended before the kill landed (members end at their
@@ -151,7 +162,7 @@ def test_sigkill_during_training_and_during_a_write_then_resume(lab, tmp_path, u
     assert (statuses == "RUNNING").any()
     # 2. SIGKILL inside an open write transaction (the fault point pauses before COMMIT).
     marker = tmp_path / "in-write"
-    w = start_worker(lab, pause_in_write=marker)
+    w = start_worker(lab, fault=("write", marker))
     wait_for(lambda: marker.exists())
     w.send_signal(signal.SIGKILL)
     w.wait()
@@ -171,14 +182,13 @@ def test_sigkill_during_training_and_during_a_write_then_resume(lab, tmp_path, u
         assert resumed[key] == pytest.approx(clean[key], abs=0.01), key
 
 
-def test_a_worker_started_within_a_second_of_a_crash_recovers_the_job_before_it_exits(lab):
+def test_a_worker_started_within_a_second_of_a_crash_recovers_the_job_before_it_exits(lab, tmp_path):
     """No staleness wait on the same host: the dead worker's job is requeued at once and finished.
 
     The new worker keeps the default 30 s staleness: before, it saw a fresh heartbeat, ran the other
     job, exited 0 and left the dead worker's job RUNNING forever."""
     _, runs = enqueue_sweep(lab, spec())
-    w = start_worker(lab)
-    wait_for(lambda: training_step(lab) >= 20)
+    w, _ = held_in_training(lab, tmp_path, 20)
     killed_job = db.query_rows(lab, "SELECT job_id FROM jobs WHERE status = 'RUNNING'")[0][0]
     w.send_signal(signal.SIGKILL)
     w.wait()
@@ -215,10 +225,9 @@ def test_two_workers_that_see_one_dead_owner_requeue_its_job_once(lab):
         ("RUNNING", me.worker_id)]
 
 
-def test_worker_survives_a_reader_then_a_writer_holding_the_database(lab):
+def test_worker_survives_a_reader_then_a_writer_holding_the_database(lab, tmp_path):
     _, runs = enqueue_sweep(lab, spec(parameters={"layer": [2]}))
-    w = start_worker(lab)
-    wait_for(lambda: training_step(lab) >= 10)
+    w, held = held_in_training(lab, tmp_path, 10)
     for read_only in (True, False):
         code = (
             "import duckdb, time\n"
@@ -229,23 +238,28 @@ def test_worker_survives_a_reader_then_a_writer_holding_the_database(lab):
         )
         holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
         assert holder.stdout.readline().strip() == "held"
+        held.unlink(missing_ok=True)  # the worker trains on (and then evaluates) while the database is held
         holder.wait()
+    while w.poll() is None:  # the sweep's next job holds too: let it go
+        held.unlink(missing_ok=True)
+        time.sleep(0.1)
     out, _ = w.communicate(timeout=900)
     assert w.returncode == 0, out
     assert_complete_and_unique(lab, len(runs))
 
 
-def test_cancel_and_sigterm_mark_runs_killed(lab):
-    _, runs = enqueue_sweep(lab, spec(parameters={"layer": [1, 2]}, base={**BASE, "train": {**BASE["train"], "epochs": 40}}))
-    w = start_worker(lab)
-    wait_for(lambda: training_step(lab) >= 10)
+def test_cancel_and_sigterm_mark_runs_killed(lab, tmp_path):
+    _, runs = enqueue_sweep(lab, spec(parameters={"layer": [1, 2]}))
+    w, held = held_in_training(lab, tmp_path, 10)
     running = db.query(lab, "SELECT job_id FROM jobs WHERE status = 'RUNNING'").iloc[0, 0]
     from engine.sweeps.queue import cancel_queued_and_flag_running
 
     cancel_queued_and_flag_running(lab, job_ids=[running])
+    time.sleep(LIVE_MAX_SECONDS)  # the held job's next step reads its flag
+    held.unlink()
     wait_for(lambda: db.query(lab, "SELECT status FROM jobs WHERE job_id = ?", [running]).iloc[0, 0] == "KILLED")
     assert db.query(lab, "SELECT status FROM runs WHERE run_id = ?", [running]).iloc[0, 0] == "KILLED"
-    wait_for(lambda: training_step(lab) >= 10)  # the worker moved on to the next job
+    wait_for(held.exists)  # the worker moved on to the next job, and holds in its training
     w.send_signal(signal.SIGTERM)
     w.wait(timeout=600)
     statuses = db.query(lab, "SELECT status FROM runs")["status"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import pytest
 
@@ -17,9 +18,8 @@ from core.lab import Lab
 from engine.runs import share_key
 from engine.sweeps.queue import cancel_queued_and_flag_running, enqueue_sweep
 from engine.sweeps.spec import SweepSpec
-from engine.sweeps.worker import Worker
-from tests.engine.sweeps.test_queue import BASE, assert_complete_and_unique, jobs, start_worker, training_step
-from tests.helpers import wait_for
+from engine.sweeps.worker import LIVE_MAX_SECONDS, Worker
+from tests.engine.sweeps.test_queue import BASE, assert_complete_and_unique, held_in_training, jobs, start_worker
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -56,15 +56,16 @@ def test_a_share_group_trains_in_one_pass_and_ends_exactly_as_one_at_a_time(lab)
     assert len(a) == 16 and a == b
 
 
-def test_cancelling_one_job_of_a_group_leaves_the_others_running_to_the_end(lab):
-    spec = {**GRID, "parameters": {"k": [8, 4, 2]}, "base": {**GRID["base"], "train": {**BASE["train"], "epochs": 25}}}
+def test_cancelling_one_job_of_a_group_leaves_the_others_running_to_the_end(lab, tmp_path):
+    spec = {**GRID, "parameters": {"k": [8, 4, 2]}, "base": {**GRID["base"], "train": {**BASE["train"], "epochs": 8}}}
     _, runs = enqueue_sweep(lab, SweepSpec.from_dict(spec))
-    w = start_worker(lab)
-    wait_for(lambda: training_step(lab) >= 10)
+    w, held = held_in_training(lab, tmp_path, 10)
     running = db.query(lab, "SELECT job_id, share_group FROM jobs WHERE status = 'RUNNING' ORDER BY seq")
     assert len(running) == 3 and running["share_group"].nunique() == 1  # claimed as one group
     victim = running["job_id"].iloc[1]
     cancel_queued_and_flag_running(lab, job_ids=[victim])
+    time.sleep(LIVE_MAX_SECONDS)  # the group's next step reads the flag
+    held.unlink()
     out, _ = w.communicate(timeout=900)
     assert w.returncode == 0, out
     j = jobs(lab).set_index("job_id")
@@ -78,11 +79,11 @@ def test_cancelling_one_job_of_a_group_leaves_the_others_running_to_the_end(lab)
     assert steps[victim] < steps[others[0]] == steps[others[1]]
 
 
-def test_sigkill_of_a_worker_mid_group_then_resume(lab):
+def test_sigkill_of_a_worker_mid_group_then_resume(lab, tmp_path):
     spec = {**GRID, "parameters": {"k": [8, 4]}, "base": {**GRID["base"], "train": {**BASE["train"], "epochs": 8}}}  # 225 steps
     _, runs = enqueue_sweep(lab, SweepSpec.from_dict(spec))
-    w = start_worker(lab)
-    wait_for(lambda: training_step(lab) >= 60 and len(list(lab.runs.glob("*/checkpoint.pt"))) >= 2)
+    w, _ = held_in_training(lab, tmp_path, 60)
+    assert len(list(lab.runs.glob("*/checkpoint.pt"))) == 2  # both members, at step 60
     w.send_signal(signal.SIGKILL)
     w.wait()
     assert set(jobs(lab)["status"]) <= {"QUEUED", "RUNNING"}
