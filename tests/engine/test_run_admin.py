@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -16,7 +15,7 @@ import pytest
 
 import db
 from core.errors import LabError
-from tests.helpers import add_running_run, copy_lab, dead_process, error_lines, run_cli, small_overrides
+from tests.helpers import add_running_run, copy_lab, dead_process, error_lines, run_cli, small_overrides, wait_for
 
 
 def test_delete_run_removes_the_run_everywhere_and_nothing_shared(finished_lab, tmp_path):
@@ -155,27 +154,27 @@ def test_a_stuck_job_run_must_be_marked_failed_before_it_is_deleted(admin_lab):
     assert r.returncode == 0 and not lab.run_dir("stuck-job").exists(), r.stderr
 
 
-def test_a_killed_training_is_marked_failed_by_the_next_command_that_writes(admin_lab):
+def test_a_killed_training_is_marked_failed_by_the_next_command_that_writes(admin_lab, tmp_path):
     """A real `train` killed mid-run (SIGKILL: no chance to record anything) stays RUNNING for readers;
-    the next command that opens the lab for writing marks it FAILED and removes its leftovers."""
+    the next command that opens the lab for writing marks it FAILED and removes its leftovers.
+
+    The training holds at step 60, checkpointed there (tests/fault_worker.py), so the kill lands
+    mid-training whatever the machine's speed."""
     lab, _ = admin_lab
-    sets = [a for o in small_overrides(tokens=8000, epochs=200.0, d_sae=512, k=8) + ["layer=2"] for a in ("--set", o)]
+    sets = [a for o in small_overrides(tokens=8000, epochs=8.0, d_sae=512, k=8) + ["layer=2"] for a in ("--set", o)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "--lab", str(lab.root), "-q", "train", *sets],
-                            cwd=Path(__file__).resolve().parents[2], env=env, stdout=subprocess.DEVNULL,
+    held = tmp_path / "held"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.fault_worker", "step=60", str(held), "--lab", str(lab.root), "-q",
+                             "train", *sets], cwd=Path(__file__).resolve().parents[2], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 300
-        run_id = None
-        while time.monotonic() < deadline and run_id is None:
-            time.sleep(1)
-            assert proc.poll() is None, "the training ended before it could be killed"
-            rows = db.query_rows(lab, "SELECT run_id FROM runs WHERE status = 'RUNNING'")
-            run_id = rows[0][0] if rows else None
-        assert run_id, "the training never started"
-        while not db.query_rows(lab, "SELECT count(*) FROM step_metrics WHERE run_id = ?", [run_id])[0][0]:
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(1)
+        wait_for(lambda: held.exists() or proc.poll() is not None)
+        assert proc.poll() is None, "the training ended before it reached step 60"
+        rows = db.query_rows(lab, "SELECT run_id FROM runs WHERE status = 'RUNNING'")
+        assert rows, "the training never started"
+        run_id = rows[0][0]
+        assert db.query_rows(lab, "SELECT count(*) FROM step_metrics WHERE run_id = ?", [run_id])[0][0]
+        assert (lab.run_dir(run_id) / "checkpoint.pt").exists()
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
